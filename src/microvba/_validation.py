@@ -1,0 +1,108 @@
+"""Input validation in one style: every problem names the file, what is wrong, and the fix.
+
+The CLI maps :class:`InputError` to exit code 2 and prints every problem found, so a user
+repairs a dataset in one pass instead of one error per run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the input."""
+
+    file: str
+    problem: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.problem}\n    fix: {self.fix}"
+
+
+class InputError(ValueError):
+    """Invalid input (a file, a dataset or a parameter), with every problem found.
+
+    Parameters
+    ----------
+    problems
+        Either a list of :class:`Problem` or a single message (then ``file`` and ``fix``
+        describe it).
+    """
+
+    def __init__(
+        self,
+        problems: Iterable[Problem] | str,
+        file: str | Path | None = None,
+        fix: str = "",
+    ) -> None:
+        if isinstance(problems, str):
+            problems = [Problem(str(file) if file is not None else "<input>", problems, fix)]
+        self.problems: list[Problem] = list(problems)
+        super().__init__(self.format())
+
+    def format(self) -> str:
+        n = len(self.problems)
+        head = f"{n} problem{'s' if n != 1 else ''} found in the input:"
+        return "\n".join([head] + [f"  - {p}" for p in self.problems])
+
+
+class ProblemCollector:
+    """Accumulate problems and raise them together at the end of a validation pass."""
+
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+
+    def add(self, file: str | Path, problem: str, fix: str) -> None:
+        self.problems.append(Problem(str(file), problem, fix))
+
+    def extend(self, error: InputError) -> None:
+        self.problems.extend(error.problems)
+
+    def raise_if_any(self) -> None:
+        if self.problems:
+            raise InputError(self.problems)
+
+    def __bool__(self) -> bool:
+        return bool(self.problems)
+
+
+def check_positive_int(name: str, value: object) -> int:
+    """Return ``value`` as an int if it is a positive integer, else raise InputError."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value or value <= 0:
+        raise InputError(
+            f"The '{name}' parameter must be a positive int. Got {value!r} instead.",
+            file=f"parameter {name}",
+            fix=f"Pass a positive integer for {name}.",
+        )
+    return int(value)
+
+
+def check_in_range(name: str, value: float, low: float, high: float) -> float:
+    """Return ``value`` as a float if ``low <= value <= high``, else raise InputError."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = float("nan")
+    if not (low <= v <= high):
+        raise InputError(
+            f"The '{name}' parameter must be in [{low}, {high}]. Got {value!r} instead.",
+            file=f"parameter {name}",
+            fix=f"Pass a value between {low} and {high} for {name}.",
+        )
+    return v
+
+
+def check_choice(name: str, value: str, choices: Iterable[str]) -> str:
+    """Return ``value`` if it is one of ``choices``, else raise InputError."""
+    choices = list(choices)
+    if value not in choices:
+        raise InputError(
+            f"The '{name}' parameter must be one of {choices}. Got {value!r} instead.",
+            file=f"parameter {name}",
+            fix=f"Pass one of {', '.join(map(str, choices))} for {name}.",
+        )
+    return value

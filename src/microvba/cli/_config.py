@@ -1,0 +1,76 @@
+"""TOML configuration files whose keys mirror the long command-line options.
+
+``--config run.toml`` sets parser defaults (so explicit options still win); every run writes
+its effective configuration (:func:`write_effective_config`) next to its outputs, so the
+same run can be repeated with ``--config``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .._provenance import write_text
+from .._validation import InputError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+#: options that describe how a run is shown, not what it computes
+_NOT_CONFIG = {"verbose", "quiet", "debug", "config", "help", "version"}
+
+
+def _dests(parser: argparse.ArgumentParser) -> set[str]:
+    return {a.dest for a in parser._actions if a.dest not in _NOT_CONFIG}
+
+
+def apply_config(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
+    """Read ``--config FILE`` from ``argv`` (if any) and set its keys as parser defaults."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    known, _ = pre.parse_known_args(list(argv))
+    if not known.config:
+        return
+    path = Path(known.config)
+    try:
+        config = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise InputError(f"cannot read the config file ({exc.strerror})", file=path,
+                         fix="Pass an existing TOML file to --config.") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"not valid TOML ({exc})", file=path,
+                         fix="Fix the TOML syntax (key = value per line).") from exc
+    config = {k.replace("-", "_"): v for k, v in config.items()}
+    unknown = sorted(set(config) - _dests(parser))
+    if unknown:
+        raise InputError(f"unknown keys {unknown}", file=path,
+                         fix=f"Use keys among: {', '.join(sorted(_dests(parser)))}.")
+    parser.set_defaults(**config)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def effective_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The options of a parsed run, without the display-only ones and unset values."""
+    return {k: v for k, v in sorted(vars(args).items())
+            if k not in _NOT_CONFIG and v is not None and not callable(v)}
+
+
+def write_effective_config(args: argparse.Namespace, path: str | Path) -> Path:
+    """Write the run's effective options as TOML (re-usable with ``--config``)."""
+    lines = ["# microvba effective configuration; repeat this run with --config <this file>"]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in effective_config(args).items()]
+    return write_text(path, "\n".join(lines) + "\n")

@@ -1,0 +1,92 @@
+"""The BIDS-App form: ``microvba BIDS_DIR OUTPUT_DIR participant|group [options]``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .._validation import InputError
+
+HELP = "Run the participant (fit + normalise) or group (VBA + regions + decoding) stage."
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bids_dir", type=Path, help="the BIDS dataset (read only)")
+    parser.add_argument("output_dir", type=Path, help="the derivatives folder to write")
+    parser.add_argument("analysis_level", choices=["participant", "group"],
+                        help="participant: per-subject fitting and normalisation; "
+                             "group: voxel-based statistics, clusters, decoding, report")
+
+    sel = parser.add_argument_group("selection")
+    sel.add_argument("--participant-label", "--participant_label", nargs="+", default=None,
+                     metavar="LABEL", help="subjects to process (without 'sub-')")
+    sel.add_argument("--session-label", nargs="+", default=None, metavar="LABEL",
+                     help="sessions to process (without 'ses-')")
+
+    fit = parser.add_argument_group("microstructure fitting (participant)")
+    fit.add_argument("--models", type=_csv, default=["tensor", "noddi"],
+                     help="comma-separated models: tensor, noddi")
+    fit.add_argument("--tissue", choices=["wm", "gm"], default="wm",
+                     help="NODDI intrinsic-diffusivity preset: wm = 1.7e-3, gm = 1.1e-3 mm^2/s")
+    fit.add_argument("--d-par", type=float, default=None,
+                     help="NODDI intrinsic parallel diffusivity in mm^2/s (overrides --tissue)")
+    fit.add_argument("--d-iso", type=float, default=3.0e-3,
+                     help="NODDI isotropic diffusivity in mm^2/s")
+    fit.add_argument("--dti-bmax", type=float, default=1750.0,
+                     help="fit the tensor on volumes with b <= this (s/mm^2), as DSI Studio")
+    fit.add_argument("--dti-method", choices=["wls", "ols"], default="wls")
+    fit.add_argument("--denoise", action="store_true", help="MP-PCA denoising before fitting")
+
+    reg = parser.add_argument_group("normalisation")
+    reg.add_argument("--resolution", type=float, default=2.0, help="MNI grid spacing in mm")
+    reg.add_argument("--skip-normalise", action="store_true",
+                     help="participant stage: fit only, no MNI normalisation")
+
+    grp = parser.add_argument_group("group statistics")
+    grp.add_argument("--score", default=None, help="participants.tsv column to correlate with")
+    grp.add_argument("--covariates", type=_csv, default=[],
+                     help="comma-separated participants.tsv columns to control for")
+    grp.add_argument("--metrics", type=_csv, default=["fa", "md", "rd", "ad", "icvf", "odi",
+                                                      "isovf"])
+    grp.add_argument("--n-perm", type=int, default=5000, help="number of permutations")
+    grp.add_argument("--seed", type=int, default=0)
+    grp.add_argument("--fwhm", type=float, default=6.0, help="smoothing FWHM in mm, 0 = none")
+    grp.add_argument("--gm-threshold", type=float, default=0.3,
+                     help="template GM probability defining the analysis mask")
+    grp.add_argument("--alpha", type=float, default=0.05, help="FWE level for clusters")
+    grp.add_argument("--correct-across", action="store_true",
+                     help="FWE across all metrics and both signs (PALM -corrcon -corrmod)")
+    grp.add_argument("--data-dir", type=Path, default=None,
+                     help="folder with the Neurosynth/NeuroQuery databases "
+                          "(default $MICROVBA_DATA, else ~/.cache/microvba)")
+    grp.add_argument("--no-decode", action="store_true", help="skip meta-analytic decoding")
+
+    ex = parser.add_argument_group("execution")
+    ex.add_argument("--n-jobs", type=int, default=None, help="local workers (default: cores)")
+    ex.add_argument("--scheduler", default=None,
+                    help="address of a running Dask scheduler (tcp://HOST:PORT)")
+    ex.add_argument("--cluster", choices=["local", "slurm"], default="local")
+    ex.add_argument("--slurm-queue", default=None)
+    ex.add_argument("--slurm-cores", type=int, default=4)
+    ex.add_argument("--slurm-memory", default="16GB")
+    ex.add_argument("--slurm-walltime", default="02:00:00")
+    ex.add_argument("--slurm-jobs", type=int, default=4, help="number of SLURM jobs to start")
+    ex.add_argument("--force", action="store_true", help="recompute outputs that are up to date")
+
+
+def run(args: argparse.Namespace) -> int:
+    bids_dir, out_dir = Path(args.bids_dir), Path(args.output_dir)
+    if bids_dir.resolve() == out_dir.resolve():
+        raise InputError("the output folder is the BIDS dataset itself", file=out_dir,
+                         fix="Write derivatives elsewhere, e.g. BIDS_DIR/derivatives/microvba.")
+    if args.analysis_level == "participant":
+        from ..workflows.participant import run_participant_cli
+
+        return run_participant_cli(args)
+    from ..workflows.group import run_group_cli
+
+    return run_group_cli(args)

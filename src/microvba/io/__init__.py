@@ -1,0 +1,1 @@
+"""BIDS input, gradient tables and BIDS-derivatives output."""
