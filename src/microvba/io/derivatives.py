@@ -12,7 +12,8 @@ from .. import __version__
 from .._provenance import write_json
 
 SPACE_NATIVE = "orig"
-SPACE_MNI = "MNI152NLin2009cSym"
+#: nilearn ships the ICBM152 2009a nonlinear symmetric template (mni_icbm152_*_tal_nlin_sym_09a)
+SPACE_MNI = "MNI152NLin2009aSym"
 
 #: which model produces which parameter map
 MODEL_PARAMS: dict[str, tuple[str, ...]] = {

@@ -1,0 +1,1 @@
+"""Simulated data (cohorts with planted effects, known deformations)."""

@@ -1,0 +1,200 @@
+"""Where the work runs: serially, on local processes, on a Dask scheduler or on SLURM.
+
+One interface for every back end, :meth:`Executor.map`, which runs one task per item
+(a subject, a chunk) and returns a :class:`TaskResult` per item *in input order*, so that
+outputs never depend on the number of workers or on completion order. A failing task (bad
+data discovered late, a worker killed for memory) is reported with its item and cause and
+never stops the others.
+
+Back ends
+---------
+- ``SerialExecutor``: the calling process; used for ``n_jobs=1``.
+- ``DaskExecutor``: a ``distributed.Client`` on a ``LocalCluster`` (processes = cores, a memory
+  limit per worker), on an existing scheduler (``--scheduler tcp://HOST:PORT``) or on a
+  ``dask_jobqueue.SLURMCluster`` (``--cluster slurm``).
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._logging import get_logger, progress
+
+log = get_logger(__name__)
+
+
+@dataclass
+class TaskResult:
+    """Outcome of one task: its item, and either a value or an error message."""
+
+    item: Any
+    ok: bool
+    value: Any = None
+    error: str = ""
+
+
+def _safe_call(func: Callable[[Any], Any], item: Any) -> TaskResult:
+    # runs on the worker: turn any exception into a reportable result
+    try:
+        return TaskResult(item, True, func(item))
+    except Exception as exc:  # noqa: BLE001 - one subject's failure must not stop the others
+        log.debug("task %r failed:\n%s", item, traceback.format_exc())
+        return TaskResult(item, False, error=f"{type(exc).__name__}: {exc}")
+
+
+class SerialExecutor:
+    """Run tasks one after another in the calling process."""
+
+    n_workers = 1
+
+    def map(self, func: Callable[[Any], Any], items: Sequence[Any],
+            desc: str = "tasks") -> list[TaskResult]:
+        return [_safe_call(func, it) for it in progress(items, desc, total=len(items))]
+
+    def batch_map(self, func: Callable[[Any], Any], batches: Sequence[Any]) -> list[Any]:
+        """Map without error capture (permutation batches: any failure is fatal)."""
+        return [func(b) for b in batches]
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> SerialExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass
+class SlurmOptions:
+    """SLURM resources for ``dask_jobqueue.SLURMCluster`` (one Dask worker per job)."""
+
+    queue: str | None = None
+    cores: int = 4
+    memory: str = "16GB"
+    walltime: str = "02:00:00"
+    jobs: int = 4
+    account: str | None = None
+    job_extra_directives: list[str] = field(default_factory=list)
+
+    def cluster(self) -> Any:
+        from dask_jobqueue import SLURMCluster
+
+        return SLURMCluster(queue=self.queue, account=self.account, cores=self.cores,
+                            processes=1, memory=self.memory, walltime=self.walltime,
+                            job_extra_directives=list(self.job_extra_directives),
+                            job_name="microvba")
+
+
+class DaskExecutor:
+    """Run tasks on a ``distributed`` cluster.
+
+    Parameters
+    ----------
+    client
+        A connected ``distributed.Client``.
+    cluster
+        The cluster object this executor started (closed with it), if any.
+    """
+
+    def __init__(self, client: Any, cluster: Any = None) -> None:
+        self.client = client
+        self.cluster = cluster
+
+    @property
+    def n_workers(self) -> int:
+        return max(1, len(self.client.scheduler_info().get("workers", {})))
+
+    def map(self, func: Callable[[Any], Any], items: Sequence[Any],
+            desc: str = "tasks") -> list[TaskResult]:
+        from distributed import as_completed
+
+        futures = [self.client.submit(_safe_call, func, it, pure=False) for it in items]
+        index = {f.key: i for i, f in enumerate(futures)}
+        results: list[TaskResult | None] = [None] * len(items)
+        for fut in progress(as_completed(futures), desc, total=len(futures)):
+            i = index[fut.key]
+            try:
+                results[i] = fut.result()
+            except Exception as exc:  # noqa: BLE001 - e.g. KilledWorker after an OOM
+                results[i] = TaskResult(items[i], False, error=f"{type(exc).__name__}: {exc}")
+        return [r for r in results if r is not None]
+
+    def batch_map(self, func: Callable[[Any], Any], batches: Sequence[Any]) -> list[Any]:
+        """Map without error capture, results in input order (permutation batches)."""
+        futures = self.client.map(func, list(batches), pure=False)
+        return self.client.gather(futures)
+
+    def close(self) -> None:
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+    def __enter__(self) -> DaskExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def default_workers() -> int:
+    """Number of usable cores (respects CPU affinity, e.g. SLURM or taskset)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS
+        return os.cpu_count() or 1
+
+
+def make_executor(n_jobs: int | None = None, scheduler: str | None = None,
+                  cluster: str = "local", slurm: SlurmOptions | None = None,
+                  memory_limit: str = "auto") -> SerialExecutor | DaskExecutor:
+    """Build the executor for a run.
+
+    Parameters
+    ----------
+    n_jobs
+        Local worker processes (default: the number of cores); 1 runs serially.
+    scheduler
+        Address of a running Dask scheduler (``tcp://HOST:PORT``); overrides ``cluster``.
+    cluster
+        ``"local"`` or ``"slurm"``.
+    slurm
+        Resources of the SLURM jobs.
+    memory_limit
+        Per-worker memory limit of a local cluster (Dask syntax, ``"auto"`` splits RAM).
+    """
+    if scheduler:
+        from distributed import Client
+
+        log.info("connecting to the Dask scheduler at %s", scheduler)
+        return DaskExecutor(Client(scheduler))
+    if cluster == "slurm":
+        from distributed import Client
+
+        opts = slurm or SlurmOptions()
+        slurm_cluster = opts.cluster()
+        slurm_cluster.scale(jobs=opts.jobs)
+        log.info("started a SLURM cluster of %d jobs:\n%s", opts.jobs, slurm_cluster.job_script())
+        return DaskExecutor(Client(slurm_cluster), slurm_cluster)
+    n = default_workers() if n_jobs is None else int(n_jobs)
+    if n <= 1:
+        return SerialExecutor()
+    from distributed import Client, LocalCluster
+
+    local = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                         memory_limit=memory_limit, dashboard_address=None)
+    log.info("started a local Dask cluster with %d worker processes", n)
+    return DaskExecutor(Client(local), local)
+
+
+def summarise_failures(results: Iterable[TaskResult], what: str = "subject") -> list[str]:
+    """Log one line per failed task; return the lines."""
+    lines = [f"{what} {getattr(r.item, 'prefix', r.item)}: {r.error}"
+             for r in results if not r.ok]
+    for line in lines:
+        log.error("failed: %s", line)
+    return lines

@@ -1,0 +1,281 @@
+"""Group stage: voxel-based statistics in MNI gray matter, clusters, decoding, report.
+
+For every metric the subjects' normalised maps are stacked inside the group gray-matter
+mask, smoothed within the mask, and tested against the score with Freedman-Lane permutation
+inference (exact TFCE, voxel and cluster statistics, FWE). Significant clusters are labelled,
+followed up with partial correlations on the unsmoothed maps, decoded against Neurosynth and
+NeuroQuery, and everything is gathered into ``group/report.html``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from .._logging import get_logger, progress
+from .._provenance import clean_temporaries, software_versions, write_json, write_text
+from .._validation import InputError, ProblemCollector
+from ..io import derivatives
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class GroupSettings:
+    """What the group stage computes (recorded in ``group/analysis.json``)."""
+
+    score: str
+    covariates: tuple[str, ...] = ()
+    metrics: tuple[str, ...] = derivatives.METRICS
+    n_perm: int = 5000
+    seed: int = 0
+    fwhm: float = 6.0
+    gm_threshold: float = 0.3
+    isovf_max: float | None = None
+    resolution: float = 2.0
+    alpha: float = 0.05
+    tfce_H: float = 2.0
+    tfce_E: float = 0.5
+    tfce_connectivity: int = 6
+    cluster_threshold: float = 3.1
+    correct_across: bool = False
+    exclude_outliers: bool = True
+    decode: bool = True
+    vocabularies: tuple[str, ...] = ("lda50", "terms")
+    data_dir: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def _mni_paths(out_dir: Path, subjects: list, metrics: tuple[str, ...]) -> list[dict[str, Path]]:
+    """Each subject's normalised maps; one InputError listing every missing file."""
+    problems = ProblemCollector()
+    paths = []
+    for s in subjects:
+        entry = {}
+        for m in metrics:
+            p = derivatives.map_path(out_dir, s.label, m, space=derivatives.SPACE_MNI,
+                                     session=s.session)
+            if not p.exists():
+                problems.add(p, f"the normalised {m.upper()} map of {s.prefix} is missing",
+                             "Run the participant stage first: "
+                             "microvba BIDS_DIR OUTPUT_DIR participant")
+            entry[m] = p
+        paths.append(entry)
+    problems.raise_if_any()
+    return paths
+
+
+def _qc_table(out_dir: Path, subjects: list) -> pd.DataFrame:
+    """Registration QC of every subject (from the participant stage's QC JSON files)."""
+    rows = []
+    for s in subjects:
+        found = sorted((out_dir / f"sub-{s.label}").rglob(f"{s.prefix}_*qc*.json"))
+        row = {"participant_id": f"sub-{s.label}" + (f"_ses-{s.session}" if s.session else "")}
+        if found:
+            row.update({k: v for k, v in json.loads(found[0].read_text()).items()
+                        if isinstance(v, int | float | bool)})
+        rows.append(row)
+    table = pd.DataFrame(rows).set_index("participant_id")
+    numeric = table.select_dtypes("number")
+    if len(numeric.columns) and len(table) >= 3:
+        from ..registration.qc import flag_outliers
+
+        table["outlier"] = flag_outliers(numeric).to_numpy(bool)
+    else:
+        table["outlier"] = False
+    return table
+
+
+def _stack(paths: list[dict[str, Path]], metric: str, mask: np.ndarray) -> np.ndarray:
+    """(n_subjects, n_voxels_in_mask) float64 array of one metric."""
+    return np.stack([np.asarray(nib.load(p[metric]).dataobj, dtype=np.float64)[mask]
+                     for p in paths])
+
+
+def _smooth(paths, metric, mask, fwhm, voxel_size) -> np.ndarray:
+    from ..registration.smooth import smooth_in_mask
+
+    if fwhm <= 0:
+        return _stack(paths, metric, mask)
+    out = []
+    for p in paths:
+        vol = np.asarray(nib.load(p[metric]).dataobj, dtype=np.float64)
+        out.append(smooth_in_mask(vol, mask, fwhm, voxel_size)[mask])
+    return np.stack(out)
+
+
+def run_group(bids_dir: Path, out_dir: Path, settings: GroupSettings,
+              participant_label: list[str] | None = None,
+              session_label: list[str] | None = None, executor=None) -> dict:
+    """Run the group analysis; return a summary dict (also written as analysis.json)."""
+    from ..io.bids import discover, validate_dataset
+    from ..registration.masks import group_gm_mask
+    from ..registration.template import load_template
+    from ..stats.design import make_design
+
+    out_dir = Path(out_dir)
+    subjects = discover(bids_dir, participant_label=participant_label,
+                        session_label=session_label)
+    dataset = validate_dataset(bids_dir, subjects=subjects, score=settings.score,
+                               covariates=list(settings.covariates), check_images=False)
+    subjects = dataset.subjects
+    participants = dataset.participants
+    paths = _mni_paths(out_dir, subjects, settings.metrics)
+    group_dir = out_dir / "group"
+    group_dir.mkdir(parents=True, exist_ok=True)
+    clean_temporaries(group_dir)
+
+    qc = _qc_table(out_dir, subjects)
+    write_text(group_dir / "qc.tsv", qc.to_csv(sep="\t"))
+    keep = np.ones(len(subjects), bool)
+    if settings.exclude_outliers and qc["outlier"].any():
+        keep = ~qc["outlier"].to_numpy(bool)
+        log.warning("excluding registration outliers: %s", ", ".join(qc.index[~keep]))
+    subjects = [s for s, k in zip(subjects, keep, strict=True) if k]
+    paths = [p for p, k in zip(paths, keep, strict=True) if k]
+    participants = participants.loc[[s.label for s in subjects]]
+    part_out = participants.copy()
+    part_out.index = [f"sub-{i}" for i in part_out.index]
+    part_out.index.name = "participant_id"
+    write_text(group_dir / "participants.tsv", part_out.to_csv(sep="\t"))
+
+    template = load_template(settings.resolution)
+    mask_img = group_gm_mask(template, paths, gm_threshold=settings.gm_threshold,
+                             isovf_max=settings.isovf_max)
+    mask = np.asarray(mask_img.dataobj) > 0
+    affine = mask_img.affine
+    voxel_size = tuple(float(v) for v in mask_img.header.get_zooms()[:3])
+    mask_path = group_dir / f"space-{derivatives.SPACE_MNI}_desc-gm_mask.nii.gz"
+    from .._provenance import save_nifti
+
+    save_nifti(nib.Nifti1Image(mask.astype(np.uint8), affine), mask_path)
+    log.info("group analysis: %d subjects, %d gray-matter voxels, metrics %s",
+             len(subjects), int(mask.sum()), ",".join(settings.metrics))
+
+    design = make_design(participants, settings.score, list(settings.covariates))
+    contrast = design.contrast(settings.score)
+    results = _run_statistics(paths, mask, voxel_size, design, contrast, settings, executor)
+
+    summary = {"n_subjects": len(subjects), "n_voxels": int(mask.sum()), "metrics": {}}
+    cluster_tables, corr_tables = [], []
+    for metric, res in results.items():
+        mdir = group_dir / metric
+        saved = res.save(mdir, metric, mask, affine)
+        summary["metrics"][metric] = {k: str(v) for k, v in saved.items()}
+        clusters, corrs = _follow_up(metric, saved, paths, mask, affine, participants,
+                                     settings, mdir, out_dir)
+        cluster_tables += clusters
+        corr_tables += corrs
+    clusters = pd.concat(cluster_tables, ignore_index=True) if cluster_tables else pd.DataFrame()
+    corrs = pd.concat(corr_tables, ignore_index=True) if corr_tables else pd.DataFrame()
+    write_text(group_dir / "clusters.tsv", clusters.to_csv(sep="\t", index=False))
+    write_text(group_dir / "correlations.tsv", corrs.to_csv(sep="\t", index=False))
+    summary["n_clusters"] = len(clusters)
+
+    truth = Path(bids_dir) / "code" / "ground_truth.json"
+    if truth.exists():
+        from .planted import planted_vs_found
+
+        table = planted_vs_found(json.loads(truth.read_text()), clusters, corrs)
+        write_text(group_dir / "planted_vs_found.tsv", table.to_csv(sep="\t", index=False))
+        summary["planted_found"] = int(table["found"].sum())
+        summary["false_clusters"] = int(table.attrs.get("false_clusters", 0))
+
+    analysis = {
+        **asdict(settings),
+        "subjects": [s.prefix for s in subjects],
+        "excluded_outliers": [str(i) for i in qc.index[qc["outlier"].to_numpy(bool)]],
+        "space": derivatives.SPACE_MNI,
+        "design_columns": list(design.names),
+        "SoftwareVersions": software_versions(),
+        "summary": summary,
+    }
+    write_json(group_dir / "analysis.json", analysis)
+    from ..report import build_report
+
+    report = build_report(out_dir)
+    log.info("report written to %s", report)
+    return analysis
+
+
+def _run_statistics(paths, mask, voxel_size, design, contrast, settings, executor) -> dict:
+    """Permutation inference of every metric (optionally FWE across the whole family)."""
+    from ..stats.permutation import randomise, randomise_family
+
+    common = dict(n_perm=settings.n_perm, seed=settings.seed, tfce=True,
+                  tfce_H=settings.tfce_H, tfce_E=settings.tfce_E,
+                  tfce_connectivity=settings.tfce_connectivity,
+                  cluster_threshold=settings.cluster_threshold,
+                  batch_map=executor.batch_map if executor is not None else None)
+    Ys = {m: _smooth(paths, m, mask, settings.fwhm, voxel_size)
+          for m in progress(settings.metrics, "smoothing metrics")}
+    if settings.correct_across:
+        return randomise_family(Ys, design.matrix, contrast, mask, **common)
+    return {m: randomise(Y, design.matrix, contrast, mask, **common)
+            for m, Y in Ys.items()}
+
+
+def _follow_up(metric, saved, paths, mask, affine, participants, settings, mdir, out_dir):
+    """Clusters, labels, partial correlations and decoding of one metric, both signs."""
+    from ..regions.followup import follow_up
+
+    raw = np.stack([np.asarray(nib.load(p[metric]).dataobj, dtype=np.float32)
+                    for p in paths], axis=-1)
+    raw_img = nib.Nifti1Image(raw, affine)
+    clusters, corrs = [], []
+    for k, sign in ((1, "+"), (2, "-")):
+        stat = nib.load(saved[f"tstat{k}"])
+        corrp = nib.load(saved[f"tfce_corrp_tstat{k}"])
+        res = follow_up(stat, corrp, raw_img, participants, settings.score,
+                        list(settings.covariates), metric, sign, mdir,
+                        data_dir=settings.data_dir, alpha=settings.alpha)
+        res.save(mdir)
+        if len(res.clusters):
+            clusters.append(res.clusters.assign(metric=metric, sign=sign))
+            corrs.append(res.correlations.assign(metric=metric, sign=sign))
+            if settings.decode:
+                _decode(res.label_img, metric, sign, stat, settings, out_dir)
+    return clusters, corrs
+
+
+def _decode(label_img, metric, sign, stat_img, settings, out_dir):
+    from ..decode import decode_clusters
+
+    name = "pos" if sign == "+" else "neg"
+    try:
+        decode_clusters(label_img, out_dir / "group" / "decoding", f"{metric}_{name}",
+                        vocabularies=settings.vocabularies, data_dir=settings.data_dir,
+                        stat_img=stat_img)
+    except InputError as exc:
+        log.warning("decoding skipped: %s", exc)
+
+
+def settings_from_args(args: argparse.Namespace) -> GroupSettings:
+    if not args.score:
+        raise InputError("the group stage needs the score to correlate with",
+                         file="--score", fix="Pass --score COLUMN (a participants.tsv column).")
+    return GroupSettings(
+        score=args.score, covariates=tuple(args.covariates), metrics=tuple(args.metrics),
+        n_perm=args.n_perm, seed=args.seed, fwhm=args.fwhm, gm_threshold=args.gm_threshold,
+        resolution=args.resolution, alpha=args.alpha, correct_across=args.correct_across,
+        decode=not args.no_decode,
+        data_dir=str(args.data_dir) if args.data_dir else None)
+
+
+def run_group_cli(args: argparse.Namespace) -> int:
+    from ..cli._config import write_effective_config
+    from .participant import executor_from_args
+
+    settings = settings_from_args(args)
+    with executor_from_args(args) as executor:
+        run_group(args.bids_dir, args.output_dir, settings,
+                  participant_label=args.participant_label,
+                  session_label=args.session_label, executor=executor)
+    write_effective_config(args, Path(args.output_dir) / "logs" / "group_config.toml")
+    return 0
