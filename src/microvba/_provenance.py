@@ -14,8 +14,10 @@ import hashlib
 import json
 import os
 import platform
+import socket
 import sys
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
@@ -29,17 +31,32 @@ _TRACKED = ("microvba", "numpy", "scipy", "nibabel", "dipy", "antspyx", "nilearn
             "pandas", "dask")
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where the platform allows."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # fallback: set and restore (not thread safe, rarely reached)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
 
     The temporary file keeps the final suffixes (``.nii.gz``) so writers that infer the
-    format from the name work unchanged. On error the temporary file is removed.
+    format from the name work unchanged. On error the temporary file is removed. The final
+    file gets the permissions of a newly created file (``0o666 & ~umask``), not the
+    owner-only mode of :func:`tempfile.mkstemp`.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes) or ".tmp"
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(), suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -47,6 +64,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         # flush file contents to disk before the rename makes them visible
         with open(tmp_path, "rb") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -166,11 +184,49 @@ def is_up_to_date(
     return recorded.get("InputHashes", {}) == expected
 
 
-def clean_temporaries(folder: str | Path) -> int:
-    """Remove temporary files left by a killed run below ``folder``; return how many."""
+def _tmp_prefix() -> str:
+    """``.tmp-<pid>@<host>@``: who writes a temporary file, so cleaning spares live writers."""
+    return f"{TMP_PREFIX}{os.getpid()}@{socket.gethostname()}@"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    except (OSError, OverflowError):
+        return False
+    return True
+
+
+def _is_abandoned(path: Path, stale_after_s: float) -> bool:
+    """True when no live process can still be writing the temporary file ``path``."""
+    owner = path.name[len(TMP_PREFIX):].split("@")
+    if len(owner) < 3 or not owner[0].isdigit():
+        return True  # not written by a running microvba (no owner in the name)
+    pid, host = int(owner[0]), owner[1]
+    if host == socket.gethostname():
+        return pid != os.getpid() and not _pid_alive(pid)
+    # another machine (shared file system): only its age tells
+    try:
+        return time.time() - path.stat().st_mtime > stale_after_s
+    except FileNotFoundError:
+        return False
+
+
+def clean_temporaries(folder: str | Path, stale_after_s: float = 24 * 3600.0) -> int:
+    """Remove temporary files left by killed runs below ``folder``; return how many.
+
+    A temporary name records the process and host writing it (``.tmp-<pid>@<host>@...``), so
+    runs sharing an output folder (e.g. one cluster job per subject, the BIDS-Apps way) do not
+    delete each other's files in flight: a temporary file is removed when its process is gone
+    (same host), or when it is older than ``stale_after_s`` seconds (another host).
+    """
     n = 0
     for p in Path(folder).rglob(f"{TMP_PREFIX}*"):
-        if p.is_file():
-            p.unlink()
+        if p.is_file() and _is_abandoned(p, stale_after_s):
+            p.unlink(missing_ok=True)
             n += 1
     return n

@@ -6,6 +6,8 @@ repairs a dataset in one pass instead of one error per run.
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,8 +73,20 @@ class ProblemCollector:
 
 
 def check_positive_int(name: str, value: object) -> int:
-    """Return ``value`` as an int if it is a positive integer, else raise InputError."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value or value <= 0:
+    """Return ``value`` as an int if it is a positive integer, else raise InputError.
+
+    Python and numpy integers are accepted, and floats with an integral value (``5000.0``);
+    booleans, NaN, infinities and fractions are not.
+    """
+    if isinstance(value, bool):
+        ok = False
+    elif isinstance(value, numbers.Integral):
+        ok = value > 0
+    elif isinstance(value, numbers.Real):
+        ok = math.isfinite(value) and value > 0 and float(value).is_integer()
+    else:
+        ok = False
+    if not ok:
         raise InputError(
             f"The '{name}' parameter must be a positive int. Got {value!r} instead.",
             file=f"parameter {name}",

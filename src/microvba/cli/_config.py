@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .._provenance import write_text
-from .._validation import InputError
+from .._validation import InputError, ProblemCollector
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -50,7 +50,67 @@ def apply_config(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
     if unknown:
         raise InputError(f"unknown keys {unknown}", file=path,
                          fix=f"Use keys among: {', '.join(sorted(_dests(parser)))}.")
-    parser.set_defaults(**config)
+    actions = {a.dest: a for a in parser._actions}
+    problems = ProblemCollector()
+    values = {}
+    for key, value in config.items():
+        try:
+            values[key] = _config_value(actions[key], key, value, path)
+        except InputError as exc:
+            problems.extend(exc)
+    problems.raise_if_any()
+    parser.set_defaults(**values)
+
+
+def _config_value(action: argparse.Action, key: str, value: Any, path: Path) -> Any:
+    """Check and convert one TOML value as the command line would convert the option."""
+
+    def bad(why: str, fix: str) -> InputError:
+        return InputError(f"key '{key}' {why}; got {value!r}", file=path, fix=fix)
+
+    if action.nargs == 0:  # a flag such as --force
+        if not isinstance(value, bool):
+            raise bad("must be true or false", f"Write {key} = true or {key} = false.")
+        return value
+    many = action.nargs in ("+", "*") or (isinstance(action.nargs, int) and action.nargs > 1)
+    if many:
+        items = value if isinstance(value, list) else [value]
+        out = [_config_item(action, key, v, path) for v in items]
+    elif isinstance(value, list) and action.type not in (None, str, int, float, Path):
+        out = value  # an option parsed into a list (e.g. --models a,b) given as a TOML list
+        if not all(isinstance(v, str) for v in out):
+            raise bad("must be a list of strings", f'Write {key} = ["a", "b"].')
+    else:
+        out = _config_item(action, key, value, path)
+    if action.choices is not None:
+        for v in out if isinstance(out, list) else [out]:
+            if v not in action.choices:
+                raise bad(f"must be one of {list(action.choices)}",
+                          f"Use one of {', '.join(map(str, action.choices))} for {key}.")
+    return out
+
+
+def _config_item(action: argparse.Action, key: str, value: Any, path: Path) -> Any:
+    kind = action.type
+    fix = {int: f"Write an integer, e.g. {key} = 10.",
+           float: f"Write a number, e.g. {key} = 0.5."}.get(kind, f'Write {key} = "text".')
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise InputError(f"key '{key}' has a value of the wrong type; got {value!r}",
+                         file=path, fix=fix)
+    if isinstance(value, str):
+        if kind is None:
+            return value
+        try:
+            return kind(value)
+        except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:
+            raise InputError(f"key '{key}': invalid value {value!r} ({exc})", file=path,
+                             fix=fix) from exc
+    if kind is int and isinstance(value, int):
+        return value
+    if kind is float:
+        return float(value)
+    raise InputError(f"key '{key}' has a value of the wrong type; got {value!r}", file=path,
+                     fix=fix)
 
 
 def _toml_value(v: Any) -> str:

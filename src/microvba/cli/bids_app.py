@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from .._validation import InputError
+from ._config import write_effective_config
 
 HELP = "Run the participant (fit + normalise) or group (VBA + regions + decoding) stage."
 
@@ -84,9 +85,10 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("the output folder is the BIDS dataset itself", file=out_dir,
                          fix="Write derivatives elsewhere, e.g. BIDS_DIR/derivatives/microvba.")
     if args.analysis_level == "participant":
-        from ..workflows.participant import run_participant_cli
-
-        return run_participant_cli(args)
-    from ..workflows.group import run_group_cli
-
-    return run_group_cli(args)
+        from ..workflows.participant import run_participant_cli as stage
+    else:
+        from ..workflows.group import run_group_cli as stage
+    code = stage(args)
+    # the effective options, re-usable with --config, next to the outputs
+    write_effective_config(args, out_dir / "logs" / f"{args.analysis_level}_config.toml")
+    return code

@@ -27,6 +27,9 @@ import numpy as np
 from .._validation import check_in_range
 from ..io.derivatives import SPACE_MNI
 
+#: template T1 intensity above which a voxel is brain (nilearn's default)
+BRAIN_THRESHOLD = 0.2
+
 
 @dataclass(frozen=True)
 class Template:
@@ -95,21 +98,27 @@ def load_template(resolution: float = 2.0) -> Template:
 def _load_template(resolution: float) -> Template:
     from nilearn import datasets
 
-    res = None if resolution == 1.0 else resolution
+    # nilearn resamples to integer resolutions only; other sizes are resampled here, the
+    # same way (``resample_img`` to a diagonal affine, which keeps the field of view)
+    res = int(resolution) if float(resolution).is_integer() else 1
     t1 = datasets.load_mni152_template(resolution=res)
     gm = datasets.load_mni152_gm_template(resolution=res)
     wm = datasets.load_mni152_wm_template(resolution=res)
-    brain = datasets.load_mni152_brain_mask(resolution=res)
+    if res != resolution:
+        from nilearn.image import resample_img
+
+        t1 = resample_img(t1, target_affine=np.eye(3) * resolution, interpolation="linear",
+                          copy_header=True, force_resample=True)
     affine = t1.affine
     arrays = {}
-    for name, img in (("t1", t1), ("gm", gm), ("wm", wm), ("brain", brain)):
+    for name, img in (("t1", t1), ("gm", gm), ("wm", wm)):
         if img.shape[:3] != t1.shape[:3] or not np.allclose(img.affine, affine):
             from nilearn.image import resample_to_img
 
             img = resample_to_img(img, t1, interpolation="linear", copy_header=True,
                                   force_resample=True)
         arrays[name] = np.asarray(img.get_fdata(), dtype=np.float32)
-    mask = arrays["brain"] > 0.5
+    mask = arrays["t1"] > BRAIN_THRESHOLD  # as nilearn's load_mni152_brain_mask
     gm_p = np.clip(arrays["gm"], 0.0, 1.0)
     wm_p = np.clip(arrays["wm"], 0.0, 1.0)
     csf_p = np.where(mask, np.clip(1.0 - gm_p - wm_p, 0.0, 1.0), 0.0)

@@ -20,7 +20,8 @@ from .._validation import InputError
 #: randomise-style map kinds, most preferred correction first
 CORRP_KINDS: tuple[str, ...] = ("tfce", "vox", "clustere", "clusterm")
 #: last name token before ``_tstatN`` of randomise outputs that are not the t map itself
-_NOT_T = frozenset({"p", "logp", "corrp", "fdrp", "uncp", "tfce", "vox", "clustere", "clusterm"})
+_NOT_T = frozenset({"p", "logp", "corrp", "fdrp", "fdrlogp", "uncp", "unclogp", "famcorrp",
+                    "famlogp", "tfce", "vox", "clustere", "clusterm"})
 _DECODING_RE = re.compile(
     r"^(?P<metric>[A-Za-z0-9]+)_(?P<sign>pos|neg|\+|-|plus|minus)_cluster-(?P<cluster>[^_]+)"
     r"_vocab-(?P<vocab>[^_]+)_decoding\.tsv$")
@@ -32,9 +33,11 @@ class MetricMaps:
 
     metric: str
     tstat: dict[int, Path] = field(default_factory=dict)  # contrast (1 = +, 2 = -) -> path
-    corrp: dict[str, dict[int, Path]] = field(default_factory=dict)  # kind -> contrast -> path
+    #: kind (``tfce``, ``vox``, ... ``tfce_fam`` for famcorrp) -> contrast -> path
+    corrp: dict[str, dict[int, Path]] = field(default_factory=dict)
+    #: cluster label images of the regional follow-up, by sign (``+``/``-``)
+    cluster_labels: dict[str, Path] = field(default_factory=dict)
     sidecar: dict[str, Any] = field(default_factory=dict)
-    scatter: list[Path] = field(default_factory=list)
 
 
 @dataclass
@@ -62,6 +65,7 @@ class ReportInputs:
     qc_mosaics: dict[str, list[Path]] = field(default_factory=dict)
     mask: Path | None = None
     metrics: dict[str, MetricMaps] = field(default_factory=dict)
+    scatter: dict[str, list[Path]] = field(default_factory=dict)
     clusters: pd.DataFrame | None = None
     correlations: pd.DataFrame | None = None
     decoding: list[DecodingResult] = field(default_factory=list)
@@ -120,11 +124,16 @@ def _metric_maps(folder: Path, metric: str) -> MetricMaps:
         if m is None:
             continue
         contrast = int(m.group(1))
-        kind = re.search(r"_(tfce|vox|clustere|clusterm)_corrp_tstat\d+\.nii", name)
+        kind = re.search(r"_(tfce|vox|clustere|clusterm)_(corrp|famcorrp)_tstat\d+\.nii", name)
         if kind is not None:
-            maps.corrp.setdefault(kind.group(1), {})[contrast] = p
+            key = kind.group(1) + ("_fam" if kind.group(2) == "famcorrp" else "")
+            maps.corrp.setdefault(key, {})[contrast] = p
         elif name[: m.start()].rsplit("_", 1)[-1] not in _NOT_T:
             maps.tstat[contrast] = p
+    for sign, tag in (("+", "pos"), ("-", "neg")):
+        found = sorted(folder.glob(f"*_{tag}_clusters.nii*"))
+        if found:
+            maps.cluster_labels[sign] = found[0]
     for sidecar in sorted(folder.glob("*_randomise.json")):
         try:
             data = json.loads(sidecar.read_text(encoding="utf-8"))
@@ -133,7 +142,6 @@ def _metric_maps(folder: Path, metric: str) -> MetricMaps:
         if isinstance(data, dict):
             maps.sidecar = data
             break
-    maps.scatter = sorted(folder.glob("*scatter*.png"))
     return maps
 
 
@@ -154,7 +162,7 @@ def _decoding(folder: Path) -> list[DecodingResult]:
 
 
 def _subject_of(path: Path) -> str:
-    m = re.match(r"(sub-[A-Za-z0-9]+)", path.name)
+    m = re.match(r"(sub-[A-Za-z0-9]+(?:_ses-[A-Za-z0-9]+)?)", path.name)
     return m.group(1) if m else path.parent.parent.name
 
 
@@ -200,6 +208,8 @@ def load_inputs(out_dir: str | Path) -> ReportInputs:
             inputs.missing.append(f"group/{metric}/ (statistical maps of {metric})")
     if not wanted and not inputs.metrics:
         inputs.missing.append("group/<metric>/ (statistical maps)")
+    for png in sorted(group.glob("*/*scatter*.png")):
+        inputs.scatter.setdefault(png.parent.name, []).append(png)
     inputs.clusters = read_tsv(inputs, group / "clusters.tsv")
     inputs.correlations = read_tsv(inputs, group / "correlations.tsv")
     if (group / "decoding").is_dir():

@@ -85,12 +85,20 @@ class Warp:
         out = z + self._u(z)
         return out.reshape(np.shape(points_mm))
 
-    def to_subject(self, points_mm: np.ndarray, n_iter: int = 30) -> np.ndarray:
-        """Map template (MNI) points (mm) into subject space: :math:`\\phi^{-1}(x)`."""
+    def to_subject(self, points_mm: np.ndarray, n_iter: int = 50, tol_mm: float = 1e-3
+                   ) -> np.ndarray:
+        """Map template (MNI) points (mm) into subject space: :math:`\\phi^{-1}(x)`.
+
+        Fixed-point iterations stop when no point moves more than ``tol_mm``.
+        """
         x = np.atleast_2d(np.asarray(points_mm, dtype=np.float64))
-        z = x.copy()
+        z = x - self._u(x)
         for _ in range(n_iter):
-            z = x - self._u(z)
+            z_new = x - self._u(z)
+            step = float(np.abs(z_new - z).max())
+            z = z_new
+            if step < tol_mm:
+                break
         y = nib.affines.apply_affine(np.linalg.inv(self.rigid), z)
         return y.reshape(np.shape(points_mm))
 
@@ -100,8 +108,8 @@ class Warp:
         vox = nib.affines.voxel_sizes(self.reference_affine)
         norms = np.zeros(self.reference_shape, dtype=np.float64)
         for k in range(3):
-            for a, g in enumerate(np.gradient(self.displacement[..., k], *vox)):
-                norms += g.astype(np.float64) ** 2 if a < 3 else 0.0
+            for g in np.gradient(self.displacement[..., k], *vox):
+                norms += g.astype(np.float64) ** 2
         return float(np.sqrt(norms.max()))
 
     # -- image resampling -----------------------------------------------------------------

@@ -112,18 +112,19 @@ def _smooth(paths, metric, mask, fwhm, voxel_size) -> np.ndarray:
 
 def run_group(bids_dir: Path, out_dir: Path, settings: GroupSettings,
               participant_label: list[str] | None = None,
-              session_label: list[str] | None = None, executor=None) -> dict:
+              session_label: list[str] | None = None, executor=None,
+              dataset=None) -> dict:
     """Run the group analysis; return a summary dict (also written as analysis.json)."""
-    from ..io.bids import discover, validate_dataset
+    from ..io.bids import validate_dataset
     from ..registration.masks import group_gm_mask
     from ..registration.template import load_template
     from ..stats.design import make_design
 
     out_dir = Path(out_dir)
-    subjects = discover(bids_dir, participant_label=participant_label,
-                        session_label=session_label)
-    dataset = validate_dataset(bids_dir, subjects=subjects, score=settings.score,
-                               covariates=list(settings.covariates), check_images=False)
+    if dataset is None:
+        dataset = validate_dataset(bids_dir, subjects=participant_label,
+                                   session_label=session_label, score=settings.score,
+                                   covariates=list(settings.covariates), check_images=False)
     subjects = dataset.subjects
     participants = dataset.participants
     paths = _mni_paths(out_dir, subjects, settings.metrics)
@@ -269,13 +270,15 @@ def settings_from_args(args: argparse.Namespace) -> GroupSettings:
 
 
 def run_group_cli(args: argparse.Namespace) -> int:
-    from ..cli._config import write_effective_config
+    from ..io.bids import validate_dataset
     from .participant import executor_from_args
 
     settings = settings_from_args(args)
+    dataset = validate_dataset(args.bids_dir, subjects=args.participant_label,
+                               session_label=args.session_label, score=settings.score,
+                               covariates=list(settings.covariates), check_images=False)
+    _mni_paths(Path(args.output_dir), dataset.subjects, settings.metrics)
     with executor_from_args(args) as executor:
-        run_group(args.bids_dir, args.output_dir, settings,
-                  participant_label=args.participant_label,
-                  session_label=args.session_label, executor=executor)
-    write_effective_config(args, Path(args.output_dir) / "logs" / "group_config.toml")
+        run_group(args.bids_dir, args.output_dir, settings, executor=executor,
+                  dataset=dataset)
     return 0

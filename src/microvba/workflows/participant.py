@@ -64,16 +64,17 @@ def process_subject(subject, out_dir: Path, settings: ParticipantSettings) -> di
 def run_participant(bids_dir: Path, out_dir: Path, settings: ParticipantSettings,
                     participant_label: list[str] | None = None,
                     session_label: list[str] | None = None,
-                    executor=None) -> list[TaskResult]:
+                    executor=None, dataset=None) -> list[TaskResult]:
     """Validate ``bids_dir``, then process every selected subject into ``out_dir``.
 
-    Nothing is written before the whole dataset has been validated.
+    Nothing is written before the whole dataset has been validated (``dataset`` may be
+    given when the caller has validated it already).
     """
-    from ..io.bids import discover, validate_dataset
+    from ..io.bids import validate_dataset
 
-    subjects = discover(bids_dir, participant_label=participant_label,
-                        session_label=session_label)
-    dataset = validate_dataset(bids_dir, subjects=subjects)
+    if dataset is None:
+        dataset = validate_dataset(bids_dir, subjects=participant_label,
+                                   session_label=session_label)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     removed = clean_temporaries(out_dir)
@@ -110,14 +111,16 @@ def executor_from_args(args: argparse.Namespace):
 
 
 def run_participant_cli(args: argparse.Namespace) -> int:
-    from ..cli._config import write_effective_config
+    from ..io.bids import validate_dataset
 
     settings = settings_from_args(args)
+    # validate everything before starting workers (or submitting SLURM jobs)
+    dataset = validate_dataset(args.bids_dir, subjects=args.participant_label,
+                               session_label=args.session_label, score=args.score,
+                               covariates=list(args.covariates))
     with executor_from_args(args) as executor:
         results = run_participant(args.bids_dir, args.output_dir, settings,
-                                  participant_label=args.participant_label,
-                                  session_label=args.session_label, executor=executor)
-    write_effective_config(args, Path(args.output_dir) / "logs" / "participant_config.toml")
+                                  executor=executor, dataset=dataset)
     failed = summarise_failures(results)
     log.info("participant stage finished: %d ok, %d failed", len(results) - len(failed),
              len(failed))

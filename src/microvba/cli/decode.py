@@ -1,0 +1,88 @@
+"""``microvba decode``: decode an ROI and/or a statistic map against Neurosynth/NeuroQuery."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .._validation import InputError
+
+HELP = ("Meta-analytic decoding of an ROI (ROI association: log-odds, chi-square/Fisher p, "
+        "FDR q, spatial-null p) and/or an unthresholded map (correlation with association "
+        "maps) against Neurosynth LDA-50 topics or NeuroQuery terms.")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--roi", type=Path, default=None,
+                        help="binary ROI mask in MNI space (nonzero = inside)")
+    parser.add_argument("--map", type=Path, default=None, dest="stat_map",
+                        help="unthresholded statistic map in MNI space")
+    parser.add_argument("--vocabulary", choices=["lda50", "terms"], default="lda50",
+                        help="lda50: Neurosynth v0.7 topics; terms: NeuroQuery v1 terms")
+    parser.add_argument("-o", "--output-dir", type=Path, required=True,
+                        help="folder for the TSV tables and figures")
+    parser.add_argument("--prefix", default=None,
+                        help="output file prefix (default: the ROI or map file name)")
+    parser.add_argument("--data-dir", default=None,
+                        help="folder with neurosynth/ and neuroquery/ (default: "
+                             "$MICROVBA_DATA, else ~/.cache/microvba)")
+    parser.add_argument("--cache-dir", default=None,
+                        help="feature-map cache (default: $MICROVBA_CACHE, else "
+                             "~/.cache/microvba/maps)")
+    parser.add_argument("--kernel-mm", type=float, default=6.0,
+                        help="MKDA sphere radius in mm (Neurosynth 6, NiMARE 10)")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="feature weight selecting a study (default 0.05 for lda50, "
+                             "0.001 for terms)")
+    parser.add_argument("--n-null", type=int, default=1000,
+                        help="spatial-null resamples for p_null (0 = none)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--top", type=int, default=15, help="features in the bar chart")
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in (".nii.gz", ".nii"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def _show(table, title: str, n: int = 10) -> None:
+    stat = table.attrs["statistic"]
+    print(f"\n{title} (sorted by {stat}):")
+    cols = [c for c in ("feature", stat, "p", "q", "p_null", "significant") if c in table]
+    print(table[cols].head(n).to_string(index=False))
+
+
+def run(args: argparse.Namespace) -> int:
+    from .._provenance import make_sidecar, save_figure, write_json
+    from ..decode import Decoder, bar_chart, polar_plot
+    from ..decode.stage import write_table
+
+    if args.roi is None and args.stat_map is None:
+        raise InputError("Nothing to decode.", file="command line",
+                         fix="Pass --roi MASK.nii.gz and/or --map STAT.nii.gz.")
+    prefix = args.prefix or _stem(args.roi if args.roi is not None else args.stat_map)
+    dec = Decoder(args.vocabulary, data_dir=args.data_dir, kernel_mm=args.kernel_mm,
+                  threshold=args.threshold, n_null=args.n_null, seed=args.seed,
+                  cache_dir=args.cache_dir).fit()
+    out = args.output_dir
+    stem = out / f"{prefix}_vocab-{args.vocabulary}"
+    outputs = {}
+    for kind, image, method in (("decoding", args.roi, dec.decode_roi),
+                                ("mapdecoding", args.stat_map, dec.decode_map)):
+        if image is None:
+            continue
+        table = method(image)
+        outputs[kind] = write_table(table, f"{stem}_{kind}.tsv")
+        tag = "" if kind == "decoding" else "_map"
+        save_figure(bar_chart(table, top=args.top), f"{stem}{tag}_bar.png", dpi=150)
+        save_figure(polar_plot(table), f"{stem}{tag}_polar.png", dpi=150)
+        _show(table, f"{kind}: {image}")
+    params = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+              if k not in ("verbose", "quiet", "debug", "config")}
+    inputs = {k: v for k, v in (("roi", args.roi), ("map", args.stat_map)) if v is not None}
+    write_json(f"{stem}_decoding.json", make_sidecar(params, inputs))
+    print(f"\nwrote {', '.join(str(p) for p in outputs.values())}")
+    return 0

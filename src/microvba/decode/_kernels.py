@@ -1,0 +1,232 @@
+"""Compiled loops of the decoder: MKDA sphere incidence, per-feature counts, chi-square maps.
+
+All loops run over CSR-style (indptr, indices) arrays; none allocates per voxel.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+
+def sphere_offsets(radius_mm: float, voxel_mm: float) -> np.ndarray:
+    """(k, 3) integer voxel offsets within ``radius_mm`` of a voxel centre (inclusive).
+
+    The same rule as NiMARE's ``sphere_kernel_offsets``: offset ``d`` is kept when
+    ``||d * voxel_mm|| <= radius_mm``.
+    """
+    n = int(radius_mm // voxel_mm)
+    rng = np.arange(-n, n + 1)
+    cube = np.stack(np.meshgrid(rng, rng, rng, indexing="ij"), axis=-1).reshape(-1, 3)
+    keep = np.sqrt(((cube * voxel_mm) ** 2).sum(axis=1)) <= radius_mm + 1e-9
+    return np.ascontiguousarray(cube[keep], dtype=np.int64)
+
+
+@numba.njit(cache=True, nogil=True)
+def _study_voxels(ijk, lo, hi, offsets, shape, flat_to_masked, stamp, tag, out):
+    """Write the distinct in-mask voxels of one study's spheres to ``out``; return count."""
+    nx, ny, nz = shape[0], shape[1], shape[2]
+    n = 0
+    for p in range(lo, hi):
+        i0, j0, k0 = ijk[p, 0], ijk[p, 1], ijk[p, 2]
+        for o in range(offsets.shape[0]):
+            i = i0 + offsets[o, 0]
+            j = j0 + offsets[o, 1]
+            k = k0 + offsets[o, 2]
+            if i < 0 or j < 0 or k < 0 or i >= nx or j >= ny or k >= nz:
+                continue
+            v = flat_to_masked[(i * ny + j) * nz + k]
+            if v < 0 or stamp[v] == tag:
+                continue
+            stamp[v] = tag
+            out[n] = v
+            n += 1
+    return n
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def sphere_incidence(ijk, peak_ptr, offsets, shape, flat_to_masked, n_voxels, n_chunks):
+    """CSR (indptr, indices) of the study x voxel MKDA incidence matrix.
+
+    Study ``s`` covers voxel ``v`` when ``v`` lies within the sphere of any of its peaks
+    (``peak_ptr[s]:peak_ptr[s+1]`` rows of ``ijk``). Indices are sorted within rows. One
+    pass: each study writes its voxels at its own offset of a scratch buffer, then rows are
+    compacted.
+    """
+    n_studies = peak_ptr.shape[0] - 1
+    k = offsets.shape[0]
+    counts = np.zeros(n_studies, dtype=np.int64)
+    scratch = np.empty(peak_ptr[-1] * k, dtype=np.int32)
+    bounds = np.linspace(0, n_studies, n_chunks + 1).astype(np.int64)
+    for c in numba.prange(n_chunks):
+        stamp = np.full(n_voxels, -1, dtype=np.int64)
+        for s in range(bounds[c], bounds[c + 1]):
+            lo = peak_ptr[s] * k
+            buf = scratch[lo:peak_ptr[s + 1] * k]
+            n = _study_voxels(ijk, peak_ptr[s], peak_ptr[s + 1], offsets, shape,
+                              flat_to_masked, stamp, s, buf)
+            buf[:n].sort()
+            counts[s] = n
+    indptr = np.zeros(n_studies + 1, dtype=np.int64)
+    for s in range(n_studies):
+        indptr[s + 1] = indptr[s] + counts[s]
+    indices = np.empty(indptr[-1], dtype=np.int32)
+    for s in numba.prange(n_studies):
+        lo = peak_ptr[s] * k
+        indices[indptr[s]:indptr[s + 1]] = scratch[lo:lo + counts[s]]
+    return indptr, indices
+
+
+@numba.njit(cache=True, nogil=True)
+def column_counts(indices, n_columns):
+    """Number of stored entries per column of a CSR matrix (active studies per voxel)."""
+    out = np.zeros(n_columns, dtype=np.int64)
+    for i in range(indices.shape[0]):
+        out[indices[i]] += 1
+    return out
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def selected_active_counts(sel_ptr, sel_idx, a_ptr, a_idx, n_voxels):
+    """(n_features, n_voxels) int32: studies of each feature active at each voxel.
+
+    Feature ``f`` selects studies ``sel_idx[sel_ptr[f]:sel_ptr[f+1]]``; study ``s`` is active
+    at voxels ``a_idx[a_ptr[s]:a_ptr[s+1]]``. This is :math:`S^\\top A` for the binary
+    selection matrix :math:`S` and the incidence matrix :math:`A`.
+    """
+    n_features = sel_ptr.shape[0] - 1
+    out = np.zeros((n_features, n_voxels), dtype=np.int32)
+    for f in numba.prange(n_features):
+        row = out[f]
+        for q in range(sel_ptr[f], sel_ptr[f + 1]):
+            s = sel_idx[q]
+            for r in range(a_ptr[s], a_ptr[s + 1]):
+                row[a_idx[r]] += 1
+    return out
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def chi2_z_maps(n_sel_active, n_active, n_selected, n_studies):
+    """Association and uniformity z maps from counts (closed-form chi-square, MKDA).
+
+    For feature :math:`F` with :math:`n_1` selected and :math:`n_2 = n - n_1` other studies,
+    and at each voxel :math:`a` selected and :math:`b` other studies active:
+
+    * association (reverse inference, Neurosynth / NiMARE ``MKDAChi2``): the 2 x 2 test of
+      independence of selection and activation,
+
+      .. math:: \\chi^2 = \\frac{n (a n_2 - b n_1)^2}{(a + b)(n - a - b) n_1 n_2},
+                \\quad z = \\operatorname{sign}(a/n_1 - b/n_2) \\sqrt{\\chi^2},
+
+      set to 0 where no or every study is active;
+    * uniformity (forward inference): one-way test of :math:`a` against its mean over
+      voxels :math:`\\bar a`,
+      :math:`\\chi^2 = (a - \\bar a)^2 n_1 / (\\bar a (n_1 - \\bar a))`, signed by
+      :math:`a - \\bar a`.
+    """
+    n_features, n_voxels = n_sel_active.shape
+    z_assoc = np.empty((n_features, n_voxels), dtype=np.float32)
+    z_unif = np.empty((n_features, n_voxels), dtype=np.float32)
+    n = float(n_studies)
+    for f in numba.prange(n_features):
+        n1 = float(n_selected[f])
+        n2 = n - n1
+        mean = 0.0
+        for v in range(n_voxels):
+            mean += n_sel_active[f, v]
+        mean /= n_voxels
+        den_u = mean * (n1 - mean)
+        for v in range(n_voxels):
+            a = float(n_sel_active[f, v])
+            b = float(n_active[v]) - a
+            row0 = a + b
+            den = row0 * (n - row0) * n1 * n2
+            if den > 0.0:
+                d = a * n2 - b * n1
+                chi2 = n * d * d / den
+                z = math.sqrt(chi2)
+                z_assoc[f, v] = z if d > 0 else (-z if d < 0 else 0.0)
+            else:
+                z_assoc[f, v] = 0.0
+            if den_u > 0.0:
+                d = a - mean
+                z = math.sqrt(d * d * n1 / den_u)
+                z_unif[f, v] = z if d > 0 else (-z if d < 0 else 0.0)
+            else:
+                z_unif[f, v] = 0.0
+    return z_assoc, z_unif
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def fdr_z_thresholds(z, q):
+    """Per row of ``z``: the smallest |z| surviving Benjamini-Hochberg FDR ``q`` (two-sided
+    normal p), or ``inf`` when no voxel survives.
+
+    Only voxels with :math:`p \\le q` can survive (the BH bound :math:`kq/m \\le q`), and
+    they are the top of the ranking, so only they are sorted.
+    """
+    n_features, m = z.shape
+    out = np.full(n_features, np.inf)
+    z_q = _norm_isf_two_sided(q)
+    for f in numba.prange(n_features):
+        cand = np.empty(m, dtype=np.float64)
+        n = 0
+        for v in range(m):
+            a = abs(float(z[f, v]))
+            if a >= z_q:
+                cand[n] = a
+                n += 1
+        top = np.sort(cand[:n])[::-1]
+        for k in range(n - 1, -1, -1):
+            p = math.erfc(top[k] / math.sqrt(2.0))
+            if p <= (k + 1) * q / m:
+                out[f] = top[k]
+                break
+    return out
+
+
+@numba.njit(cache=True)
+def _norm_isf_two_sided(q):
+    """|z| with two-sided normal p equal to ``q`` (bisection on erfc; a few ulps)."""
+    lo, hi = 0.0, 40.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if math.erfc(mid / math.sqrt(2.0)) > q:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def roi_hits(a_ptr, a_idx, vox_ptr, vox_roi, n_rois):
+    """(n_studies, n_rois) bool: study has an active voxel inside ROI ``j``.
+
+    ``vox_roi[vox_ptr[v]:vox_ptr[v+1]]`` lists the ROIs containing voxel ``v`` (an inverted
+    index), so the cost is one pass over the incidence matrix.
+    """
+    n_studies = a_ptr.shape[0] - 1
+    out = np.zeros((n_studies, n_rois), dtype=np.bool_)
+    for s in numba.prange(n_studies):
+        for r in range(a_ptr[s], a_ptr[s + 1]):
+            v = a_idx[r]
+            for q in range(vox_ptr[v], vox_ptr[v + 1]):
+                out[s, vox_roi[q]] = True
+    return out
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def roi_cover(a_ptr, a_idx, in_roi):
+    """(n_studies,) number of ROI voxels (``in_roi`` bool over voxels) in each study's
+    spheres."""
+    n_studies = a_ptr.shape[0] - 1
+    out = np.zeros(n_studies, dtype=np.int64)
+    for s in numba.prange(n_studies):
+        n = 0
+        for r in range(a_ptr[s], a_ptr[s + 1]):
+            if in_roi[a_idx[r]]:
+                n += 1
+        out[s] = n
+    return out

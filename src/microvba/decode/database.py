@@ -1,0 +1,266 @@
+"""Coordinate databases (Neurosynth v0.7, NeuroQuery v1) read from a data directory.
+
+The files are the publishers' own (see :mod:`microvba.cli.data` for their addresses); they
+are never shipped with microvba. The data directory is, in order: the ``data_dir`` argument
+(``--data-dir``), the ``MICROVBA_DATA`` environment variable, ``~/.cache/microvba``. Each
+database lives in a sub-folder named after it (``<data_dir>/neurosynth``).
+
+Vocabularies
+------------
+``lda50``
+    Neurosynth v0.7's 50 LDA topics (Poldrack et al. 2012 style topic model of the abstracts):
+    per-study topic weights in [0, 1] that sum to one over topics.
+``terms``
+    NeuroQuery v1's 7,547 terms (Dockès et al. 2020). Their raw counts in title, abstract and
+    keywords are summed, :math:`c_{st}`, and turned into tf-idf as scikit-learn's
+    ``TfidfVectorizer`` (and Neurosynth) do:
+
+    .. math::
+
+        \\mathrm{idf}_t = \\ln\\frac{1 + n}{1 + \\mathrm{df}_t} + 1, \\qquad
+        x_{st} = \\frac{c_{st}\\,\\mathrm{idf}_t}
+                      {\\lVert c_{s\\cdot}\\,\\mathrm{idf} \\rVert_2},
+
+    with :math:`n` studies and :math:`\\mathrm{df}_t` the number of studies using term
+    :math:`t`. Each study's vector has unit L2 norm, so Neurosynth's threshold of 0.001
+    keeps a study whenever the term occurs in it at all.
+
+Coordinates
+-----------
+Peaks reported in Talairach space (Neurosynth ``space == "TAL"``) are mapped to MNI with
+Lancaster's tal2icbm transform (``tal2icbm_other``; Lancaster et al. 2007, Hum Brain Mapp
+28:1194), as NiMARE does; peaks in ``MNI`` or ``UNKNOWN`` space are used as reported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from .._logging import get_logger
+from .._validation import InputError, check_choice
+from .maps import FeatureMaps, feature_maps
+
+log = get_logger(__name__)
+
+__all__ = ["Database", "FeatureMaps", "feature_maps", "load_database", "load_vocabulary",
+           "resolve_data_dir", "tal2mni", "tfidf"]
+
+DATABASES = ("neurosynth", "neuroquery")
+#: vocabulary -> the database that provides it
+VOCABULARY_DATABASE = {"lda50": "neurosynth", "terms": "neuroquery"}
+
+#: file names inside ``<data_dir>/<database>``; the publishers' names, unchanged
+FILES: dict[str, dict[str, str]] = {
+    "neurosynth": {
+        "coordinates": "data-neurosynth_version-7_coordinates.tsv.gz",
+        "metadata": "data-neurosynth_version-7_metadata.tsv.gz",
+        "features": "data-neurosynth_version-7_vocab-LDA50_source-abstract_type-weight_features.npz",
+        "vocabulary": "data-neurosynth_version-7_vocab-LDA50_vocabulary.txt",
+        "keys": "data-neurosynth_version-7_vocab-LDA50_keys.tsv",
+        "vocab_metadata": "data-neurosynth_version-7_vocab-LDA50_metadata.json",
+    },
+    "neuroquery": {
+        "coordinates": "data-neuroquery_version-1_coordinates.tsv.gz",
+        "metadata": "data-neuroquery_version-1_metadata.tsv.gz",
+        "abstract": "data-neuroquery_version-1_vocab-neuroquery7547_source-abstract_type-count_features.npz",
+        "title": "data-neuroquery_version-1_vocab-neuroquery7547_source-title_type-count_features.npz",
+        "keywords": "data-neuroquery_version-1_vocab-neuroquery7547_source-keywords_type-count_features.npz",
+        "vocabulary": "data-neuroquery_version-1_vocab-neuroquery7547_vocabulary.txt",
+    },
+}
+VERSIONS = {"neurosynth": "7", "neuroquery": "1"}
+
+#: Lancaster et al. (2007) tal2icbm "other" (MNI -> Talairach); invert for Talairach -> MNI
+_ICBM_OTHER = np.array([[0.9357, 0.0029, -0.0072, -1.0423],
+                        [-0.0065, 0.9396, -0.0726, -1.3940],
+                        [0.0103, 0.0752, 0.8967, 3.6475],
+                        [0.0, 0.0, 0.0, 1.0]])
+
+
+@dataclass
+class Database:
+    """A coordinate database with one vocabulary of per-study feature weights.
+
+    Attributes
+    ----------
+    name, version, vocabulary
+        e.g. ``"neurosynth"``, ``"7"``, ``"lda50"``.
+    study_ids
+        (n_studies,) study identifiers (PMIDs), in the row order of ``weights``.
+    xyz
+        (n_peaks, 3) MNI coordinates in mm.
+    peak_study
+        (n_peaks,) row of ``study_ids`` each peak belongs to (sorted).
+    weights
+        (n_studies, n_features) sparse CSC matrix of feature weights (topic weight or tf-idf).
+    features, labels
+        Feature names (column order) and human-readable labels (a topic's top words).
+    files
+        The source files read, for provenance and cache keys.
+    """
+
+    name: str
+    version: str
+    vocabulary: str
+    study_ids: np.ndarray
+    xyz: np.ndarray
+    peak_study: np.ndarray
+    weights: sp.csc_matrix
+    features: list[str]
+    labels: list[str]
+    files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def n_studies(self) -> int:
+        return int(self.study_ids.shape[0])
+
+    @property
+    def n_features(self) -> int:
+        return len(self.features)
+
+    def __repr__(self) -> str:
+        return (f"Database({self.name} v{self.version}, vocabulary={self.vocabulary}, "
+                f"{self.n_studies} studies, {self.xyz.shape[0]} peaks, "
+                f"{self.n_features} features)")
+
+
+def resolve_data_dir(data_dir: str | Path | None = None) -> Path:
+    """``data_dir``, else ``$MICROVBA_DATA``, else ``~/.cache/microvba``."""
+    if data_dir is not None:
+        return Path(data_dir).expanduser()
+    env = os.environ.get("MICROVBA_DATA")
+    if env:
+        return Path(env).expanduser()
+    return Path("~/.cache/microvba").expanduser()
+
+
+def database_files(name: str, data_dir: str | Path | None = None) -> dict[str, Path]:
+    """Paths of the files of database ``name``; InputError listing those that are missing."""
+    check_choice("database", name, DATABASES)
+    folder = resolve_data_dir(data_dir) / name
+    paths = {k: folder / v for k, v in FILES[name].items()}
+    missing = [p for p in paths.values() if not p.is_file()]
+    if missing:
+        fix = (f"Run 'microvba data fetch --database {name} --data-dir {folder.parent}' (needs "
+               f"internet), or point --data-dir / the MICROVBA_DATA environment variable at the "
+               f"folder that contains '{name}/'.")
+        shown = ", ".join(p.name for p in missing[:3]) + (" ..." if len(missing) > 3 else "")
+        raise InputError(f"The {name} database is missing {len(missing)} file(s): {shown}",
+                         file=str(folder), fix=fix)
+    return paths
+
+
+def tal2mni(xyz: np.ndarray) -> np.ndarray:
+    """Talairach -> MNI (ICBM) coordinates with Lancaster's tal2icbm_other transform.
+
+    .. math:: x_{\\mathrm{MNI}} = T^{-1} \\, [x_{\\mathrm{TAL}}, 1]^\\top
+
+    with :math:`T` the published icbm_other -> Talairach affine (Lancaster et al. 2007).
+    """
+    xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
+    inv = np.linalg.inv(_ICBM_OTHER)
+    return xyz @ inv[:3, :3].T + inv[:3, 3]
+
+
+def _read_coordinates(path: Path, metadata: pd.DataFrame) -> tuple[np.ndarray, np.ndarray,
+                                                                    np.ndarray]:
+    """(kept study ids, xyz, peak_study) for studies with at least one peak."""
+    coords = pd.read_table(path, usecols=["id", "x", "y", "z"])
+    meta_ids = metadata["id"].to_numpy()
+    row = pd.Index(meta_ids).get_indexer(coords["id"].to_numpy())
+    if (row < 0).any():
+        log.warning("%s: %d peaks of studies absent from the metadata ignored", path.name,
+                    int((row < 0).sum()))
+        coords, row = coords[row >= 0], row[row >= 0]
+    xyz = coords[["x", "y", "z"]].to_numpy(dtype=np.float64)
+    ok = np.isfinite(xyz).all(axis=1)
+    xyz, row = xyz[ok], row[ok]
+    if "space" in metadata.columns:
+        tal = (metadata["space"].astype(str).str.upper() == "TAL").to_numpy()[row]
+        xyz[tal] = tal2mni(xyz[tal])
+    order = np.argsort(row, kind="stable")
+    xyz, row = xyz[order], row[order]
+    kept = np.unique(row)
+    if kept.size < len(meta_ids):
+        log.info("%s: %d studies without peaks left out", path.name, len(meta_ids) - kept.size)
+    remap = np.full(len(meta_ids), -1, dtype=np.int64)
+    remap[kept] = np.arange(kept.size)
+    return kept, xyz, remap[row]
+
+
+def _lda_labels(keys_path: Path, features: list[str], n_words: int = 8) -> list[str]:
+    keys = pd.read_table(keys_path, header=None)
+    words = {int(r[0]): " ".join(str(r[2]).split()[:n_words]) for r in keys.itertuples(index=False)}
+    return [words.get(i, f) for i, f in enumerate(features)]
+
+
+def tfidf(counts: sp.spmatrix) -> sp.csc_matrix:
+    """Smooth-idf, L2-normalised tf-idf of a studies x terms count matrix (module docstring)."""
+    counts = sp.csr_matrix(counts, dtype=np.float64)
+    n = counts.shape[0]
+    df = np.bincount(counts.indices, minlength=counts.shape[1])
+    idf = np.log((1.0 + n) / (1.0 + df)) + 1.0
+    x = counts @ sp.diags(idf)
+    norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
+    norms[norms == 0] = 1.0
+    x = sp.diags(1.0 / norms) @ x
+    return sp.csc_matrix(x)
+
+
+def load_database(name: str, data_dir: str | Path | None = None) -> Database:
+    """Load the Neurosynth (``lda50``) or NeuroQuery (``terms``) database.
+
+    Parameters
+    ----------
+    name
+        ``"neurosynth"`` or ``"neuroquery"``.
+    data_dir
+        Folder holding ``<name>/``; default ``$MICROVBA_DATA`` or ``~/.cache/microvba``.
+
+    Raises
+    ------
+    InputError
+        When files are missing (the fix says to run ``microvba data fetch``).
+    """
+    paths = database_files(name, data_dir)
+    metadata = pd.read_table(paths["metadata"])
+    if not metadata["id"].is_unique:
+        raise InputError("The metadata has duplicated study ids.", file=paths["metadata"],
+                         fix="Download the file again with 'microvba data fetch'.")
+    kept, xyz, peak_study = _read_coordinates(paths["coordinates"], metadata)
+    vocab = [v.strip() for v in paths["vocabulary"].read_text().splitlines() if v.strip()]
+    if name == "neurosynth":
+        weights = sp.load_npz(paths["features"]).tocsr()
+        labels = _lda_labels(paths["keys"], vocab)
+        vocabulary = "lda50"
+        meta = json.loads(paths["vocab_metadata"].read_text())
+        log.debug("LDA model: %s", meta.get("name"))
+    else:
+        counts = sum(sp.load_npz(paths[k]).tocsr() for k in ("abstract", "title", "keywords"))
+        weights = tfidf(counts).tocsr()
+        labels = list(vocab)
+        vocabulary = "terms"
+    if weights.shape != (len(metadata), len(vocab)):
+        raise InputError(f"The feature matrix has shape {weights.shape}; expected "
+                         f"({len(metadata)} studies, {len(vocab)} features).",
+                         file=str(paths["vocabulary"].parent),
+                         fix="Download matching files again with 'microvba data fetch'.")
+    return Database(name=name, version=VERSIONS[name], vocabulary=vocabulary,
+                    study_ids=metadata["id"].to_numpy()[kept], xyz=xyz, peak_study=peak_study,
+                    weights=sp.csc_matrix(weights[kept]), features=vocab, labels=labels,
+                    files=paths)
+
+
+def load_vocabulary(vocabulary: str, data_dir: str | Path | None = None) -> Database:
+    """The database that provides ``vocabulary`` (``lda50`` -> Neurosynth, ``terms`` ->
+    NeuroQuery)."""
+    check_choice("vocabulary", vocabulary, VOCABULARY_DATABASE)
+    return load_database(VOCABULARY_DATABASE[vocabulary], data_dir)
+

@@ -1,0 +1,347 @@
+"""Decode a region (mask) or a statistic map against meta-analytic feature maps.
+
+ROI association (Neurosynth's "ROI decoding", Yarkoni et al. 2011)
+    A study *hits* the ROI when one of its MKDA spheres (a peak within ``kernel_mm``)
+    overlaps it. For feature :math:`F` with :math:`n_1` selected studies (``a`` hits) and
+    :math:`n_2` others (``c`` hits), the 2 x 2 table (a, b = n1 - a; c, d = n2 - c) gives
+
+    .. math::
+
+        \\log \\mathrm{OR} = \\ln\\frac{(a + \\tfrac12)(d + \\tfrac12)}
+                                       {(b + \\tfrac12)(c + \\tfrac12)}
+
+    (Haldane-Anscombe correction), :math:`P(\\mathrm{hit} \\mid F) = a / n_1` against
+    :math:`P(\\mathrm{hit} \\mid \\lnot F) = c / n_2`, the Pearson chi-square p (Fisher's
+    exact test when an expected cell count is below 5), and Benjamini-Hochberg q across
+    features. ``r`` is NiMARE's ``ROIAssociationDecoder`` statistic: the Pearson correlation
+    across studies of the fraction of ROI voxels inside a study's spheres with the feature
+    weight.
+
+Map correlation (Neurosynth's decoder, NiMARE's ``CorrelationDecoder``)
+    Pearson r, inside the brain mask, of the input map with each feature's association
+    z map.
+
+Spatial null (so that a top-ranked feature is not mistaken for a significant one)
+    ROI: ``n_null`` copies of the ROI rigidly translated to random places in the brain (at
+    least 80% of the copy inside the mask); map: ``n_null`` random cyclic translations
+    (toroidal shifts) of the map volume, which keep its size, shape and spatial
+    autocorrelation. ``p_null`` is the one-sided permutation p
+    :math:`(1 + \\#\\{s_{null} \\ge s\\}) / (1 + n_{null})` of each feature's statistic
+    (log-odds ratio; r). A feature is flagged ``significant`` when ``q < alpha`` and
+    ``p_null < alpha``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from .._logging import get_logger
+from .._validation import InputError, check_choice, check_in_range, check_positive_int
+from . import _kernels
+from .database import load_vocabulary
+from .grid import load_image, roi_voxels, to_grid
+from .maps import DEFAULT_THRESHOLD, VOCABULARIES, FeatureMaps, feature_maps
+
+log = get_logger(__name__)
+
+_MIN_INSIDE = 0.8
+
+
+def fdr_bh(p: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p values (q), NaN-safe."""
+    p = np.asarray(p, dtype=float)
+    q = np.full(p.shape, np.nan)
+    ok = np.isfinite(p)
+    m = int(ok.sum())
+    if m == 0:
+        return q
+    order = np.argsort(p[ok])
+    ranked = p[ok][order] * m / np.arange(1, m + 1)
+    ranked = np.minimum.accumulate(ranked[::-1])[::-1]
+    out = np.empty(m)
+    out[order] = np.minimum(ranked, 1.0)
+    q[ok] = out
+    return q
+
+
+def _chi2_or_fisher(a: np.ndarray, b: np.ndarray, c: np.ndarray,
+                    d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two-sided p of each 2 x 2 table: (chi2, p, method)."""
+    n = a + b + c + d
+    r0, r1, c0, c1 = a + b, c + d, a + c, b + d
+    with np.errstate(divide="ignore", invalid="ignore"):
+        chi2 = n * (a * d - b * c) ** 2 / (r0 * r1 * c0 * c1)
+    chi2 = np.where(np.isfinite(chi2), chi2, 0.0)
+    p = stats.chi2.sf(chi2, 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        expected_min = np.minimum.reduce([r0 * c0, r0 * c1, r1 * c0, r1 * c1]) / n
+    small = expected_min < 5
+    method = np.where(small, "fisher", "chi2").astype(object)
+    for i in np.flatnonzero(small):
+        p[i] = stats.fisher_exact([[a[i], b[i]], [c[i], d[i]]]).pvalue
+    return chi2, p, method
+
+
+def _log_odds(a, b, c, d):
+    return np.log((a + 0.5) * (d + 0.5) / ((b + 0.5) * (c + 0.5)))
+
+
+class Decoder:
+    """Neurosynth-style decoder of ROIs and maps over one vocabulary.
+
+    Parameters
+    ----------
+    vocabulary
+        ``"lda50"`` (Neurosynth v0.7 LDA-50 topics) or ``"terms"`` (NeuroQuery v1 terms).
+    data_dir
+        Folder with ``neurosynth/`` and ``neuroquery/`` (default ``$MICROVBA_DATA`` or
+        ``~/.cache/microvba``).
+    kernel_mm
+        MKDA sphere radius (6 mm as Neurosynth; 10 mm as NiMARE's default).
+    threshold
+        Feature weight selecting a study; default 0.05 (``lda50``), 0.001 (``terms``).
+    n_null
+        Number of spatial-null resamples for ``p_null``.
+    seed
+        Seed of the spatial null.
+    cache_dir
+        Map cache root (default ``$MICROVBA_CACHE`` or ``~/.cache/microvba/maps``).
+    alpha
+        Level of the ``significant`` flag.
+
+    Attributes
+    ----------
+    maps_
+        The fitted :class:`~microvba.decode.maps.FeatureMaps`.
+    """
+
+    def __init__(self, vocabulary: str = "lda50", data_dir: str | Path | None = None,
+                 kernel_mm: float = 6.0, threshold: float | None = None, n_null: int = 1000,
+                 seed: int = 0, cache_dir: str | Path | None = None,
+                 alpha: float = 0.05) -> None:
+        self.vocabulary = vocabulary
+        self.data_dir = data_dir
+        self.kernel_mm = kernel_mm
+        self.threshold = threshold
+        self.n_null = n_null
+        self.seed = seed
+        self.cache_dir = cache_dir
+        self.alpha = alpha
+
+    # ------------------------------------------------------------------ fit
+    def fit(self) -> Decoder:
+        """Load the database and build (or load cached) feature maps."""
+        check_choice("vocabulary", self.vocabulary, VOCABULARIES)
+        if self.n_null != 0:
+            check_positive_int("n_null", self.n_null)
+        check_in_range("alpha", self.alpha, 0.0, 1.0)
+        db = load_vocabulary(self.vocabulary, self.data_dir)
+        self.maps_: FeatureMaps = feature_maps(
+            db, self.vocabulary, kernel_mm=self.kernel_mm, threshold=self.threshold,
+            cache_dir=self.cache_dir)
+        self.database_ = f"{db.name} v{db.version}"
+        self.threshold_ = DEFAULT_THRESHOLD[self.vocabulary] if self.threshold is None \
+            else float(self.threshold)
+        fm = self.maps_
+        self._a_ptr = fm.activation.indptr.astype(np.int64)
+        self._sel_csr = fm.selection.tocsr().astype(np.float32)
+        self._n_sel = np.diff(fm.selection.indptr).astype(float)
+        w = fm.weights.toarray().astype(np.float64)
+        self._w_centred = w - w.mean(axis=0)
+        self._w_norm = np.sqrt((self._w_centred ** 2).sum(axis=0))
+        self._vox_ijk = np.argwhere(fm.grid.mask)
+        return self
+
+    def _check_fitted(self) -> FeatureMaps:
+        if not hasattr(self, "maps_"):
+            raise InputError("This Decoder is not fitted yet.", file="Decoder",
+                             fix="Call .fit() before decoding.")
+        return self.maps_
+
+    # ------------------------------------------------------------------ ROI
+    def _null_rois(self, roi: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
+        """``n_null`` rigid translations of the ROI that stay >= 80% inside the brain."""
+        fm = self.maps_
+        ijk = self._vox_ijk[roi]
+        centre = np.rint(ijk.mean(axis=0)).astype(np.int64)
+        shape = np.asarray(fm.grid.shape)
+        out: list[np.ndarray] = []
+        tries = 0
+        while len(out) < self.n_null and tries < 50 * self.n_null:
+            targets = self._vox_ijk[rng.integers(0, len(self._vox_ijk), size=self.n_null)]
+            for t in targets:
+                tries += 1
+                moved = ijk + (t - centre)
+                inside = np.all((moved >= 0) & (moved < shape), axis=1)
+                flat = np.ravel_multi_index(moved[inside].T, fm.grid.shape)
+                idx = fm.grid.flat_to_masked[flat]
+                idx = idx[idx >= 0]
+                if idx.size >= _MIN_INSIDE * roi.size:
+                    out.append(idx)
+                    if len(out) == self.n_null:
+                        break
+        if len(out) < self.n_null:
+            log.warning("only %d of %d null ROIs fit inside the brain", len(out), self.n_null)
+        return out
+
+    def _hits(self, rois: list[np.ndarray]) -> np.ndarray:
+        """(n_studies, n_rois) bool: study's spheres overlap each ROI."""
+        fm = self.maps_
+        n_vox = fm.grid.n_voxels
+        vox = np.concatenate(rois)
+        roi_of = np.repeat(np.arange(len(rois)), [len(r) for r in rois])
+        order = np.argsort(vox, kind="stable")
+        vox_ptr = np.searchsorted(vox[order], np.arange(n_vox + 1)).astype(np.int64)
+        return _kernels.roi_hits(self._a_ptr, fm.activation.indices, vox_ptr,
+                                 roi_of[order].astype(np.int64), len(rois))
+
+    def decode_roi(self, mask_img: str | Path | nib.Nifti1Image) -> pd.DataFrame:
+        """Association of each feature with reporting activation in the ROI.
+
+        Returns
+        -------
+        DataFrame
+            feature, label, n_selected, p_roi_given_feature, p_roi_given_other, log_odds,
+            z (signed sqrt chi2), p, p_method, q, p_null, r (NiMARE-style), significant;
+            sorted by log-odds ratio (``table.attrs["statistic"] == "log_odds"``).
+        """
+        fm = self._check_fitted()
+        roi = roi_voxels(mask_img, fm.grid)
+        rng = np.random.default_rng(self.seed)
+        rois = [roi] + (self._null_rois(roi, rng) if self.n_null else [])
+        hits = self._hits(rois)
+        n_hit = hits.sum(axis=0).astype(float)
+        a_all = np.asarray(self._sel_csr.T @ hits.astype(np.float32), dtype=float)
+        n1 = self._n_sel[:, None]
+        n2 = fm.n_studies - n1
+        c_all = n_hit[None, :] - a_all
+        lor_all = _log_odds(a_all, n1 - a_all, c_all, n2 - c_all)
+        a, c = a_all[:, 0], c_all[:, 0]
+        b, d = self._n_sel - a, (fm.n_studies - self._n_sel) - c
+        chi2, p, method = _chi2_or_fisher(a, b, c, d)
+        lor = lor_all[:, 0]
+        null = lor_all[:, 1:]
+        p_null = (1.0 + (null >= lor[:, None] - 1e-12).sum(axis=1)) / (1.0 + null.shape[1]) \
+            if null.shape[1] else np.full(lor.shape, np.nan)
+        q = fdr_bh(p)
+        table = pd.DataFrame({
+            "feature": fm.features, "label": fm.labels,
+            "n_selected": self._n_sel.astype(int),
+            "p_roi_given_feature": a / self._n_sel,
+            "p_roi_given_other": c / (fm.n_studies - self._n_sel),
+            "log_odds": lor, "z": np.sign(lor) * np.sqrt(chi2), "p": p, "p_method": method,
+            "q": q, "p_null": p_null, "r": self._roi_r(roi),
+        })
+        null_ok = (table["p_null"] < self.alpha) if null.shape[1] else True
+        table["significant"] = (table["q"] < self.alpha) & null_ok & (table["log_odds"] > 0)
+        return self._finish(table, "log_odds", roi_voxels=int(roi.size),
+                            studies_in_roi=int(n_hit[0]), n_null=null.shape[1])
+
+    def _roi_r(self, roi: np.ndarray) -> np.ndarray:
+        """NiMARE ROIAssociationDecoder r: corr(fraction of ROI covered, feature weight)."""
+        fm = self.maps_
+        in_roi = np.zeros(fm.grid.n_voxels, dtype=bool)
+        in_roi[roi] = True
+        cover = _kernels.roi_cover(self._a_ptr, fm.activation.indices, in_roi) / roi.size
+        cover -= cover.mean()
+        den = np.sqrt((cover ** 2).sum()) * self._w_norm
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return (cover @ self._w_centred) / den
+
+    # ------------------------------------------------------------------ map
+    def _map_dots(self, x: np.ndarray, voxels: np.ndarray | None = None) -> np.ndarray:
+        """(n_maps, n_features) dot products of centred rows of ``x`` with association maps
+        (restricted to ``voxels`` when given), reading the maps chunk by chunk."""
+        fm = self.maps_
+        n_feat = len(fm.features)
+        dots = np.empty((x.shape[0], n_feat))
+        step = max(1, int(2**27 // (4 * fm.grid.n_voxels)))
+        for lo in range(0, n_feat, step):
+            z = fm.z_association[lo:lo + step]
+            z = np.asarray(z if voxels is None else z[:, voxels], dtype=np.float32)
+            dots[:, lo:lo + step] = x @ z.T
+        return dots
+
+    def _null_sample(self) -> np.ndarray:
+        """In-mask voxels with even (i, j, k): the 1-in-8 lattice the spatial null uses."""
+        ijk = self._vox_ijk
+        return np.flatnonzero((ijk % 2 == 0).all(axis=1))
+
+    def decode_map(self, stat_img: str | Path | nib.Nifti1Image) -> pd.DataFrame:
+        """Pearson r of an unthresholded map with each feature's association z map.
+
+        The null correlations are computed on the in-mask voxels of even (i, j, k) (one in
+        eight; smooth maps lose nothing) and compared with the observed r on the same
+        voxels.
+
+        Returns
+        -------
+        DataFrame
+            feature, label, n_selected, r, p_null, q_null (BH over features), significant;
+            sorted by r.
+        """
+        fm = self._check_fitted()
+        img = load_image(stat_img, "statistic map")
+        x = to_grid(img, fm.grid, "continuous").astype(np.float64)
+        if not np.any(x != x[0]):
+            raise InputError("The statistic map is constant inside the brain mask.",
+                             file=str(stat_img) if not isinstance(stat_img, nib.Nifti1Image)
+                             else "<statistic map>",
+                             fix="Pass an unthresholded statistic map in MNI space.")
+        xc = x - x.mean()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = self._map_dots(xc[None, :].astype(np.float32))[0] / (
+                np.sqrt((xc ** 2).sum()) * fm.z_norm)
+        p_null = np.full(len(fm.features), np.nan)
+        if self.n_null:
+            p_null = self._map_null_p(x)
+        table = pd.DataFrame({"feature": fm.features, "label": fm.labels,
+                              "n_selected": self._n_sel.astype(int), "r": r,
+                              "p_null": p_null, "q_null": fdr_bh(p_null)})
+        table["significant"] = (table["q_null"] < self.alpha) & (table["r"] > 0)
+        return self._finish(table, "r", n_null=self.n_null)
+
+    def _map_null_p(self, x: np.ndarray) -> np.ndarray:
+        """One-sided p of each feature's r against random cyclic shifts of the map."""
+        fm = self.maps_
+        sub = self._null_sample()
+        vol = np.zeros(fm.grid.shape, dtype=np.float32)
+        vol[fm.grid.mask] = x
+        ijk = self._vox_ijk[sub]
+        shape = np.asarray(fm.grid.shape)
+        shifts = np.random.default_rng(self.seed).integers(1, shape, size=(self.n_null, 3))
+        rows = [x[sub]]
+        for s in shifts:
+            src = (ijk - s) % shape
+            rows.append(vol[src[:, 0], src[:, 1], src[:, 2]])
+        xs = np.asarray(rows, dtype=np.float64)
+        xs -= xs.mean(axis=1, keepdims=True)
+        xnorm = np.sqrt((xs ** 2).sum(axis=1))
+        dots = self._map_dots(xs.astype(np.float32), sub)
+        z = np.asarray(fm.z_association[:, sub], dtype=np.float64) if len(fm.features) <= 256 \
+            else None
+        if z is not None:
+            znorm = np.sqrt(((z - z.mean(axis=1, keepdims=True)) ** 2).sum(axis=1))
+        else:
+            znorm = np.concatenate([
+                np.sqrt(((c - c.mean(axis=1, keepdims=True)) ** 2).sum(axis=1))
+                for c in (np.asarray(fm.z_association[lo:lo + 256][:, sub], dtype=np.float64)
+                          for lo in range(0, len(fm.features), 256))])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rs = dots / (xnorm[:, None] * znorm[None, :])
+        rs = np.nan_to_num(rs, nan=-np.inf)
+        exceed = (rs[1:] >= rs[0][None, :] - 1e-12).sum(axis=0)
+        return (1.0 + exceed) / (1.0 + self.n_null)
+
+    def _finish(self, table: pd.DataFrame, statistic: str, **attrs) -> pd.DataFrame:
+        table = table.sort_values(statistic, ascending=False, kind="stable",
+                                  na_position="last").reset_index(drop=True)
+        table.attrs.update({"statistic": statistic, "vocabulary": self.vocabulary,
+                            "database": self.database_, "kernel_mm": float(self.kernel_mm),
+                            "threshold": self.threshold_, "seed": self.seed, **attrs})
+        return table

@@ -1,0 +1,345 @@
+"""Meta-analytic maps per feature (topic or term), MKDA chi-square, cached on disk.
+
+For each feature the studies whose weight reaches ``threshold`` (the *selected* studies) are
+compared with all other studies, voxel by voxel, on the binary MKDA activation of each study
+(a sphere of ``kernel_mm`` around every reported peak, Wager et al. 2007). Two maps come out,
+as in Neurosynth (Yarkoni et al. 2011) and NiMARE's ``MKDAChi2``:
+
+* association (reverse inference, :math:`P(F \\mid A)`): signed z of the 2 x 2 chi-square
+  test of independence between selection and activation;
+* uniformity (forward inference, :math:`P(A \\mid F)`): signed z of the one-way chi-square
+  test of the selected studies' activation count against its mean over voxels.
+
+The Benjamini-Hochberg threshold at FDR ``q = 0.01`` of each map is stored beside it, so
+:meth:`FeatureMaps.image` can return Neurosynth's thresholded maps as well.
+
+The work is two sparse products, not one meta-analysis per feature. With the binary
+study x voxel incidence matrix :math:`A` (built once from the peaks) and the binary study x
+feature selection :math:`S`, the selected-active counts of every feature are :math:`S^\\top A`
+and the all-study counts :math:`\\mathbf{1}^\\top A`; the chi-square statistics are closed
+forms of those counts (:func:`microvba.decode._kernels.chi2_z_maps`).
+
+Default thresholds
+------------------
+``lda50``: 0.05. At Neurosynth's tf-idf threshold of 0.001 three LDA-50 topics select every
+one of the 14,371 studies (LDA smooths every weight above zero), leaving no comparison group;
+at 0.05 every topic selects between 361 and 9,755 studies, so all 50 topics get a map.
+``terms``: 0.001 on tf-idf, as Neurosynth (a study is selected when it uses the term).
+
+Features selecting no study, every study, or fewer than ``min_studies`` studies (or leaving
+fewer than ``min_studies`` others) get no map: they are listed in :attr:`FeatureMaps.dropped`
+with the reason, and a warning is logged for those selecting all or none.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from .._logging import get_logger
+from .._provenance import atomic_path, is_up_to_date, make_sidecar, params_hash, write_json
+from .._validation import InputError, check_choice, check_in_range, check_positive_int
+from . import _kernels
+from .grid import BrainGrid, mni_brain_grid
+
+if TYPE_CHECKING:
+    from .database import Database
+
+log = get_logger(__name__)
+
+VOCABULARIES = ("lda50", "terms")
+DEFAULT_THRESHOLD = {"lda50": 0.05, "terms": 0.001}
+FDR_Q = 0.01
+#: bump when the map computation changes, so old caches are not reused
+ALGORITHM_VERSION = 1
+#: maps larger than this (bytes as float32) are stored as float16
+_FLOAT16_ABOVE = 512 * 2**20
+_CHUNK_BYTES = 384 * 2**20
+
+
+def resolve_cache_dir(cache_dir: str | Path | None = None) -> Path:
+    """``cache_dir``, else ``$MICROVBA_CACHE``, else ``~/.cache/microvba/maps``."""
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    env = os.environ.get("MICROVBA_CACHE")
+    if env:
+        return Path(env).expanduser()
+    return Path("~/.cache/microvba/maps").expanduser()
+
+
+@dataclass
+class FeatureMaps:
+    """Association and uniformity z maps of every kept feature, with what made them.
+
+    Attributes
+    ----------
+    features, labels, n_selected
+        Kept features (those with a map), their labels and numbers of selected studies.
+    z_association, z_uniformity
+        (n_features, n_voxels) in-mask z maps (float32, float16 for large vocabularies).
+    fdr_z
+        DataFrame indexed by feature: |z| thresholds at FDR 0.01 of both maps (inf: none).
+    activation
+        (n_studies, n_voxels) boolean CSR: study ``s`` has a peak within ``kernel_mm`` of
+        voxel ``v`` (the MKDA incidence matrix), kept for ROI association.
+    selection, weights
+        (n_studies, n_features) CSC: binary selection and continuous weights of kept features.
+    dropped
+        DataFrame (feature, label, n_selected, reason) of features without a map.
+    grid
+        The :class:`~microvba.decode.grid.BrainGrid` of the maps.
+    parameters
+        Database, vocabulary, kernel, threshold, resolution, min_studies.
+    """
+
+    features: list[str]
+    labels: list[str]
+    n_selected: np.ndarray
+    z_association: np.ndarray
+    z_uniformity: np.ndarray
+    fdr_z: pd.DataFrame
+    activation: sp.csr_matrix
+    selection: sp.csc_matrix
+    weights: sp.csc_matrix
+    dropped: pd.DataFrame
+    grid: BrainGrid
+    parameters: dict[str, Any]
+    z_mean: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
+    z_norm: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
+    path: Path | None = None
+
+    @property
+    def n_studies(self) -> int:
+        return int(self.activation.shape[0])
+
+    def index(self, feature: str) -> int:
+        try:
+            return self.features.index(feature)
+        except ValueError:
+            raise InputError(f"Feature {feature!r} has no map.", file="parameter feature",
+                             fix="Pick one of FeatureMaps.features (see .dropped for the "
+                                 "features without a map).") from None
+
+    def image(self, feature: str, kind: str = "association",
+              fdr: bool = False) -> nib.Nifti1Image:
+        """The z map of ``feature`` as an image; ``fdr=True`` zeroes voxels not surviving
+        FDR 0.01."""
+        check_choice("kind", kind, ("association", "uniformity"))
+        i = self.index(feature)
+        z = np.asarray((self.z_association if kind == "association" else self.z_uniformity)[i],
+                       dtype=np.float32)
+        if fdr:
+            z = np.where(np.abs(z) >= self.fdr_z[kind].iloc[i], z, 0.0)
+        return self.grid.unmask(z)
+
+    def table(self) -> pd.DataFrame:
+        """One row per kept feature: label, selected studies, FDR thresholds."""
+        return pd.DataFrame({"feature": self.features, "label": self.labels,
+                             "n_selected": self.n_selected,
+                             "fdr_z_association": self.fdr_z["association"].to_numpy(),
+                             "fdr_z_uniformity": self.fdr_z["uniformity"].to_numpy()})
+
+
+def _selection(weights: sp.csc_matrix, threshold: float) -> sp.csc_matrix:
+    sel = sp.csc_matrix(weights >= threshold, dtype=bool)
+    sel.sort_indices()
+    return sel
+
+
+def _drop_table(db: Database, n_sel: np.ndarray, min_studies: int) -> tuple[np.ndarray,
+                                                                           pd.DataFrame]:
+    n = db.n_studies
+    reason = np.full(n_sel.shape, "", dtype=object)
+    reason[n_sel < min_studies] = f"fewer than min_studies={min_studies} selected studies"
+    reason[n - n_sel < min_studies] = f"fewer than min_studies={min_studies} other studies"
+    reason[n_sel == 0] = "threshold selects no study"
+    reason[n_sel == n] = "threshold selects every study"
+    keep = reason == ""
+    dropped = pd.DataFrame({"feature": np.asarray(db.features)[~keep],
+                            "label": np.asarray(db.labels)[~keep],
+                            "n_selected": n_sel[~keep], "reason": reason[~keep]})
+    extreme = dropped[dropped["reason"].str.startswith("threshold")]
+    if len(extreme):
+        log.warning("%d %s feature(s) get no map because the threshold selects all or no "
+                    "studies: %s", len(extreme), db.vocabulary,
+                    ", ".join(extreme["feature"].astype(str)[:10]))
+    if len(dropped) > len(extreme):
+        log.info("%d %s feature(s) get no map (fewer than %d studies on one side)",
+                 len(dropped) - len(extreme), db.vocabulary, min_studies)
+    return keep, dropped
+
+
+def study_activation(db: Database, grid: BrainGrid, kernel_mm: float) -> sp.csr_matrix:
+    """Boolean study x in-mask-voxel MKDA incidence (sphere of ``kernel_mm`` per peak)."""
+    ijk = grid.mm_to_ijk(db.xyz)
+    peak_ptr = np.searchsorted(db.peak_study, np.arange(db.n_studies + 1)).astype(np.int64)
+    offsets = _kernels.sphere_offsets(kernel_mm, grid.resolution)
+    n_chunks = max(4 * (os.cpu_count() or 1), 1)
+    indptr, indices = _kernels.sphere_incidence(
+        np.ascontiguousarray(ijk), peak_ptr, offsets, np.asarray(grid.shape, np.int64),
+        grid.flat_to_masked, grid.n_voxels, n_chunks)
+    data = np.ones(indices.shape[0], dtype=bool)
+    return sp.csr_matrix((data, indices, indptr), shape=(db.n_studies, grid.n_voxels))
+
+
+def _compute_maps(activation: sp.csr_matrix, selection: sp.csc_matrix, z_assoc: np.ndarray,
+                  z_unif: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Fill ``z_assoc``/``z_unif`` (arrays or memmaps) chunk by chunk; return FDR thresholds,
+    mean and centred norm of each association map."""
+    n_studies, n_vox = activation.shape
+    n_feat = selection.shape[1]
+    n_active = _kernels.column_counts(activation.indices, n_vox)
+    n_sel = np.diff(selection.indptr).astype(np.int64)
+    chunk = max(1, min(n_feat, _CHUNK_BYTES // (12 * n_vox)))
+    fdr = np.empty((n_feat, 2))
+    mean = np.empty(n_feat)
+    norm = np.empty(n_feat)
+    a_ptr, a_idx = activation.indptr.astype(np.int64), activation.indices
+    for lo in range(0, n_feat, chunk):
+        hi = min(n_feat, lo + chunk)
+        sub = selection[:, lo:hi]
+        counts = _kernels.selected_active_counts(sub.indptr.astype(np.int64), sub.indices,
+                                                 a_ptr, a_idx, n_vox)
+        za, zu = _kernels.chi2_z_maps(counts, n_active, n_sel[lo:hi], n_studies)
+        del counts
+        fdr[lo:hi, 0] = _kernels.fdr_z_thresholds(za, FDR_Q)
+        fdr[lo:hi, 1] = _kernels.fdr_z_thresholds(zu, FDR_Q)
+        z_assoc[lo:hi] = za
+        z_unif[lo:hi] = zu
+        stored = np.asarray(z_assoc[lo:hi], dtype=np.float64)
+        mean[lo:hi] = stored.mean(axis=1)
+        norm[lo:hi] = np.sqrt(((stored - mean[lo:hi, None]) ** 2).sum(axis=1))
+        log.debug("maps %d-%d of %d done", lo, hi, n_feat)
+    return fdr[:, 0], fdr[:, 1], mean, norm
+
+
+def _load_or_build_activation(db: Database, grid: BrainGrid, kernel_mm: float,
+                              cache: Path) -> sp.csr_matrix:
+    params = {"database": db.name, "version": db.version, "kernel_mm": kernel_mm,
+              "resolution": grid.resolution, "n_voxels": grid.n_voxels,
+              "algorithm": ALGORITHM_VERSION}
+    folder = cache / (f"{db.name}-v{db.version}_kernel-{kernel_mm:g}mm_res-{grid.resolution:g}mm"
+                      f"_activation_{params_hash(params)[7:19]}")
+    inputs = {"coordinates": db.files["coordinates"]} if "coordinates" in db.files else {}
+    files = [folder / "indptr.npy", folder / "indices.npy"]
+    if is_up_to_date(files, folder / "activation.json", params, inputs):
+        indptr, indices = (np.load(f) for f in files)
+        return sp.csr_matrix((np.ones(indices.shape[0], bool), indices, indptr),
+                             shape=(db.n_studies, grid.n_voxels))
+    act = study_activation(db, grid, kernel_mm)
+    for f, arr in zip(files, (act.indptr, act.indices), strict=True):
+        with atomic_path(f) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, arr)
+    write_json(folder / "activation.json", make_sidecar(params, inputs))
+    return act
+
+
+def _check_args(db: Database, vocabulary: str, kernel_mm: float, threshold: float | None,
+                resolution: float, min_studies: int) -> float:
+    check_choice("vocabulary", vocabulary, VOCABULARIES)
+    if db.vocabulary != vocabulary:
+        raise InputError(f"The database provides the '{db.vocabulary}' vocabulary, not "
+                         f"'{vocabulary}'.", file="parameter vocabulary",
+                         fix="Load the matching database: load_vocabulary(vocabulary).")
+    check_in_range("kernel_mm", kernel_mm, 0.0, 50.0)
+    check_in_range("resolution", resolution, 0.5, 10.0)
+    check_positive_int("min_studies", min_studies)
+    threshold = DEFAULT_THRESHOLD[vocabulary] if threshold is None else threshold
+    return check_in_range("threshold", threshold, 0.0, 1.0)
+
+
+def feature_maps(db: Database, vocabulary: str = "lda50", kernel_mm: float = 6.0,
+                 threshold: float | None = None, resolution: float = 2.0,
+                 min_studies: int = 50, cache_dir: str | Path | None = None) -> FeatureMaps:
+    """Association and uniformity maps of every feature of ``db`` (cached; see module doc).
+
+    Parameters
+    ----------
+    db
+        From :func:`microvba.decode.database.load_database`.
+    vocabulary
+        ``"lda50"`` (Neurosynth) or ``"terms"`` (NeuroQuery); must match ``db``.
+    kernel_mm
+        MKDA sphere radius: 6 mm as Neurosynth, 10 mm as NiMARE's default.
+    threshold
+        Weight a study needs to be selected for a feature; default 0.05 for ``lda50``,
+        0.001 for ``terms`` (module docstring).
+    resolution
+        Grid spacing in mm of the MNI brain mask.
+    min_studies
+        Smallest number of selected (and of other) studies for a feature to get a map.
+    cache_dir
+        Cache root; default ``$MICROVBA_CACHE`` or ``~/.cache/microvba/maps``. Entries are
+        keyed by database version, parameters and input-file hashes.
+    """
+    threshold = _check_args(db, vocabulary, kernel_mm, threshold, resolution, min_studies)
+    grid = mni_brain_grid(resolution)
+    cache = resolve_cache_dir(cache_dir)
+    params = {"database": db.name, "version": db.version, "vocabulary": vocabulary,
+              "kernel_mm": float(kernel_mm), "threshold": float(threshold),
+              "resolution": float(resolution), "min_studies": int(min_studies),
+              "fdr_q": FDR_Q, "n_voxels": grid.n_voxels, "algorithm": ALGORITHM_VERSION}
+    folder = cache / (f"{db.name}-v{db.version}_vocab-{vocabulary}_kernel-{kernel_mm:g}mm"
+                      f"_thr-{threshold:g}_res-{resolution:g}mm_min-{min_studies}"
+                      f"_{params_hash(params)[7:19]}")
+    activation = _load_or_build_activation(db, grid, float(kernel_mm), cache)
+    weights = sp.csc_matrix(db.weights)
+    n_sel = np.diff(_selection(weights, threshold).indptr)
+    keep, dropped = _drop_table(db, n_sel, min_studies)
+    weights = weights[:, np.flatnonzero(keep)]
+    selection = _selection(weights, threshold)
+    features = [f for f, k in zip(db.features, keep, strict=True) if k]
+    labels = [lab for lab, k in zip(db.labels, keep, strict=True) if k]
+    files = [folder / "z_association.npy", folder / "z_uniformity.npy", folder / "features.tsv"]
+    sidecar = folder / "maps.json"
+    if not is_up_to_date(files, sidecar, params, db.files):
+        _build_cache(activation, selection, features, labels, files, grid)
+        write_json(sidecar, make_sidecar(params, db.files, n_dropped=len(dropped)))
+    table = pd.read_table(files[2], keep_default_na=False)
+    z_assoc = np.load(files[0], mmap_mode="r")
+    z_unif = np.load(files[1], mmap_mode="r")
+    fdr_z = pd.DataFrame({"association": table["fdr_z_association"].to_numpy(float),
+                          "uniformity": table["fdr_z_uniformity"].to_numpy(float)},
+                         index=features)
+    return FeatureMaps(features=features, labels=labels, n_selected=np.diff(selection.indptr),
+                       z_association=z_assoc, z_uniformity=z_unif, fdr_z=fdr_z,
+                       activation=activation, selection=selection, weights=weights,
+                       dropped=dropped, grid=grid, parameters=params,
+                       z_mean=table["z_mean"].to_numpy(float),
+                       z_norm=table["z_norm"].to_numpy(float), path=folder)
+
+
+def _build_cache(activation: sp.csr_matrix, selection: sp.csc_matrix, features: list[str],
+                 labels: list[str], files: list[Path], grid: BrainGrid) -> None:
+    n_feat, n_vox = selection.shape[1], grid.n_voxels
+    dtype = np.float16 if n_feat * n_vox * 4 > _FLOAT16_ABOVE else np.float32
+    with contextlib.ExitStack() as stack:
+        tmp_a = stack.enter_context(atomic_path(files[0]))
+        tmp_u = stack.enter_context(atomic_path(files[1]))
+        za = np.lib.format.open_memmap(tmp_a, mode="w+", dtype=dtype, shape=(n_feat, n_vox))
+        zu = np.lib.format.open_memmap(tmp_u, mode="w+", dtype=dtype, shape=(n_feat, n_vox))
+        fdr_a, fdr_u, mean, norm = _compute_maps(activation, selection, za, zu)
+        za.flush()
+        zu.flush()
+        del za, zu
+    table = pd.DataFrame({"feature": features, "label": labels,
+                          "n_selected": np.diff(selection.indptr),
+                          "fdr_z_association": fdr_a, "fdr_z_uniformity": fdr_u,
+                          "z_mean": mean, "z_norm": norm})
+    with atomic_path(files[2]) as tmp:
+        table.to_csv(tmp, sep="\t", index=False)
+
+
+def describe(maps: FeatureMaps) -> str:
+    """One-line JSON summary of a FeatureMaps (for logs)."""
+    return json.dumps({**maps.parameters, "n_features": len(maps.features),
+                       "n_dropped": len(maps.dropped)})

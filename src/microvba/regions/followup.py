@@ -1,0 +1,339 @@
+"""The regional follow-up stage of one metric and one direction of the correlation.
+
+For the significant clusters of a corrected map (``corrp > 1 - alpha``):
+
+1. cluster table (:func:`~microvba.regions.clusters.cluster_table`): size, peak, centre of
+   mass, sub-peaks, with atlas labels of each cluster (percentage per label) and of its peak;
+2. per-subject cluster means of the **unsmoothed** normalised metric, with the score and the
+   covariates beside them;
+3. partial correlation of each cluster mean with the score controlling the covariates
+   (Pearson and Spearman; Fisher CI, p, bootstrap CI, Benjamini-Hochberg q across clusters);
+4. the leave-one-subject-out r (:func:`~microvba.regions.correlation.loso_r`) beside the
+   in-sample r, which is flagged as descriptive (the cluster was selected on the same data);
+5. scatter plots of the residualised metric against the residualised score.
+
+Files written by :meth:`RegionsResult.save` (``<tag>`` = ``<metric>_pos`` or ``<metric>_neg``):
+
+=================================  ========================================================
+``<tag>_clusters.tsv``             one row per cluster: size, peak, centre, sub-peaks, labels
+``<tag>_cluster-labels.tsv``       percentage of each cluster in each atlas label (long)
+``<tag>_cluster-means.tsv``        subject x cluster means, score and covariates beside
+``<tag>_correlations.tsv``         r, CI, p, bootstrap CI, q (FDR), LOSO r and CI, per method
+``<tag>_clusters.nii.gz``          cluster label image (cluster ``k`` = ``k``)
+``<tag>_cluster-<k>_scatter.png``  residualised metric vs residualised score
+``<tag>_regions.json``             parameters, software versions, input summary
+=================================  ========================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from .._logging import get_logger
+from .._provenance import make_sidecar, save_figure, save_nifti, write_json, write_text
+from .._validation import InputError, ProblemCollector, check_choice
+from .atlases import (
+    ATLASES,
+    Atlas,
+    as_atlases,
+    label_clusters,
+    label_coordinates,
+    summarise_labels,
+)
+from .clusters import cluster_table
+from .correlation import (
+    IN_SAMPLE_NOTE,
+    METHODS,
+    cluster_means,
+    fdr_bh,
+    loso_cluster_means,
+    partial_corr,
+    residualise,
+    subject_matrix,
+)
+
+log = get_logger(__name__)
+
+SIGN_TAG = {"+": "pos", "-": "neg"}
+
+
+@dataclass
+class RegionsResult:
+    """Clusters, labels, means, correlations and figures of one metric and sign."""
+
+    metric: str
+    sign: str
+    clusters: pd.DataFrame
+    labels: pd.DataFrame
+    means: pd.DataFrame
+    correlations: pd.DataFrame
+    label_img: nib.Nifti1Image
+    figures: dict[str, Any] = field(default_factory=dict)
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tag(self) -> str:
+        return f"{self.metric}_{SIGN_TAG[self.sign]}"
+
+    def save(self, out_dir: str | Path | None = None) -> dict[str, Path]:
+        """Write every table, the label image, the figures and a JSON sidecar (atomically).
+
+        ``out_dir`` defaults to the folder given to :func:`follow_up`.
+        """
+        out_dir = out_dir if out_dir is not None else self.parameters.get("out_dir")
+        if out_dir is None:
+            raise InputError("no output folder", file="RegionsResult.save",
+                             fix="Pass save(out_dir) or follow_up(..., out_dir=...).")
+        out = Path(out_dir)
+        tag = self.tag
+        paths = {
+            "clusters": write_text(out / f"{tag}_clusters.tsv",
+                                   self.clusters.to_csv(sep="\t", index=False)),
+            "labels": write_text(out / f"{tag}_cluster-labels.tsv",
+                                 self.labels.to_csv(sep="\t", index=False)),
+            "means": write_text(out / f"{tag}_cluster-means.tsv",
+                                self.means.to_csv(sep="\t", index=True)),
+            "correlations": write_text(out / f"{tag}_correlations.tsv",
+                                       self.correlations.to_csv(sep="\t", index=False)),
+            "label_img": save_nifti(self.label_img, out / f"{tag}_clusters.nii.gz"),
+        }
+        for name, fig in self.figures.items():
+            paths[f"figure_{name}"] = save_figure(fig, out / f"{tag}_{name}_scatter.png",
+                                                  dpi=120)
+        sidecar = make_sidecar(self.parameters, n_clusters=len(self.clusters),
+                               Outputs={k: p.name for k, p in paths.items()})
+        paths["sidecar"] = write_json(out / f"{tag}_regions.json", sidecar)
+        return paths
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _check_inputs(participants: pd.DataFrame, score: str, covariates: Sequence[str],
+                  n_images: int, sign: str) -> None:
+    check_choice("sign", sign, list(SIGN_TAG))
+    problems = ProblemCollector()
+    for col in [score, *covariates]:
+        if col not in participants.columns:
+            problems.add("participants", f"column {col!r} is missing",
+                         f"Use one of: {', '.join(map(str, participants.columns))}.")
+    if score in participants.columns and not pd.api.types.is_numeric_dtype(participants[score]):
+        problems.add("participants", f"the score column {score!r} is not numeric",
+                     "Pass a numeric score column.")
+    if len(participants) != n_images:
+        problems.add("participants", f"{len(participants)} participants but {n_images} metric "
+                     "images", "Pass one image per participant, in the table's order.")
+    problems.raise_if_any()
+
+
+def _n_images(imgs) -> int:
+    if isinstance(imgs, nib.spatialimages.SpatialImage):
+        return imgs.shape[3] if imgs.ndim == 4 else 1
+    if isinstance(imgs, np.ndarray):
+        return imgs.shape[3] if imgs.ndim == 4 else 1
+    return len(imgs)
+
+
+def _load_atlases(atlases: Iterable[str | Atlas], data_dir, missing_atlas: str) -> list[Atlas]:
+    loaded = []
+    for a in ([atlases] if isinstance(atlases, str | Atlas) else atlases):
+        try:
+            loaded += as_atlases([a], data_dir)
+        except InputError as exc:
+            if missing_atlas == "error":
+                raise
+            log.warning("atlas %s skipped: %s", a, exc)
+    return loaded
+
+
+# --------------------------------------------------------------------------- pieces
+
+
+def _label_table(table: pd.DataFrame, label_img, atlases: list[Atlas]
+                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    if not len(table) or not atlases:
+        return table, pd.DataFrame(columns=["cluster_id", "atlas", "label_id", "label",
+                                            "n_voxels", "percent", "rank"])
+    long = label_clusters(label_img, atlases)
+    summary = summarise_labels(long)
+    peaks = label_coordinates(table[["peak_x", "peak_y", "peak_z"]].to_numpy(float), atlases)
+    peaks = peaks.drop(columns=["x", "y", "z"]).add_prefix("peak_")
+    table = table.merge(summary, on="cluster_id", how="left")
+    table = pd.concat([table.reset_index(drop=True), peaks.reset_index(drop=True)], axis=1)
+    first = atlases[0].name
+    table.insert(1, "region", table[f"{first}_top"])
+    return table, long
+
+
+def _scatter(rx: np.ndarray, ry: np.ndarray, title: str, row: dict, metric: str, score: str):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(3.6, 3.2))
+    ax = fig.add_subplot()
+    ax.scatter(ry, rx, s=14, color="#1f77b4", alpha=0.8, edgecolor="none")
+    if np.ptp(ry) > 0:
+        slope, icpt = np.polyfit(ry, rx, 1)
+        xs = np.linspace(ry.min(), ry.max(), 2)
+        ax.plot(xs, slope * xs + icpt, color="#d62728", lw=1.2)
+    ax.set_xlabel(f"{score} (residualised)")
+    ax.set_ylabel(f"{metric.upper()} cluster mean (residualised)")
+    text = (f"r = {row['r']:.2f} [{row['ci_low']:.2f}, {row['ci_high']:.2f}] (in-sample)\n"
+            f"p = {row['p']:.2g}, LOSO r = {row.get('loso_r', np.nan):.2f}")
+    ax.set_title(title, fontsize=8)
+    ax.text(0.02, 0.98, text, transform=ax.transAxes, va="top", fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def _loso(metric_imgs, stat_img, label_img, table, rows: np.ndarray, score, cov, sign: int):
+    """Held-out cluster means (n_complete, n_clusters), or None when not computable."""
+    stat = np.asarray(stat_img.dataobj, dtype=float)
+    labels = np.asarray(label_img.dataobj)
+    mask = np.isfinite(stat) & (stat != 0) | (labels > 0)
+    Y = subject_matrix(metric_imgs, mask)[rows]
+    finite = np.all(np.isfinite(Y), axis=0)
+    if not finite.all():
+        mask[mask] = finite
+        Y = Y[:, finite]
+    cols = labels[mask]
+    clusters = [cols == cid for cid in table["cluster_id"]]
+    if any(c.sum() == 0 for c in clusters):
+        log.warning("leave-one-out skipped: a cluster has no voxel with data in every subject")
+        return None
+    mask_img = nib.Nifti1Image(mask.astype(np.uint8), stat_img.affine)
+    out = loso_cluster_means(Y, score, cov, mask_img=mask_img, clusters=clusters, sign=sign)
+    return out
+
+
+def _correlations(means: pd.DataFrame, table: pd.DataFrame, participants: pd.DataFrame,
+                  score: str, covariates: Sequence[str], held_out, methods: Sequence[str],
+                  n_boot: int, seed: int) -> pd.DataFrame:
+    cov = participants[list(covariates)] if covariates else None
+    rows = []
+    for method in methods:
+        block = []
+        for j, cid in enumerate(table["cluster_id"]):
+            res = partial_corr(means[f"cluster_{cid}"].to_numpy(float),
+                               participants[score].to_numpy(float), cov, method, 0.95,
+                               n_boot, seed)
+            row = {"cluster_id": int(cid), "method": method, **{k: res[k] for k in (
+                "n", "k", "r", "ci_low", "ci_high", "p", "boot_ci_low", "boot_ci_high")}}
+            if held_out is not None:
+                lo = partial_corr(held_out["values"][:, j], held_out["score"],
+                                  held_out["cov"], method, 0.95, 0, seed)
+                row.update(loso_r=lo["r"], loso_ci_low=lo["ci_low"],
+                           loso_ci_high=lo["ci_high"], loso_p=lo["p"], loso_n=lo["n"],
+                           loso_rank=held_out["ranks"][j],
+                           loso_mean_dice=float(np.nanmean(held_out["dice"][:, j]))
+                           if np.isfinite(held_out["dice"][:, j]).any() else np.nan)
+            else:
+                row.update(loso_r=np.nan, loso_ci_low=np.nan, loso_ci_high=np.nan,
+                           loso_p=np.nan, loso_n=0, loso_rank=0, loso_mean_dice=np.nan)
+            row["in_sample_r"] = IN_SAMPLE_NOTE
+            block.append(row)
+        q = fdr_bh([b["p"] for b in block])
+        for b, qv in zip(block, q, strict=True):
+            b["q_fdr"] = float(qv)
+        rows += block
+    cols = ["cluster_id", "method", "n", "k", "r", "ci_low", "ci_high", "p", "q_fdr",
+            "boot_ci_low", "boot_ci_high", "loso_r", "loso_ci_low", "loso_ci_high", "loso_p",
+            "loso_n", "loso_rank", "loso_mean_dice", "in_sample_r"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+# --------------------------------------------------------------------------- stage
+
+
+def follow_up(stat_img: nib.spatialimages.SpatialImage,
+              corrp_img: nib.spatialimages.SpatialImage | None,
+              metric_imgs_unsmoothed, participants: pd.DataFrame, score: str,
+              covariates: Sequence[str], metric: str, sign: str, out_dir: str | Path | None,
+              atlases: Iterable[str | Atlas] = ATLASES, data_dir: str | Path | None = None,
+              alpha: float = 0.05, methods: Sequence[str] = METHODS, n_boot: int = 2000,
+              seed: int = 0, connectivity: int = 26, min_distance_mm: float = 8.0,
+              loso: bool = True, figures: bool = True, missing_atlas: str = "warn",
+              threshold: float | None = None) -> RegionsResult:
+    """Regional follow-up of one metric and one sign (see the module docstring).
+
+    Parameters
+    ----------
+    stat_img, corrp_img
+        Statistic map and its corrected ``1 - p`` map (clusters: ``corrp > 1 - alpha``). With
+        ``corrp_img=None``, clusters are ``stat > threshold``.
+    metric_imgs_unsmoothed
+        4-D image (subjects last), list of 3-D images or 4-D array, on the stat map's grid.
+    participants
+        One row per image, same order; must hold ``score`` and ``covariates``.
+    score, covariates
+        Column names.
+    metric, sign
+        Metric name (file names) and ``"+"`` / ``"-"`` (the expected direction).
+    out_dir
+        Where :meth:`RegionsResult.save` writes if called with no folder (not written here).
+    atlases, data_dir
+        Atlas names or loaded :class:`~microvba.regions.atlases.Atlas` objects (load them once
+        when following up several maps); ``missing_atlas="warn"`` skips one that is not
+        available with a warning, ``"error"`` raises.
+    methods
+        Correlation methods, ``pearson`` first by default.
+    loso
+        Compute the leave-one-subject-out r.
+    """
+    check_choice("missing_atlas", missing_atlas, ["warn", "error"])
+    for m in methods:
+        check_choice("methods", m, METHODS)
+    covariates = list(covariates)
+    _check_inputs(participants, score, covariates, _n_images(metric_imgs_unsmoothed), sign)
+    table, label_img = cluster_table(stat_img, corrp_img=corrp_img, alpha=alpha,
+                                     threshold=threshold, connectivity=connectivity,
+                                     min_distance_mm=min_distance_mm)
+    atlas_objs = _load_atlases(atlases, data_dir, missing_atlas)
+    table, long = _label_table(table, label_img, atlas_objs)
+    table.insert(1, "metric", metric)
+    table.insert(2, "sign", sign)
+    means = cluster_means(metric_imgs_unsmoothed, label_img, subjects=list(participants.index))
+    means.index.name = participants.index.name or "participant"
+    for col in [score, *covariates]:
+        means[col] = participants[col].to_numpy()
+    held = None
+    cov_df = participants[covariates] if covariates else None
+    if loso and len(table):
+        complete = participants[[score, *covariates]].notna().all(axis=1).to_numpy()
+        rows = np.flatnonzero(complete)
+        cov_rows = cov_df.iloc[rows] if cov_df is not None else None
+        s = participants[score].to_numpy(float)[rows]
+        out = _loso(metric_imgs_unsmoothed, stat_img, label_img, table, rows, s, cov_rows,
+                    1 if sign == "+" else -1)
+        if out is not None:
+            held = {"values": out["held_out"], "score": s, "cov": cov_rows,
+                    "dice": out["fold_dice"], "ranks": out["ranks"]}
+    corrs = _correlations(means, table, participants, score, covariates, held, methods,
+                          n_boot, seed)
+    figs = {}
+    if figures and len(table):
+        first = corrs[corrs["method"] == methods[0]].set_index("cluster_id")
+        for cid in table["cluster_id"]:
+            rx, ry = residualise(means[f"cluster_{cid}"], participants[score], cov_df,
+                                 methods[0])
+            region = table.loc[table["cluster_id"] == cid, "region"].iloc[0] \
+                if "region" in table else ""
+            title = f"{metric.upper()} {sign} cluster {cid} {region}".strip()
+            figs[f"cluster-{cid}"] = _scatter(rx, ry, title, first.loc[cid].to_dict(), metric,
+                                              score)
+    params = {"metric": metric, "sign": sign, "score": score, "covariates": covariates,
+              "alpha": alpha, "threshold": threshold, "connectivity": connectivity,
+              "min_distance_mm": min_distance_mm, "methods": list(methods), "n_boot": n_boot,
+              "seed": seed, "loso": loso, "atlases": [a.name for a in atlas_objs],
+              "n_subjects": len(participants), "out_dir": str(out_dir) if out_dir else None,
+              "in_sample_r": IN_SAMPLE_NOTE,
+              "loso_method": "Esterman et al. 2010: each subject's cluster is the component of "
+                             "the same peak rank in the voxel-wise partial-r map (one-sided "
+                             "p < 0.01, 26-connected) of the other subjects"}
+    return RegionsResult(metric, sign, table, long, means, corrs, label_img, figs, params)

@@ -1,0 +1,176 @@
+"""The HTML report: every section and figure present, self-contained, escaped, defensive."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from synthetic_output import PLANTED, make_output_folder
+
+from microvba._validation import InputError
+from microvba.report import build_report
+
+SECTIONS = ("summary", "methods", "cohort", "qc", "maps", "clusters", "correlations",
+            "decoding", "planted")
+
+
+def _images(html: str) -> list[bytes]:
+    return [base64.b64decode(b) for b in re.findall(r'<img src="data:image/png;base64,([^"]+)"',
+                                                    html)]
+
+
+def test_report_has_every_section(built_report):
+    path, _ = built_report
+    assert path.name == "report.html" and path.parent.name == "group"
+    html = path.read_text(encoding="utf-8")
+    for anchor in SECTIONS:
+        assert f'<section id="{anchor}">' in html, anchor
+    assert html.startswith("<!DOCTYPE html>")
+    assert "@media print" in html
+
+
+def test_report_figures_are_embedded_pngs(built_report, report_out):
+    html = built_report[0].read_text(encoding="utf-8")
+    images = _images(html)
+    # every <img> is an embedded PNG that decodes
+    assert len(images) == html.count("<img ")
+    for png in images:
+        with Image.open(io.BytesIO(png)) as im:
+            im.verify()
+    n_sig_metrics = len({m for m, *_ in PLANTED})  # ad, fa, icvf, odi
+    n_clusters = len(PLANTED)
+    expected = (1  # QC similarity strip plot
+                + 12  # QC mosaics (one per subject)
+                + n_sig_metrics  # corrected maps, one figure per metric with a result
+                + n_clusters  # scatter plots
+                + n_clusters * 3)  # decoding: bar + polar PNGs (lda50) + drawn bar (terms)
+    assert len(images) == expected
+    # one corrected-map figure per significant metric, and a statement for the others
+    for metric in ("FA", "AD", "ICVF", "ODI"):
+        assert f"<b>{metric}</b>, TFCE: t values" in html
+    for metric in ("MD", "RD", "ISOVF"):
+        assert f"{metric}: no voxel survived FWE correction" in html
+
+
+def test_report_is_self_contained(built_report):
+    html = built_report[0].read_text(encoding="utf-8")
+    assert "<script" not in html.lower()
+    assert "<link" not in html.lower()
+    assert not re.search(r'(src|href)="(https?:)?//', html)
+    assert "url(" not in html
+
+
+def test_report_escapes_text(built_report):
+    html = built_report[0].read_text(encoding="utf-8")
+    assert "<title>Synthetic &lt;cohort&gt; &amp; report</title>" in html
+    assert "microvba demo &lt;synthetic&gt;" in html  # dataset name
+    assert "Cingulate &lt;Gyrus&gt;" in html  # atlas label
+    assert "emotion &lt;0&gt; &amp; memory" in html  # decoded feature
+    body = re.sub(r'src="data:[^"]+"', "", html)
+    for raw in ("<synthetic>", "<Gyrus>", "<0>", "<cohort>"):
+        assert raw not in body
+
+
+def test_report_tables(built_report, report_out):
+    html = built_report[0].read_text(encoding="utf-8")
+    # cohort: score first, descriptives and counts
+    cohort = html.split('<section id="cohort">')[1].split("</section>")[0]
+    assert "<b>resilience</b>" in cohort and "Mean (SD)" in cohort and "F: " in cohort
+    # QC: the outlier row is highlighted
+    assert re.search(r'<tr class="flag"><td class="">sub-12</td>', html)
+    # clusters with Brainnetome labels and MNI peaks
+    clusters = html.split('<section id="clusters">')[1].split("</section>")[0]
+    for *_, label, _r in PLANTED:
+        assert label in clusters
+    assert "-4, -10, 38" in clusters
+    # correlations: in-sample r labelled descriptive, LOSO r beside it
+    corr = html.split('<section id="correlations">')[1].split("</section>")[0]
+    assert "In-sample r [95% CI] (descriptive)" in corr and "LOSO r [95% CI]" in corr
+    assert "0.48 [0.23, 0.73]" in corr  # LOSO r of the A23c cluster
+    # FWE p of each cluster, read from its label image and the TFCE corrp map (0.99)
+    assert clusters.count('<td class="num">0.010</td>') == len(PLANTED)
+    # planted vs found, with the recovery count in the summary
+    assert "<b>4 of 5</b> planted effects recovered, 1 cluster outside" in html
+    planted = html.split('<section id="planted">')[1].split("</section>")[0]
+    assert planted.count("<tr") == 1 + len(PLANTED) + 1  # header, planted, "(not planted)"
+    assert planted.count('<tr class="flag">') == 2  # the missed effect and the false cluster
+
+
+def test_methods_uses_the_run_parameters(built_report):
+    html = built_report[0].read_text(encoding="utf-8")
+    methods = html.split('<section id="methods">')[1].split("</section>")[0]
+    for text in ("500 permutations", "seed 42", "H = 2", "E = 0.5", "6-connectivity",
+                 "6 mm FWHM", "4321 voxels", "across 12 subjects", "Freedman &amp; Lane, 1983",
+                 "Zhang et al., 2012", "Fan et al., 2016", "antspyx 0.5.4", "NeuroQuery"):
+        assert text in methods, text
+
+
+def test_atomic_write_leaves_no_temporaries(built_report, report_out):
+    assert not list(report_out.rglob(".tmp-*"))
+
+
+def test_report_accepts_alternative_column_names(tmp_path):
+    out = make_output_folder(tmp_path / "deriv", n_subjects=6, metrics=("ad", "md"),
+                             layout="brief", n_mosaics=2)
+    html = build_report(out).read_text(encoding="utf-8")
+    clusters = html.split('<section id="clusters">')[1].split("</section>")[0]
+    assert "CG_L_7_5 (A23c)" in clusters and "BG_R_6_5 (dCa)" in clusters
+    assert clusters.count('<td class="num">0.010</td>') == 2  # min_fwe_p column
+    corr = html.split('<section id="correlations">')[1].split("</section>")[0]
+    assert '<td class="num sig">0.010</td>' in corr  # q column
+    assert "6 mm FWHM" in html and "H = 2" in html  # nested analysis.json
+    assert len(re.findall(r'<img src="[^"]+" alt="sub-\d+_[^"]*regqc', html)) == 2  # mosaics
+
+
+def test_report_with_missing_pieces(tmp_path):
+    out = tmp_path / "deriv"
+    (out / "group").mkdir(parents=True)
+    (out / "group" / "analysis.json").write_text(json.dumps(
+        {"score": "resilience", "metrics": ["fa", "md"], "n_perm": 100}))
+    html = build_report(out).read_text(encoding="utf-8")
+    assert "Missing inputs" in html
+    for missing in ("dataset_description.json", "group/participants.tsv", "group/qc.tsv",
+                    "group/clusters.tsv", "group/fa/", "group/md/"):
+        assert missing in html, missing
+    assert "No cohort table" in html and "No statistical maps" in html
+    assert "<img" not in html
+    assert 'id="planted"' not in html  # demo-only section left out
+
+
+def test_report_lists_unreadable_inputs(tmp_path):
+    out = make_output_folder(tmp_path / "deriv", n_subjects=4, metrics=("fa",),
+                             with_planted=False)
+    (out / "group" / "qc.tsv").write_bytes(b"participant_id\tcorr\n\xff\xfe\x00bad\n")
+    (out / "group" / "analysis.json").write_text("{not json")
+    html = build_report(out).read_text(encoding="utf-8")
+    assert "Unreadable inputs" in html
+    assert "group/qc.tsv" in html and "group/analysis.json" in html
+    assert 'id="planted"' not in html
+
+
+def test_report_falls_back_to_voxel_correction(tmp_path):
+    out = make_output_folder(tmp_path / "deriv", n_subjects=4, metrics=("fa",),
+                             with_planted=False)
+    for p in (out / "group" / "fa").glob("*_tfce_corrp_*"):
+        p.unlink()
+    html = build_report(out).read_text(encoding="utf-8")
+    assert "<b>FA</b>, voxel-wise max t: t values" in html
+
+
+def test_missing_output_folder_is_an_input_error(tmp_path):
+    with pytest.raises(InputError, match="does not exist or is not a folder"):
+        build_report(tmp_path / "nowhere")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match="does not exist or is not a folder"):
+        build_report(Path(tmp_path / "file"))
+
+
+def test_build_time(built_report):
+    # 7 metrics, 4 with significant maps: well under the 20 s budget on an idle machine
+    _, seconds = built_report
+    assert seconds < 60
