@@ -121,3 +121,15 @@ def test_bundled_atlases_label_known_coordinates(bundled, bn_atlas):
     assert ho.find("Caudate", "R") == [int(ho.labels.index[ho.labels["name"]
                                                            == "Right_Caudate"][0])]
     assert at.HO_MIN_PROBABILITY == 25
+
+
+def test_bundled_atlases_label_clusters(bundled, planted):
+    stat_img, blobs = planted
+    table, label_img = cluster_table(stat_img, threshold=0.5)
+    labels = np.asarray(label_img.dataobj)
+    dca = next(b for r, h, c, b in blobs if r == "dCa")
+    cid = int(np.bincount(labels[dca]).argmax())
+    long = label_clusters(label_img, bundled)
+    top = long[(long["cluster_id"] == cid) & (long["rank"] == 1)].set_index("atlas")["label"]
+    assert top["harvard_oxford"] == "Right_Caudate" and top["aal"] == "Caudate_R"
+    assert set(long["atlas"]) == {"harvard_oxford", "aal"}

@@ -70,7 +70,7 @@ def test_means_and_correlations(result, stage_inputs):
     assert {"resilience", "age", "sex"} <= set(m.columns)
     c = res.correlations
     assert len(c) == 10 and list(c["method"][:5]) == ["pearson"] * 5
-    assert (c["in_sample_r"].str.startswith("descriptive")).all()
+    assert (c["r_interpretation"].str.startswith("descriptive")).all()
     ref = partial_corr(m["cluster_1"], participants["resilience"],
                        participants[["age", "sex"]], n_boot=0)
     first = c.iloc[0]
@@ -79,7 +79,7 @@ def test_means_and_correlations(result, stage_inputs):
     assert (c["r"] > 0.4).all() and (c["q_fdr"] >= c["p"]).all()
     assert c["loso_r"].notna().all() and (c["loso_r"] > 0.2).all()
     assert (c["loso_ci_low"] < c["loso_r"]).all() and (c["boot_ci_low"] < c["r"]).all()
-    assert (c["loso_mean_dice"] > 0.3).all()
+    assert c["loso_mean_overlap"].mean() > 0.3 and (c["loso_rank"] >= 1).all()
 
 
 def test_save_writes_documented_files(result):
@@ -132,3 +132,18 @@ def test_bad_inputs(stage_inputs, bn_atlas, tmp_path):
         follow_up(*args, participants, "resilience", [], "fa", "pos", tmp_path)
     with pytest.raises(InputError, match="score column 'sex' is not numeric"):
         follow_up(*args, participants, "sex", [], "fa", "+", tmp_path)
+
+
+def test_negative_sign_with_negated_contrast(stage_inputs, bn_atlas, tmp_path):
+    """sign '-': the stat map is the negative contrast (positive values), r and LOSO r < 0."""
+    stat, corrp, metric_imgs, participants = stage_inputs
+    flipped = participants.assign(resilience=-participants["resilience"])
+    res = follow_up(stat, corrp, metric_imgs, flipped, "resilience", ["age"], "odi", "-",
+                    tmp_path, atlases=[bn_atlas], n_boot=0, figures=False,
+                    methods=("spearman",))
+    c = res.correlations
+    assert len(c) == 5 and (c["method"] == "spearman").all()
+    assert (c["r"] < -0.4).all() and (c["loso_r"] < -0.2).all()
+    assert (res.clusters["tail"] == 1).all() and res.tag == "odi_neg"
+    paths = res.save()
+    assert paths["clusters"].name == "odi_neg_clusters.tsv"

@@ -71,6 +71,12 @@ def test_nearest_keeps_labels_and_4d(subject, registered, template4):
     np.testing.assert_allclose(out4[..., 0], np.asarray(registered.apply(imgs["fa"]).dataobj))
 
 
+def test_bad_interpolation(subject, registered):
+    imgs, _ = subject
+    with pytest.raises(InputError, match="'interpolation'"):
+        registered.apply(imgs["fa"], interpolation="cubic")
+
+
 def test_save_load_round_trip(subject, registered, tmp_path):
     imgs, _ = subject
     written = registered.save(tmp_path, "sub-01")
@@ -109,17 +115,23 @@ def test_t1w_route(template4):
 
 def test_flipped_subject_is_flagged(subject, registered, template4):
     """An anterior-posterior flip (wrong affine) cannot be undone by a local optimiser;
-    QC must flag it. (A left-right flip is invisible against a symmetric template.)"""
+    QC must flag it within a group. (A left-right flip is invisible against a symmetric
+    template.)"""
     imgs, _ = subject
     flipped = {k: nib.Nifti1Image(np.ascontiguousarray(np.asarray(v.dataobj)[:, ::-1]),
                                   v.affine) for k, v in imgs.items()}
     bad = register_subject(flipped, template=template4, n_threads=2)
     rows = {"sub-good": _qc(registered, imgs, template4),
             "sub-flipped": _qc(bad, flipped, template4)}
+    for s in range(2):  # two more correctly registered subjects make a group
+        other, _ = simulate_subject(template4, np.random.default_rng(40 + s))
+        rows[f"sub-other{s}"] = _qc(register_subject(other, template=template4, n_threads=2),
+                                    other, template4)
     table = pd.DataFrame.from_dict(rows, orient="index")
     assert table.loc["sub-good", "dice_gm"] > 0.8
     assert table.loc["sub-flipped", "correlation"] < table.loc["sub-good", "correlation"] - 0.2
-    assert flag_outliers(table).tolist() == [False, True]
+    flags = flag_outliers(table)
+    assert flags[flags].index.tolist() == ["sub-flipped"]
 
 
 def test_errors(subject, template4):
@@ -137,5 +149,7 @@ def test_errors(subject, template4):
         register_subject({"fa": imgs["fa"], "icvf": imgs["icvf"]}, template=template4)
     with pytest.raises(InputError, match="'type_of_transform'"):
         register_subject(imgs, template=template4, type_of_transform="BSpline")
+    with pytest.raises(InputError, match="'dwi_to_t1w'"):
+        register_subject(imgs, t1w=imgs["fa"], template=template4, dwi_to_t1w="SyN")
     with pytest.raises(InputError, match="the DWI -> T1w step needs"):
         register_subject({"md": imgs["md"]}, t1w=imgs["fa"], template=template4)

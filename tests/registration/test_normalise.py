@@ -101,6 +101,10 @@ def test_input_errors(native, tmp_path):
     nib.save(nib.Nifti1Image(np.ones((5, 5, 5, 2), np.float32), np.eye(4)), four)
     with pytest.raises(InputError, match="is 4-D, expected 3-D"):
         normalise_subject({"fa": four}, tmp_path, "sub-01", resolution=4.0)
+    text = tmp_path / "fa.nii.gz"
+    text.write_text("not an image")
+    with pytest.raises(InputError, match="cannot read the native fa map"):
+        normalise_subject({"fa": text}, tmp_path, "sub-01", resolution=4.0)
     with pytest.raises(InputError, match="no native maps given"):
         normalise_subject({}, tmp_path, "sub-01", resolution=4.0)
     with pytest.raises(InputError, match="T1w image not found"):

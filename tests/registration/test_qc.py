@@ -53,7 +53,7 @@ def test_flag_outliers_group_and_floors(rng):
     }, index=[f"sub-{i:02d}" for i in range(n)])
     assert not flag_outliers(table).any()
     table.loc["sub-03", "dice_gm"] = 0.70  # far below the group, above the floor
-    table.loc["sub-07", "correlation"] = 0.45  # below the absolute floor
+    table.loc["sub-07", "correlation"] = 0.25  # below the absolute floor
     table.loc["sub-09", "dice_brain"] = np.nan
     flags = flag_outliers(table)
     assert flags.name == "registration_outlier"
@@ -64,7 +64,7 @@ def test_flag_outliers_group_and_floors(rng):
 
 
 def test_flag_outliers_two_subjects_uses_floors_only():
-    table = pd.DataFrame({"correlation": [0.9, 0.4]}, index=["a", "b"])
+    table = pd.DataFrame({"correlation": [0.9, 0.2]}, index=["a", "b"])
     assert flag_outliers(table).tolist() == [False, True]
 
 

@@ -76,3 +76,15 @@ def test_float32_kept(volume):
 def test_errors(args, kwargs, match):
     with pytest.raises(InputError, match=match):
         smooth_in_mask(*args, **kwargs)
+
+
+def test_nan_is_treated_as_outside(volume):
+    mask = np.ones(volume.shape, bool)
+    holed = volume.copy()
+    holed[15, 16, 14] = np.nan
+    out = smooth_in_mask(holed, mask, 6.0, 2.0)
+    explicit = mask.copy()
+    explicit[15, 16, 14] = False
+    ref = smooth_in_mask(np.where(explicit, volume, 0), explicit, 6.0, 2.0)
+    assert np.all(np.isfinite(out)) and out[15, 16, 14] == 0
+    np.testing.assert_allclose(out, ref)

@@ -167,15 +167,20 @@ def make_output_folder(out: Path, *, n_subjects: int = 12, metrics=METRICS,
                         f"_vocab-{vocab}_decoding")
                 dec = group / "decoding"
                 dec.mkdir(exist_ok=True)
-                pd.DataFrame({"feature": [f"{vocab}_{q}" for q in range(12)],
-                              "label": [f"emotion <{q}> & memory" for q in range(12)],
-                              "statistic": np.linspace(4, -1, 12),
-                              "p": np.linspace(1e-4, 0.9, 12),
-                              "q": np.linspace(1e-3, 0.99, 12)}).to_csv(
-                    dec / f"{stem}.tsv", sep="\t", index=False)
+                table = pd.DataFrame({"feature": [f"{vocab}_{q}" for q in range(12)],
+                                      "label": [f"emotion <{q}> & memory" for q in range(12)],
+                                      "statistic": np.linspace(4, -1, 12),
+                                      "p": np.linspace(1e-4, 0.9, 12),
+                                      "q": np.linspace(1e-3, 0.99, 12)})
+                if group_layout:  # decode stage: log_odds, z, significant
+                    table = table.rename(columns={"statistic": "log_odds"}).assign(
+                        z=table["statistic"] * 2, significant=table["q"] < 0.05)
+                table.to_csv(dec / f"{stem}.tsv", sep="\t", index=False)
+                # decode stage: <stem>_bar.png beside <stem>_decoding.tsv
+                png_stem = stem[: -len("_decoding")] if group_layout else stem
                 if vocab == "lda50":  # the other vocabulary has no PNG: the report draws it
-                    _png(dec / f"{stem}_bar.png", 7, size=(3, 3))
-                    _png(dec / f"{stem}_polar.png", 8, size=(3, 3))
+                    _png(dec / f"{png_stem}_bar.png", 7, size=(3, 3))
+                    _png(dec / f"{png_stem}_polar.png", 8, size=(3, 3))
         nib.save(nib.Nifti1Image(t, aff), mdir / f"{metric}_tstat1.nii.gz")
         nib.save(nib.Nifti1Image(-t, aff), mdir / f"{metric}_tstat2.nii.gz")
         nib.save(nib.Nifti1Image(corrp, aff), mdir / f"{metric}_tfce_corrp_tstat1.nii.gz")

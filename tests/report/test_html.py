@@ -8,6 +8,7 @@ import json
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from PIL import Image
 from synthetic_output import PLANTED, make_output_folder
@@ -125,6 +126,8 @@ def test_report_accepts_alternative_column_names(tmp_path):
     assert '<td class="num sig">0.010</td>' in corr  # q column
     assert "6 mm FWHM" in html and "H = 2" in html  # nested analysis.json
     assert len(re.findall(r'<img src="[^"]+" alt="sub-\d+_[^"]*regqc', html)) == 2  # mosaics
+    # QC strip plot, 2 mosaics, AD map, 2 scatters, 2 clusters x (bar + polar + drawn bar)
+    assert len(_images(html)) == 1 + 2 + 1 + 2 + 2 * 3
 
 
 def test_report_with_missing_pieces(tmp_path):
@@ -138,8 +141,34 @@ def test_report_with_missing_pieces(tmp_path):
                     "group/clusters.tsv", "group/fa/", "group/md/"):
         assert missing in html, missing
     assert "No cohort table" in html and "No statistical maps" in html
+    assert "For each metric (2 in total)" in html  # methods from analysis.json alone
     assert "<img" not in html
     assert 'id="planted"' not in html  # demo-only section left out
+
+
+def test_report_escapes_analysis_values(tmp_path):
+    out = make_output_folder(tmp_path / "deriv", n_subjects=4, metrics=("fa",),
+                             with_planted=False)
+    analysis = json.loads((out / "group" / "analysis.json").read_text())
+    analysis.update(correction="<i>odd</i>", score="<b>score</b>", space="<x>")
+    (out / "group" / "analysis.json").write_text(json.dumps(analysis))
+    html = build_report(out).read_text(encoding="utf-8")
+    for raw in ("<i>odd</i>", "<b>score</b>", "<x>"):
+        assert raw not in html
+    assert "&lt;i&gt;odd&lt;/i&gt;" in html and "&lt;b&gt;score&lt;/b&gt;" in html
+
+
+def test_report_of_a_run_that_stopped_early(tmp_path):
+    # what a group run that excluded every subject leaves: QC, an empty cohort, no analysis
+    out = make_output_folder(tmp_path / "deriv", n_subjects=3, metrics=(), with_planted=False)
+    for name in ("analysis.json", "clusters.tsv", "correlations.tsv"):
+        (out / "group" / name).unlink()
+    (out / "group" / "participants.tsv").write_text(
+        "participant_id\tparticipant_id.1\tresilience\tage\n")
+    html = build_report(out).read_text(encoding="utf-8")
+    assert "no methods paragraph can be written" in html
+    assert "lists no subject" in html and "participant_id.1" not in html
+    assert '<tr class="flag"><td class="">sub-03</td>' in html  # QC still shown
 
 
 def test_report_lists_unreadable_inputs(tmp_path):
@@ -151,6 +180,17 @@ def test_report_lists_unreadable_inputs(tmp_path):
     assert "Unreadable inputs" in html
     assert "group/qc.tsv" in html and "group/analysis.json" in html
     assert 'id="planted"' not in html
+
+
+def test_report_without_clusters(tmp_path):
+    out = make_output_folder(tmp_path / "deriv", n_subjects=4, metrics=("md",),
+                             with_planted=False)
+    for name in ("clusters.tsv", "correlations.tsv"):  # as the group stage writes "no rows"
+        (out / "group" / name).write_text(pd.DataFrame().to_csv(sep="\t", index=False))
+    html = build_report(out).read_text(encoding="utf-8")
+    assert "Unreadable inputs" not in html
+    assert html.count("No cluster survived family-wise error correction.") == 2
+    assert "No cluster to follow up." in html
 
 
 def test_report_falls_back_to_voxel_correction(tmp_path):

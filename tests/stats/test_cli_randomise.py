@@ -42,6 +42,7 @@ def args(d, *extra):
 def test_cli_writes_randomise_outputs(inputs):
     assert main(args(inputs, "--blocks", "site", "--cluster-threshold", "2.0")) == 0
     out = inputs / "out"
+    assert not (out / "fa_tfce_famcorrp_tstat1.nii.gz").exists()
     for name in ("tstat1", "tstat2", "tfce_corrp_tstat1", "vox_corrp_tstat2",
                  "clustere_corrp_tstat1", "tfce_logp_tstat1", "vox_fdrp_tstat1"):
         assert (out / f"fa_{name}.nii.gz").is_file(), name
@@ -55,8 +56,10 @@ def test_cli_writes_randomise_outputs(inputs):
 
 
 def test_cli_no_tfce_and_covariate_subset(inputs):
-    assert main(args(inputs, "--no-tfce", "--covariates", "age", "--cluster-threshold", "0")) == 0
+    assert main(args(inputs, "--no-tfce", "--covariates", "age", "--cluster-threshold", "0",
+                     "--corrcon")) == 0
     assert not (inputs / "out" / "fa_tfce_tstat1.nii.gz").exists()
+    assert (inputs / "out" / "fa_vox_famcorrp_tstat2.nii.gz").exists()
     side = json.loads((inputs / "out" / "fa_randomise.json").read_text())
     assert side["Parameters"]["design_columns"] == ["intercept", "score", "age"]
 

@@ -186,6 +186,7 @@ def test_save_writes_images_and_sidecar(cohort, tmp_path):
     side = json.loads(paths["sidecar"].read_text())
     assert side["Parameters"]["n_perm"] == 30 and side["Parameters"]["tfce_connectivity"] == 6
     assert "1 - p" in side["Convention"]
+    assert "Freedman-Lane" in side["Methods"] and "computed exactly" in side["Methods"]
     assert not list((tmp_path / "out").glob(".tmp-*"))
     with pytest.raises(InputError, match="the mask has"):
         r.to_images(mask[:-1], affine)
@@ -216,3 +217,16 @@ def test_input_errors(cohort):
         randomise(Y, X, c, mask, n_perm=10, n_jobs=0)
     with pytest.raises(InputError, match="TFCE exponents"):
         randomise(Y, X, c, mask, n_perm=10, tfce_E=-1.0)
+
+
+def test_negating_the_data_swaps_the_directions(cohort):
+    Y, X, mask = cohort
+    a = run(Y, X, mask, n_perm=60, seed=2)
+    b = run(-Y, X, mask, n_perm=60, seed=2)
+    for key in a.maps:
+        if key.endswith("tstat2"):
+            np.testing.assert_allclose(a.maps[key], b.maps[key[:-1] + "1"], rtol=1e-6,
+                                       atol=1e-9, err_msg=key)
+    for stat in ("vox", "tfce", "clustere", "clusterm"):
+        np.testing.assert_allclose(a.null_max[f"{stat}_tstat2"], b.null_max[f"{stat}_tstat1"],
+                                   rtol=1e-6)

@@ -97,6 +97,26 @@ def test_masked_kernel_matches_volume(rng):
                                tfce(-t_masked, connectivity=18)[mask], rtol=1e-12)
 
 
+def test_max_only_sweep_equals_full_map_max(rng):
+    """The permutation null evaluates TFCE only at local maxima: same maximum."""
+    from microvba.stats.tfce import TfceWorkspace
+
+    for _ in range(5):
+        t = smooth_map(rng, decimals=2)
+        mask = np.ones(t.shape, bool)
+        values = t[mask].astype(np.float32)
+        neigh = neighbour_table(mask, 6)
+        order = np.argsort(values)
+        ws = TfceWorkspace(values.size, 0.5)
+        for sign in (1, -1):
+            full = np.empty(values.size)
+            best_full = ws.sweep(values, order, sign, neigh, 2.0, full)
+            assert full.max() == best_full
+            assert ws.sweep(values, order, sign, neigh, 2.0) == pytest.approx(best_full,
+                                                                              rel=1e-12)
+        assert np.all(ws.parent == -1)  # workspace restored
+
+
 def test_tfce_errors():
     with pytest.raises(InputError, match="3-D map"):
         tfce(np.zeros((4, 4)))

@@ -16,12 +16,12 @@ def _csv(text: str) -> list[str]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=["fetch"], help="fetch: download missing files")
     parser.add_argument("--data-dir", default=None,
-                        help="where to put <database>/ (default: $MICROVBA_DATA, else "
+                        help="where to put <database>/ (unset: $MICROVBA_DATA, else "
                              "~/.cache/microvba)")
     parser.add_argument("--database", type=_csv, default=["neurosynth", "neuroquery"],
                         help="comma-separated databases: neurosynth, neuroquery")
     parser.add_argument("--base-url", default=None,
-                        help="mirror serving <database>/<file> (default: the publishers' "
+                        help="mirror serving <database>/<file> (unset: the publishers' "
                              "GitHub repositories at pinned commits)")
     parser.add_argument("--force", action="store_true",
                         help="download again even when a file with the right checksum exists")

@@ -22,17 +22,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output-dir", type=Path, required=True,
                         help="folder for the TSV tables and figures")
     parser.add_argument("--prefix", default=None,
-                        help="output file prefix (default: the ROI or map file name)")
+                        help="output file prefix (unset: the ROI or map file name)")
     parser.add_argument("--data-dir", default=None,
-                        help="folder with neurosynth/ and neuroquery/ (default: "
+                        help="folder with neurosynth/ and neuroquery/ (unset: "
                              "$MICROVBA_DATA, else ~/.cache/microvba)")
     parser.add_argument("--cache-dir", default=None,
-                        help="feature-map cache (default: $MICROVBA_CACHE, else "
+                        help="feature-map cache (unset: $MICROVBA_CACHE, else "
                              "~/.cache/microvba/maps)")
     parser.add_argument("--kernel-mm", type=float, default=6.0,
                         help="MKDA sphere radius in mm (Neurosynth 6, NiMARE 10)")
     parser.add_argument("--threshold", type=float, default=None,
-                        help="feature weight selecting a study (default 0.05 for lda50, "
+                        help="feature weight selecting a study (unset: 0.05 for lda50, "
                              "0.001 for terms)")
     parser.add_argument("--n-null", type=int, default=1000,
                         help="spatial-null resamples for p_null (0 = none)")

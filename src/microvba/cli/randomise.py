@@ -63,6 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      choices=sorted(CONNECTIVITY_RANK))
     inf.add_argument("--one-sided", action="store_true",
                      help="test the positive direction only (no tstat2)")
+    inf.add_argument("--corrcon", action="store_true",
+                     help="also write *_famcorrp maps, FWE-corrected over both directions "
+                          "(PALM -corrcon)")
     inf.add_argument("--n-jobs", type=int, default=None, help="threads (default: all cores)")
 
 
@@ -143,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         tfce_E=args.tfce_E, tfce_connectivity=args.tfce_connectivity,
         cluster_threshold=args.cluster_threshold if args.cluster_threshold > 0 else None,
         cluster_connectivity=args.cluster_connectivity, exchangeability_blocks=blocks,
-        two_sided=not args.one_sided, n_jobs=args.n_jobs)
+        two_sided=not args.one_sided, n_jobs=args.n_jobs, family_maps=args.corrcon)
     result = results[str(args.input)]
     result.params.update(design_columns=design.names, tested=args.contrast,
                          covariates=list(covariates), blocks_column=args.blocks)

@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="region name, e.g. A23c, dCa, IFJ, A9/46d, A7r (Brainnetome), "
                              "with or without _L/_R")
     parser.add_argument("--hemisphere", choices=["L", "R"], default=None,
-                        help="restrict to one hemisphere (default: both)")
+                        help="restrict to one hemisphere (None: both)")
     parser.add_argument("--participants", type=Path, default=None,
                         help="participants.tsv (needed with --score)")
     parser.add_argument("--score", default=None, help="participants.tsv column to correlate")

@@ -36,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--snr", type=float, default=None,
                         help="b=0 grey-matter SNR (default 30; with --cohort 30 at 2 mm, "
                              "scaled with the voxel volume on coarser grids)")
+    parser.add_argument("--n-jobs", type=int, default=1,
+                        help="--cohort: worker processes (-1 = all cores)")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="--cohort: folder with atlases/brainnetome "
                              "(default $MICROVBA_DATA, else ~/.cache/microvba)")
@@ -48,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     if args.cohort:
         root = simulate_cohort(out, n_subjects=64 if args.n_subjects is None else args.n_subjects,
                                resolution=args.resolution, full=args.full, seed=args.seed,
-                               snr=args.snr, scheme=args.scheme, data_dir=args.data_dir)
+                               snr=args.snr, scheme=args.scheme, data_dir=args.data_dir,
+                               n_jobs=args.n_jobs)
         log.info("cohort written to %s (ground truth: %s)", root,
                  root / "code" / "ground_truth.json")
     else:

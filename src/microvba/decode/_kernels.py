@@ -51,31 +51,32 @@ def sphere_incidence(ijk, peak_ptr, offsets, shape, flat_to_masked, n_voxels, n_
     """CSR (indptr, indices) of the study x voxel MKDA incidence matrix.
 
     Study ``s`` covers voxel ``v`` when ``v`` lies within the sphere of any of its peaks
-    (``peak_ptr[s]:peak_ptr[s+1]`` rows of ``ijk``). Indices are sorted within rows. One
-    pass: each study writes its voxels at its own offset of a scratch buffer, then rows are
-    compacted.
+    (``peak_ptr[s]:peak_ptr[s+1]`` rows of ``ijk``). Two passes over the spheres (count,
+    then fill), each study deduplicated with a per-thread stamp array; indices within a row
+    are in discovery order (not sorted), which scipy and the kernels here accept.
     """
     n_studies = peak_ptr.shape[0] - 1
-    k = offsets.shape[0]
     counts = np.zeros(n_studies, dtype=np.int64)
-    scratch = np.empty(peak_ptr[-1] * k, dtype=np.int32)
+    max_peaks = 0
+    for s in range(n_studies):
+        max_peaks = max(max_peaks, peak_ptr[s + 1] - peak_ptr[s])
+    cap = max_peaks * offsets.shape[0]
     bounds = np.linspace(0, n_studies, n_chunks + 1).astype(np.int64)
     for c in numba.prange(n_chunks):
-        stamp = np.full(n_voxels, -1, dtype=np.int64)
+        stamp = np.full(n_voxels, -1, dtype=np.int32)
+        buf = np.empty(cap, dtype=np.int32)
         for s in range(bounds[c], bounds[c + 1]):
-            lo = peak_ptr[s] * k
-            buf = scratch[lo:peak_ptr[s + 1] * k]
-            n = _study_voxels(ijk, peak_ptr[s], peak_ptr[s + 1], offsets, shape,
-                              flat_to_masked, stamp, s, buf)
-            buf[:n].sort()
-            counts[s] = n
+            counts[s] = _study_voxels(ijk, peak_ptr[s], peak_ptr[s + 1], offsets, shape,
+                                      flat_to_masked, stamp, s, buf)
     indptr = np.zeros(n_studies + 1, dtype=np.int64)
     for s in range(n_studies):
         indptr[s + 1] = indptr[s] + counts[s]
     indices = np.empty(indptr[-1], dtype=np.int32)
-    for s in numba.prange(n_studies):
-        lo = peak_ptr[s] * k
-        indices[indptr[s]:indptr[s + 1]] = scratch[lo:lo + counts[s]]
+    for c in numba.prange(n_chunks):
+        stamp = np.full(n_voxels, -1, dtype=np.int32)
+        for s in range(bounds[c], bounds[c + 1]):
+            _study_voxels(ijk, peak_ptr[s], peak_ptr[s + 1], offsets, shape, flat_to_masked,
+                          stamp, s, indices[indptr[s]:indptr[s + 1]])
     return indptr, indices
 
 
@@ -230,3 +231,36 @@ def roi_cover(a_ptr, a_idx, in_roi):
                 n += 1
         out[s] = n
     return out
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def cyclic_shift_samples(vol, ijk, shifts):
+    """(n_shifts, n_points): ``vol`` cyclically shifted by each row of ``shifts``, read at
+    voxels ``ijk`` (value at ``p`` is ``vol[(p - shift) mod shape]``)."""
+    nx, ny, nz = vol.shape
+    out = np.empty((shifts.shape[0], ijk.shape[0]), dtype=np.float32)
+    for t in numba.prange(shifts.shape[0]):
+        sx, sy, sz = shifts[t, 0], shifts[t, 1], shifts[t, 2]
+        for p in range(ijk.shape[0]):
+            out[t, p] = vol[(ijk[p, 0] - sx) % nx, (ijk[p, 1] - sy) % ny, (ijk[p, 2] - sz) % nz]
+    return out
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def mean_and_centred_norm(x):
+    """Per row: mean and :math:`\\lVert x - \\bar x \\rVert_2` (float64 accumulation)."""
+    n_rows, n = x.shape
+    mean = np.empty(n_rows)
+    norm = np.empty(n_rows)
+    for i in numba.prange(n_rows):
+        s = 0.0
+        for j in range(n):
+            s += float(x[i, j])
+        m = s / n
+        ss = 0.0
+        for j in range(n):
+            d = float(x[i, j]) - m
+            ss += d * d
+        mean[i] = m
+        norm[i] = math.sqrt(ss)
+    return mean, norm

@@ -25,10 +25,13 @@ Spatial null (so that a top-ranked feature is not mistaken for a significant one
     ROI: ``n_null`` copies of the ROI rigidly translated to random places in the brain (at
     least 80% of the copy inside the mask); map: ``n_null`` random cyclic translations
     (toroidal shifts) of the map volume, which keep its size, shape and spatial
-    autocorrelation. ``p_null`` is the one-sided permutation p
-    :math:`(1 + \\#\\{s_{null} \\ge s\\}) / (1 + n_{null})` of each feature's statistic
-    (log-odds ratio; r). A feature is flagged ``significant`` when ``q < alpha`` and
-    ``p_null < alpha``.
+    autocorrelation. For each feature's statistic (log-odds ratio; r), ``p_perm`` is the
+    one-sided permutation p :math:`(1 + \\#\\{s_{null} \\ge s\\}) / (1 + n_{null})`,
+    ``p_null`` the normal tail of its z against the null's mean and SD (not bounded below by
+    :math:`1/(1+n_{null})`, so it survives FDR over thousands of terms), and ``q_null`` the
+    Benjamini-Hochberg adjustment of ``p_null`` across features.
+    A feature is flagged ``significant`` when it is positively associated and survives both
+    corrections, ``q < alpha`` and ``q_null < alpha`` (ROI), ``q_null < alpha`` (map).
 """
 
 from __future__ import annotations
@@ -85,6 +88,26 @@ def _chi2_or_fisher(a: np.ndarray, b: np.ndarray, c: np.ndarray,
     for i in np.flatnonzero(small):
         p[i] = stats.fisher_exact([[a[i], b[i]], [c[i], d[i]]]).pvalue
     return chi2, p, method
+
+
+def _null_p(observed: np.ndarray, null: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One-sided p of ``observed`` (n_features,) against ``null`` (n_features, n_null).
+
+    Returns ``(p_perm, p_null)``: the permutation p :math:`(1 + \\#\\{s_0 \\ge s\\}) /
+    (1 + n_0)`, and the normal tail of :math:`(s - \\bar s_0) / \\mathrm{sd}(s_0)` (a
+    Gaussian fit of each feature's null), which, unlike the permutation p, is not bounded
+    below by :math:`1 / (1 + n_0)` and so survives FDR over thousands of terms.
+    """
+    null = np.where(np.isfinite(null), null, np.nan)
+    if null.shape[1] == 0:
+        nan = np.full(observed.shape, np.nan)
+        return nan, nan
+    exceed = (np.nan_to_num(null, nan=-np.inf) >= observed[:, None] - 1e-12).sum(axis=1)
+    p_perm = (1.0 + exceed) / (1.0 + null.shape[1])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = (observed - np.nanmean(null, axis=1)) / np.nanstd(null, axis=1, ddof=1)
+    p_null = stats.norm.sf(z)
+    return p_perm, np.where(np.isfinite(p_null), p_null, np.nan)
 
 
 def _log_odds(a, b, c, d):
@@ -200,16 +223,22 @@ class Decoder:
         return _kernels.roi_hits(self._a_ptr, fm.activation.indices, vox_ptr,
                                  roi_of[order].astype(np.int64), len(rois))
 
-    def decode_roi(self, mask_img: str | Path | nib.Nifti1Image) -> pd.DataFrame:
+    def decode_roi(self, mask_img: str | Path | nib.Nifti1Image,
+                   sort_by: str = "log_odds") -> pd.DataFrame:
         """Association of each feature with reporting activation in the ROI.
+
+        ``sort_by`` picks the ranking statistic: ``"log_odds"`` (Neurosynth), ``"z"`` or
+        ``"r"`` (NiMARE's ROIAssociationDecoder).
 
         Returns
         -------
         DataFrame
             feature, label, n_selected, p_roi_given_feature, p_roi_given_other, log_odds,
-            z (signed sqrt chi2), p, p_method, q, p_null, r (NiMARE-style), significant;
-            sorted by log-odds ratio (``table.attrs["statistic"] == "log_odds"``).
+            z (signed sqrt chi2), p, p_method, q, p_null, q_null, r (NiMARE-style),
+            significant;
+            sorted by ``sort_by`` (recorded in ``table.attrs["statistic"]``).
         """
+        check_choice("sort_by", sort_by, ("log_odds", "z", "r"))
         fm = self._check_fitted()
         roi = roi_voxels(mask_img, fm.grid)
         rng = np.random.default_rng(self.seed)
@@ -226,8 +255,7 @@ class Decoder:
         chi2, p, method = _chi2_or_fisher(a, b, c, d)
         lor = lor_all[:, 0]
         null = lor_all[:, 1:]
-        p_null = (1.0 + (null >= lor[:, None] - 1e-12).sum(axis=1)) / (1.0 + null.shape[1]) \
-            if null.shape[1] else np.full(lor.shape, np.nan)
+        p_perm, p_null = _null_p(lor, null)
         q = fdr_bh(p)
         table = pd.DataFrame({
             "feature": fm.features, "label": fm.labels,
@@ -235,11 +263,12 @@ class Decoder:
             "p_roi_given_feature": a / self._n_sel,
             "p_roi_given_other": c / (fm.n_studies - self._n_sel),
             "log_odds": lor, "z": np.sign(lor) * np.sqrt(chi2), "p": p, "p_method": method,
-            "q": q, "p_null": p_null, "r": self._roi_r(roi),
+            "q": q, "p_perm": p_perm, "p_null": p_null, "q_null": fdr_bh(p_null),
+            "r": self._roi_r(roi),
         })
-        null_ok = (table["p_null"] < self.alpha) if null.shape[1] else True
+        null_ok = (table["q_null"] < self.alpha) if null.shape[1] else True
         table["significant"] = (table["q"] < self.alpha) & null_ok & (table["log_odds"] > 0)
-        return self._finish(table, "log_odds", roi_voxels=int(roi.size),
+        return self._finish(table, sort_by, roi_voxels=int(roi.size),
                             studies_in_roi=int(n_hit[0]), n_null=null.shape[1])
 
     def _roi_r(self, roi: np.ndarray) -> np.ndarray:
@@ -268,16 +297,16 @@ class Decoder:
         return dots
 
     def _null_sample(self) -> np.ndarray:
-        """In-mask voxels with even (i, j, k): the 1-in-8 lattice the spatial null uses."""
+        """In-mask voxels with (i, j, k) multiples of 3: the 1-in-27 lattice (6 mm at 2 mm)
+        on which the spatial null is evaluated."""
         ijk = self._vox_ijk
-        return np.flatnonzero((ijk % 2 == 0).all(axis=1))
+        return np.flatnonzero((ijk % 3 == 0).all(axis=1))
 
     def decode_map(self, stat_img: str | Path | nib.Nifti1Image) -> pd.DataFrame:
         """Pearson r of an unthresholded map with each feature's association z map.
 
-        The null correlations are computed on the in-mask voxels of even (i, j, k) (one in
-        eight; smooth maps lose nothing) and compared with the observed r on the same
-        voxels.
+        The null correlations are computed on a 1-in-27 lattice of in-mask voxels (smooth
+        maps lose little) and compared with the observed r on the same voxels.
 
         Returns
         -------
@@ -297,17 +326,17 @@ class Decoder:
         with np.errstate(divide="ignore", invalid="ignore"):
             r = self._map_dots(xc[None, :].astype(np.float32))[0] / (
                 np.sqrt((xc ** 2).sum()) * fm.z_norm)
-        p_null = np.full(len(fm.features), np.nan)
+        p_perm = p_null = np.full(len(fm.features), np.nan)
         if self.n_null:
-            p_null = self._map_null_p(x)
+            p_perm, p_null = self._map_null_p(x)
         table = pd.DataFrame({"feature": fm.features, "label": fm.labels,
                               "n_selected": self._n_sel.astype(int), "r": r,
-                              "p_null": p_null, "q_null": fdr_bh(p_null)})
+                              "p_perm": p_perm, "p_null": p_null, "q_null": fdr_bh(p_null)})
         table["significant"] = (table["q_null"] < self.alpha) & (table["r"] > 0)
         return self._finish(table, "r", n_null=self.n_null)
 
-    def _map_null_p(self, x: np.ndarray) -> np.ndarray:
-        """One-sided p of each feature's r against random cyclic shifts of the map."""
+    def _map_null_p(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(p_perm, p_null) of each feature's r against random cyclic shifts of the map."""
         fm = self.maps_
         sub = self._null_sample()
         vol = np.zeros(fm.grid.shape, dtype=np.float32)
@@ -315,14 +344,11 @@ class Decoder:
         ijk = self._vox_ijk[sub]
         shape = np.asarray(fm.grid.shape)
         shifts = np.random.default_rng(self.seed).integers(1, shape, size=(self.n_null, 3))
-        rows = [x[sub]]
-        for s in shifts:
-            src = (ijk - s) % shape
-            rows.append(vol[src[:, 0], src[:, 1], src[:, 2]])
-        xs = np.asarray(rows, dtype=np.float64)
-        xs -= xs.mean(axis=1, keepdims=True)
-        xnorm = np.sqrt((xs ** 2).sum(axis=1))
-        dots = self._map_dots(xs.astype(np.float32), sub)
+        xs = _kernels.cyclic_shift_samples(vol, ijk.astype(np.int64),
+                                           np.vstack([[0, 0, 0], shifts]).astype(np.int64))
+        xs -= xs.mean(axis=1, keepdims=True, dtype=np.float64).astype(np.float32)
+        xnorm = np.sqrt(np.einsum("ij,ij->i", xs, xs, dtype=np.float64))
+        dots = self._map_dots(xs, sub)
         z = np.asarray(fm.z_association[:, sub], dtype=np.float64) if len(fm.features) <= 256 \
             else None
         if z is not None:
@@ -334,9 +360,7 @@ class Decoder:
                           for lo in range(0, len(fm.features), 256))])
         with np.errstate(divide="ignore", invalid="ignore"):
             rs = dots / (xnorm[:, None] * znorm[None, :])
-        rs = np.nan_to_num(rs, nan=-np.inf)
-        exceed = (rs[1:] >= rs[0][None, :] - 1e-12).sum(axis=0)
-        return (1.0 + exceed) / (1.0 + self.n_null)
+        return _null_p(rs[0], rs[1:].T)
 
     def _finish(self, table: pd.DataFrame, statistic: str, **attrs) -> pd.DataFrame:
         table = table.sort_values(statistic, ascending=False, kind="stable",

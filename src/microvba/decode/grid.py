@@ -9,6 +9,7 @@ both tools.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,12 +58,22 @@ class BrainGrid:
 
     def mm_to_ijk(self, xyz: np.ndarray) -> np.ndarray:
         """Nearest voxel of MNI coordinates (round half to even, as NiMARE's ``mm2vox``)."""
-        ijk = nib.affines.apply_affine(np.linalg.inv(self.affine), np.asarray(xyz, float))
+        inv = np.linalg.inv(self.affine)
+        ijk = np.asarray(xyz, float) @ inv[:3, :3].T + inv[:3, 3]
         return np.round(ijk).astype(np.int64)
 
 
 def mni_brain_grid(resolution: float = 2.0) -> BrainGrid:
-    """The ICBM152 2009 brain-mask grid at ``resolution`` mm (from nilearn)."""
+    """The ICBM152 2009 brain-mask grid at ``resolution`` mm (from nilearn).
+
+    nilearn resamples its 1 mm template on every call (about a second), so the grid is
+    memoised per resolution (:func:`_mni_brain_grid`); treat it as read-only.
+    """
+    return _mni_brain_grid(float(resolution))
+
+
+@functools.lru_cache(maxsize=4)
+def _mni_brain_grid(resolution: float) -> BrainGrid:
     from nilearn.datasets import load_mni152_brain_mask
 
     if float(resolution) != int(resolution):
@@ -73,6 +84,8 @@ def mni_brain_grid(resolution: float = 2.0) -> BrainGrid:
     mask = np.asarray(img.get_fdata()) > 0
     flat = np.full(mask.size, -1, dtype=np.int32)
     flat[mask.ravel()] = np.arange(int(mask.sum()), dtype=np.int32)
+    mask.setflags(write=False)
+    flat.setflags(write=False)
     return BrainGrid(tuple(int(s) for s in mask.shape), np.asarray(img.affine, float), mask, flat)
 
 

@@ -34,7 +34,7 @@ with the reason, and a warning is logged for those selecting all or none.
 from __future__ import annotations
 
 import contextlib
-import json
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,7 +60,7 @@ VOCABULARIES = ("lda50", "terms")
 DEFAULT_THRESHOLD = {"lda50": 0.05, "terms": 0.001}
 FDR_Q = 0.01
 #: bump when the map computation changes, so old caches are not reused
-ALGORITHM_VERSION = 1
+ALGORITHM_VERSION = 2
 #: maps larger than this (bytes as float32) are stored as float16
 _FLOAT16_ABOVE = 512 * 2**20
 _CHUNK_BYTES = 384 * 2**20
@@ -87,7 +87,8 @@ class FeatureMaps:
     z_association, z_uniformity
         (n_features, n_voxels) in-mask z maps (float32, float16 for large vocabularies).
     fdr_z
-        DataFrame indexed by feature: |z| thresholds at FDR 0.01 of both maps (inf: none).
+        DataFrame indexed by feature: |z| thresholds at FDR 0.01 of both maps (inf: none),
+        computed on first use.
     activation
         (n_studies, n_voxels) boolean CSR: study ``s`` has a peak within ``kernel_mm`` of
         voxel ``v`` (the MKDA incidence matrix), kept for ROI association.
@@ -106,7 +107,6 @@ class FeatureMaps:
     n_selected: np.ndarray
     z_association: np.ndarray
     z_uniformity: np.ndarray
-    fdr_z: pd.DataFrame
     activation: sp.csr_matrix
     selection: sp.csc_matrix
     weights: sp.csc_matrix
@@ -120,6 +120,16 @@ class FeatureMaps:
     @property
     def n_studies(self) -> int:
         return int(self.activation.shape[0])
+
+    @functools.cached_property
+    def fdr_z(self) -> pd.DataFrame:
+        cols = {}
+        for kind, z in (("association", self.z_association), ("uniformity", self.z_uniformity)):
+            step = max(1, _CHUNK_BYTES // (4 * self.grid.n_voxels))
+            cols[kind] = np.concatenate([
+                _kernels.fdr_z_thresholds(np.asarray(z[lo:lo + step], dtype=np.float32), FDR_Q)
+                for lo in range(0, len(self.features), step)]) if self.features else []
+        return pd.DataFrame(cols, index=self.features)
 
     def index(self, feature: str) -> int:
         try:
@@ -191,56 +201,42 @@ def study_activation(db: Database, grid: BrainGrid, kernel_mm: float) -> sp.csr_
     return sp.csr_matrix((data, indices, indptr), shape=(db.n_studies, grid.n_voxels))
 
 
-def _compute_maps(activation: sp.csr_matrix, selection: sp.csc_matrix, z_assoc: np.ndarray,
-                  z_unif: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Fill ``z_assoc``/``z_unif`` (arrays or memmaps) chunk by chunk; return FDR thresholds,
-    mean and centred norm of each association map."""
+def _compute_maps(activation: sp.csr_matrix, selection: sp.csc_matrix, out_assoc, out_unif,
+                  dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Stream the maps, chunk of features by chunk, as ``dtype`` bytes to the binary files
+    ``out_assoc``/``out_unif``; return the mean and centred norm of each association map
+    (of the stored values)."""
     n_studies, n_vox = activation.shape
     n_feat = selection.shape[1]
     n_active = _kernels.column_counts(activation.indices, n_vox)
     n_sel = np.diff(selection.indptr).astype(np.int64)
     chunk = max(1, min(n_feat, _CHUNK_BYTES // (12 * n_vox)))
-    fdr = np.empty((n_feat, 2))
     mean = np.empty(n_feat)
     norm = np.empty(n_feat)
     a_ptr, a_idx = activation.indptr.astype(np.int64), activation.indices
     for lo in range(0, n_feat, chunk):
         hi = min(n_feat, lo + chunk)
+        # count over the smaller side: selected-active = all-active - other-active
+        flip = n_sel[lo:hi] > n_studies // 2
         sub = selection[:, lo:hi]
+        if flip.any():
+            dense = sub.toarray()
+            dense[:, flip] = ~dense[:, flip]
+            sub = sp.csc_matrix(dense)
         counts = _kernels.selected_active_counts(sub.indptr.astype(np.int64), sub.indices,
                                                  a_ptr, a_idx, n_vox)
+        if flip.any():
+            counts[flip] = n_active[None, :].astype(np.int32) - counts[flip]
         za, zu = _kernels.chi2_z_maps(counts, n_active, n_sel[lo:hi], n_studies)
         del counts
-        fdr[lo:hi, 0] = _kernels.fdr_z_thresholds(za, FDR_Q)
-        fdr[lo:hi, 1] = _kernels.fdr_z_thresholds(zu, FDR_Q)
-        z_assoc[lo:hi] = za
-        z_unif[lo:hi] = zu
-        stored = np.asarray(z_assoc[lo:hi], dtype=np.float64)
-        mean[lo:hi] = stored.mean(axis=1)
-        norm[lo:hi] = np.sqrt(((stored - mean[lo:hi, None]) ** 2).sum(axis=1))
+        stored = za.astype(dtype, copy=False)
+        out_assoc.write(memoryview(np.ascontiguousarray(stored)))
+        out_unif.write(memoryview(np.ascontiguousarray(zu.astype(dtype, copy=False))))
+        del zu
+        mean[lo:hi], norm[lo:hi] = _kernels.mean_and_centred_norm(
+            stored if stored.dtype == np.float32 else stored.astype(np.float32))
         log.debug("maps %d-%d of %d done", lo, hi, n_feat)
-    return fdr[:, 0], fdr[:, 1], mean, norm
-
-
-def _load_or_build_activation(db: Database, grid: BrainGrid, kernel_mm: float,
-                              cache: Path) -> sp.csr_matrix:
-    params = {"database": db.name, "version": db.version, "kernel_mm": kernel_mm,
-              "resolution": grid.resolution, "n_voxels": grid.n_voxels,
-              "algorithm": ALGORITHM_VERSION}
-    folder = cache / (f"{db.name}-v{db.version}_kernel-{kernel_mm:g}mm_res-{grid.resolution:g}mm"
-                      f"_activation_{params_hash(params)[7:19]}")
-    inputs = {"coordinates": db.files["coordinates"]} if "coordinates" in db.files else {}
-    files = [folder / "indptr.npy", folder / "indices.npy"]
-    if is_up_to_date(files, folder / "activation.json", params, inputs):
-        indptr, indices = (np.load(f) for f in files)
-        return sp.csr_matrix((np.ones(indices.shape[0], bool), indices, indptr),
-                             shape=(db.n_studies, grid.n_voxels))
-    act = study_activation(db, grid, kernel_mm)
-    for f, arr in zip(files, (act.indptr, act.indices), strict=True):
-        with atomic_path(f) as tmp, open(tmp, "wb") as fh:
-            np.save(fh, arr)
-    write_json(folder / "activation.json", make_sidecar(params, inputs))
-    return act
+    return mean, norm
 
 
 def _check_args(db: Database, vocabulary: str, kernel_mm: float, threshold: float | None,
@@ -291,7 +287,7 @@ def feature_maps(db: Database, vocabulary: str = "lda50", kernel_mm: float = 6.0
     folder = cache / (f"{db.name}-v{db.version}_vocab-{vocabulary}_kernel-{kernel_mm:g}mm"
                       f"_thr-{threshold:g}_res-{resolution:g}mm_min-{min_studies}"
                       f"_{params_hash(params)[7:19]}")
-    activation = _load_or_build_activation(db, grid, float(kernel_mm), cache)
+    activation = study_activation(db, grid, float(kernel_mm))
     weights = sp.csc_matrix(db.weights)
     n_sel = np.diff(_selection(weights, threshold).indptr)
     keep, dropped = _drop_table(db, n_sel, min_studies)
@@ -307,11 +303,8 @@ def feature_maps(db: Database, vocabulary: str = "lda50", kernel_mm: float = 6.0
     table = pd.read_table(files[2], keep_default_na=False)
     z_assoc = np.load(files[0], mmap_mode="r")
     z_unif = np.load(files[1], mmap_mode="r")
-    fdr_z = pd.DataFrame({"association": table["fdr_z_association"].to_numpy(float),
-                          "uniformity": table["fdr_z_uniformity"].to_numpy(float)},
-                         index=features)
     return FeatureMaps(features=features, labels=labels, n_selected=np.diff(selection.indptr),
-                       z_association=z_assoc, z_uniformity=z_unif, fdr_z=fdr_z,
+                       z_association=z_assoc, z_uniformity=z_unif,
                        activation=activation, selection=selection, weights=weights,
                        dropped=dropped, grid=grid, parameters=params,
                        z_mean=table["z_mean"].to_numpy(float),
@@ -322,24 +315,19 @@ def _build_cache(activation: sp.csr_matrix, selection: sp.csc_matrix, features: 
                  labels: list[str], files: list[Path], grid: BrainGrid) -> None:
     n_feat, n_vox = selection.shape[1], grid.n_voxels
     dtype = np.float16 if n_feat * n_vox * 4 > _FLOAT16_ABOVE else np.float32
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
+              "shape": (n_feat, n_vox)}
     with contextlib.ExitStack() as stack:
         tmp_a = stack.enter_context(atomic_path(files[0]))
         tmp_u = stack.enter_context(atomic_path(files[1]))
-        za = np.lib.format.open_memmap(tmp_a, mode="w+", dtype=dtype, shape=(n_feat, n_vox))
-        zu = np.lib.format.open_memmap(tmp_u, mode="w+", dtype=dtype, shape=(n_feat, n_vox))
-        fdr_a, fdr_u, mean, norm = _compute_maps(activation, selection, za, zu)
-        za.flush()
-        zu.flush()
-        del za, zu
+        fa = stack.enter_context(open(tmp_a, "wb"))
+        fu = stack.enter_context(open(tmp_u, "wb"))
+        for fh in (fa, fu):
+            np.lib.format.write_array_header_1_0(fh, header)
+        mean, norm = _compute_maps(activation, selection, fa, fu, dtype)
     table = pd.DataFrame({"feature": features, "label": labels,
                           "n_selected": np.diff(selection.indptr),
-                          "fdr_z_association": fdr_a, "fdr_z_uniformity": fdr_u,
                           "z_mean": mean, "z_norm": norm})
     with atomic_path(files[2]) as tmp:
         table.to_csv(tmp, sep="\t", index=False)
 
-
-def describe(maps: FeatureMaps) -> str:
-    """One-line JSON summary of a FeatureMaps (for logs)."""
-    return json.dumps({**maps.parameters, "n_features": len(maps.features),
-                       "n_dropped": len(maps.dropped)})

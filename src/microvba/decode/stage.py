@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
 import nibabel as nib
 import numpy as np
 import pandas as pd
@@ -75,10 +74,12 @@ def decode_clusters(label_img: str | Path | nib.Nifti1Image, out_dir: str | Path
     if not ids:
         log.info("no cluster to decode in %s", label_img)
         return outputs
-    matplotlib.use("Agg", force=False)
+    thresholds: dict[str, float] = {}
+    kernel_mm = 6.0
     for vocab in vocabularies:
         dec = Decoder(vocab, data_dir=data_dir, cache_dir=cache_dir, n_null=n_null,
                       seed=seed).fit()
+        thresholds[vocab], kernel_mm = dec.threshold_, float(dec.kernel_mm)
         for cid in ids:
             mask = nib.Nifti1Image((labels == cid).astype(np.uint8), labels_img.affine)
             stem = out_dir / f"{prefix}_cluster-{cid}_vocab-{vocab}"
@@ -91,14 +92,19 @@ def decode_clusters(label_img: str | Path | nib.Nifti1Image, out_dir: str | Path
             if stat is not None:
                 data = np.asarray(stat.dataobj, dtype=np.float32)
                 inside = _resampled_mask(labels == cid, labels_img, stat)
-                masked = nib.Nifti1Image(np.where(inside, data, 0.0).astype(np.float32),
-                                         stat.affine)
-                files[f"{vocab}_map_tsv"] = write_table(dec.decode_map(masked),
-                                                        f"{stem}_mapdecoding.tsv")
+                values = np.where(inside, data, 0.0).astype(np.float32)
+                if np.ptp(values) == 0:
+                    log.warning("cluster %d: the statistic map is constant inside it; "
+                                "no map decoding", cid)
+                else:
+                    files[f"{vocab}_map_tsv"] = write_table(
+                        dec.decode_map(nib.Nifti1Image(values, stat.affine)),
+                        f"{stem}_mapdecoding.tsv")
             n_sig = int(table["significant"].sum())
             log.info("cluster %d, %s: top %s (%d significant)", cid, vocab,
                      table["feature"].iloc[0], n_sig)
     params = {"vocabularies": list(vocabularies), "n_null": n_null, "seed": seed,
+              "kernel_mm": kernel_mm, "kernel_radius": kernel_mm, "thresholds": thresholds,
               "clusters": ids, "stat_img": str(stat_img) if stat_img is not None else None}
     write_json(out_dir / f"{prefix}_decoding.json", make_sidecar(params))
     return outputs

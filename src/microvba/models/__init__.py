@@ -1,1 +1,34 @@
-"""models stage."""
+"""Microstructure models: gradient tables, DTI (DIPY) and fast NODDI.
+
+Public API::
+
+    GradientTable(bvals, bvecs, b0_threshold=50.0, shell_tolerance=100.0)
+    TensorModel(gtab, fit_method="wls", bmax=1750.0).fit(data, mask) -> TensorFit
+    NoddiModel(gtab, d_par=D_PAR_WM, d_iso=D_ISO).fit(data, mask) -> NoddiFit
+    noddi_signal(bvals, bvecs, icvf, odi, isovf, mu, d_par, d_iso)
+    tensor_signal(bvals, bvecs, evals, evecs)
+    brain_mask(data, gtab), denoise(data, mask)
+    fit_image(dwi, bval, bvec, out_dir, prefix, ...) -> dict[str, Path]
+"""
+
+from .dti import DTI_BMAX, TensorFit, TensorModel, tensor_signal
+from .gradients import B0_THRESHOLD, SHELL_TOLERANCE, GradientTable, cluster_shells
+from .mask import brain_mask, denoise
+from .noddi import (
+    D_ISO,
+    D_PAR_GM,
+    D_PAR_WM,
+    NoddiFit,
+    NoddiModel,
+    kappa_to_odi,
+    noddi_signal,
+    odi_to_kappa,
+)
+from .pipeline import fit_image
+
+__all__ = [
+    "B0_THRESHOLD", "D_ISO", "D_PAR_GM", "D_PAR_WM", "DTI_BMAX", "SHELL_TOLERANCE",
+    "GradientTable", "NoddiFit", "NoddiModel", "TensorFit", "TensorModel", "brain_mask",
+    "cluster_shells", "denoise", "fit_image", "kappa_to_odi", "noddi_signal", "odi_to_kappa",
+    "tensor_signal",
+]

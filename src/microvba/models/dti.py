@@ -115,7 +115,7 @@ class TensorModel:
         evals = np.zeros((idx.size, 3))
         evecs = np.zeros((idx.size, 3, 3))
         for s in range(0, idx.size, _CHUNK):
-            chunk = flat[idx[s:s + _CHUNK]][:, self.volumes].astype(float)
+            chunk = flat[idx[s:s + _CHUNK, None], self.volumes[None, :]].astype(float)
             f = self._dipy.fit(chunk)
             evals[s:s + _CHUNK] = f.evals
             evecs[s:s + _CHUNK] = f.evecs

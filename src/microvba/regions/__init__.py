@@ -3,8 +3,9 @@
 - :mod:`~microvba.regions.atlases`: Brainnetome BN-246, Harvard-Oxford and AAL; region masks,
   cluster and coordinate labelling.
 - :mod:`~microvba.regions.clusters`: clusters of a corrected map with peaks and sub-peaks.
-- :mod:`~microvba.regions.correlation`: partial correlations (Fisher and bootstrap CIs, FDR),
-  cluster means and the leave-one-subject-out (non-circular) r.
+- :mod:`~microvba.regions.means`: per-subject cluster means.
+- :mod:`~microvba.regions.correlation`: partial correlations (Fisher and bootstrap CIs, FDR)
+  and the leave-one-subject-out (non-circular) r.
 - :mod:`~microvba.regions.followup`: the stage function :func:`follow_up`.
 """
 

@@ -32,8 +32,8 @@ happened to align with the score, so its in-sample r is biased upwards (Kriegesk
    (exactly, by down-dating the full-sample cross products);
 2. the cluster is redefined on that map by a rule that never looks at subject :math:`i`:
    the map's one-sided ``p < p_threshold`` voxels are grouped into connected components and
-   ranked by their peak; the fold's cluster is the component of the same rank as the
-   full-sample component that overlaps the in-sample cluster (rank 1, the strongest, for a
+   ranked by cluster mass (sum of t); the fold's cluster is the component of the same rank as the
+   full-sample component that overlaps the in-sample cluster (rank 1, the heaviest, for a
    single cluster); any other rule can be given as ``define_cluster(train_index) -> mask``;
 3. subject :math:`i`'s mean over that cluster is its held-out value.
 
@@ -45,10 +45,10 @@ position (the component nearest to, or overlapping, the in-sample peak) looks ha
 circular: the in-sample peak sits where every subject's noise happened to align with the score,
 the fold maps barely move when one subject is left out, so each held-out subject is measured
 where its own noise was selected. On null cohorts (no effect) that rule gave a mean "LOSO" r of
-0.33, as inflated as the in-sample r, while the rank rule gives 0.0
-(``benchmarks/bench_circularity.py``). When a weak effect is not reliably the strongest
+0.27 (in-sample 0.47), while the rank rule gives 0.01 (``benchmarks/bench_circularity.py``,
+figures in ``benchmarks/RESULTS.md``). When a weak effect is not reliably the strongest
 cluster, the rank rule picks other clusters in some folds, and the LOSO r honestly shrinks
-toward 0 (read it with ``mean_fold_dice``). Clusters from a TFCE map of smoothed data, followed
+toward 0 (read it with ``mean_fold_overlap``). Clusters from a TFCE map of smoothed data, followed
 up on the unsmoothed metric, give noisier fold clusters, so the LOSO r is conservative there.
 
 References
@@ -57,6 +57,8 @@ Esterman M, Tamber-Rosenau BJ, Chiu YC, Yantis S. Avoiding non-independence in f
 analysis: leave one subject out. NeuroImage. 2010;50:572-576.
 Kriegeskorte N, Simmons WK, Bellgowan PS, Baker CI. Circular analysis in systems
 neuroscience: the dangers of double dipping. Nat Neurosci. 2009;12:535-540.
+Vul E, Harris C, Winkielman P, Pashler H. Puzzlingly high correlations in fMRI studies of
+emotion, personality, and social cognition. Perspect Psychol Sci. 2009;4:274-290.
 Benjamini Y, Hochberg Y. Controlling the false discovery rate. J R Stat Soc B. 1995;57:289-300.
 """
 
@@ -64,12 +66,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 from scipy import stats
 
 from .._validation import InputError, check_choice, check_in_range
+from .means import cluster_means, subject_matrix
+
+__all__ = ["IN_SAMPLE_NOTE", "METHODS", "bootstrap_ci", "cluster_means", "covariate_matrix",
+           "fdr_bh", "fisher_ci", "loso_cluster_means", "loso_r", "partial_corr",
+           "partial_corr_or_nan", "residualise", "subject_matrix"]
 
 METHODS = ("pearson", "spearman")
 IN_SAMPLE_NOTE = ("descriptive: the cluster was selected on the same data, so the in-sample r "
@@ -243,6 +249,19 @@ def partial_corr(x, y, covariates: pd.DataFrame | np.ndarray | None = None,
             "boot_ci_low": blo, "boot_ci_high": bhi, "method": method}
 
 
+def partial_corr_or_nan(x, y, covariates=None, method: str = "pearson", ci: float = 0.95,
+                        n_boot: int = 0, seed: int = 0) -> dict:
+    """:func:`partial_corr`, or NaNs (with the count ``n``) when too few values are finite."""
+    x = np.asarray(x, dtype=float).ravel()
+    k = covariate_matrix(covariates, x.size).shape[1]
+    n = int(np.isfinite(x).sum())
+    if n - k - 3 < 1:
+        nan = float("nan")
+        return {"n": n, "k": k, "dof": n - k - 2, "r": nan, "ci_low": nan, "ci_high": nan,
+                "p": nan, "boot_ci_low": nan, "boot_ci_high": nan, "method": method}
+    return partial_corr(x, y, covariates, method, ci, n_boot, seed)
+
+
 def fdr_bh(pvalues: Sequence[float] | np.ndarray) -> np.ndarray:
     """Benjamini-Hochberg adjusted p-values (q); NaN entries stay NaN and are not counted."""
     p = np.asarray(pvalues, dtype=float)
@@ -251,83 +270,6 @@ def fdr_bh(pvalues: Sequence[float] | np.ndarray) -> np.ndarray:
     if ok.any():
         q[ok] = stats.false_discovery_control(p[ok], method="bh")
     return q
-
-
-# --------------------------------------------------------------------------- cluster means
-
-
-def _volumes(subject_imgs) -> tuple[list, np.ndarray | None]:
-    """Iterate over subject volumes lazily: (list of getters, affine)."""
-    if isinstance(subject_imgs, np.ndarray):
-        if subject_imgs.ndim != 4:
-            raise InputError(f"a subject array must be 4-D (x, y, z, subject); got "
-                             f"{subject_imgs.ndim}-D", file="parameter subject_imgs",
-                             fix="Stack the subjects on the last axis.")
-        return [lambda i=i: subject_imgs[..., i] for i in range(subject_imgs.shape[3])], None
-    if isinstance(subject_imgs, nib.spatialimages.SpatialImage):
-        if subject_imgs.ndim == 3:
-            return [lambda: np.asarray(subject_imgs.dataobj)], subject_imgs.affine
-        if subject_imgs.ndim != 4:
-            raise InputError("a subject image must be 3-D or 4-D (subjects last)",
-                             file="parameter subject_imgs", fix="Pass a 4-D image.")
-        return ([lambda i=i: np.asarray(subject_imgs.dataobj[..., i])
-                 for i in range(subject_imgs.shape[3])], subject_imgs.affine)
-    imgs = list(subject_imgs)
-    for img in imgs:
-        if not isinstance(img, nib.spatialimages.SpatialImage) or len(img.shape) != 3:
-            raise InputError("subject_imgs must be 3-D images, one per subject",
-                             file="parameter subject_imgs",
-                             fix="Pass a list of 3-D nibabel images or one 4-D image.")
-    return [lambda img=img: np.asarray(img.dataobj) for img in imgs], imgs[0].affine if imgs \
-        else None
-
-
-def subject_matrix(subject_imgs, mask: np.ndarray) -> np.ndarray:
-    """(n_subjects, n_voxels) float64 matrix of the voxels in ``mask`` (C order)."""
-    getters, _ = _volumes(subject_imgs)
-    mask = np.asarray(mask, dtype=bool)
-    out = np.empty((len(getters), int(mask.sum())))
-    for i, get in enumerate(getters):
-        vol = get()
-        if vol.shape[:3] != mask.shape:
-            raise InputError(f"subject {i}'s image has shape {vol.shape}, the mask/label "
-                             f"image {mask.shape}", file="parameter subject_imgs",
-                             fix="Resample all images onto one grid (the statistic map's).")
-        out[i] = vol[mask]
-    return out
-
-
-def cluster_means(subject_imgs, label_img, subjects: Sequence[str] | None = None
-                  ) -> pd.DataFrame:
-    """Mean of each subject's image over each cluster (NaN voxels ignored).
-
-    Parameters
-    ----------
-    subject_imgs
-        List of 3-D images, one 4-D image (subjects last) or a 4-D array.
-    label_img
-        Integer image (or array): cluster ``k`` is where it equals ``k``.
-    subjects
-        Row labels (default 0..n-1).
-
-    Returns
-    -------
-    pandas.DataFrame
-        subject x ``cluster_<k>``.
-    """
-    labels = np.asarray(getattr(label_img, "dataobj", label_img)).astype(np.int64)
-    ids = np.unique(labels[labels > 0])
-    Y = subject_matrix(subject_imgs, labels > 0)
-    lab = labels[labels > 0]
-    cols = {}
-    for cid in ids:
-        with np.errstate(invalid="ignore"):
-            cols[f"cluster_{cid}"] = np.nanmean(Y[:, lab == cid], axis=1) if len(Y) else []
-    index = pd.Index(list(subjects) if subjects is not None else range(len(Y)), name="subject")
-    if len(index) != len(Y):
-        raise InputError(f"{len(index)} subject labels for {len(Y)} images",
-                         file="parameter subjects", fix="Pass one label per image.")
-    return pd.DataFrame(cols, index=index)
 
 
 # --------------------------------------------------------------------------- LOSO
@@ -375,11 +317,12 @@ class _FoldMaps:
 
 
 class _Components:
-    """Suprathreshold components of a partial-r map, ranked by their peak.
+    """Suprathreshold components of a partial-r map, ranked by their mass.
 
     Voxels with one-sided ``p < p_threshold`` (t of the partial r on ``dof`` df, in the
-    direction of ``sign``) are grouped into ``connectivity``-connected components; component
-    1 holds the strongest voxel, 2 the next strongest peak, and so on.
+    direction of ``sign``) are grouped into ``connectivity``-connected components, ranked by
+    cluster mass (sum of t over the component): on unsmoothed maps a single noisy voxel can
+    out-peak a real cluster, but not out-weigh it.
     """
 
     def __init__(self, mask: np.ndarray, sign: int, p_threshold: float, dof: int,
@@ -391,7 +334,7 @@ class _Components:
         self.struct = structure(connectivity)
 
     def ranked(self, r: np.ndarray) -> np.ndarray:
-        """Per column: rank of its component (1 = strongest peak), 0 = subthreshold."""
+        """Per column: rank of its component (1 = largest mass), 0 = subthreshold."""
         from scipy import ndimage
 
         t = self.sign * r * np.sqrt(self.dof / np.maximum(1.0 - r * r, 1e-12))
@@ -401,10 +344,10 @@ class _Components:
         n = int(lab.max())
         if n == 0:
             return lab
-        peaks = ndimage.maximum(t, lab, np.arange(1, n + 1))
+        mass = np.bincount(lab, weights=t, minlength=n + 1)[1:]
         rank = np.empty(n + 1, dtype=np.int64)
         rank[0] = 0
-        rank[1 + np.argsort(-np.asarray(peaks), kind="stable")] = np.arange(1, n + 1)
+        rank[1 + np.argsort(-mass, kind="stable")] = np.arange(1, n + 1)
         return rank[lab]
 
 
@@ -421,8 +364,12 @@ def _cluster_ranks(ranked: np.ndarray, cols: list[np.ndarray]) -> list[int]:
 def loso_cluster_means(Y: np.ndarray, score, covariates=None, *, mask_img=None,
                        clusters: Sequence[np.ndarray] | None = None, sign: int = 1,
                        define_cluster: Callable[[np.ndarray], np.ndarray] | None = None,
-                       p_threshold: float = 0.01, connectivity: int = 26) -> dict:
+                       p_threshold: float = 0.01, connectivity: int = 26,
+                       Y_select: np.ndarray | None = None) -> dict:
     """Held-out cluster means of every subject, one column per cluster (see :func:`loso_r`).
+
+    ``Y_select`` (same shape as ``Y``, e.g. the smoothed metric) defines the clusters when
+    given; the held-out means are always taken from ``Y``.
 
     Returns
     -------
@@ -430,7 +377,7 @@ def loso_cluster_means(Y: np.ndarray, score, covariates=None, *, mask_img=None,
         ``held_out`` (n, m) held-out means (NaN when a fold has no cluster of that rank),
         ``in_sample`` (n, m) means over the in-sample clusters, ``clusters`` (in-sample column
         indices), ``ranks`` (rank of each cluster in the full-sample map, 0 = not found),
-        ``fold_dice`` (n, m) overlap of fold and in-sample clusters, ``fold_n_voxels`` (n, m).
+        ``fold_overlap`` (n, m) fraction of the in-sample cluster inside each fold's cluster, ``fold_n_voxels`` (n, m).
     """
     Y = np.asarray(Y, dtype=float)
     score = np.asarray(score, dtype=float).ravel()
@@ -454,41 +401,46 @@ def loso_cluster_means(Y: np.ndarray, score, covariates=None, *, mask_img=None,
     if mask.sum() != Y.shape[1]:
         raise InputError(f"mask has {mask.sum()} voxels but Y has {Y.shape[1]} columns",
                          file="parameter mask_img", fix="Pass the mask Y was extracted with.")
-    maps = _FoldMaps(Y, score, c)
+    if Y_select is not None:
+        Y_select = np.asarray(Y_select, dtype=float)
+        if Y_select.shape != Y.shape or not np.all(np.isfinite(Y_select)):
+            raise InputError(f"Y_select must be finite and shaped like Y {Y.shape}",
+                             file="parameter Y_select", fix="Pass the smoothed Y, or None.")
+    maps = _FoldMaps(Y if Y_select is None else Y_select, score, c)
     k = c.shape[1]
     full = _Components(mask, sign, p_threshold, n - k - 2, connectivity).ranked(maps.r_map())
-    if clusters is None:  # the in-sample cluster: the strongest component
+    if clusters is None:  # the in-sample cluster: the heaviest component
         clusters = [np.flatnonzero(full == 1)] if full.max() else [np.array([], int)]
     cols = [np.flatnonzero(cl) if np.asarray(cl).dtype == bool else np.asarray(cl, int)
             for cl in clusters]
     ranks = _cluster_ranks(full, cols)
     folds = _Components(mask, sign, p_threshold, n - 1 - k - 2, connectivity)
-    held, dice, size = (np.full((n, len(cols)), np.nan) for _ in range(3))
+    held, overlap, size = (np.full((n, len(cols)), np.nan) for _ in range(3))
     for i in range(n):
         ranked = folds.ranked(maps.r_map(held_out=i))
         for j, (cl, q) in enumerate(zip(cols, ranks, strict=True)):
             fc = np.flatnonzero(ranked == q) if q else np.array([], int)
             if fc.size:
                 held[i, j] = Y[i, fc].mean()
-                dice[i, j] = 2 * np.intersect1d(fc, cl).size / (fc.size + cl.size)
+                overlap[i, j] = np.intersect1d(fc, cl).size / max(cl.size, 1)
             size[i, j] = fc.size
     with np.errstate(invalid="ignore"):
         in_sample = np.column_stack([Y[:, cl].mean(axis=1) if cl.size else np.full(n, np.nan)
                                      for cl in cols])
     return {"held_out": held, "in_sample": in_sample, "clusters": cols, "ranks": ranks,
-            "fold_dice": dice, "fold_n_voxels": size}
+            "fold_overlap": overlap, "fold_n_voxels": size}
 
 
 def _loso_callable(Y: np.ndarray, n: int, define_cluster) -> dict:
     full = np.flatnonzero(define_cluster(np.arange(n)))
-    held, dice, size = (np.empty((n, 1)) for _ in range(3))
+    held, overlap, size = (np.empty((n, 1)) for _ in range(3))
     for i in range(n):
         fc = np.flatnonzero(define_cluster(np.delete(np.arange(n), i)))
         held[i, 0] = Y[i, fc].mean() if fc.size else np.nan
-        dice[i, 0] = 2 * np.intersect1d(fc, full).size / max(fc.size + full.size, 1)
+        overlap[i, 0] = np.intersect1d(fc, full).size / max(full.size, 1)
         size[i, 0] = fc.size
     return {"held_out": held, "in_sample": Y[:, full].mean(axis=1)[:, None],
-            "clusters": [full], "fold_dice": dice, "fold_n_voxels": size}
+            "clusters": [full], "fold_overlap": overlap, "fold_n_voxels": size}
 
 
 def loso_r(Y: np.ndarray, score, covariates=None, *, mask_img=None,
@@ -508,7 +460,7 @@ def loso_r(Y: np.ndarray, score, covariates=None, *, mask_img=None,
         3-D mask image/array whose nonzero voxels (C order) are ``Y``'s columns.
     cluster
         In-sample cluster (boolean over columns, or column indices), e.g. from a TFCE map.
-        Default: the strongest suprathreshold component of the full-sample voxel-wise
+        Default: the heaviest (largest-mass) suprathreshold component of the full-sample voxel-wise
         partial-r map.
     sign
         +1 (positive correlation expected) or -1.
@@ -527,7 +479,8 @@ def loso_r(Y: np.ndarray, score, covariates=None, *, mask_img=None,
         ``method`` of the held-out means; ``in_sample_r``, ``in_sample_ci_low``,
         ``in_sample_ci_high``, ``in_sample_p`` (descriptive); ``held_out_means``;
         ``cluster_n_voxels``; ``rank`` (of the cluster's component in the full-sample map);
-        ``n_folds_missing`` (folds without a component of that rank); ``mean_fold_dice`` and
+        ``n_folds_missing`` (folds without a component of that rank); ``mean_fold_overlap``
+        (mean fraction of the in-sample cluster inside the fold clusters) and
         ``mean_fold_n_voxels`` (how stable the fold clusters are).
     """
     if sign not in (1, -1):
@@ -538,8 +491,8 @@ def loso_r(Y: np.ndarray, score, covariates=None, *, mask_img=None,
                              sign=sign, define_cluster=define_cluster,
                              p_threshold=p_threshold, connectivity=connectivity)
     held = out["held_out"][:, 0]
-    loso = partial_corr(held, score, covariates, method, ci, n_boot, seed)
-    ins = partial_corr(out["in_sample"][:, 0], score, covariates, method, ci, 0, seed)
+    loso = partial_corr_or_nan(held, score, covariates, method, ci, n_boot, seed)
+    ins = partial_corr_or_nan(out["in_sample"][:, 0], score, covariates, method, ci, 0, seed)
     result = dict(loso)
     result.update({"in_sample_r": ins["r"], "in_sample_ci_low": ins["ci_low"],
                    "in_sample_ci_high": ins["ci_high"], "in_sample_p": ins["p"],
@@ -547,7 +500,8 @@ def loso_r(Y: np.ndarray, score, covariates=None, *, mask_img=None,
                    "cluster_n_voxels": int(out["clusters"][0].size),
                    "rank": int(out.get("ranks", [1])[0]),
                    "n_folds_missing": int(np.isnan(held).sum()),
-                   "mean_fold_dice": float(np.nanmean(out["fold_dice"])),
+                   "mean_fold_overlap": float(np.nanmean(out["fold_overlap"]))
+                   if np.isfinite(out["fold_overlap"]).any() else float("nan"),
                    "mean_fold_n_voxels": float(np.mean(out["fold_n_voxels"])),
                    "in_sample_note": IN_SAMPLE_NOTE})
     return result

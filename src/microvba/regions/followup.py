@@ -23,6 +23,16 @@ Files written by :meth:`RegionsResult.save` (``<tag>`` = ``<metric>_pos`` or ``<
 ``<tag>_cluster-<k>_scatter.png``  residualised metric vs residualised score
 ``<tag>_regions.json``             parameters, software versions, input summary
 =================================  ========================================================
+
+Columns of ``<tag>_correlations.tsv`` (one row per cluster and method): ``cluster_id``,
+``method``, ``n``, ``k`` (covariate columns after dummy coding), ``r``, ``ci_low``/``ci_high``
+(Fisher z, SE ``1/sqrt(n - k - 3)``), ``p``, ``q_fdr`` (Benjamini-Hochberg across this map's
+clusters, per method), ``boot_ci_low``/``boot_ci_high`` (percentile bootstrap), ``loso_r``,
+``loso_ci_low``/``loso_ci_high``, ``loso_p``, ``loso_n``, ``loso_rank`` (mass rank of the
+cluster's component in the full-sample partial-r map; 0 = none, LOSO not estimable),
+``loso_mean_overlap`` (mean fraction of the cluster inside the fold clusters: low values mean
+the fold clusters wander and the LOSO CI is too narrow) and ``r_interpretation`` (the in-sample
+r is descriptive).
 """
 
 from __future__ import annotations
@@ -55,6 +65,7 @@ from .correlation import (
     fdr_bh,
     loso_cluster_means,
     partial_corr,
+    partial_corr_or_nan,
     residualise,
     subject_matrix,
 )
@@ -192,7 +203,26 @@ def _scatter(rx: np.ndarray, ry: np.ndarray, title: str, row: dict, metric: str,
     return fig
 
 
-def _loso(metric_imgs, stat_img, label_img, table, rows: np.ndarray, score, cov, sign: int):
+def _smoothed_matrix(metric_imgs, mask: np.ndarray, affine: np.ndarray, fwhm_mm: float,
+                     rows: np.ndarray) -> np.ndarray:
+    """Rows of subjects' volumes smoothed inside ``mask`` (normalised by the smoothed mask)."""
+    from scipy import ndimage
+
+    from .means import _volumes
+
+    getters, _ = _volumes(metric_imgs)
+    vox = np.sqrt(np.sum(np.asarray(affine)[:3, :3] ** 2, axis=0))
+    sigma = fwhm_mm / np.sqrt(8 * np.log(2)) / vox
+    weight = ndimage.gaussian_filter(mask.astype(float), sigma)
+    out = np.empty((len(rows), int(mask.sum())))
+    for j, i in enumerate(rows):
+        vol = np.where(mask, np.nan_to_num(np.asarray(getters[i](), float)), 0.0)
+        out[j] = ndimage.gaussian_filter(vol, sigma)[mask] / weight[mask]
+    return out
+
+
+def _loso(metric_imgs, stat_img, label_img, table, rows: np.ndarray, score, cov, sign: int,
+          fwhm_mm: float):
     """Held-out cluster means (n_complete, n_clusters), or None when not computable."""
     stat = np.asarray(stat_img.dataobj, dtype=float)
     labels = np.asarray(label_img.dataobj)
@@ -207,9 +237,11 @@ def _loso(metric_imgs, stat_img, label_img, table, rows: np.ndarray, score, cov,
     if any(c.sum() == 0 for c in clusters):
         log.warning("leave-one-out skipped: a cluster has no voxel with data in every subject")
         return None
+    Y_sel = (_smoothed_matrix(metric_imgs, mask, stat_img.affine, fwhm_mm, rows)
+             if fwhm_mm > 0 else None)
     mask_img = nib.Nifti1Image(mask.astype(np.uint8), stat_img.affine)
-    out = loso_cluster_means(Y, score, cov, mask_img=mask_img, clusters=clusters, sign=sign)
-    return out
+    return loso_cluster_means(Y, score, cov, mask_img=mask_img, clusters=clusters, sign=sign,
+                              Y_select=Y_sel)
 
 
 def _correlations(means: pd.DataFrame, table: pd.DataFrame, participants: pd.DataFrame,
@@ -226,17 +258,17 @@ def _correlations(means: pd.DataFrame, table: pd.DataFrame, participants: pd.Dat
             row = {"cluster_id": int(cid), "method": method, **{k: res[k] for k in (
                 "n", "k", "r", "ci_low", "ci_high", "p", "boot_ci_low", "boot_ci_high")}}
             if held_out is not None:
-                lo = partial_corr(held_out["values"][:, j], held_out["score"],
+                lo = partial_corr_or_nan(held_out["values"][:, j], held_out["score"],
                                   held_out["cov"], method, 0.95, 0, seed)
                 row.update(loso_r=lo["r"], loso_ci_low=lo["ci_low"],
                            loso_ci_high=lo["ci_high"], loso_p=lo["p"], loso_n=lo["n"],
                            loso_rank=held_out["ranks"][j],
-                           loso_mean_dice=float(np.nanmean(held_out["dice"][:, j]))
-                           if np.isfinite(held_out["dice"][:, j]).any() else np.nan)
+                           loso_mean_overlap=float(np.nanmean(held_out["overlap"][:, j]))
+                           if np.isfinite(held_out["overlap"][:, j]).any() else np.nan)
             else:
                 row.update(loso_r=np.nan, loso_ci_low=np.nan, loso_ci_high=np.nan,
-                           loso_p=np.nan, loso_n=0, loso_rank=0, loso_mean_dice=np.nan)
-            row["in_sample_r"] = IN_SAMPLE_NOTE
+                           loso_p=np.nan, loso_n=0, loso_rank=0, loso_mean_overlap=np.nan)
+            row["r_interpretation"] = IN_SAMPLE_NOTE
             block.append(row)
         q = fdr_bh([b["p"] for b in block])
         for b, qv in zip(block, q, strict=True):
@@ -244,7 +276,7 @@ def _correlations(means: pd.DataFrame, table: pd.DataFrame, participants: pd.Dat
         rows += block
     cols = ["cluster_id", "method", "n", "k", "r", "ci_low", "ci_high", "p", "q_fdr",
             "boot_ci_low", "boot_ci_high", "loso_r", "loso_ci_low", "loso_ci_high", "loso_p",
-            "loso_n", "loso_rank", "loso_mean_dice", "in_sample_r"]
+            "loso_n", "loso_rank", "loso_mean_overlap", "r_interpretation"]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -258,8 +290,8 @@ def follow_up(stat_img: nib.spatialimages.SpatialImage,
               atlases: Iterable[str | Atlas] = ATLASES, data_dir: str | Path | None = None,
               alpha: float = 0.05, methods: Sequence[str] = METHODS, n_boot: int = 2000,
               seed: int = 0, connectivity: int = 26, min_distance_mm: float = 8.0,
-              loso: bool = True, figures: bool = True, missing_atlas: str = "warn",
-              threshold: float | None = None) -> RegionsResult:
+              loso: bool = True, loso_fwhm_mm: float = 6.0, figures: bool = True,
+              missing_atlas: str = "warn", threshold: float | None = None) -> RegionsResult:
     """Regional follow-up of one metric and one sign (see the module docstring).
 
     Parameters
@@ -283,8 +315,10 @@ def follow_up(stat_img: nib.spatialimages.SpatialImage,
         available with a warning, ``"error"`` raises.
     methods
         Correlation methods, ``pearson`` first by default.
-    loso
-        Compute the leave-one-subject-out r.
+    loso, loso_fwhm_mm
+        Compute the leave-one-subject-out r; its fold clusters are defined on the metric
+        smoothed with this FWHM (pass the statistics stage's FWHM; 0 = unsmoothed), the
+        held-out means are taken from the unsmoothed metric, like the in-sample means.
     """
     check_choice("missing_atlas", missing_atlas, ["warn", "error"])
     for m in methods:
@@ -310,10 +344,10 @@ def follow_up(stat_img: nib.spatialimages.SpatialImage,
         cov_rows = cov_df.iloc[rows] if cov_df is not None else None
         s = participants[score].to_numpy(float)[rows]
         out = _loso(metric_imgs_unsmoothed, stat_img, label_img, table, rows, s, cov_rows,
-                    1 if sign == "+" else -1)
+                    1 if sign == "+" else -1, loso_fwhm_mm)
         if out is not None:
             held = {"values": out["held_out"], "score": s, "cov": cov_rows,
-                    "dice": out["fold_dice"], "ranks": out["ranks"]}
+                    "overlap": out["fold_overlap"], "ranks": out["ranks"]}
     corrs = _correlations(means, table, participants, score, covariates, held, methods,
                           n_boot, seed)
     figs = {}
@@ -330,10 +364,10 @@ def follow_up(stat_img: nib.spatialimages.SpatialImage,
     params = {"metric": metric, "sign": sign, "score": score, "covariates": covariates,
               "alpha": alpha, "threshold": threshold, "connectivity": connectivity,
               "min_distance_mm": min_distance_mm, "methods": list(methods), "n_boot": n_boot,
-              "seed": seed, "loso": loso, "atlases": [a.name for a in atlas_objs],
+              "seed": seed, "loso": loso, "loso_fwhm_mm": loso_fwhm_mm, "atlases": [a.name for a in atlas_objs],
               "n_subjects": len(participants), "out_dir": str(out_dir) if out_dir else None,
-              "in_sample_r": IN_SAMPLE_NOTE,
+              "r_interpretation": IN_SAMPLE_NOTE,
               "loso_method": "Esterman et al. 2010: each subject's cluster is the component of "
-                             "the same peak rank in the voxel-wise partial-r map (one-sided "
+                             "the same mass rank in the voxel-wise partial-r map (one-sided "
                              "p < 0.01, 26-connected) of the other subjects"}
     return RegionsResult(metric, sign, table, long, means, corrs, label_img, figs, params)

@@ -16,6 +16,7 @@ mask. Each map goes through the subject's one composite transform once.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,13 +25,19 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
+from nibabel.filebasedimages import ImageFileError
 
 from .._logging import get_logger
 from .._provenance import is_up_to_date, make_sidecar, save_figure, save_nifti, write_json
 from .._validation import InputError, ProblemCollector
 from ..io import derivatives
 from .ants import SubjectTransform, register_subject
-from .contrast import brain_mask_from_maps, synthetic_t1, tissue_probabilities
+from .contrast import (
+    brain_mask_from_maps,
+    synthetic_t1,
+    template_tissue_fractions,
+    tissue_probabilities,
+)
 from .qc import qc_mosaic, registration_similarity
 from .template import load_template
 
@@ -99,16 +106,22 @@ def _load_inputs(native_maps: Mapping[str, str | Path], t1w: str | Path | None
     problems = ProblemCollector()
     images: dict[str, nib.Nifti1Image] = {}
     allowed = set(derivatives.METRICS) | set(EXTRA_KEYS)
+    ignored = sorted(set(native_maps) - allowed)
+    if ignored:  # fit extras (colorfa, kappa, nrmse, ...) stay in native space
+        log.debug("normalise: not normalising %s", ", ".join(ignored))
     for key, path in native_maps.items():
         if key not in allowed:
-            log.warning("normalise: ignoring native map %r (not one of %s)", key,
-                        sorted(allowed))
             continue
         path = Path(path)
         if not path.exists():
             problems.add(path, f"native {key} map not found", "Run the model fit first.")
             continue
-        img = nib.load(path)
+        try:
+            img = nib.load(path)
+        except (ImageFileError, OSError, EOFError) as err:
+            problems.add(path, f"cannot read the native {key} map ({err})",
+                         "Pass a NIfTI image (.nii or .nii.gz).")
+            continue
         if len(img.shape) != 3:
             problems.add(path, f"native {key} map is {len(img.shape)}-D, expected 3-D",
                          "Pass one 3-D map per parameter.")
@@ -185,15 +198,14 @@ def normalise_subject(native_maps: Mapping[str, str | Path], out_dir: str | Path
     paths = _output_paths(Path(out_dir), prefix, params, template.space)
     parameters = {"resolution": template.resolution, "space": template.space,
                   "type_of_transform": "SyN", "t1w": t1w is not None,
-                  "interpolation": "mask-normalised linear"}
+                  "interpolation": "mask-normalised linear",
+                  "contrast": "rank-adaptive synthetic T1 (FA, ISOVF/MD)"}
     inputs = {k: native_maps[k] for k in images}
     if t1w is not None:
         inputs["t1w"] = t1w
     outputs = [*paths["maps"].values(), paths["mask"], paths["figure"], paths["xfm_index"]]
     if not force and is_up_to_date(outputs, paths["qc"], parameters, inputs):
         log.info("%s: normalised maps up to date, skipping", prefix)
-        import json
-
         recorded = json.loads(paths["qc"].read_text())
         qc = {k: recorded[k] for k in ("correlation", "dice_gm", "dice_brain") if k in recorded}
         return NormaliseResult(paths["maps"], paths["mask"], qc, paths["qc"], paths["figure"],
@@ -234,7 +246,7 @@ def _similarity(xfm: SubjectTransform, images: Mapping[str, nib.Nifti1Image],
     ref = next(iter(images.values()))
     if "fa" in arrays and ({"isovf", "md"} & set(arrays)):
         contrast = synthetic_t1(arrays, template)
-        gm = tissue_probabilities(arrays)["gm"]
+        gm = tissue_probabilities(arrays, template_tissue_fractions(template))["gm"]
         w_contrast = np.asarray(xfm.apply(nib.Nifti1Image(contrast, ref.affine)).dataobj)
         w_gm = np.asarray(xfm.apply(nib.Nifti1Image(gm, ref.affine)).dataobj)
     else:  # T1w route with too few maps for a synthetic contrast: brain overlap only

@@ -25,8 +25,11 @@ from .._validation import InputError
 from .template import Template
 
 SIMILARITY_COLUMNS = ("correlation", "dice_gm", "dice_brain")
-#: a registration below any of these is flagged whatever the group does
-ABSOLUTE_FLOORS: dict[str, float] = {"correlation": 0.5, "dice_brain": 0.8, "dice_gm": 0.4}
+#: a registration below any of these is flagged whatever the group does. They only catch
+#: gross failures: correct registrations of fitted simulated DSI data score ~0.57 / 0.70 /
+#: 0.94, of noise-free simulated maps ~0.93 / 0.92 / 0.99; subtler failures (an A-P flip:
+#: ~0.45 / 0.65 / 0.93) are caught by the robust z within the group.
+ABSOLUTE_FLOORS: dict[str, float] = {"correlation": 0.3, "dice_brain": 0.75, "dice_gm": 0.3}
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:

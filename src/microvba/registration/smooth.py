@@ -41,7 +41,8 @@ def smooth_in_mask(data: np.ndarray, mask: np.ndarray, fwhm_mm: float,
         ``(x, y, z, n)`` by default, or the *first* ``(n, x, y, z)`` with
         ``subjects_axis="first"``. Each subject is smoothed separately.
     mask
-        3-D boolean mask (same spatial shape). Values outside are ignored and set to 0.
+        3-D boolean mask (same spatial shape). Values outside are ignored and set to 0;
+        non-finite values inside (failed fits) are treated as outside for that subject.
     fwhm_mm
         Full width at half maximum in mm; 0 returns the data masked, unsmoothed (a copy).
     voxel_size
@@ -76,15 +77,23 @@ def smooth_in_mask(data: np.ndarray, mask: np.ndarray, fwhm_mm: float,
     out = np.zeros(stack.shape, dtype=dtype)
     m = mask.astype(np.float64)
     if fwhm_mm == 0:
-        out[mask] = np.nan_to_num(stack[mask])
+        out[mask] = np.where(np.isfinite(stack[mask]), stack[mask], 0)
     else:
         sigma = fwhm_mm * FWHM_TO_SIGMA / vox
         weight = ndimage.gaussian_filter(m, sigma, mode="constant", truncate=truncate)
         inside = mask & (weight > 0)
         for s in range(stack.shape[-1]):
-            vol = np.where(mask, np.nan_to_num(stack[..., s].astype(np.float64)), 0.0)
+            vol = stack[..., s].astype(np.float64)
+            finite = np.isfinite(vol)
+            w, ok = weight, inside
+            if not finite[mask].all():  # NaN/inf (failed fits) count as outside the mask
+                m_s = mask & finite
+                w = ndimage.gaussian_filter(m_s.astype(np.float64), sigma, mode="constant",
+                                            truncate=truncate)
+                ok = m_s & (w > 0)
+            vol = np.where(mask & finite, vol, 0.0)
             sm = ndimage.gaussian_filter(vol, sigma, mode="constant", truncate=truncate)
-            out[..., s][inside] = sm[inside] / weight[inside]
+            out[..., s][ok] = sm[ok] / w[ok]
     if data.ndim == 3:
         return out[..., 0]
     return out if subjects_axis == "last" else np.moveaxis(out, -1, 0)

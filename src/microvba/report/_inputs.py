@@ -3,6 +3,24 @@
 The report is decoupled from the stages that produce its inputs: it reads files on disk
 (``OUT/group/*.tsv``, ``analysis.json``, randomise-style maps, PNG figures) and records which
 expected piece is missing or unreadable, so that the report says so instead of failing.
+
+Layout read (every piece optional; alternative column spellings are accepted)::
+
+    OUT/dataset_description.json
+    OUT/sub-<label>/figures/sub-<label>[_ses-<label>]_*qc*.png     registration QC mosaics
+    OUT/group/analysis.json                     parameters and software versions of the run
+    OUT/group/participants.tsv                  cohort analysed (participant_id, score, covariates)
+    OUT/group/qc.tsv                            participant_id, similarity columns, outlier
+    OUT/group/space-<space>_desc-gm_mask.nii.gz analysis mask
+    OUT/group/<metric>/*_tstat{1,2}.nii.gz      t maps (randomise names)
+    OUT/group/<metric>/*_{tfce,vox,clustere,clusterm}_{corrp,famcorrp}_tstat{1,2}.nii.gz
+    OUT/group/<metric>/*_randomise.json         settings sidecar
+    OUT/group/<metric>/*_{pos,neg}_clusters.nii.gz   cluster label images (FWE p per cluster)
+    OUT/group/<metric>/*scatter*.png            residualised scatter plots
+    OUT/group/clusters.tsv, correlations.tsv    all clusters, partial correlations
+    OUT/group/decoding/<metric>_<pos|neg>_cluster-<id>_vocab-<v>_decoding.tsv
+                     (+ <stem>_bar.png, <stem>_polar.png, stem with or without "_decoding")
+    OUT/group/planted_vs_found.tsv              simulations only
 """
 
 from __future__ import annotations
@@ -109,8 +127,9 @@ def read_tsv(inputs: ReportInputs, path: Path, *, required: bool = True) -> pd.D
         return None
     try:
         table = pd.read_csv(path, sep="\t")
-    except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError,
-            pd.errors.EmptyDataError) as exc:
+    except pd.errors.EmptyDataError:  # what pandas writes for a table without rows/columns
+        return pd.DataFrame()
+    except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError) as exc:
         inputs.unreadable.append(f"{_rel(inputs, path)} ({exc})")
         return None
     return table
@@ -145,19 +164,24 @@ def _metric_maps(folder: Path, metric: str) -> MetricMaps:
     return maps
 
 
+def _sibling_png(tsv: Path, suffix: str) -> Path | None:
+    """``<stem>_<suffix>.png`` beside ``<stem>_decoding.tsv`` (or ``..._decoding_<suffix>``)."""
+    for stem in (tsv.name[: -len("_decoding.tsv")], tsv.name[: -len(".tsv")]):
+        png = tsv.with_name(f"{stem}_{suffix}.png")
+        if png.is_file():
+            return png
+    return None
+
+
 def _decoding(folder: Path) -> list[DecodingResult]:
     results = []
     for tsv in sorted(folder.glob("*_decoding.tsv")):
         m = _DECODING_RE.match(tsv.name)
         if m is None:
             continue
-        stem = tsv.name[: -len(".tsv")]
-        bar = tsv.with_name(stem + "_bar.png")
-        polar = tsv.with_name(stem + "_polar.png")
         sign = {"pos": "+", "plus": "+", "neg": "-", "minus": "-"}.get(m["sign"], m["sign"])
-        results.append(DecodingResult(
-            m["metric"], sign, m["cluster"], m["vocab"], tsv,
-            bar if bar.is_file() else None, polar if polar.is_file() else None))
+        results.append(DecodingResult(m["metric"], sign, m["cluster"], m["vocab"], tsv,
+                                      _sibling_png(tsv, "bar"), _sibling_png(tsv, "polar")))
     return results
 
 

@@ -41,6 +41,10 @@ def signed_cmap() -> mpl.colors.Colormap:
     return mpl.colors.ListedColormap(cold_hot(np.linspace(0.12, 0.88, 256)), name="cold_hot_trim")
 
 
+#: axial extent (MNI mm) where padding slices still show brain
+_BRAIN_Z_MM = (-50.0, 78.0)
+#: registration similarity measures of microvba's QC, preferred over other numeric columns
+QC_MEASURES = ("correlation", "dice_gm", "dice_brain", "dice", "corr", "mutual_information")
 POSITIVE = "#c0392b"
 NEGATIVE = "#2c6fbb"
 NEUTRAL = "#555555"
@@ -91,14 +95,14 @@ def peak_cuts(img: nib.Nifti1Image, n_cuts: int = 5, min_gap_mm: float = 6.0) ->
     if n == 0:
         return []
     sizes = np.bincount(labels.ravel())[1:]
-    peaks = []
-    for lab in np.argsort(sizes)[::-1] + 1:
-        masked = np.where(labels == lab, data, 0.0)
-        ijk = np.unravel_index(int(np.argmax(masked)), data.shape)
-        peaks.append(float(nib.affines.apply_affine(img.affine, ijk)[2]))
+    order = np.argsort(sizes, kind="stable")[::-1] + 1  # largest cluster first
+    ijk = np.asarray(ndimage.maximum_position(data, labels, order), dtype=float)
+    peaks = [float(z) for z in nib.affines.apply_affine(img.affine, ijk)[:, 2]]
     step = max(min_gap_mm, float(np.abs(img.affine[2, 2])) * 2)
     cuts: list[float] = []
-    for z in peaks + [peaks[0] + k * step * s for k in range(1, n_cuts) for s in (-1, 1)]:
+    pads = [z for k in range(1, n_cuts) for s in (-1, 1)
+            if _BRAIN_Z_MM[0] <= (z := peaks[0] + k * step * s) <= _BRAIN_Z_MM[1]]
+    for z in peaks + pads:
         if len(cuts) >= n_cuts:
             break
         if all(abs(z - c) >= min_gap_mm for c in cuts):
@@ -144,9 +148,10 @@ def corrected_map_figure(significant: nib.Nifti1Image, *, title: str = "",
 
 def qc_similarity_figure(qc: pd.DataFrame, outlier_column: str = "outlier") -> Figure:
     """Strip plot of each registration similarity measure across subjects, outliers in red."""
-    columns = [c for c in qc.columns
-               if c not in ("participant_id", outlier_column) and pd.api.types.is_numeric_dtype(qc[c])
-               and not pd.api.types.is_bool_dtype(qc[c])]
+    columns = [c for c in QC_MEASURES if c in qc.columns] or [
+        c for c in qc.columns
+        if c not in ("participant_id", outlier_column) and pd.api.types.is_numeric_dtype(qc[c])
+        and not pd.api.types.is_bool_dtype(qc[c])]
     outlier = (qc[outlier_column].astype(str).str.lower().isin(("true", "1", "yes"))
                if outlier_column in qc else pd.Series(False, index=qc.index))
     rng = np.random.default_rng(0)  # jitter only, fixed for reproducible figures
@@ -177,7 +182,7 @@ def decoding_bar_figure(table: pd.DataFrame, *, title: str = "", n_top: int = 10
     """Horizontal bar chart of the top decoded features (used when no bar PNG was saved)."""
     label_col = next((c for c in ("label", "top_words", "feature", "term", "topic")
                       if c in table), table.columns[0])
-    stat_col = next((c for c in ("statistic", "z", "r", "log_odds_ratio", "logOR", "score")
+    stat_col = next((c for c in ("statistic", "log_odds", "z", "r", "log_odds_ratio", "score")
                      if c in table and pd.api.types.is_numeric_dtype(table[c])), None)
     if stat_col is None:
         numeric = [c for c in table if pd.api.types.is_numeric_dtype(table[c])]
@@ -192,7 +197,10 @@ def decoding_bar_figure(table: pd.DataFrame, *, title: str = "", n_top: int = 10
         top = table.sort_values(stat_col, ascending=False).head(n_top)[::-1]
         labels = [str(s)[:40] for s in top[label_col]]
         colours = POSITIVE
-        if "q" in top:
+        if "significant" in top:
+            colours = [POSITIVE if str(v).lower() in ("true", "1") else "#bbbbbb"
+                       for v in top["significant"]]
+        elif "q" in top:
             colours = [POSITIVE if q < 0.05 else "#bbbbbb" for q in top["q"].astype(float)]
         ax.barh(labels, top[stat_col].astype(float), color=colours)
         ax.set_xlabel(stat_col)
@@ -211,17 +219,20 @@ def figure_png(fig: Figure, dpi: int = 90) -> bytes:
 def thumbnail_png(path: str | Path, max_width: int = 900) -> bytes:
     """PNG bytes of an image file, downscaled to at most ``max_width`` pixels wide.
 
-    A PNG that is narrow enough is returned as it is, without decoding.
+    A PNG that is narrow enough is returned as it is, without decoding. A downscaled image is
+    stored with a 256-colour palette (fast octree): QC mosaics and plots are grey levels plus
+    a few line colours, so this keeps them legible at a third of the size, which matters
+    when 64 subjects' mosaics are embedded in one file.
     """
     from PIL import Image
 
     with Image.open(path) as im:
         if im.format == "PNG" and im.width <= max_width:
             return Path(path).read_bytes()
-        im.load()
-        if im.width > max_width:
-            im = im.resize((max_width, max(1, round(im.height * max_width / im.width))),
-                           Image.LANCZOS)
+        rgb = im.convert("RGB")
+        if rgb.width > max_width:
+            rgb = rgb.resize((max_width, max(1, round(rgb.height * max_width / rgb.width))),
+                             Image.LANCZOS)
         buf = io.BytesIO()
-        im.save(buf, format="PNG", compress_level=6)
+        rgb.quantize(colors=256, method=Image.Quantize.FASTOCTREE).save(buf, format="PNG")
     return buf.getvalue()

@@ -201,7 +201,8 @@ def _inference_sentence(params: Mapping[str, Any], metrics: list[str],
     cites: list[str] = []
     what = f"its association with {_fmt(score)}" if score is not None else "its association with the score"
     n = f" across {_fmt(n_subjects)} subjects" if n_subjects is not None else ""
-    text = (f"For each metric ({len(metrics)} in total), {what}{n} was tested voxel-wise with a "
+    count = f" ({len(metrics)} in total)" if metrics else ""
+    text = (f"For each metric{count}, {what}{n} was tested voxel-wise with a "
             "general linear model (score, covariates and an intercept; t contrasts in both "
             "directions)")
     if covariates:
@@ -220,13 +221,17 @@ def _inference_sentence(params: Mapping[str, Any], metrics: list[str],
         text += f" {_cite('Winkler et al., 2014')}"
         cites.append("Winkler et al., 2014")
     kind = _CORRECTION.get(correction.lower(), escape(correction))
-    text += f" and the maximum-statistic null distribution of {kind}"
+    text += " and the maximum-statistic null distribution of "
     if correction.lower() == "tfce":
         tf = [f"{label} = {_fmt(v)}" for label, v in (("H", h), ("E", e)) if v is not None]
         if conn is not None:
             tf.append(f"{_fmt(conn)}-connectivity")
-        text += f" ({'; '.join(tf + [escape('Smith & Nichols, 2009')])})"
+        text += ("threshold-free cluster enhancement (TFCE"
+                 + (f"; {', '.join(tf)}" if tf else "")
+                 + f"; {escape('Smith & Nichols, 2009')})")
         cites.append("Smith & Nichols, 2009")
+    else:
+        text += kind
     text += (f"; maps were thresholded at family-wise error corrected p &lt; {_fmt(alpha)}")
     if family in (True, "true", "True", "all", "metrics"):
         text += ", with the correction extended over all metrics and both directions"
@@ -235,17 +240,21 @@ def _inference_sentence(params: Mapping[str, Any], metrics: list[str],
 
 
 def _followup_sentence(params: Mapping[str, Any]) -> tuple[str, list[str]]:
-    method = str(lookup(params, "correlation.method", "correlation_method", default="pearson"))
-    n_boot = lookup(params, "correlation.n_boot", "n_boot", "bootstrap")
+    methods = _as_list(lookup(params, "correlation.method", "correlation_method",
+                              "correlation.methods", default="pearson"))
+    n_boot = lookup(params, "correlation.n_boot", "n_boot")
+    bootstrap = lookup(params, "correlation.bootstrap", "bootstrap")
     atlases = _as_list(lookup(params, "atlases", "labels.atlases",
                               default=["Brainnetome", "Harvard-Oxford", "AAL"]))
     cites = ["Fan et al., 2016"]
     text = (f"Clusters were labelled with the {_join(_fmt(a) for a in atlases)} atlases "
             f"{_cite('Fan et al., 2016')}. The unsmoothed cluster-mean metric was related to the "
-            f"score by {escape(method.capitalize())} partial correlation controlling for the "
-            "covariates, with 95% confidence intervals from Fisher's z")
+            f"score by {_join(escape(m.capitalize()) for m in methods)} partial correlation "
+            "controlling for the covariates, with 95% confidence intervals from Fisher's z")
     if n_boot is not None:
         text += f" and from {_fmt(n_boot)} bootstrap resamples"
+    elif bootstrap:
+        text += " and from bootstrap resamples"
     text += ("; because the clusters were selected on the same data, the in-sample r is "
              "descriptive and a leave-one-subject-out estimate (the cluster redefined without "
              "each subject) is given beside it. ")

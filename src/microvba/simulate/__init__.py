@@ -6,9 +6,12 @@
   ``code/ground_truth.json`` and ``derivatives/truth``.
 - :data:`STUDY_EFFECTS`: the planted findings; :func:`gradient_scheme`: real DSI / multi-shell
   gradient tables; :class:`NoddiSimulator`: fast whole-brain NODDI forward model.
+- :func:`expected_statistics`: voxelwise partial-r t of a cohort's true maps (how detectable
+  the planted effects are before any fitting).
 - :mod:`microvba.simulate.deformation`: smooth random warps with known inverses.
 """
 
+from .check import expected_statistics
 from .cohort import CohortSettings, default_snr, simulate_cohort
 from .dataset import simulate_dataset
 from .effects import STUDY_EFFECTS, PlantedEffect
@@ -24,6 +27,7 @@ __all__ = [
     "PlantedEffect",
     "add_rician_noise",
     "default_snr",
+    "expected_statistics",
     "gradient_scheme",
     "simulate_cohort",
     "simulate_dataset",

@@ -152,7 +152,7 @@ class Anatomy:
         return out
 
 
-def build_anatomy(resolution: float = 4.0, margin_mm: float = 16.0) -> Anatomy:
+def build_anatomy(resolution: float = 4.0, margin_mm: float = 20.0) -> Anatomy:
     """Template tissues cropped to the brain's bounding box plus ``margin_mm`` (zero-padded)."""
     from ..registration.template import load_template
 

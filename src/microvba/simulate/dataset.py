@@ -102,6 +102,7 @@ def simulate_dataset(out_dir: str | Path, n_subjects: int = 4, scheme: str = "ds
     variability = Variability(field_fwhm_mm=8.0)
     age_c = participants["age"].to_numpy(float) - participants["age"].mean()
 
+    writer.prepare_root(root, [pid[4:] for pid in participants["participant_id"]])
     writer.write_dataset_description(root, "microvba small simulated dataset",
                                      "simulate_dataset: random tissue mixtures, NODDI DWI")
     writer.write_participants(root, participants)
@@ -119,7 +120,8 @@ def simulate_dataset(out_dir: str | Path, n_subjects: int = 4, scheme: str = "ds
                                                age_c[s], rng, variability))
         d_par = mean_maps["d_par"][mask]
         signal = sim.signal(p["icvf"], p["odi"], p["isovf"], mu, d_par=d_par,
-                            delta_axial=p["delta_axial"], delta_radial=p["delta_radial"])
+                            delta_axial=p["delta_axial"], delta_radial=p["delta_radial"],
+                            delta_planar=p["delta_planar"])
         data = np.zeros(shape + (bvals.size,), np.float32)
         data[mask] = signal * (1000.0 * mean_maps["s0"][mask])[:, None]
         if not np.isinf(snr):
@@ -127,8 +129,8 @@ def simulate_dataset(out_dir: str | Path, n_subjects: int = 4, scheme: str = "ds
         writer.write_dwi(root, label, data, affine, bvals, bvecs,
                          writer.dwi_sidecar(scheme, snr))
         clean = sim.signal(p["icvf"], p["odi"], p["isovf"], mu, d_par=d_par)
-        tensor = fit_tensor(clean, bvals, bvecs) + excess_tensor(mu, p["delta_axial"],
-                                                                 p["delta_radial"])
+        tensor = fit_tensor(clean, bvals, bvecs) + excess_tensor(
+            mu, p["delta_axial"], p["delta_radial"], p["delta_planar"])
         maps = {**tensor_scalars(tensor), "icvf": p["icvf"], "odi": p["odi"],
                 "isovf": p["isovf"]}
         for name, values in maps.items():

@@ -13,18 +13,21 @@ they cannot be set directly; see :mod:`microvba.simulate.forward`):
 ====== =====================================================================================
 metric mechanism
 ====== =====================================================================================
-icvf   added to the neurite density :math:`\nu_{ic}` (closed form)
-odi    added to ODI (closed form)
-ad     axial excess diffusivity :math:`\delta_a` along the local fibre direction: AD moves,
-       RD does not, MD by a third of AD (root-finding on the true regional AD)
-fa     traceless excess tensor :math:`\delta_a = c,\ \delta_r = -c/2`: FA rises while MD is
-       unchanged; AD and RD move in opposite directions (root-finding on the true FA)
+icvf   added to the neurite density :math:`\nu_{ic}` (closed form), with the excess tensor
+       that cancels its effect on the tensor to first order: the effect lives in the
+       high-b signal that NODDI reads, not in the DTI metrics
+odi    added to ODI (closed form), tensor change cancelled likewise
+ad     axial excess diffusivity :math:`\delta_a` along the local fibre direction, with the
+       split of the radial eigenvalues that keeps FA constant to first order: AD moves, RD
+       and FA do not, MD by a third of AD (root-finding on the true regional AD)
+fa     split of the two radial eigenvalues :math:`\delta_p` (:math:`\lambda_{2,3} = RD \pm
+       \delta_p`): FA rises, AD, RD and MD are unchanged (root-finding on the true FA)
 ====== =====================================================================================
 
 Physics couples the metrics, so each planted effect comes with smaller *secondary* effects
-in the same region (e.g. ICVF lowers MD; an AD effect also moves MD): the simulator measures
-them on the true maps and lists them in the ground truth, so a finding in the right region
-but another metric can be recognised as expected.
+in the same region (MD = (AD + 2 RD)/3 must move with AD; ICVF lowers MD and raises FA): the
+simulator measures them on the true maps and lists them in the ground truth, so a finding in
+the right region but another metric can be recognised as expected.
 """
 
 from __future__ import annotations
@@ -71,10 +74,12 @@ STUDY_EFFECTS: tuple[PlantedEffect, ...] = (
 
 #: parameter moved by each planted metric (see the module docstring)
 MECHANISMS: dict[str, str] = {
-    "icvf": "neurite density icvf += c * R_s * w_v",
-    "odi": "orientation dispersion odi += c * R_s * w_v",
-    "ad": "axial excess diffusivity delta_a += c * R_s * w_v",
-    "fa": "traceless excess tensor delta_a += c * R_s * w_v, delta_r -= c/2 * R_s * w_v",
+    "icvf": "neurite density icvf += c * R_s * w_v; excess tensor -= dD/dicvf * c * R_s * w_v",
+    "odi": "orientation dispersion odi += c * R_s * w_v; excess tensor -= dD/dodi * c * R_s * "
+           "w_v",
+    "ad": "axial excess diffusivity delta_a += c * R_s * w_v with the FA-neutral radial split "
+          "delta_p += c * t_v * R_s * w_v",
+    "fa": "radial eigenvalue split delta_p += c * R_s * w_v (AD, RD, MD unchanged)",
 }
 
 
@@ -113,15 +118,42 @@ def plant_parameter_effect(values: np.ndarray, weight: np.ndarray, inside: np.nd
     return values + amplitude * rhat[:, None] * weight[None, :], amplitude
 
 
-def tensor_effect(mu: np.ndarray, metric: str) -> np.ndarray:
-    """Unit excess tensor of a planted tensor effect, ``(n_vox, 3, 3)``."""
-    mu = mu / np.linalg.norm(mu, axis=-1, keepdims=True)
-    outer = mu[:, :, None] * mu[:, None, :]
-    if metric == "ad":
-        return outer
+def _fa(lams: np.ndarray) -> np.ndarray:
+    md = lams.mean(axis=-1, keepdims=True)
+    return np.sqrt(1.5 * ((lams - md) ** 2).sum(-1) / np.maximum((lams**2).sum(-1), 1e-30))
+
+
+def tensor_effect(mu: np.ndarray, metric: str, mean_tensor: np.ndarray) -> tuple[np.ndarray,
+                                                                               np.ndarray]:
+    r"""Excess-tensor change per unit amplitude of a planted tensor effect.
+
+    ``fa``: a pure split of the radial eigenvalues (:math:`\delta_p`), which raises FA and
+    leaves AD, RD and MD unchanged. ``ad``: :math:`\delta_a` plus the split that keeps FA
+    unchanged to first order (:math:`t = -\partial_1 FA / (\partial_2 FA - \partial_3 FA)`
+    at the subjects' mean tensor), so that only MD moves with AD (by a third).
+
+    Returns
+    -------
+    axial, planar
+        ``(n_vox,)`` increments of :math:`\delta_a` and :math:`\delta_p` per unit amplitude.
+    """
+    from .forward import perpendicular_frame
+
+    n = mu.shape[0]
     if metric == "fa":
-        return outer - 0.5 * (np.eye(3) - outer)
-    raise ValueError(f"no tensor mechanism for {metric!r}")
+        return np.zeros(n), np.ones(n)
+    if metric != "ad":
+        raise ValueError(f"no tensor mechanism for {metric!r}")
+    e2, e3 = perpendicular_frame(mu)
+    frame = np.stack([mu / np.linalg.norm(mu, axis=1, keepdims=True), e2, e3], axis=1)
+    lams = np.einsum("nij,njk,nik->ni", frame, mean_tensor, frame)
+    h = 1e-6
+    grad = np.stack([(_fa(lams + h * np.eye(3)[k]) - _fa(lams - h * np.eye(3)[k])) / (2 * h)
+                     for k in range(3)], axis=1)
+    denom = grad[:, 1] - grad[:, 2]
+    t = np.where(np.abs(denom) > 1e-9, -grad[:, 0] / np.where(np.abs(denom) > 1e-9, denom, 1),
+                 0.0)
+    return np.ones(n), np.clip(t, -1.0, 1.0)
 
 
 def solve_tensor_effect(tensors: np.ndarray, unit: np.ndarray, weight: np.ndarray,
@@ -134,7 +166,7 @@ def solve_tensor_effect(tensors: np.ndarray, unit: np.ndarray, weight: np.ndarra
     tensors
         ``(n_subjects, n_vox, 3, 3)`` true tensors without the effect.
     unit
-        ``(n_vox, 3, 3)`` excess tensor per unit amplitude (:func:`tensor_effect`).
+        ``(n_vox, 3, 3)`` excess tensor per unit amplitude.
     """
     rhat = standardised_residual_score(score, design)
     w_unit = weight[inside, None, None] * unit[inside]
@@ -144,12 +176,17 @@ def solve_tensor_effect(tensors: np.ndarray, unit: np.ndarray, weight: np.ndarra
         t = base + c * rhat[:, None, None, None] * w_unit[None]
         return partial_r(tensor_scalars(t)[metric].mean(axis=1), score, design) - target_r
 
-    scale = float(np.abs(tensor_scalars(base)[metric].mean(axis=1)).std()) or 1e-4
-    if metric == "fa":
-        scale *= 2e-3  # FA is dimensionless: convert its s.d. to a diffusivity step
-    lo, hi = -scale, scale
+    # bracket the root nearest to zero, on the side where r moves toward the target
+    f0 = r_of(0.0)
+    if f0 == 0.0:
+        return 0.0
+    direction = 1.0 if f0 < 0 else -1.0
+    step = 1e-7
     for _ in range(60):
-        if r_of(lo) < 0 < r_of(hi):
+        if np.sign(r_of(direction * step)) != np.sign(f0):
             break
-        lo, hi = 2 * lo, 2 * hi
-    return float(brentq(r_of, lo, hi, xtol=1e-12, rtol=1e-10, maxiter=200))
+        step *= 2.0
+    else:
+        raise RuntimeError(f"cannot reach partial r {target_r} for {metric}")
+    lo, hi = sorted((0.0, direction * step))
+    return float(brentq(r_of, lo, hi, xtol=1e-13, rtol=1e-10, maxiter=200))

@@ -103,7 +103,8 @@ class NoddiSimulator:
 
     def signal(self, icvf: np.ndarray, odi: np.ndarray, isovf: np.ndarray, mu: np.ndarray,
                d_par: np.ndarray | float = 1.7e-3, delta_axial: np.ndarray | float = 0.0,
-               delta_radial: np.ndarray | float = 0.0) -> np.ndarray:
+               delta_radial: np.ndarray | float = 0.0,
+               delta_planar: np.ndarray | float = 0.0) -> np.ndarray:
         """Normalised signal :math:`S/S_0`, ``(n_vox, n_meas)`` float32.
 
         Parameters
@@ -115,9 +116,9 @@ class NoddiSimulator:
         d_par
             Intrinsic parallel diffusivity (mm²/s): a scalar, or ``(n_vox,)`` taking few
             distinct values (one stick kernel per value).
-        delta_axial, delta_radial
-            Excess tensor eigenvalues :math:`\\delta_a, \\delta_r` (mm²/s), scalar or
-            ``(n_vox,)``.
+        delta_axial, delta_radial, delta_planar
+            Excess tensor :math:`\\delta_a, \\delta_r, \\delta_p` (mm²/s, see
+            :func:`excess_tensor`), scalar or ``(n_vox,)``.
         """
         icvf = np.asarray(icvf, dtype=np.float64).ravel()
         n = icvf.size
@@ -128,6 +129,8 @@ class NoddiSimulator:
         d_par = np.broadcast_to(np.asarray(d_par, dtype=np.float64).ravel(), (n,))
         d_a = np.broadcast_to(np.asarray(delta_axial, dtype=np.float64).ravel(), (n,))
         d_r = np.broadcast_to(np.asarray(delta_radial, dtype=np.float64).ravel(), (n,))
+        d_p = np.broadcast_to(np.asarray(delta_planar, dtype=np.float64).ravel(), (n,))
+        e2, e3 = perpendicular_frame(mu)
         kappa = odi_to_kappa(odi)
         tau = watson_tau(kappa)
         e_ic = np.empty((n, self.bvals.size), dtype=np.float32)
@@ -138,19 +141,18 @@ class NoddiSimulator:
         dpar_ec = d_perp + (d_par - d_perp) * tau
         dperp_ec = d_perp + (d_par - d_perp) * 0.5 * (1.0 - tau)
         _combine(e_ic, icvf, isovf, dpar_ec, dperp_ec, np.ascontiguousarray(d_a),
-                 np.ascontiguousarray(d_r), np.ascontiguousarray(mu), self.bvals,
-                 self.bvecs, self.d_iso)
+                 np.ascontiguousarray(d_r), np.ascontiguousarray(d_p),
+                 np.ascontiguousarray(mu), e2, e3, self.bvals, self.bvecs, self.d_iso)
         return e_ic
 
 
-@numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
-def _watson_weights(kappa, mu, orient, out):  # pragma: no cover - compiled
+def _watson_weights_py(kappa, mu, orient, out):  # pragma: no cover - compiled
     """Normalised Watson weights of the quadrature orientations, ``(n_vox, K)``."""
     for v in numba.prange(kappa.size):
         total = 0.0
         for k in range(orient.shape[0]):
             c = mu[v, 0] * orient[k, 0] + mu[v, 1] * orient[k, 1] + mu[v, 2] * orient[k, 2]
-            w = np.exp(kappa[v] * (c * c - 1.0))
+            w = np.exp(kappa[v] * (c * c - np.float32(1.0)))
             out[v, k] = w
             total += w
         inv = 1.0 / total
@@ -158,8 +160,7 @@ def _watson_weights(kappa, mu, orient, out):  # pragma: no cover - compiled
             out[v, k] *= inv
 
 
-@numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
-def _combine(e_ic, icvf, isovf, dpar_ec, dperp_ec, d_a, d_r, mu, bvals, bvecs,
+def _combine_py(e_ic, icvf, isovf, dpar_ec, dperp_ec, d_a, d_r, d_p, mu, e2, e3, bvals, bvecs,
              d_iso):  # pragma: no cover - compiled
     """Overwrite ``e_ic`` by the full NODDI + excess-tensor signal (in place)."""
     for v in numba.prange(e_ic.shape[0]):
@@ -167,11 +168,32 @@ def _combine(e_ic, icvf, isovf, dpar_ec, dperp_ec, d_a, d_r, mu, bvals, bvecs,
             c = mu[v, 0] * bvecs[i, 0] + mu[v, 1] * bvecs[i, 1] + mu[v, 2] * bvecs[i, 2]
             c2 = c * c
             b = bvals[i]
-            mod = -b * (d_r[v] + (d_a[v] - d_r[v]) * c2)
+            c_2 = e2[v, 0] * bvecs[i, 0] + e2[v, 1] * bvecs[i, 1] + e2[v, 2] * bvecs[i, 2]
+            c_3 = e3[v, 0] * bvecs[i, 0] + e3[v, 1] * bvecs[i, 1] + e3[v, 2] * bvecs[i, 2]
+            mod = -b * (d_r[v] + (d_a[v] - d_r[v]) * c2 + d_p[v] * (c_2 * c_2 - c_3 * c_3))
             e_ec = np.exp(-b * (dperp_ec[v] + (dpar_ec[v] - dperp_ec[v]) * c2) + mod)
             m = np.exp(mod)
             tissue = icvf[v] * e_ic[v, i] * m + (1.0 - icvf[v]) * e_ec
             e_ic[v, i] = (1.0 - isovf[v]) * tissue + isovf[v] * m * np.exp(-b * d_iso)
+
+
+_jit = {"fastmath": True, "cache": True, "nogil": True}
+_watson_weights_par = numba.njit(parallel=True, **_jit)(_watson_weights_py)
+_watson_weights_ser = numba.njit(**_jit)(_watson_weights_py)
+_combine_par = numba.njit(parallel=True, **_jit)(_combine_py)
+_combine_ser = numba.njit(**_jit)(_combine_py)
+#: below this many voxels the serial kernels are faster (no thread start-up)
+_PARALLEL_MIN = 4096
+
+
+def _watson_weights(kappa, mu, orient, out):
+    kernel = _watson_weights_par if kappa.size >= _PARALLEL_MIN else _watson_weights_ser
+    kernel(kappa, mu, orient, out)
+
+
+def _combine(e_ic, *args):
+    kernel = _combine_par if e_ic.shape[0] >= _PARALLEL_MIN else _combine_ser
+    kernel(e_ic, *args)
 
 
 def fit_tensor(signal: np.ndarray, bvals: np.ndarray, bvecs: np.ndarray,
@@ -201,14 +223,39 @@ def fit_tensor(signal: np.ndarray, bvals: np.ndarray, bvecs: np.ndarray,
                      np.stack([dxz, dyz, dzz], -1)], -2)
 
 
+def perpendicular_frame(mu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two unit vectors completing ``mu`` ``(n, 3)`` to an orthonormal frame."""
+    mu = np.asarray(mu, dtype=np.float64).reshape(-1, 3)
+    mu = mu / np.maximum(np.linalg.norm(mu, axis=1, keepdims=True), 1e-12)
+    ref = np.where(np.abs(mu[:, 2:3]) < 0.9, [[0.0, 0.0, 1.0]], [[1.0, 0.0, 0.0]])
+    e2 = np.cross(mu, ref)
+    e2 /= np.linalg.norm(e2, axis=1, keepdims=True)
+    return np.ascontiguousarray(e2), np.ascontiguousarray(np.cross(mu, e2))
+
+
 def excess_tensor(mu: np.ndarray, delta_axial: np.ndarray | float,
-                  delta_radial: np.ndarray | float) -> np.ndarray:
-    r""":math:`\Delta = \delta_r I + (\delta_a - \delta_r)\,\mu\mu^T`, ``(..., 3, 3)``."""
-    mu = np.asarray(mu, dtype=np.float64)
+                  delta_radial: np.ndarray | float,
+                  delta_planar: np.ndarray | float = 0.0) -> np.ndarray:
+    r"""Excess tensor, ``(n, 3, 3)``:
+
+    .. math:: \Delta = \delta_a \mu\mu^T + \delta_r (I - \mu\mu^T)
+              + \delta_p (e_2 e_2^T - e_3 e_3^T),
+
+    with :math:`(\mu, e_2, e_3)` the frame of :func:`perpendicular_frame`. :math:`\delta_p`
+    splits the two radial eigenvalues without changing AD, RD or MD (it raises FA only).
+    """
+    mu = np.asarray(mu, dtype=np.float64).reshape(-1, 3)
     mu = mu / np.maximum(np.linalg.norm(mu, axis=-1, keepdims=True), 1e-12)
-    d_a = np.asarray(delta_axial, dtype=np.float64)[..., None, None]
-    d_r = np.asarray(delta_radial, dtype=np.float64)[..., None, None]
-    return d_r * np.eye(3) + (d_a - d_r) * (mu[..., :, None] * mu[..., None, :])
+    e2, e3 = perpendicular_frame(mu)
+    d_a, d_r, d_p = (np.broadcast_to(np.asarray(x, dtype=np.float64).ravel(),
+                                     (mu.shape[0],))[:, None, None]
+                     for x in (delta_axial, delta_radial, delta_planar))
+
+    def outer(v: np.ndarray) -> np.ndarray:
+        return v[:, :, None] * v[:, None, :]
+
+    return (d_r * np.eye(3) + (d_a - d_r) * outer(mu)
+            + d_p * (outer(e2) - outer(e3)))
 
 
 def tensor_scalars(tensor: np.ndarray) -> dict[str, np.ndarray]:

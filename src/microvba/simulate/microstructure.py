@@ -19,8 +19,10 @@ follows T2 weighting: CSF 1.8, grey matter 1.0, white matter 0.85.
 Between subjects each parameter varies by a subject-wide offset, a smooth random field
 (FWHM :attr:`Variability.field_fwhm_mm`) and independent voxel noise (shares of the variance
 given by :class:`Variability`), plus a linear age effect (neurite density falls, free water
-rises with age; Cox et al. 2016). Unmodelled variation of the tensor (axial and radial excess
-diffusivities, see :mod:`microvba.simulate.forward`) varies the same way around zero.
+rises with age; Cox et al. 2016). The tensor not captured by NODDI (see
+:mod:`microvba.simulate.forward`) has grey-matter means :data:`AXIAL_MEAN` (excess axial
+diffusivity) and :data:`PLANAR_MEAN` (split of the radial eigenvalues), zero radial excess, and
+varies between subjects the same way.
 
 References
 ----------
@@ -41,7 +43,8 @@ from scipy import ndimage
 
 from .anatomy import tissue_fractions
 
-PARAMETERS: tuple[str, ...] = ("icvf", "odi", "isovf", "delta_axial", "delta_radial")
+PARAMETERS: tuple[str, ...] = ("icvf", "odi", "isovf", "delta_axial", "delta_radial",
+                               "delta_planar")
 _FWHM_TO_SIGMA = 1.0 / np.sqrt(8.0 * np.log(2.0))
 #: bounds keeping every parameter inside the model's domain
 BOUNDS: dict[str, tuple[float, float]] = {"icvf": (0.02, 0.98), "odi": (0.04, 0.98),
@@ -63,6 +66,11 @@ GREY = TissueValues(icvf=0.40, odi=0.55, isovf=0.05, d_par=1.1e-3, s0=1.0)
 WHITE = TissueValues(icvf=0.60, odi=0.25, isovf=0.03, d_par=1.7e-3, s0=0.85)
 CSF_S0 = 1.8
 D_PAR_STEP = 0.1e-3
+#: grey-matter mean excess axial diffusivity (mm²/s), so that cortical FA is ~0.2 as measured at
+#: b ~ 1000 (NODDI alone gives a nearly isotropic tensor at ODI 0.55)
+AXIAL_MEAN = 0.25e-3
+#: grey-matter mean split of the two radial eigenvalues (mm²/s): tissue is not axially symmetric
+PLANAR_MEAN = 0.12e-3
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,7 @@ class Variability:
     isovf: float = 0.015
     delta_axial: float = 0.04e-3
     delta_radial: float = 0.03e-3
+    delta_planar: float = 0.02e-3
     global_share: float = 0.6
     field_share: float = 0.35
     field_fwhm_mm: float = 16.0
@@ -101,6 +110,8 @@ def mix_tissues(gm: np.ndarray, wm: np.ndarray, csf: np.ndarray) -> dict[str, np
         "isovf": (fcsf + (1 - fcsf) * tissue_iso).astype(np.float32),
         "d_par": (np.rint(d_par / D_PAR_STEP) * D_PAR_STEP).astype(np.float32),
         "s0": (fgm * GREY.s0 + fwm * WHITE.s0 + fcsf * CSF_S0).astype(np.float32),
+        "delta_axial": (AXIAL_MEAN * w).astype(np.float32),
+        "delta_planar": (PLANAR_MEAN * w).astype(np.float32),
     }
 
 

@@ -27,6 +27,36 @@ PARTICIPANTS_JSON: dict[str, dict[str, Any]] = {
 }
 
 
+def prepare_root(root: Path, labels: list[str]) -> None:
+    """Make ``root`` ready for a simulated dataset with subjects ``labels``.
+
+    An absent or empty folder is fine. A folder holding an earlier simulated dataset (its
+    ``dataset_description.json`` says microvba generated it) is reused: subject folders that
+    the new dataset does not have are removed so that images and ``participants.tsv`` agree.
+    Any other non-empty folder is refused, so a user's data is never overwritten.
+    """
+    import json
+    import shutil
+
+    from .._validation import InputError
+
+    if not root.exists() or not any(root.iterdir()):
+        return
+    desc = root / "dataset_description.json"
+    try:
+        generated = json.loads(desc.read_text()).get("GeneratedBy", [])
+        ours = any(g.get("Name") == "microvba" for g in generated)
+    except (OSError, ValueError, AttributeError):
+        ours = False
+    if not ours:
+        raise InputError("the folder is not empty and is not a microvba simulated dataset",
+                         file=root, fix="Choose a new or empty folder for the simulated data.")
+    keep = {f"sub-{label}" for label in labels}
+    for sub in root.glob("sub-*"):
+        if sub.is_dir() and sub.name not in keep:
+            shutil.rmtree(sub)
+
+
 def write_dataset_description(root: Path, name: str, description: str) -> Path:
     """Raw-dataset ``dataset_description.json`` (BIDS 1.9)."""
     return write_json(root / "dataset_description.json", {

@@ -47,8 +47,9 @@ def _height_integral(h, H):
 
 
 @numba.njit(**_JIT)
-def tfce_sweep(t, order, sign, neigh, H, ext_pow, out, parent, size, acc, flast, visited):
-    """Exact TFCE of ``sign * t`` (positive part) written into ``out``.
+def tfce_sweep(t, order, sign, neigh, H, ext_pow, out, parent, size, acc, flast, visited,
+               peaks, write_out):
+    """Exact TFCE of ``sign * t`` (positive part) written into ``out``; returns its maximum.
 
     Parameters
     ----------
@@ -59,8 +60,11 @@ def tfce_sweep(t, order, sign, neigh, H, ext_pow, out, parent, size, acc, flast,
     H : height exponent
     ext_pow : (V + 1,) float64, ``ext_pow[n] = n ** E``
     out : (V,) float64 output; voxels with ``sign * t <= 0`` get 0
-    parent, size, acc, flast, visited : (V,) workspaces (int32, int32, float64, float64,
-        int32); ``parent`` must be -1 on entry and is restored to -1 on exit.
+    parent, size, acc, flast, visited, peaks : (V,) workspaces (int32, int32, float64,
+        float64, int32, int32); ``parent`` must be -1 on entry and is restored to -1 on exit.
+    write_out : if False only the maximum is computed and ``out`` is left untouched. The
+        maximum TFCE lies at a local maximum of ``t`` (a voxel that starts a component: its
+        components contain those of every voxel below it), so only those are evaluated.
 
     Returns
     -------
@@ -70,9 +74,10 @@ def tfce_sweep(t, order, sign, neigh, H, ext_pow, out, parent, size, acc, flast,
     V = t.shape[0]
     K = neigh.shape[1]
     n = 0
+    n_peaks = 0
     for k in range(V):
         v = order[V - 1 - k] if sign > 0 else order[k]
-        h = sign * t[v]
+        h = np.float64(sign * t[v])
         if not h > 0.0:
             break
         F = _height_integral(h, H)
@@ -83,12 +88,14 @@ def tfce_sweep(t, order, sign, neigh, H, ext_pow, out, parent, size, acc, flast,
         visited[n] = v
         n += 1
         r = v
+        born = True
         for j in range(K):
             u = neigh[v, j]
             if u < 0:
                 break
             if parent[u] < 0:
                 continue
+            born = False
             ru = _find(parent, acc, u)
             if ru == r:
                 continue
@@ -103,23 +110,29 @@ def tfce_sweep(t, order, sign, neigh, H, ext_pow, out, parent, size, acc, flast,
             acc[r] -= acc[ru]
             size[ru] += size[r]
             r = ru
+        if born:
+            peaks[n_peaks] = v
+            n_peaks += 1
     # close (0, h_last] for every remaining component
     for i in range(n):
         v = visited[i]
         if parent[v] == v:
             acc[v] += ext_pow[size[v]] * flast[v]
             flast[v] = 0.0
-    out[:] = 0.0
     best = 0.0
-    for i in range(n):
-        v = visited[i]
+    if write_out:
+        out[:] = 0.0
+    m = n if write_out else n_peaks
+    for i in range(m):
+        v = visited[i] if write_out else peaks[i]
         _find(parent, acc, v)  # shortens the path (halving), then sum along it
         val = acc[v]
         x = v
         while parent[x] != x:
             x = parent[x]
             val += acc[x]
-        out[v] = val
+        if write_out:
+            out[v] = val
         if val > best:
             best = val
     for i in range(n):
@@ -191,14 +204,6 @@ def count_exceed(values, observed, sign, counts):
     """``counts[v] += sign * values[v] >= sign * observed[v]`` (per-voxel exceedances)."""
     for v in range(values.shape[0]):
         if sign * values[v] >= sign * observed[v]:
-            counts[v] += 1
-
-
-@numba.njit(**_JIT)
-def count_exceed_pos(values, observed, counts):
-    """``counts[v] += values[v] >= observed[v]`` for non-negative maps (TFCE)."""
-    for v in range(values.shape[0]):
-        if values[v] >= observed[v]:
             counts[v] += 1
 
 

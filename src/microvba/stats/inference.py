@@ -41,13 +41,12 @@ def _cluster_maps(cl: Clusters, null_ext: np.ndarray, null_mass: np.ndarray
 
 def assemble_maps(*, t: np.ndarray, signs: Sequence[int], null: np.ndarray,
                   stats: Sequence[str], vox_counts: np.ndarray, tfce_obs: np.ndarray | None,
-                  tfce_counts: np.ndarray | None, clusters: dict[int, Clusters] | None,
+                  clusters: dict[int, Clusters] | None,
                   family_null: np.ndarray | None, n_perm: int, params: dict
                   ) -> RandomiseResult:
     """Build the :class:`RandomiseResult` of one image from its permutation summaries.
 
-    ``null`` is ``(n_signs, len(stats), n_perm)``; ``vox_counts``/``tfce_counts``
-    ``(n_signs, V)`` exceedance counts including the unpermuted data; ``family_null``
+    ``null`` is ``(n_signs, len(stats), n_perm)``; ``vox_counts`` ``(n_signs, V)`` exceedance counts including the unpermuted data; ``family_null``
     ``(len(stats), n_perm)`` the maximum over the family (or None).
     """
     maps: dict[str, np.ndarray] = {}
@@ -68,9 +67,6 @@ def assemble_maps(*, t: np.ndarray, signs: Sequence[int], null: np.ndarray,
         if tfce_obs is not None:
             observed["tfce"] = tfce_obs[s]
             maps[f"tfce_{k}"] = tfce_obs[s]
-            p_tf = tfce_counts[s] / n_perm
-            maps[f"tfce_p_{k}"] = 1.0 - p_tf
-            maps[f"tfce_unclogp_{k}"] = _logp(p_tf)
         for stat, obs in observed.items():
             nl = null[s, idx[stat]]
             null_max[f"{stat}_{k}"] = nl

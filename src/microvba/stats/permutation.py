@@ -33,12 +33,13 @@ import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from .._logging import get_logger, progress
 from .._validation import InputError, check_positive_int
-from ._kernels import count_exceed, count_exceed_pos, freedman_lane_t
+from ._kernels import count_exceed, freedman_lane_t
 from .clusters import ClusterWorkspace, find_clusters
 from .design import check_design_matrix
 from .glm import (
@@ -99,7 +100,6 @@ class _BatchResult:
     start: int
     null: np.ndarray  # (n_images, n_signs, len(STATS), size)
     vox_counts: np.ndarray  # (n_images, n_signs, V) int32
-    tfce_counts: np.ndarray | None
 
 
 def _run_batch(batch: _Batch) -> _BatchResult:
@@ -112,10 +112,8 @@ def _run_batch(batch: _Batch) -> _BatchResult:
                                       ctx.blocks)
     null = np.zeros((n_img, n_sign, len(STATS), batch.size))
     vox_counts = np.zeros((n_img, n_sign, V), dtype=np.int32)
-    tfce_counts = np.zeros_like(vox_counts) if ctx.tfce_obs is not None else None
     sub = min(GLM_BLOCK, batch.size)
-    t_block = np.empty((sub, V))
-    tf = np.empty(V)
+    t_block = np.empty((sub, V), dtype=np.float32)
     tws = TfceWorkspace(V, ctx.tfce_E) if ctx.neigh_tfce is not None else None
     cws = ClusterWorkspace(V) if ctx.neigh_cluster is not None else None
     Ws = np.stack([projection_weights(ctx.basis, perm[i], flips[i]) for i in range(batch.size)])
@@ -134,13 +132,11 @@ def _run_batch(batch: _Batch) -> _BatchResult:
                     null[m, s, 0, i] = max(0.0, float(np.max(sign * t)))
                     count_exceed(t, ctx.t_obs[m], float(sign), vox_counts[m, s])
                     if tws is not None:
-                        null[m, s, 1, i] = tws.sweep(t, order, sign, ctx.neigh_tfce, ctx.tfce_H,
-                                                     tf)
-                        count_exceed_pos(tf, ctx.tfce_obs[m][s], tfce_counts[m, s])
+                        null[m, s, 1, i] = tws.sweep(t, order, sign, ctx.neigh_tfce, ctx.tfce_H)
                     if cws is not None:
                         null[m, s, 2:, i] = cws.sweep(t, order, sign, ctx.cluster_threshold,
                                                       ctx.neigh_cluster)
-    return _BatchResult(batch.start, null, vox_counts, tfce_counts)
+    return _BatchResult(batch.start, null, vox_counts)
 
 
 def _check_inputs(Ys: dict[str, np.ndarray], X: np.ndarray, mask: np.ndarray,
@@ -156,7 +152,10 @@ def _check_inputs(Ys: dict[str, np.ndarray], X: np.ndarray, mask: np.ndarray,
     X = check_design_matrix(X)
     out = {}
     for name, Y in Ys.items():
-        Y = np.asarray(Y, dtype=np.float64)
+        Y = np.asarray(Y)
+        if not np.issubdtype(Y.dtype, np.number):
+            raise InputError(f"Data {name!r} is not numeric (dtype {Y.dtype}).", file=name,
+                             fix="Pass a float array of image values.")
         if Y.ndim != 2 or Y.shape[1] != n_vox:
             raise InputError(f"Data {name!r} has shape {Y.shape}; expected (n_subjects, "
                              f"{n_vox}) for a mask of {n_vox} voxels.", file=name,
@@ -177,11 +176,12 @@ def _check_inputs(Ys: dict[str, np.ndarray], X: np.ndarray, mask: np.ndarray,
 
 def _observed(ctx_parts: dict, fl: FreedmanLane, Y: np.ndarray, signs: Sequence[int],
               tfce_args: tuple | None) -> None:
-    e = fl.residualise(Y).astype(np.float32)
-    e64 = e.astype(np.float64)
+    e64 = fl.residualise(Y)
+    t = fl.t_stat(e64)
+    e = e64.astype(np.float32)
+    del e64
     ctx_parts["residuals"].append(e)
-    ctx_parts["ee"].append(np.einsum("ij,ij->j", e64, e64))
-    t = fl.t_stat(fl.residualise(Y))
+    ctx_parts["ee"].append(np.einsum("ij,ij->j", e, e, dtype=np.float64))
     ctx_parts["t_obs"].append(t)
     if tfce_args is not None:
         neigh, H, E = tfce_args
@@ -223,7 +223,24 @@ def _execute(batches: list[_Batch], batch_map: BatchMap | None, n_jobs: int | No
             reduce(fut.result())
 
 
-def randomise_family(
+def randomise_family(Ys: dict[str, np.ndarray], design_matrix: np.ndarray,
+                     contrast: np.ndarray, mask: np.ndarray, **kwargs: Any
+                     ) -> dict[str, RandomiseResult]:
+    """Permutation inference for several images with the same permutations.
+
+    Parameters are those of :func:`randomise`; ``Ys`` maps a name (e.g. a metric) to its
+    ``(n_subjects, n_voxels_in_mask)`` data. Each returned result holds that image's maps
+    corrected within the image and direction (``*_corrp_tstat{k}``) and, when the family
+    has more than one member (images x directions), corrected over the whole family
+    (``*_famcorrp_tstat{k}``, ``*_famlogp_tstat{k}``): the null distribution is the maximum
+    over all images and both directions of each permutation (PALM ``-corrcon -corrmod``);
+    ``null_max["<stat>_family"]`` holds it (``family_maps=False`` skips these maps).
+    """
+    kwargs.setdefault("family_maps", True)
+    return _randomise_images(Ys, design_matrix, contrast, mask, **kwargs)
+
+
+def _randomise_images(
     Ys: dict[str, np.ndarray],
     design_matrix: np.ndarray,
     contrast: np.ndarray,
@@ -242,16 +259,9 @@ def randomise_family(
     batch_map: BatchMap | None = None,
     n_jobs: int | None = None,
     batch_size: int = BATCH_SIZE,
+    family_maps: bool = True,
 ) -> dict[str, RandomiseResult]:
-    """Permutation inference for several images with the same permutations.
-
-    Parameters are those of :func:`randomise`; ``Ys`` maps a name (e.g. a metric) to its
-    ``(n_subjects, n_voxels_in_mask)`` data. Each returned result holds that image's maps
-    corrected within the image and direction (``*_corrp_tstat{k}``) and, when the family
-    has more than one member or direction, corrected over the whole family
-    (``*_famcorrp_tstat{k}``, ``*_famlogp_tstat{k}``): the null distribution is the maximum
-    over all images and both directions of each permutation (PALM ``-corrcon -corrmod``).
-    """
+    """Shared implementation of :func:`randomise` and :func:`randomise_family`."""
     if not isinstance(Ys, dict) or not Ys:
         raise InputError("Ys must be a non-empty dict of name -> (n_subjects, n_voxels) array.",
                          file="Ys", fix="Pass e.g. {'fa': Y_fa, 'md': Y_md}.")
@@ -292,13 +302,10 @@ def randomise_family(
     n_img, V = len(Ys), int(mask.sum())
     null = np.zeros((n_img, len(signs), len(STATS), n_perm))
     vox_counts = np.zeros((n_img, len(signs), V), dtype=np.int64)
-    tfce_counts = np.zeros_like(vox_counts) if tfce else None
 
     def reduce(res: _BatchResult) -> None:
         null[..., res.start:res.start + res.null.shape[-1]] = res.null
         vox_counts[...] += res.vox_counts
-        if tfce_counts is not None:
-            tfce_counts[...] += res.tfce_counts
 
     log.info("randomise: %d image(s), %d subjects, %d voxels, %d permutations (%s)",
              n_img, X.shape[0], V, n_perm, "sign flips" if fl.sign_flip else "Freedman-Lane")
@@ -319,8 +326,6 @@ def randomise_family(
                 null[m, s, 2, 0] = float(cl.extent.max()) if cl.n_clusters else 0.0
                 null[m, s, 3, 0] = float(cl.mass.max()) if cl.n_clusters else 0.0
     vox_counts += 1
-    if tfce_counts is not None:
-        tfce_counts += 1
 
     params = {
         "n_perm": int(n_perm), "seed": int(seed), "tfce": bool(tfce), "tfce_H": float(tfce_H),
@@ -334,16 +339,16 @@ def randomise_family(
         "contrast": np.asarray(contrast, dtype=float).tolist(),
         "family": list(Ys), "n_possible_rearrangements": possible,
     }
-    family_null = null.max(axis=(0, 1)) if (n_img > 1 or len(signs) > 1) else None
+    family_null = (null.max(axis=(0, 1))
+                   if family_maps and (n_img > 1 or len(signs) > 1) else None)
     results = {}
     for m, name in enumerate(Ys):
         results[name] = assemble_maps(
             t=ctx.t_obs[m], signs=signs, null=null[m], stats=STATS,
             vox_counts=vox_counts[m],
             tfce_obs=ctx.tfce_obs[m] if tfce else None,
-            tfce_counts=tfce_counts[m] if tfce_counts is not None else None,
             clusters={s: clusters[m, s] for s in range(len(signs))} if clusters else None,
-            family_null=family_null if n_img > 1 else None,
+            family_null=family_null,
             n_perm=n_perm, params={**params, "image": name},
         )
     return results
@@ -395,10 +400,10 @@ def randomise(
     RandomiseResult
         ``.maps`` (randomise names, corrp = 1 - p), ``.null_max``, ``.params``.
     """
-    res = randomise_family(
+    res = _randomise_images(
         {"data": Y}, design_matrix, contrast, mask, n_perm=n_perm, seed=seed, tfce=tfce,
         tfce_H=tfce_H, tfce_E=tfce_E, tfce_connectivity=tfce_connectivity,
         cluster_threshold=cluster_threshold, cluster_connectivity=cluster_connectivity,
         exchangeability_blocks=exchangeability_blocks, two_sided=two_sided,
-        batch_map=batch_map, n_jobs=n_jobs, batch_size=batch_size)
+        batch_map=batch_map, n_jobs=n_jobs, batch_size=batch_size, family_maps=False)
     return res["data"]

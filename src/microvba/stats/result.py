@@ -14,12 +14,13 @@ from .._validation import InputError
 #: how each map family is defined (written into the JSON sidecar)
 MAP_DOCS = {
     "tstat{k}": "t statistic; tstat1 tests the contrast c, tstat2 tests -c",
-    "tfce_tstat{k}": "exact TFCE of tstat{k} (positive part)",
+    "tfce_tstat{k}": "exact TFCE of tstat{k} (positive part; no step size)",
+    "{stat}": "vox (t), tfce, clustere (cluster extent), clusterm (cluster mass)",
     "{stat}_corrp_tstat{k}": "1 - p, FWE-corrected by the maximum statistic over the "
                              "permutations (as FSL randomise: > 0.95 means p < 0.05)",
     "{stat}_logp_tstat{k}": "-log10 of the FWE-corrected p",
-    "{stat}_p_tstat{k}": "1 - p, uncorrected (voxel-wise permutation p)",
-    "{stat}_unclogp_tstat{k}": "-log10 of the uncorrected p",
+    "vox_p_tstat{k}": "1 - p, uncorrected (each voxel's own permutation distribution)",
+    "vox_unclogp_tstat{k}": "-log10 of the uncorrected p",
     "vox_fdrp_tstat{k}": "1 - q, Benjamini-Hochberg FDR-adjusted voxel p",
     "vox_fdrlogp_tstat{k}": "-log10 of the FDR q",
     "{stat}_famcorrp_tstat{k}": "1 - p, FWE-corrected over the family of images and both "
@@ -51,6 +52,36 @@ class RandomiseResult:
     null_max: dict[str, np.ndarray]
     params: dict[str, Any]
     clusters: dict[str, Any] = field(default_factory=dict)
+
+    def methods(self) -> str:
+        """A methods paragraph describing the analysis, with references."""
+        p = self.params
+        scheme = ("sign flipping of the residuals (one-sample design)" if p.get("method") ==
+                  "sign_flip" else "Freedman-Lane permutation of the nuisance-model residuals")
+        if p.get("exchangeability_blocks"):
+            scheme += f" within {p['exchangeability_blocks']} exchangeability blocks"
+        parts = [
+            f"Voxel-wise inference used {p['n_perm']} permutations ({scheme}; Freedman & Lane "
+            f"1983; Winkler et al. 2014) of a GLM with {p['n_subjects']} subjects and "
+            f"{p['df']} residual degrees of freedom over {p['n_voxels']} voxels, testing both "
+            "directions of the contrast, with microvba (seed "
+            f"{p['seed']})."
+        ]
+        if p.get("tfce"):
+            parts.append(
+                f"Threshold-free cluster enhancement (Smith & Nichols 2009; H={p['tfce_H']:g}, "
+                f"E={p['tfce_E']:g}, {p['tfce_connectivity']}-connectivity) was computed "
+                "exactly (the integral over heights evaluated in closed form, no step size).")
+        if p.get("cluster_threshold") is not None:
+            parts.append(
+                f"Cluster extent and mass were formed at t > {p['cluster_threshold']:g} "
+                f"({p['cluster_connectivity']}-connectivity).")
+        parts.append("Family-wise error was controlled with the maximum statistic over "
+                     "permutations (Nichols & Holmes 2002)"
+                     + (f", across {len(p['family'])} image(s) and both directions (Winkler "
+                        "et al. 2016)" if len(p.get("family", [])) > 1 else "")
+                     + "; voxel-wise FDR used Benjamini & Hochberg (1995).")
+        return " ".join(parts)
 
     def to_images(self, mask: np.ndarray, affine: np.ndarray,
                   header: Any = None) -> dict[str, Any]:
@@ -88,6 +119,7 @@ class RandomiseResult:
             self.params, inputs,
             Maps={name: p.name for name, p in paths.items()},
             MapDefinitions=MAP_DOCS,
+            Methods=self.methods(),
             Convention="corrp and p maps hold 1 - p as FSL randomise; permutation 0 is the "
                        "unpermuted data, so p >= 1/n_perm",
             NullMaxima={k: {"n": int(v.size), "q95": float(np.quantile(v, 0.95))}

@@ -88,13 +88,20 @@ class TfceWorkspace:
         self.acc = np.zeros(n_voxels, dtype=np.float64)
         self.flast = np.zeros(n_voxels, dtype=np.float64)
         self.visited = np.zeros(n_voxels, dtype=np.int32)
+        self.peaks = np.zeros(n_voxels, dtype=np.int32)
         self.ext_pow = np.arange(n_voxels + 1, dtype=np.float64) ** float(E)
 
     def sweep(self, t: np.ndarray, order: np.ndarray, sign: int, neigh: np.ndarray, H: float,
-              out: np.ndarray) -> float:
-        """TFCE of the ``sign`` tail of ``t`` into ``out``; returns its maximum."""
+              out: np.ndarray | None = None) -> float:
+        """TFCE of the ``sign`` tail of ``t`` into ``out``; returns its maximum.
+
+        With ``out=None`` only the maximum is computed (faster: the permutation null).
+        """
+        write = out is not None
+        if out is None:
+            out = self.acc[:0]
         return tfce_sweep(t, order, sign, neigh, float(H), self.ext_pow, out, self.parent,
-                          self.size, self.acc, self.flast, self.visited)
+                          self.size, self.acc, self.flast, self.visited, self.peaks, write)
 
 
 def tfce_masked(values: np.ndarray, neigh: np.ndarray, H: float = 2.0, E: float = 0.5,

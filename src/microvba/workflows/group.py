@@ -141,7 +141,7 @@ def run_group(bids_dir: Path, out_dir: Path, settings: GroupSettings,
     subjects = [s for s, k in zip(subjects, keep, strict=True) if k]
     paths = [p for p, k in zip(paths, keep, strict=True) if k]
     participants = participants.loc[[s.label for s in subjects]]
-    part_out = participants.copy()
+    part_out = participants.drop(columns=["participant_id"], errors="ignore")
     part_out.index = [f"sub-{i}" for i in part_out.index]
     part_out.index.name = "participant_id"
     write_text(group_dir / "participants.tsv", part_out.to_csv(sep="\t"))
@@ -163,14 +163,17 @@ def run_group(bids_dir: Path, out_dir: Path, settings: GroupSettings,
     contrast = design.contrast(settings.score)
     results = _run_statistics(paths, mask, voxel_size, design, contrast, settings, executor)
 
+    from ..regions.atlases import ATLASES, as_atlases
+
+    atlases = as_atlases(ATLASES, settings.data_dir)  # loaded once for every metric and sign
     summary = {"n_subjects": len(subjects), "n_voxels": int(mask.sum()), "metrics": {}}
     cluster_tables, corr_tables = [], []
     for metric, res in results.items():
         mdir = group_dir / metric
         saved = res.save(mdir, metric, mask, affine)
         summary["metrics"][metric] = {k: str(v) for k, v in saved.items()}
-        clusters, corrs = _follow_up(metric, saved, paths, mask, affine, participants,
-                                     settings, mdir, out_dir)
+        clusters, corrs = _follow_up(metric, saved, paths, affine, participants,
+                                     settings, mdir, out_dir, atlases)
         cluster_tables += clusters
         corr_tables += corrs
     clusters = pd.concat(cluster_tables, ignore_index=True) if cluster_tables else pd.DataFrame()
@@ -222,7 +225,7 @@ def _run_statistics(paths, mask, voxel_size, design, contrast, settings, executo
             for m, Y in Ys.items()}
 
 
-def _follow_up(metric, saved, paths, mask, affine, participants, settings, mdir, out_dir):
+def _follow_up(metric, saved, paths, affine, participants, settings, mdir, out_dir, atlases):
     """Clusters, labels, partial correlations and decoding of one metric, both signs."""
     from ..regions.followup import follow_up
 
@@ -232,10 +235,12 @@ def _follow_up(metric, saved, paths, mask, affine, participants, settings, mdir,
     clusters, corrs = [], []
     for k, sign in ((1, "+"), (2, "-")):
         stat = nib.load(saved[f"tstat{k}"])
-        corrp = nib.load(saved[f"tfce_corrp_tstat{k}"])
+        kind = "famcorrp" if settings.correct_across else "corrp"
+        corrp = nib.load(saved[f"tfce_{kind}_tstat{k}"])
         res = follow_up(stat, corrp, raw_img, participants, settings.score,
-                        list(settings.covariates), metric, sign, mdir,
-                        data_dir=settings.data_dir, alpha=settings.alpha)
+                        list(settings.covariates), metric, sign, mdir, atlases=atlases,
+                        data_dir=settings.data_dir, alpha=settings.alpha,
+                        loso_fwhm_mm=settings.fwhm, seed=settings.seed)
         res.save(mdir)
         if len(res.clusters):
             clusters.append(res.clusters.assign(metric=metric, sign=sign))

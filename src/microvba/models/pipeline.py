@@ -1,0 +1,222 @@
+"""Fit the tensor and NODDI to one DWI series and write BIDS-derivative maps.
+
+One public function, :func:`fit_image`; the participant stage calls it once per subject and
+``microvba fit`` once per image.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .._logging import get_logger
+from .._provenance import is_up_to_date, make_sidecar, save_nifti, write_json
+from .._validation import InputError, check_choice
+from ..io.derivatives import sidecar_path
+from .dti import TensorModel
+from .gradients import GradientTable
+from .noddi import D_ISO, D_PAR_GM, D_PAR_WM, NoddiModel
+
+log = get_logger(__name__)
+
+MODELS = ("tensor", "noddi")
+TISSUE_D_PAR = {"wm": D_PAR_WM, "gm": D_PAR_GM}
+
+
+def map_filename(prefix: str, model: str, param: str, desc: str | None = None) -> str:
+    """``{prefix}[_desc-{desc}]_model-{model}_param-{param}_dwimap.nii.gz``."""
+    d = f"_desc-{desc}" if desc else ""
+    return f"{prefix}{d}_model-{model}_param-{param}_dwimap.nii.gz"
+
+
+def mask_filename(prefix: str) -> str:
+    return f"{prefix}_desc-brain_mask.nii.gz"
+
+
+def planned_outputs(out_dir: str | Path, prefix: str, models: Sequence[str]
+                    ) -> dict[str, Path]:
+    """Every map :func:`fit_image` writes, keyed by parameter name."""
+    out = Path(out_dir)
+    paths: dict[str, Path] = {}
+    if "tensor" in models:
+        for p in ("fa", "md", "rd", "ad", "colorfa"):
+            paths[p] = out / map_filename(prefix, "tensor", p)
+    if "noddi" in models:
+        for p in ("icvf", "odi", "isovf", "kappa", "nrmse", "direction"):
+            paths[p] = out / map_filename(prefix, "noddi", p)
+        for p in ("icvf", "odi"):
+            paths[f"{p}_modulated"] = out / map_filename(prefix, "noddi", p, desc="modulated")
+    paths["mask"] = out / mask_filename(prefix)
+    return paths
+
+
+def _check_models(models: Sequence[str]) -> tuple[str, ...]:
+    models = tuple(models)
+    if not models:
+        raise InputError("no model requested", file="parameter models",
+                         fix="Pass --model tensor, noddi or tensor,noddi.")
+    for m in models:
+        check_choice("model", m, MODELS)
+    return models
+
+
+def _load_dwi(dwi_path: Path, gtab: GradientTable):
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(dwi_path))
+    except Exception as exc:  # nibabel raises several types for unreadable files
+        raise InputError(f"cannot read the DWI image ({exc})", file=dwi_path,
+                         fix="Provide a readable NIfTI file (.nii or .nii.gz).") from exc
+    if len(img.shape) != 4:
+        raise InputError(f"the DWI image is {len(img.shape)}-D {img.shape}; a 4-D series is "
+                         "needed", file=dwi_path, fix="Give the 4-D diffusion series.")
+    if img.shape[3] != gtab.n_volumes:
+        raise InputError(f"the image has {img.shape[3]} volumes but the gradient table has "
+                         f"{gtab.n_volumes}", file=dwi_path,
+                         fix="Use the .bval/.bvec files written with this DWI series.")
+    data = img.get_fdata(dtype=np.float32, caching="unchanged")
+    return img, data
+
+
+def _load_mask(mask_path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    import nibabel as nib
+
+    m = np.asanyarray(nib.load(str(mask_path)).dataobj)
+    if m.shape != shape:
+        raise InputError(f"mask shape {m.shape} differs from the DWI grid {shape}",
+                         file=mask_path, fix="Give a mask in the DWI's voxel grid.")
+    return m > 0
+
+
+def _parameters(models, d_par, d_iso, tissue, dti_bmax, dti_method, denoise, mask_path,
+                gtab) -> dict:
+    return {"models": list(models), "d_par": d_par, "d_iso": d_iso, "tissue": tissue,
+            "dti_bmax": dti_bmax, "dti_method": dti_method, "denoise": bool(denoise),
+            "mask": "given" if mask_path else "median_otsu(mean b0)",
+            "scheme": gtab.summary()}
+
+
+def fit_image(dwi_path: str | Path, bval_path: str | Path, bvec_path: str | Path,
+              out_dir: str | Path, prefix: str, mask_path: str | Path | None = None,
+              models: Sequence[str] = MODELS, d_par: float | None = None, tissue: str = "wm",
+              d_iso: float = D_ISO, dti_bmax: float = 1750.0, dti_method: str = "wls",
+              denoise: bool = False, force: bool = False) -> dict[str, Path]:
+    """Fit the requested models to one DWI series and write the maps.
+
+    Parameters
+    ----------
+    dwi_path, bval_path, bvec_path
+        The 4-D series and its FSL gradient files.
+    out_dir, prefix
+        Output folder and file-name prefix (e.g. ``sub-01_space-orig``).
+    mask_path
+        Brain mask; default: DIPY ``median_otsu`` on the mean b0 (written too).
+    models
+        Any of ``"tensor"``, ``"noddi"``.
+    d_par, tissue
+        NODDI intrinsic diffusivity; ``d_par`` overrides the ``tissue`` preset
+        (``wm`` = 1.7e-3, ``gm`` = 1.1e-3 mm²/s).
+    d_iso, dti_bmax, dti_method
+        NODDI isotropic diffusivity; tensor b-value limit and fit method.
+    denoise
+        MP-PCA denoising (DIPY) before fitting.
+    force
+        Refit even when the outputs are up to date.
+
+    Returns
+    -------
+    dict
+        Parameter name -> written path (``fa``, ..., ``isovf``, extras, ``mask``).
+    """
+    models = _check_models(models)
+    tissue = check_choice("tissue", tissue, list(TISSUE_D_PAR))
+    d_par = float(TISSUE_D_PAR[tissue] if d_par is None else d_par)
+    dwi_path, out_dir = Path(dwi_path), Path(out_dir)
+    gtab = GradientTable.from_files(bval_path, bvec_path)
+    inputs = {"dwi": dwi_path, "bval": Path(bval_path), "bvec": Path(bvec_path)}
+    if mask_path is not None:
+        inputs["mask"] = Path(mask_path)
+    params = _parameters(models, d_par, d_iso, tissue, dti_bmax, dti_method, denoise,
+                         mask_path, gtab)
+    outputs = planned_outputs(out_dir, prefix, models)
+    first = next(p for k, p in outputs.items() if k != "mask")
+    if not force and is_up_to_date(list(outputs.values()), sidecar_path(first), params,
+                                   inputs):
+        log.info("%s: outputs up to date, skipping (use --force to refit)", prefix)
+        return outputs
+    # build the models first: scheme errors surface before any heavy work
+    tensor = TensorModel(gtab, fit_method=dti_method, bmax=dti_bmax) if "tensor" in models \
+        else None
+    noddi = NoddiModel(gtab, d_par=d_par, d_iso=d_iso, dti_bmax=dti_bmax) if "noddi" in models \
+        else None
+    log.info("%s: %s", prefix, gtab.describe())
+    img, data = _load_dwi(dwi_path, gtab)
+    mask = _load_mask(Path(mask_path), data.shape[:3]) if mask_path else \
+        _auto_mask(data, gtab)
+    log.info("%s: %d voxels in the mask", prefix, int(mask.sum()))
+    if denoise:
+        from .mask import denoise as mppca
+
+        t0 = time.perf_counter()
+        data = mppca(data, mask=mask)
+        log.info("%s: MP-PCA denoising in %.1f s", prefix, time.perf_counter() - t0)
+    maps: dict[str, np.ndarray] = {}
+    extra: dict[str, dict] = {"tensor": {}, "noddi": {}}
+    if tensor is not None:
+        t0 = time.perf_counter()
+        tf = tensor.fit(data, mask)
+        maps.update(fa=tf.fa, md=tf.md, rd=tf.rd, ad=tf.ad, colorfa=tf.color_fa)
+        extra["tensor"] = {"Volumes": int(tensor.volumes.size)}
+        log.info("%s: tensor (%s, %d volumes with b <= %g) in %.1f s", prefix, dti_method,
+                 tensor.volumes.size, dti_bmax, time.perf_counter() - t0)
+        del tf
+    if noddi is not None:
+        t0 = time.perf_counter()
+        nf = noddi.fit(data, mask, progress_desc=f"NODDI {prefix}")
+        maps.update(icvf=nf.icvf, odi=nf.odi, isovf=nf.isovf, kappa=nf.kappa,
+                    nrmse=nf.nrmse, direction=nf.direction, icvf_modulated=nf.icvf_modulated,
+                    odi_modulated=nf.odi_modulated)
+        extra["noddi"] = {"VoxelsAtBound": nf.n_bound, "VoxelsFailed": nf.n_failed,
+                          "NoddiSettings": noddi.parameters()}
+        log.info("%s: NODDI (d_par=%g, d_iso=%g) in %.1f s; %d voxels at a bound "
+                 "(ICVF or ISOVF >= 0.99), %d failed", prefix, d_par, d_iso,
+                 time.perf_counter() - t0, nf.n_bound, nf.n_failed)
+        del nf
+    del data
+    return _write_maps(maps, mask, outputs, img, params, inputs, extra)
+
+
+def _auto_mask(data: np.ndarray, gtab: GradientTable) -> np.ndarray:
+    from .mask import brain_mask
+
+    return brain_mask(data, gtab)
+
+
+def _write_maps(maps: dict[str, np.ndarray], mask: np.ndarray, outputs: dict[str, Path],
+                img, params: dict, inputs: dict, extra: dict) -> dict[str, Path]:
+    import nibabel as nib
+
+    def save(arr: np.ndarray, path: Path, model: str | None, dtype=np.float32) -> None:
+        out = nib.Nifti1Image(np.asarray(arr, dtype=dtype), img.affine)
+        out.header.set_qform(img.header.get_qform(), int(img.header["qform_code"]))
+        out.header.set_sform(img.header.get_sform(), int(img.header["sform_code"]))
+        out.header.set_xyzt_units(*img.header.get_xyzt_units())
+        save_nifti(out, path)
+        side = make_sidecar(params, inputs, Model=model or "mask",
+                            Scheme=params["scheme"], **extra.get(model or "", {}))
+        write_json(sidecar_path(path), side)
+
+    written: dict[str, Path] = {}
+    # write the mask last: the up-to-date check keys on the first map's sidecar
+    for key, arr in maps.items():
+        model = "tensor" if key in ("fa", "md", "rd", "ad", "colorfa") else "noddi"
+        save(np.where(mask[..., None], arr, 0) if arr.ndim == 4 else np.where(mask, arr, 0),
+             outputs[key], model)
+        written[key] = outputs[key]
+    save(mask, outputs["mask"], None, dtype=np.uint8)
+    written["mask"] = outputs["mask"]
+    return written

@@ -1,0 +1,416 @@
+"""Result sections of the report: corrected maps, clusters, correlations, decoding, planted vs found."""
+
+from __future__ import annotations
+
+import re
+from html import escape
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from . import figures
+from ._common import (
+    _KIND_NAMES,
+    FIGURE_DPI,
+    _alpha,
+    _cell,
+    _cluster_region,
+    _img_tag,
+    _is_true,
+    _kind,
+    _load,
+    _metric_label,
+    _norm_key,
+    _pick,
+    _sign,
+    _sign_html,
+    _text,
+)
+from ._inputs import DecodingResult, MetricMaps, ReportInputs, read_tsv
+from .html import (
+    Column,
+    Numbering,
+    figure_html,
+    format_number,
+    table_html,
+)
+
+# ----------------------------------------------------------------------------- clusters
+#: canonical column -> accepted spellings (the regions stage's names first)
+_CLUSTER_ALIASES: dict[str, tuple[str, ...]] = {
+    "metric": ("metric",),
+    "sign": ("sign", "tail"),
+    "cluster_id": ("cluster_id", "cluster"),
+    "size_vox": ("size_vox", "n_voxels", "size"),
+    "size_mm3": ("size_mm3", "volume_mm3"),
+    "peak_stat": ("peak_stat", "peak_t"),
+    "region": ("region", "brainnetome_top", "peak_brainnetome", "brainnetome",
+               "brainnetome_label"),
+    "bn_cover": ("brainnetome",),
+    "ho_label": ("harvard_oxford_top", "peak_harvard_oxford", "harvard_oxford"),
+    "aal_label": ("aal_top", "peak_aal", "aal"),
+    "fwe_p": ("min_fwe_p", "fwe_p", "p_fwe", "min_p_fwe"),
+}
+
+
+def normalise_clusters(inputs: ReportInputs) -> pd.DataFrame | None:
+    """The cluster table with canonical column names, signs as ``+``/``-`` and FWE p.
+
+    When the table has no FWE p, it is read from the corrected map inside each cluster's
+    label image (``<metric>_<pos|neg>_clusters.nii.gz``): :math:`p = 1 - \\max corrp`.
+    """
+    c = inputs.clusters
+    if c is None or c.empty:
+        return c
+    out = c.copy()
+    for canon, names in _CLUSTER_ALIASES.items():
+        col = _pick(c, *names)
+        if col is not None and canon not in out.columns.difference([col]):
+            out[canon] = c[col]
+    if "bn_cover" in out and "region" in out and out["bn_cover"].equals(out["region"]):
+        out = out.drop(columns="bn_cover")
+    if "sign" in out:
+        out["sign"] = out["sign"].map(_sign)
+    if "metric" in out:
+        out["metric"] = out["metric"].astype(str).str.lower()
+    if "fwe_p" not in out and {"metric", "sign", "cluster_id"} <= set(out.columns):
+        out["fwe_p"] = [_cluster_fwe_p(inputs, r["metric"], r["sign"], r["cluster_id"])
+                        for _, r in out.iterrows()]
+    return out
+
+
+def _cluster_fwe_p(inputs: ReportInputs, metric: str, sign: str, cluster_id: Any) -> float:
+    maps = inputs.metrics.get(metric)
+    if maps is None or sign not in maps.cluster_labels:
+        return float("nan")
+    kind = _kind(inputs, maps)
+    corrp_img = _load(maps.corrp.get(kind, {}).get(1 if sign == "+" else 2)) if kind else None
+    label_img = _load(maps.cluster_labels[sign])
+    if corrp_img is None or label_img is None or corrp_img.shape[:3] != label_img.shape[:3]:
+        return float("nan")
+    try:
+        inside = np.asarray(label_img.dataobj).reshape(label_img.shape[:3]) == int(
+            float(cluster_id))
+    except (TypeError, ValueError):
+        return float("nan")
+    if not inside.any():
+        return float("nan")
+    cp = np.asarray(corrp_img.dataobj, dtype=np.float64).reshape(corrp_img.shape[:3])
+    return float(1.0 - np.nanmax(cp[inside]))
+
+
+# ----------------------------------------------------------------------------- maps
+def _metric_result(maps: MetricMaps, kind: str | None, alpha: float) -> dict[str, Any]:
+    """Significant signed map and summary numbers of one metric."""
+    t1 = _load(maps.tstat.get(1))
+    t2 = _load(maps.tstat.get(2))
+    if t2 is None and t1 is not None:
+        t2 = nib.Nifti1Image(-np.asarray(t1.dataobj, dtype=np.float32), t1.affine)
+    result: dict[str, Any] = {"max_t": np.nan, "map": None}
+    sig_images = []
+    for contrast, sign, timg in ((1, 1, t1), (2, -1, t2)):
+        corrp = _load(maps.corrp.get(kind, {}).get(contrast)) if kind else None
+        key = "+" if sign > 0 else "-"
+        result[f"p_{key}"] = np.nan
+        result[f"n_{key}"] = 0
+        if timg is None:
+            continue
+        if corrp is not None:
+            cp = np.asarray(corrp.dataobj, dtype=np.float32)
+            result[f"p_{key}"] = float(1.0 - np.nanmax(cp)) if cp.size else np.nan
+        sig = figures.significant_t(timg, corrp, alpha=alpha, sign=sign)
+        result[f"n_{key}"] = int(np.count_nonzero(np.asarray(sig.dataobj)))
+        sig_images.append(sig)
+    if t1 is not None:
+        result["max_t"] = float(np.nanmax(np.abs(np.asarray(t1.dataobj, dtype=np.float32))))
+    if sig_images and any(result[f"n_{k}"] for k in "+-"):
+        result["map"] = figures.combine_signs(sig_images)
+    return result
+
+
+def maps_section(inputs: ReportInputs, numbering: Numbering) -> str:
+    if not inputs.metrics:
+        return '<p class="empty">No statistical maps (group/&lt;metric&gt;/) were found.</p>'
+    alpha = _alpha(inputs)
+    rows, parts = [], []
+    for metric, maps in inputs.metrics.items():
+        kind = _kind(inputs, maps)
+        res = _metric_result(maps, kind, alpha)
+        rows.append({"metric": _metric_label(metric), "kind": _KIND_NAMES.get(kind or "", "none"),
+                     **{k: v for k, v in res.items() if k != "map"}})
+        label = f"{_metric_label(metric)}"
+        if res["map"] is None:
+            why = "no corrected map was found" if kind is None else (
+                f"no voxel survived FWE correction at p &lt; {alpha:g}")
+            parts.append(f'<h3>{escape(label)}</h3><p class="empty">{escape(label)}: {why}.</p>')
+            continue
+        # no name holds the figure: nilearn calls gc.collect() about ten times per figure,
+        # and each call would walk a previous figure's ~65k artists again
+        png = figures.figure_png(figures.corrected_map_figure(res["map"]), dpi=FIGURE_DPI)
+        caption = (f"<b>{escape(label)}</b>, {escape(_KIND_NAMES.get(kind, kind))}: t values of "
+                   f"the voxels with FWE-corrected p &lt; {alpha:g} "
+                   f"({res['n_+']} positive, {res['n_-']} negative voxels); positive association "
+                   "with the score in red-yellow, negative in blue. Glass brain (top) and axial "
+                   "slices through the cluster peaks (bottom; z in mm).")
+        parts.append(f"<h3>{escape(label)}</h3>" + figure_html(
+            png, caption, numbering,
+            alt=f"{label} corrected map", caption_is_html=True))
+    df = pd.DataFrame(rows)
+    cols = [Column("Metric", lambda r: f"<b>{escape(r['metric'])}</b>"),
+            Column("Correction", lambda r: escape(r["kind"])),
+            Column("max |t|", _cell("max_t", 2), numeric=True),
+            Column("min FWE p (+)", _cell("p_+", p=True), numeric=True,
+                   css=lambda r: "sig" if r["p_+"] < alpha else ""),
+            Column("voxels (+)", _cell("n_+", 0), numeric=True),
+            Column("min FWE p (−)", _cell("p_-", p=True), numeric=True,
+                   css=lambda r: "sig" if r["p_-"] < alpha else ""),
+            Column("voxels (−)", _cell("n_-", 0), numeric=True)]
+    table = table_html(df, cols, f"Voxel-wise results per metric: smallest FWE-corrected p and "
+                       f"number of voxels with p &lt; {alpha:g} in each direction.", numbering,
+                       caption_is_html=True)
+    return table + "\n" + "\n".join(parts)
+
+
+# ----------------------------------------------------------------------------- clusters
+def clusters_section(inputs: ReportInputs, numbering: Numbering) -> str:
+    c = inputs.clusters
+    if c is None:
+        return '<p class="empty">No cluster table (group/clusters.tsv) was found.</p>'
+    if c.empty:
+        return '<p class="empty">No cluster survived family-wise error correction.</p>'
+    cols = []
+    if "metric" in c:
+        cols.append(Column("Metric", lambda r: escape(_metric_label(str(r["metric"])))))
+    if "sign" in c:
+        cols.append(Column("Sign", lambda r: _sign_html(r["sign"])))
+    if "cluster_id" in c:
+        cols.append(Column("Cluster", _cell("cluster_id", 0)))
+    for header, col, dec in (("Voxels", "size_vox", 0), ("mm³", "size_mm3", 0)):
+        if col in c:
+            cols.append(Column(header, _cell(col, dec), numeric=True))
+    if all(f"peak_{a}" in c for a in "xyz"):
+        cols.append(Column("Peak x, y, z (mm)", lambda r: ", ".join(
+            format_number(r[f"peak_{a}"], 0) for a in "xyz"), numeric=True))
+    if "peak_stat" in c:
+        cols.append(Column("Peak t", _cell("peak_stat", 2), numeric=True))
+    for header, col in (("Brainnetome region", "region"),
+                        ("Brainnetome (% of cluster)", "bn_cover"),
+                        ("Harvard-Oxford", "ho_label"), ("AAL", "aal_label")):
+        if col in c:
+            cols.append(Column(header, _text(col)))
+    if "fwe_p" in c:
+        cols.append(Column("FWE p", _cell("fwe_p", p=True), numeric=True))
+    caption = ("Significant clusters: size, peak MNI coordinates and statistic, anatomical "
+               "labels (Brainnetome subregion, Harvard-Oxford, AAL) and the smallest "
+               "FWE-corrected p in the cluster.")
+    return table_html(c, cols, caption, numbering)
+
+
+# ----------------------------------------------------------------------------- correlations
+def _with_regions(corr: pd.DataFrame, inputs: ReportInputs) -> pd.DataFrame:
+    corr = corr.copy()
+    keys = [_pick(corr, "metric"), _pick(corr, "sign"), _pick(corr, "cluster_id", "cluster")]
+    corr["_region"] = ([_cluster_region(inputs, r[keys[0]], r[keys[1]], r[keys[2]])
+                        for _, r in corr.iterrows()] if all(keys) else "")
+    return corr
+
+
+def _r_ci(r: str | None, lo: str | None, hi: str | None):
+    def render(row: pd.Series) -> str:
+        if r is None or pd.isna(row[r]):
+            return ""
+        text = f"{float(row[r]):.2f}"
+        if lo and hi and pd.notna(row[lo]) and pd.notna(row[hi]):
+            text += f" [{float(row[lo]):.2f}, {float(row[hi]):.2f}]"
+        return text
+    return render
+
+
+def _ci(lo: str | None, hi: str | None):
+    def render(row: pd.Series) -> str:
+        if lo is None or hi is None or pd.isna(row[lo]) or pd.isna(row[hi]):
+            return ""
+        return f"[{float(row[lo]):.2f}, {float(row[hi]):.2f}]"
+    return render
+
+
+def _scatter_caption(inputs: ReportInputs, png: Path) -> str:
+    m = re.match(r"(?P<metric>[^_]+)_(?P<sign>pos|neg)_cluster-(?P<cid>[^_]+)_", png.name)
+    if m is None:
+        return f"{escape(png.parent.name.upper())}: {escape(png.stem)}."
+    sign = "+" if m["sign"] == "pos" else "-"
+    region = _cluster_region(inputs, m["metric"], sign, m["cid"])
+    head = (f"<b>{escape(_metric_label(m['metric']))}</b> {_sign_html(sign)} cluster "
+            f"{escape(m['cid'])}" + (f" · {escape(region)}" if region else ""))
+    return (f"{head}: cluster-mean metric against the score, both residualised on the "
+            "covariates (in-sample, descriptive).")
+
+
+def correlations_section(inputs: ReportInputs, numbering: Numbering) -> str:
+    parts = []
+    corr = inputs.correlations
+    if corr is None:
+        parts.append('<p class="empty">No correlation table (group/correlations.tsv) was '
+                     "found.</p>")
+    elif corr.empty:
+        parts.append('<p class="empty">No cluster to follow up.</p>')
+    else:
+        corr = _with_regions(corr, inputs)
+        q = _pick(corr, "q", "q_fdr", "p_fdr")
+        cols = [Column("Metric", lambda r: escape(_metric_label(str(r[_pick(corr, "metric")])))
+                       if _pick(corr, "metric") else ""),
+                Column("Sign", lambda r: _sign_html(r[_pick(corr, "sign")])
+                       if _pick(corr, "sign") else ""),
+                Column("Cluster", _cell(_pick(corr, "cluster_id", "cluster"), 0)),
+                Column("Region", lambda r: escape(str(r["_region"])) if pd.notna(r["_region"])
+                       else ""),
+                Column("Method", _cell(_pick(corr, "method"))),
+                Column("n", _cell(_pick(corr, "n"), 0), numeric=True),
+                Column("In-sample r [95% CI] (descriptive)",
+                       _r_ci(_pick(corr, "r"), _pick(corr, "ci_low"), _pick(corr, "ci_high")),
+                       numeric=True),
+                Column("Bootstrap CI", _ci(_pick(corr, "boot_ci_low"), _pick(corr, "boot_ci_high")),
+                       numeric=True),
+                Column("p", _cell(_pick(corr, "p"), p=True), numeric=True),
+                Column("q (FDR)", _cell(q, p=True), numeric=True,
+                       css=lambda r: "sig" if q and pd.notna(r[q]) and float(r[q]) < 0.05 else ""),
+                Column("LOSO r [95% CI]", _r_ci(_pick(corr, "loso_r"), _pick(corr, "loso_ci_low"),
+                                                _pick(corr, "loso_ci_high")), numeric=True)]
+        caption = ("Partial correlation of the cluster-mean metric with the score, controlling "
+                   "for the covariates. The in-sample r is <b>descriptive</b>: the cluster was "
+                   "selected with the same data, so it is inflated. The leave-one-subject-out "
+                   "(LOSO) r, with the cluster redefined without each subject, is the "
+                   "non-circular estimate.")
+        parts.append(table_html(corr, cols, caption, numbering, caption_is_html=True))
+    scatter = [p for m in list(inputs.metrics) + sorted(set(inputs.scatter) - set(inputs.metrics))
+               for p in inputs.scatter.get(m, [])]
+    if scatter:
+        cells = []
+        for png in scatter:
+            cells.append(figure_html(figures.thumbnail_png(png, max_width=700),
+                                     _scatter_caption(inputs, png), numbering,
+                                     caption_is_html=True))
+        parts.append(f'<div class="grid">{"".join(cells)}</div>')
+    else:
+        parts.append('<p class="empty">No scatter plots (group/&lt;metric&gt;/*_scatter*.png) '
+                     "were found.</p>")
+    return "\n".join(parts)
+
+
+# ----------------------------------------------------------------------------- decoding
+def _top_features(table: pd.DataFrame, n: int = 5) -> str:
+    label = _pick(table, "label", "top_words", "feature", "term", "topic")
+    stat = _pick(table, "statistic", "log_odds", "z", "r", "log_odds_ratio")
+    if label is None:
+        return ""
+    top = table.sort_values(stat, ascending=False) if stat else table
+    return ", ".join(str(v) for v in top[label].head(n))
+
+
+def _decoding_panel(inputs: ReportInputs, d: DecodingResult) -> tuple[list[bytes], str]:
+    """PNGs and caption sentence of one vocabulary of one cluster."""
+    table = read_tsv(inputs, d.table_path)
+    head = f"{_metric_label(d.metric)} {d.sign} cluster {d.cluster_id}, {d.vocabulary}"
+    text = f"<b>{escape(d.vocabulary)}</b>: "
+    if table is None or table.empty:
+        return [], text + "empty decoding table."
+    top = _top_features(table)
+    text += f"top features {escape(top)}"
+    q, sig = _pick(table, "q"), _pick(table, "significant")
+    if sig is not None:
+        k = int(table[sig].map(_is_true).sum())
+        text += f"; {k} significant feature{'s' if k != 1 else ''}"
+    elif q is not None:
+        k = int((pd.to_numeric(table[q], errors="coerce") < 0.05).sum())
+        text += f"; {k} feature{'s' if k != 1 else ''} with q &lt; 0.05"
+    figs = [p for p in (d.bar, d.polar) if p is not None]
+    if figs:
+        return [figures.thumbnail_png(p, max_width=700) for p in figs], text + "."
+    png = figures.figure_png(figures.decoding_bar_figure(table, title=head), dpi=FIGURE_DPI)
+    return [png], text + "."
+
+
+def decoding_section(inputs: ReportInputs, numbering: Numbering) -> str:
+    if not inputs.decoding:
+        return ('<p class="empty">No decoding results (group/decoding/*_decoding.tsv) were '
+                "found.</p>")
+    order = {m: i for i, m in enumerate(inputs.metrics)}
+    groups: dict[tuple[str, str, str], list[DecodingResult]] = {}
+    for d in sorted(inputs.decoding, key=lambda d: (order.get(d.metric, len(order)), d.metric,
+                                                   d.sign, _norm_key(d.cluster_id),
+                                                   d.vocabulary)):
+        groups.setdefault((d.metric, d.sign, d.cluster_id), []).append(d)
+    parts = []
+    for (metric, sign, cluster_id), results in groups.items():
+        region = _cluster_region(inputs, metric, sign, cluster_id)
+        head = f"{_metric_label(metric)} {_sign_html(sign)} cluster {escape(str(cluster_id))}"
+        if region:
+            head += f" · {escape(region)}"
+        images, sentences = [], []
+        for d in results:
+            pngs, text = _decoding_panel(inputs, d)
+            images += [(png, d.vocabulary) for png in pngs]
+            sentences.append(text)
+        parts.append(f"<h3>{head}</h3>")
+        if not images:
+            parts.append(f'<p class="empty">{" ".join(sentences)}</p>')
+            continue
+        n = numbering.next_figure()
+        cells = "".join(f"<div>{_img_tag(png, f'{metric} {sign} {cluster_id} {v}')}</div>"
+                        for png, v in images)
+        parts.append(f'<figure class="fig" id="fig-{n}"><div class="grid">{cells}</div>'
+                     f"<figcaption><b>Figure {n}.</b> Meta-analytic decoding of {head}. "
+                     f"{' '.join(sentences)}</figcaption></figure>")
+    return "\n".join(parts)
+
+
+# ----------------------------------------------------------------------------- planted
+def _not_planted(row: pd.Series) -> bool:
+    return str(row.get("region", "")).strip().lower() in ("(not planted)", "not planted")
+
+
+def _planted_counts(t: pd.DataFrame) -> tuple[int, int, int]:
+    """(found, planted, clusters outside the planted regions)."""
+    false = t.apply(_not_planted, axis=1) if len(t) else pd.Series(dtype=bool)
+    planted = t[~false]
+    found = int(planted["found"].map(_is_true).sum()) if "found" in t else 0
+    return found, len(planted), int(false.sum())
+
+
+def planted_section(inputs: ReportInputs, numbering: Numbering) -> str:
+    t = inputs.planted
+    if t is None or t.empty:
+        return ""
+    found = _pick(t, "found")
+    cols = [Column("Region", _text("region"))]
+    if _pick(t, "hemisphere"):
+        cols.append(Column("Hemisphere", _text(_pick(t, "hemisphere"))))
+    cols += [Column("Metric", lambda r: escape(_metric_label(str(r[_pick(t, "metric")])))
+                    if _pick(t, "metric") else ""),
+             Column("Sign", lambda r: _sign_html(r[_pick(t, "sign")]) if _pick(t, "sign") else ""),
+             Column("Planted r", lambda r: "" if _not_planted(r) else
+                    _cell(_pick(t, "planted_r"))(r), numeric=True),
+             Column("Found", lambda r: "" if _not_planted(r) or not found else
+                    ("yes" if _is_true(r[found]) else "no"),
+                    css=lambda r: "" if _not_planted(r) or not found else
+                    ("yes" if _is_true(r[found]) else "no")),
+             Column("Found r (in-sample)", _cell(_pick(t, "found_r")), numeric=True)]
+    if _pick(t, "loso_r"):
+        cols.append(Column("LOSO r", _cell(_pick(t, "loso_r")), numeric=True))
+    cols.append(Column("Peak distance (mm)", _cell(_pick(t, "peak_distance_mm"), 1),
+                       numeric=True))
+    if _pick(t, "fwe_p", "min_fwe_p"):
+        cols.append(Column("FWE p", _cell(_pick(t, "fwe_p", "min_fwe_p"), p=True), numeric=True))
+    k, n, n_false = _planted_counts(t)
+    caption = (f"Simulation check: planted effects and what the analysis found ({k} of {n} "
+               "recovered: a significant cluster of the same metric and sign with its peak "
+               f"near the planted region; {n_false} significant cluster"
+               f"{'s' if n_false != 1 else ''} outside the planted regions, listed as "
+               "“(not planted)”).")
+    return table_html(t, cols, caption, numbering,
+                      row_class=lambda r: "flag" if _not_planted(r) or (
+                          found and not _is_true(r[found])) else "")
+
