@@ -160,14 +160,18 @@ def bench_dti(n: int) -> str:
     p = truth(rng, 2000, "wm")
     data = simulate(gtab, p, D_PAR_WM, rng)
     data = np.tile(data, (n // 2000 + 1, 1))[:n]
-    t0 = time.perf_counter()
-    ours = TensorModel(gtab).fit(data)
-    t_ours = time.perf_counter() - t0
     keep = gtab.bvals <= 1750
-    t0 = time.perf_counter()  # same work as microvba: select the volumes, then fit
-    ref = DipyTensorModel(gradient_table(gtab.bvals[keep], bvecs=gtab.bvecs[keep]),
-                          fit_method="WLS").fit(data[:, keep].astype(float))
-    t_dipy = time.perf_counter() - t0
+    dipy_model = DipyTensorModel(gradient_table(gtab.bvals[keep], bvecs=gtab.bvecs[keep]),
+                                 fit_method="WLS")
+    model = TensorModel(gtab)
+    t_ours, t_dipy = np.inf, np.inf
+    for _ in range(2):  # alternate, best of two: no warm-up advantage for either tool
+        t0 = time.perf_counter()
+        ours = model.fit(data)
+        t_ours = min(t_ours, time.perf_counter() - t0)
+        t0 = time.perf_counter()  # same work as microvba: select the volumes, then fit
+        ref = dipy_model.fit(data[:, keep].astype(float))
+        t_dipy = min(t_dipy, time.perf_counter() - t0)
     err = np.max(np.abs(ours.fa - ref.fa))
     line = (f"DTI WLS {n} voxels: microvba {t_ours:.2f} s, DIPY {t_dipy:.2f} s "
             f"(ratio {t_dipy / t_ours:.2f}), max |dFA| {err:.1e}")

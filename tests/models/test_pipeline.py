@@ -57,7 +57,8 @@ def test_fit_image_auto_mask_and_gm(shared_data, tmp_path):
     d = shared_data / "dwi"
     paths = fit_image(d / "batman_dwi.nii.gz", d / "batman_dwi.bval", d / "batman_dwi.bvec",
                       tmp_path, "sub-x_space-orig", models=("tensor",), tissue="gm")
-    assert set(paths) >= {"fa", "md", "rd", "ad", "mask"}
+    assert set(paths) >= {"fa", "md", "rd", "ad", "b0", "mask"}
+    assert nib.load(paths["b0"]).get_fdata().max() > 0
     assert nib.load(paths["mask"]).get_fdata().sum() > 100
 
 

@@ -31,6 +31,7 @@ SUBCOMMANDS: dict[str, str] = {
     "simulate": "simulate",
     "demo": "demo",
     "data": "data",
+    "report": "report",
 }
 
 EXIT_INPUT = 2

@@ -10,8 +10,11 @@ Per voxel, with the signal normalised by the mean b0:
    (which also sets the tortuosity), the two linear amplitudes (anisotropic, isotropic)
    being solved in closed form with non-negativity (2x2 NNLS). A coarse pass (every
    ``coarse``-th tau node, every other f node) is followed by 3x3 passes with halving steps;
-4. a bounded Levenberg-Marquardt polish of (tau, f, both amplitudes, direction) from the
+3. a bounded Levenberg-Marquardt polish of (tau, f, both amplitudes, direction) from the
    best node, on the exact model (table interpolated bilinearly in :math:`|c|` and tau).
+5. optionally (``posterior``), the coarse pass is repeated with the refined direction and the
+   node index is blended towards its posterior mean, weight ``min(1, 2 sd / coarse)``, where
+   the profile residual is flat in tau.
 
 The extra-cellular signal on the grid needs no exponential: with the quantised tau,
 :math:`E_{ec}(k, j) = e^{-q}\,(B_0 D^k)^j` with per-measurement :math:`q = b d_\parallel`,
@@ -384,7 +387,7 @@ def _fit_voxel(y, b0_idx, sub, xmat, bvecs, q, e0, eiso, b0fac, ub, table, k_nod
             _stick_column(k, table, ub, cbin, cw, eic)
             _eval_k(k, 0, n_j, 2, n_j, eic, bk, e0, eiso, yn, yy, ee, ey, res, scratch, tmp)
         k_bar, k_sd = _profile_posterior(res, coarse, n_k, max(r, 1e-12) / max(n - 6, 1))
-        blend = min(max(k_sd / coarse - 0.5, 0.0), 1.0)
+        blend = min(max(2.0 * k_sd / coarse, 0.0), 1.0)
         kr = (1.0 - blend) * kr + blend * k_bar
     k0 = min(int(kr), n_k - 2)
     tau = tau_nodes[k0] + (kr - k0) * (tau_nodes[k0 + 1] - tau_nodes[k0])

@@ -115,7 +115,11 @@ class TensorModel:
         evals = np.zeros((idx.size, 3))
         evecs = np.zeros((idx.size, 3, 3))
         for s in range(0, idx.size, _CHUNK):
-            chunk = flat[idx[s:s + _CHUNK, None], self.volumes[None, :]].astype(float)
+            rows = idx[s:s + _CHUNK]
+            if rows[-1] - rows[0] == rows.size - 1:  # contiguous voxels: a view, no gather
+                chunk = flat[rows[0]:rows[-1] + 1][:, self.volumes].astype(float)
+            else:
+                chunk = flat[rows[:, None], self.volumes[None, :]].astype(float)
             f = self._dipy.fit(chunk)
             evals[s:s + _CHUNK] = f.evals
             evecs[s:s + _CHUNK] = f.evecs

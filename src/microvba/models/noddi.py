@@ -98,7 +98,7 @@ N_ICVF = 20
 N_COS = 256
 COARSE_STEP = 4
 #: Levenberg-Marquardt iterations (ICVF, tau, amplitudes, direction) after the grid search
-N_DIR_ITER = 6
+N_DIR_ITER = 3
 #: a voxel whose ICVF or ISOVF reaches this value is counted as "at a bound"
 BOUND = 0.99
 _CHUNK = 20_000
@@ -141,6 +141,11 @@ class NoddiModel:
         Free-water diffusivity (mm²/s).
     dti_bmax
         Upper b-value of the volumes used to estimate the mean fibre direction.
+    posterior
+        Blend the least-squares tau (ODI) towards its posterior mean on the coarse grid
+        (flat prior over ODI, Gaussian noise with the variance of the fit residual) where the
+        posterior is broad, i.e. at high dispersion where the least-squares point is
+        noise-driven; no effect where ODI is well determined.
 
     Notes
     -----
@@ -228,7 +233,7 @@ class NoddiModel:
         from .._logging import progress
         from .._validation import InputError
 
-        data = np.asarray(data) if not hasattr(data, "dataobj") else data
+        data = np.asarray(data)
         if data.shape[-1] != self.gtab.n_volumes:
             raise InputError(f"the data have {data.shape[-1]} volumes but the gradient table "
                              f"has {self.gtab.n_volumes}", file=self.gtab.source,

@@ -36,6 +36,11 @@ def mask_filename(prefix: str) -> str:
     return f"{prefix}_desc-brain_mask.nii.gz"
 
 
+def b0_filename(prefix: str) -> str:
+    """Mean b0 reference (a registration contrast)."""
+    return f"{prefix}_desc-meanb0_dwiref.nii.gz"
+
+
 def planned_outputs(out_dir: str | Path, prefix: str, models: Sequence[str]
                     ) -> dict[str, Path]:
     """Every map :func:`fit_image` writes, keyed by parameter name."""
@@ -49,6 +54,7 @@ def planned_outputs(out_dir: str | Path, prefix: str, models: Sequence[str]
             paths[p] = out / map_filename(prefix, "noddi", p)
         for p in ("icvf", "odi"):
             paths[f"{p}_modulated"] = out / map_filename(prefix, "noddi", p, desc="modulated")
+    paths["b0"] = out / b0_filename(prefix)
     paths["mask"] = out / mask_filename(prefix)
     return paths
 
@@ -130,7 +136,9 @@ def fit_image(dwi_path: str | Path, bval_path: str | Path, bvec_path: str | Path
     Returns
     -------
     dict
-        Parameter name -> written path (``fa``, ..., ``isovf``, extras, ``mask``).
+        Parameter name -> written path (``fa``, ..., ``isovf``, extras such as ``kappa``,
+        ``nrmse``, ``direction``, ``colorfa``, ``icvf_modulated``; ``b0`` (mean b0 reference)
+        and ``mask``).
     """
     models = _check_models(models)
     tissue = check_choice("tissue", tissue, list(TISSUE_D_PAR))
@@ -143,7 +151,7 @@ def fit_image(dwi_path: str | Path, bval_path: str | Path, bvec_path: str | Path
     params = _parameters(models, d_par, d_iso, tissue, dti_bmax, dti_method, denoise,
                          mask_path, gtab)
     outputs = planned_outputs(out_dir, prefix, models)
-    first = next(p for k, p in outputs.items() if k != "mask")
+    first = next(p for k, p in outputs.items() if k not in ("mask", "b0"))
     if not force and is_up_to_date(list(outputs.values()), sidecar_path(first), params,
                                    inputs):
         log.info("%s: outputs up to date, skipping (use --force to refit)", prefix)
@@ -164,7 +172,9 @@ def fit_image(dwi_path: str | Path, bval_path: str | Path, bvec_path: str | Path
         t0 = time.perf_counter()
         data = mppca(data, mask=mask)
         log.info("%s: MP-PCA denoising in %.1f s", prefix, time.perf_counter() - t0)
-    maps: dict[str, np.ndarray] = {}
+    from .mask import mean_b0
+
+    maps: dict[str, np.ndarray] = {"b0": mean_b0(data, gtab)}
     extra: dict[str, dict] = {"tensor": {}, "noddi": {}}
     if tensor is not None:
         t0 = time.perf_counter()
@@ -206,14 +216,15 @@ def _write_maps(maps: dict[str, np.ndarray], mask: np.ndarray, outputs: dict[str
         out.header.set_sform(img.header.get_sform(), int(img.header["sform_code"]))
         out.header.set_xyzt_units(*img.header.get_xyzt_units())
         save_nifti(out, path)
-        side = make_sidecar(params, inputs, Model=model or "mask",
+        side = make_sidecar(params, inputs, Model=model or "none",
                             Scheme=params["scheme"], **extra.get(model or "", {}))
         write_json(sidecar_path(path), side)
 
     written: dict[str, Path] = {}
     # write the mask last: the up-to-date check keys on the first map's sidecar
     for key, arr in maps.items():
-        model = "tensor" if key in ("fa", "md", "rd", "ad", "colorfa") else "noddi"
+        model = "tensor" if key in ("fa", "md", "rd", "ad", "colorfa") else \
+            None if key == "b0" else "noddi"
         save(np.where(mask[..., None], arr, 0) if arr.ndim == 4 else np.where(mask, arr, 0),
              outputs[key], model)
         written[key] = outputs[key]

@@ -50,6 +50,7 @@ class SerialExecutor:
     """Run tasks one after another in the calling process."""
 
     n_workers = 1
+    remote = False
 
     def map(self, func: Callable[[Any], Any], items: Sequence[Any],
             desc: str = "tasks") -> list[TaskResult]:
@@ -99,11 +100,16 @@ class DaskExecutor:
         A connected ``distributed.Client``.
     cluster
         The cluster object this executor started (closed with it), if any.
+    remote
+        True when the workers are other machines (a scheduler or SLURM): permutation
+        batches are then shipped to them; on a local cluster they run on threads in the
+        calling process instead, which avoids copying the data to every worker.
     """
 
-    def __init__(self, client: Any, cluster: Any = None) -> None:
+    def __init__(self, client: Any, cluster: Any = None, remote: bool = True) -> None:
         self.client = client
         self.cluster = cluster
+        self.remote = remote
 
     @property
     def n_workers(self) -> int:
@@ -188,7 +194,7 @@ def make_executor(n_jobs: int | None = None, scheduler: str | None = None,
     local = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                          memory_limit=memory_limit, dashboard_address=None)
     log.info("started a local Dask cluster with %d worker processes", n)
-    return DaskExecutor(Client(local), local)
+    return DaskExecutor(Client(local), local, remote=False)
 
 
 def summarise_failures(results: Iterable[TaskResult], what: str = "subject") -> list[str]:

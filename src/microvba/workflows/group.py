@@ -66,6 +66,10 @@ def _mni_paths(out_dir: Path, subjects: list, metrics: tuple[str, ...]) -> list[
                              "Run the participant stage first: "
                              "microvba BIDS_DIR OUTPUT_DIR participant")
             entry[m] = p
+        # the brain mask of the normalised subject marks its valid voxels
+        mask = p.parent / f"{s.prefix}_space-{derivatives.SPACE_MNI}_desc-brain_mask.nii.gz"
+        if mask.exists():
+            entry["mask"] = mask
         paths.append(entry)
     problems.raise_if_any()
     return paths
@@ -83,7 +87,7 @@ def _qc_table(out_dir: Path, subjects: list) -> pd.DataFrame:
         rows.append(row)
     table = pd.DataFrame(rows).set_index("participant_id")
     numeric = table.select_dtypes("number")
-    if len(numeric.columns) and len(table) >= 3:
+    if len(numeric.columns):
         from ..registration.qc import flag_outliers
 
         table["outlier"] = flag_outliers(numeric).to_numpy(bool)
@@ -186,7 +190,7 @@ def run_group(bids_dir: Path, out_dir: Path, settings: GroupSettings,
     if truth.exists():
         from .planted import planted_vs_found
 
-        table = planted_vs_found(json.loads(truth.read_text()), clusters, corrs)
+        table = planted_vs_found(json.loads(truth.read_text()), clusters, corrs, bids_dir)
         write_text(group_dir / "planted_vs_found.tsv", table.to_csv(sep="\t", index=False))
         summary["planted_found"] = int(table["found"].sum())
         summary["false_clusters"] = int(table.attrs.get("false_clusters", 0))
@@ -216,7 +220,8 @@ def _run_statistics(paths, mask, voxel_size, design, contrast, settings, executo
                   tfce_H=settings.tfce_H, tfce_E=settings.tfce_E,
                   tfce_connectivity=settings.tfce_connectivity,
                   cluster_threshold=settings.cluster_threshold,
-                  batch_map=executor.batch_map if executor is not None else None)
+                  # remote workers get the permutation batches; locally, threads are faster
+                  batch_map=executor.batch_map if getattr(executor, "remote", False) else None)
     Ys = {m: _smooth(paths, m, mask, settings.fwhm, voxel_size)
           for m in progress(settings.metrics, "smoothing metrics")}
     if settings.correct_across:
