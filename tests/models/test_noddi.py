@@ -68,19 +68,24 @@ def test_noisy_accuracy_three_shell(three_shell, rng):
 def test_mask_chunks_and_failed_voxels(three_shell, rng):
     icvf, odi, iso, mu = _truth(rng, 6)
     sig = noddi_signal(three_shell.bvals, three_shell.bvecs, icvf, odi, iso, mu)
-    data = np.zeros((2, 4, three_shell.n_volumes))
-    data[0, :] = sig[:4]
+    data = np.zeros((2, 5, three_shell.n_volumes))
+    data[0, :4] = sig[:4]
     data[1, :2] = sig[4:]
     data[1, 2, :] = 0.0          # non-positive b0: failed
     data[1, 3, :] = np.exp(-three_shell.bvals * 3e-3)  # free water: at the ISOVF bound
-    mask = np.ones((2, 4), bool)
+    data[0, 4] = sig[0]
+    data[0, 4, 10] = np.nan      # non-finite value: failed, not garbage
+    data[1, 4] = sig[1]
+    data[1, 4, 0] = np.inf
+    mask = np.ones((2, 5), bool)
     mask[1, 1] = False
     model = NoddiModel(three_shell)
     whole = model.fit(data, mask)
     chunked = model.fit(data, mask, chunk_size=2)
     assert np.array_equal(whole.icvf, chunked.icvf)
     assert whole.icvf[1, 1] == 0.0 and whole.odi[1, 1] == 0.0
-    assert whole.n_failed == 1
+    assert whole.n_failed == 3
+    assert np.all(whole.icvf[:, 4] == 0) and np.all(whole.odi[:, 4] == 0)
     assert whole.n_bound == 1
     assert whole.isovf[1, 3] > 0.99
     assert np.allclose(whole.icvf_modulated, whole.icvf * (1 - whole.isovf))

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("amico")
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import bench_models as bench  # noqa: E402
 from microvba.models.noddi import D_PAR_WM  # noqa: E402
@@ -19,6 +18,9 @@ from microvba.models.noddi import D_PAR_WM  # noqa: E402
 @pytest.mark.peer
 @pytest.mark.parametrize("scheme", ["three_shell", "dsi515"])
 def test_wm_accuracy_not_worse_than_amico(scheme):
+    # imported here, not at collection: dicelib (AMICO's UI) replaces the process-wide
+    # logging.Logger class, which would break other tests' loggers
+    pytest.importorskip("amico")
     rng = np.random.default_rng(11)
     gtab = getattr(bench, scheme)()
     p = bench.truth(rng, 400, "wm")

@@ -9,7 +9,7 @@ Per voxel, with the signal normalised by the mean b0:
    :math:`\tau_k = \tfrac13 + \tfrac23 k/K`) and the intra-cellular fraction :math:`f = j/J`
    (which also sets the tortuosity), the two linear amplitudes (anisotropic, isotropic)
    being solved in closed form with non-negativity (2x2 NNLS). A coarse pass (every
-   ``coarse``-th tau node, every other f node) is followed by 3x3 passes with halving steps;
+   ``coarse``-th tau node, every 4th f node) is followed by 3x3 passes with halving steps;
 3. a bounded Levenberg-Marquardt polish of (tau, f, both amplitudes, direction) from the
    best node, on the exact model (table interpolated bilinearly in :math:`|c|` and tau).
 5. optionally (``posterior``), the coarse pass is repeated with the refined direction and the
@@ -349,7 +349,7 @@ def _fit_voxel(y, b0_idx, sub, xmat, bvecs, q, e0, eiso, b0fac, ub, table, k_nod
     tmp = np.empty(n)
     eic = np.empty(n)
     bk = np.empty(n)
-    # coarse pass: every `coarse`-th tau node, every other node in f
+    # coarse pass: every `coarse`-th tau node, every 4th node in f
     n_bits = 1
     while (1 << n_bits) <= k_fine:
         n_bits += 1
@@ -358,7 +358,7 @@ def _fit_voxel(y, b0_idx, sub, xmat, bvecs, q, e0, eiso, b0fac, ub, table, k_nod
     for k in range(0, n_k, coarse):
         _node_bk(k_nodes[k], pw, b0fac, bk)
         _stick_column(k, table, ub, cbin, cw, eic)
-        _eval_k(k, 0, n_j, 2, n_j, eic, bk, e0, eiso, yn, yy, ee, ey, res, scratch, tmp)
+        _eval_k(k, 0, n_j, 4, n_j, eic, bk, e0, eiso, yn, yy, ee, ey, res, scratch, tmp)
     kb, jb = _argmin2(res)
     # finer passes: 3x3 neighbourhoods with halving steps in k, unit steps in f
     step = coarse // 2
@@ -385,7 +385,7 @@ def _fit_voxel(y, b0_idx, sub, xmat, bvecs, q, e0, eiso, b0fac, ub, table, k_nod
         for k in range(0, n_k, coarse):
             _node_bk(k_nodes[k], pw, b0fac, bk)
             _stick_column(k, table, ub, cbin, cw, eic)
-            _eval_k(k, 0, n_j, 2, n_j, eic, bk, e0, eiso, yn, yy, ee, ey, res, scratch, tmp)
+            _eval_k(k, 0, n_j, 4, n_j, eic, bk, e0, eiso, yn, yy, ee, ey, res, scratch, tmp)
         k_bar, k_sd = _profile_posterior(res, coarse, n_k, max(r, 1e-12) / max(n - 6, 1))
         blend = min(max(2.0 * k_sd / coarse, 0.0), 1.0)
         kr = (1.0 - blend) * kr + blend * k_bar
@@ -436,6 +436,18 @@ def _argmin2(res):
     return kb, jb
 
 
+@njit(cache=True, nogil=True)
+def _valid_signal(y, b0_idx):
+    """All values finite and a positive mean b0."""
+    for i in range(y.size):
+        if not np.isfinite(y[i]):
+            return False
+    s0 = 0.0
+    for i in b0_idx:
+        s0 += y[i]
+    return s0 > 0.0
+
+
 @njit(cache=True, nogil=True, parallel=True)
 def fit_voxels(data, b0_idx, sub, xmat, bvecs, q, e0, eiso, b0fac, ub, table, k_nodes,
                tau_nodes, k_fine, n_j, coarse, n_dir_iter, posterior, tau_grid_kappa):
@@ -444,6 +456,10 @@ def fit_voxels(data, b0_idx, sub, xmat, bvecs, q, e0, eiso, b0fac, ub, table, k_
     out = np.empty((nv, N_OUT))
     for v in prange(nv):
         y = data[v].astype(np.float64)
+        # validity is checked here, outside fastmath code (which assumes finite values)
+        if not _valid_signal(y, b0_idx):
+            out[v, :] = np.nan
+            continue
         _fit_voxel(y, b0_idx, sub, xmat, bvecs, q, e0, eiso, b0fac, ub, table, k_nodes,
                    tau_nodes, k_fine, n_j, coarse, n_dir_iter, posterior, tau_grid_kappa,
                    out[v])

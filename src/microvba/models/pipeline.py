@@ -225,6 +225,7 @@ def _write_maps(maps: dict[str, np.ndarray], mask: np.ndarray, outputs: dict[str
     for key, arr in maps.items():
         model = "tensor" if key in ("fa", "md", "rd", "ad", "colorfa") else \
             None if key == "b0" else "noddi"
+        arr = np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0)
         save(np.where(mask[..., None], arr, 0) if arr.ndim == 4 else np.where(mask, arr, 0),
              outputs[key], model)
         written[key] = outputs[key]

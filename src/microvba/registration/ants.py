@@ -43,6 +43,11 @@ from .._validation import InputError, check_choice
 from .contrast import brain_mask_from_maps, synthetic_t1
 from .template import Template, load_template
 
+# ITK reads its thread count once, when antspyx is first imported, and ANTs' result depends
+# on it: a fixed default (1; subjects run in parallel instead) keeps registrations identical
+# whatever the executor. Set ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS yourself to override it.
+os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "1")
+
 log = get_logger(__name__)
 
 MOVING_KEYS = ("b0", "fa", "md", "rd", "ad", "isovf", "icvf", "odi", "mask")
@@ -76,15 +81,27 @@ def _fixed_image(resolution: float) -> Any:
 
 
 @contextlib.contextmanager
-def _itk_threads(n_threads: int | None) -> Iterator[None]:
-    """Set ITK's thread count for the duration of a call (restored afterwards)."""
+def _itk_threads(n_threads: int | None, random_seed: int | None = None) -> Iterator[None]:
+    """Set ITK's thread count and ANTs' random seed for the duration of a call.
+
+    antspyx (0.6) ignores a ``random_seed`` keyword of ``ants.registration``; the seed it
+    passes to antsRegistration (``--random-seed``) is ``ants.config._random_seed``, so it is
+    set here (and restored) rather than through ``ants.set_ants_deterministic``, which also
+    reseeds numpy's global generator.
+    """
+    import ants.config
+
     key = "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"
     old = os.environ.get(key)
+    old_seed = ants.config._random_seed
     if n_threads:
         os.environ[key] = str(int(n_threads))
+    if random_seed is not None:
+        ants.config._random_seed = int(random_seed)
     try:
         yield
     finally:
+        ants.config._random_seed = old_seed
         if n_threads:
             if old is None:
                 os.environ.pop(key, None)
@@ -279,7 +296,7 @@ def register_subject(
     tmp = tempfile.TemporaryDirectory(prefix="microvba-xfm-")
     info: dict[str, Any] = {"type_of_transform": type_of_transform, "random_seed": random_seed,
                             "template": template.space, "resolution": template.resolution}
-    with _itk_threads(n_threads):
+    with _itk_threads(n_threads, random_seed):
         if t1w is None:
             moving_img = to_ants(nib.Nifti1Image(contrast, ref.affine))
             reg = ants.registration(fixed, moving_img, type_of_transform=type_of_transform,
