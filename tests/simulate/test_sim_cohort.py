@@ -53,28 +53,41 @@ def test_truth_maps_carry_the_exact_partial_r(truth_cohort):
 
 def test_nothing_elsewhere(truth_cohort):
     """Outside the planted regions no true NODDI map correlates with resilience at all."""
+    from scipy import ndimage
+
     folder = truth_cohort / "derivatives" / "truth"
     participants = pd.read_csv(truth_cohort / "participants.tsv", sep="\t")
     score = participants["resilience"].to_numpy(float)
     design = covariate_matrix(participants)
     truth = json.loads((truth_cohort / "code" / "ground_truth.json").read_text())
+    seg_img = nib.load(next(folder.glob("*desc-planted_dseg.nii.gz")))
+    seg = np.asarray(seg_img.dataobj)
+    # the effects taper over the simulation voxels partly inside a label (at 8 mm a small
+    # label may have no voxel half inside): leave a margin around every planted region
+    margin = int(np.ceil(3 * RES / nib.affines.voxel_sizes(seg_img.affine).min()))
+    outside = ~ndimage.binary_dilation(seg > 0, iterations=margin)
+    xyz = nib.affines.apply_affine(seg_img.affine, np.indices(seg.shape).reshape(3, -1).T)
+    for eff in truth["effects"]:
+        near = np.linalg.norm(xyz - np.asarray(eff["mni_com_mm"]), axis=1) < 3 * RES
+        outside &= ~near.reshape(seg.shape)
     for metric in ("icvf", "odi", "isovf"):
         data = np.asarray(nib.load(next(folder.glob(f"*param-{metric}_desc-truth*"))).dataobj)
-        varying = data.std(axis=3) > 1e-6
+        varying = (data.std(axis=3) > 1e-6) & outside
         r = partial_r(data[varying].T, score, design)
-        planted_here = [e for e in truth["effects"] if e["metric"] == metric]
-        if not planted_here:
-            # exactly 0 except where a value was clipped at a bound (CSF isovf = 1)
-            assert np.median(np.abs(r)) < 1e-4
-            assert np.percentile(np.abs(r), 99) < 0.02
-            assert np.abs(r).max() < 0.15
-        else:
-            assert np.abs(r).max() > 0.2
-    # the tensor metrics are non-linear in the parameters: only the MD that must move with
-    # AD (MD = (AD + 2 RD) / 3) is a real secondary effect
-    for sec in truth["secondary"]:
-        if sec["metric"] != "md":
-            assert abs(sec["truth_r"]) < 0.1, sec
+        # exactly 0 except where a value was clipped at a bound (CSF isovf = 1) and in the
+        # few coarse voxels a planted tensor effect's taper reaches (secondary NODDI effect)
+        assert np.median(np.abs(r)) < 1e-4
+        assert np.percentile(np.abs(r), 99) < 0.02
+        assert np.mean(np.abs(r) > 0.15) < 0.002
+        for k, eff in enumerate(truth["effects"], start=1):
+            if eff["metric"] == metric:
+                inside = data[seg == k]
+                assert abs(partial_r(inside.mean(axis=0), score, design)) > 0.2
+    # secondary effects come with the planted ones, in the same regions: physics couples
+    # the metrics (MD moves with AD, ICVF lowers MD; an excess tensor moves the NODDI fit)
+    by_code = {(s["code"], s["metric"]): s["truth_r"] for s in truth["secondary"]}
+    assert by_code[("A23c", "md")] > 0.1  # MD = (AD + 2 RD) / 3 rises with AD
+    assert by_code[("A7r", "md")] < -0.1  # more neurites, less free diffusion
 
 
 def test_cohort_dwi_is_valid_bids(tmp_path, shared_data):

@@ -93,3 +93,36 @@ def test_rician_noise_floor(rng):
     assert zero.mean() == pytest.approx(sigma * np.sqrt(np.pi / 2), rel=0.01)  # Rayleigh
     high = add_rician_noise(np.full(200_000, 100.0), sigma, rng)
     assert high.std() == pytest.approx(sigma, rel=0.02)
+
+
+def test_demo_signals_fit_back_to_their_parameters(rng):
+    """The demo's signals (pure NODDI, one d_par) are what the fitter's model expects."""
+    from microvba.models import NoddiModel
+    from microvba.models.gradients import GradientTable
+    from microvba.simulate.microstructure import GREY, WHITE
+
+    assert GREY.d_par == WHITE.d_par == 1.1e-3  # the demo fits with tissue="gm"
+    bvals, bvecs = gradient_scheme("dsi515-half")
+    n = 400
+    icvf, odi, isovf = rng.uniform(0.3, 0.55, n), rng.uniform(0.4, 0.7, n), rng.uniform(0, .1, n)
+    mu = rng.normal(size=(n, 3))
+    signal = NoddiSimulator(bvals, bvecs).signal(icvf, odi, isovf, mu, d_par=GREY.d_par)
+    fit = NoddiModel(GradientTable(bvals, bvecs), d_par=GREY.d_par).fit(signal)
+    np.testing.assert_allclose(fit.icvf, icvf, atol=5e-3)
+    np.testing.assert_allclose(fit.odi, odi, atol=1e-2)
+    np.testing.assert_allclose(fit.isovf, isovf, atol=5e-3)
+
+
+def test_planted_tensor_mechanisms():
+    from microvba.simulate.effects import tensor_effect
+
+    mu = np.array([[0.0, 0.0, 1.0], [0.6, 0.8, 0.0]])
+    base = excess_tensor(mu, 0.9e-3, 0.8e-3)  # a nearly isotropic cortical tensor
+    a0 = tensor_scalars(base)
+    fa = tensor_scalars(base + 1e-5 * excess_tensor(mu, *tensor_effect(mu, "fa")))
+    np.testing.assert_allclose(fa["md"], a0["md"], rtol=1e-12)  # MD unchanged
+    assert np.all(fa["fa"] > a0["fa"] + 1e-3)  # first order, even near isotropy
+    ad = tensor_scalars(base + 1e-5 * excess_tensor(mu, *tensor_effect(mu, "ad")))
+    np.testing.assert_allclose(ad["ad"] - a0["ad"], 1e-5, rtol=1e-9)
+    with pytest.raises(ValueError, match="no tensor mechanism"):
+        tensor_effect(mu, "md")

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         settings = GroupSettings(
             score="resilience", covariates=("age", "sex", "education", "severity"),
             n_perm=args.n_perm or (5000 if args.full else 1000), seed=args.seed,
-            fwhm=6.0 if args.full else 8.0, resolution=resolution, decode=not args.no_decode,
+            fwhm=6.0, resolution=resolution, decode=not args.no_decode,
             data_dir=str(args.data_dir) if args.data_dir else None)
         analysis = run_group(bids, deriv, settings, executor=executor)
     summary = analysis["summary"]
@@ -70,10 +70,17 @@ def run(args: argparse.Namespace) -> int:
 
 def _params_changed(truth: Path, args: argparse.Namespace) -> bool:
     """True when the cached cohort was simulated with other settings."""
+    from dataclasses import asdict
+
+    from ..simulate.microstructure import Variability
+
     try:
-        recorded = json.loads(truth.read_text()).get("parameters", {})
+        doc = json.loads(truth.read_text())
     except (OSError, json.JSONDecodeError):
         return True
-    return (recorded.get("n_subjects", args.n_subjects) != args.n_subjects
+    recorded = doc.get("parameters", {})
+    # a cohort simulated by an earlier version of the simulator is not reused
+    return (doc.get("variability") != asdict(Variability())
+            or recorded.get("n_subjects", args.n_subjects) != args.n_subjects
             or recorded.get("seed", args.seed) != args.seed
             or bool(recorded.get("full", args.full)) != args.full)

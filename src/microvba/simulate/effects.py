@@ -13,15 +13,13 @@ they cannot be set directly; see :mod:`microvba.simulate.forward`):
 ====== =====================================================================================
 metric mechanism
 ====== =====================================================================================
-icvf   added to the neurite density :math:`\nu_{ic}` (closed form), with the excess tensor
-       that cancels its effect on the tensor to first order: the effect lives in the
-       high-b signal that NODDI reads, not in the DTI metrics
-odi    added to ODI (closed form), tensor change cancelled likewise
-ad     axial excess diffusivity :math:`\delta_a` along the local fibre direction, with the
-       split of the radial eigenvalues that keeps FA constant to first order: AD moves, RD
-       and FA do not, MD by a third of AD (root-finding on the true regional AD)
-fa     split of the two radial eigenvalues :math:`\delta_p` (:math:`\lambda_{2,3} = RD \pm
-       \delta_p`): FA rises, AD, RD and MD are unchanged (root-finding on the true FA)
+icvf   added to the neurite density :math:`\nu_{ic}` (closed form); nothing else, so the
+       NODDI fit recovers it; the tensor metrics follow by physics (secondary effects)
+odi    added to ODI (closed form), likewise
+ad     axial excess diffusivity :math:`\delta_a` along the local fibre direction: AD moves,
+       MD by a third of it, FA a little (root-finding on the true regional AD)
+fa     :math:`\delta_a = c, \delta_r = -c/2`: FA and AD rise, RD falls, MD is unchanged
+       (root-finding on the true regional FA)
 ====== =====================================================================================
 
 Physics couples the metrics, so each planted effect comes with smaller *secondary* effects
@@ -74,12 +72,10 @@ STUDY_EFFECTS: tuple[PlantedEffect, ...] = (
 
 #: parameter moved by each planted metric (see the module docstring)
 MECHANISMS: dict[str, str] = {
-    "icvf": "neurite density icvf += c * R_s * w_v; excess tensor -= dD/dicvf * c * R_s * w_v",
-    "odi": "orientation dispersion odi += c * R_s * w_v; excess tensor -= dD/dodi * c * R_s * "
-           "w_v",
-    "ad": "axial excess diffusivity delta_a += c * R_s * w_v with the FA-neutral radial split "
-          "delta_p += c * t_v * R_s * w_v",
-    "fa": "radial eigenvalue split delta_p += c * R_s * w_v (AD, RD, MD unchanged)",
+    "icvf": "neurite density icvf += c * R_s * w_v",
+    "odi": "orientation dispersion odi += c * R_s * w_v",
+    "ad": "axial excess diffusivity delta_a += c * R_s * w_v",
+    "fa": "excess tensor delta_a += c * R_s * w_v, delta_r -= c/2 * R_s * w_v (MD unchanged)",
 }
 
 
@@ -118,42 +114,26 @@ def plant_parameter_effect(values: np.ndarray, weight: np.ndarray, inside: np.nd
     return values + amplitude * rhat[:, None] * weight[None, :], amplitude
 
 
-def _fa(lams: np.ndarray) -> np.ndarray:
-    md = lams.mean(axis=-1, keepdims=True)
-    return np.sqrt(1.5 * ((lams - md) ** 2).sum(-1) / np.maximum((lams**2).sum(-1), 1e-30))
-
-
-def tensor_effect(mu: np.ndarray, metric: str, mean_tensor: np.ndarray) -> tuple[np.ndarray,
-                                                                               np.ndarray]:
+def tensor_effect(mu: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     r"""Excess-tensor change per unit amplitude of a planted tensor effect.
 
-    ``fa``: a pure split of the radial eigenvalues (:math:`\delta_p`), which raises FA and
-    leaves AD, RD and MD unchanged. ``ad``: :math:`\delta_a` plus the split that keeps FA
-    unchanged to first order (:math:`t = -\partial_1 FA / (\partial_2 FA - \partial_3 FA)`
-    at the subjects' mean tensor), so that only MD moves with AD (by a third).
+    ``ad``: :math:`\delta_a = 1` (axial diffusivity along the fibre; MD follows by a third,
+    FA rises). ``fa``: :math:`\delta_a = 1, \delta_r = -1/2`, which leaves the trace (MD)
+    unchanged and moves FA to first order even about a nearly isotropic cortical tensor (a
+    split of the radial eigenvalues moves FA only to second order there). Both are linear in
+    :math:`\log S`, so the fitter's log-linear tensor sees them exactly.
 
     Returns
     -------
-    axial, planar
-        ``(n_vox,)`` increments of :math:`\delta_a` and :math:`\delta_p` per unit amplitude.
+    axial, radial, planar
+        ``(n_vox,)`` increments of :math:`\delta_a, \delta_r, \delta_p` per unit amplitude.
     """
-    from .forward import perpendicular_frame
-
-    n = mu.shape[0]
+    n = np.asarray(mu).reshape(-1, 3).shape[0]
+    if metric == "ad":
+        return np.ones(n), np.zeros(n), np.zeros(n)
     if metric == "fa":
-        return np.zeros(n), np.ones(n)
-    if metric != "ad":
-        raise ValueError(f"no tensor mechanism for {metric!r}")
-    e2, e3 = perpendicular_frame(mu)
-    frame = np.stack([mu / np.linalg.norm(mu, axis=1, keepdims=True), e2, e3], axis=1)
-    lams = np.einsum("nij,njk,nik->ni", frame, mean_tensor, frame)
-    h = 1e-6
-    grad = np.stack([(_fa(lams + h * np.eye(3)[k]) - _fa(lams - h * np.eye(3)[k])) / (2 * h)
-                     for k in range(3)], axis=1)
-    denom = grad[:, 1] - grad[:, 2]
-    t = np.where(np.abs(denom) > 1e-9, -grad[:, 0] / np.where(np.abs(denom) > 1e-9, denom, 1),
-                 0.0)
-    return np.ones(n), np.clip(t, -1.0, 1.0)
+        return np.ones(n), np.full(n, -0.5), np.zeros(n)
+    raise ValueError(f"no tensor mechanism for {metric!r}")
 
 
 def solve_tensor_effect(tensors: np.ndarray, unit: np.ndarray, weight: np.ndarray,

@@ -12,17 +12,21 @@ Every voxel mixes grey matter, white matter and CSF by its tissue fractions
 with :math:`w = f_{GM}/(f_{GM}+f_{WM})`. Tissue values (:data:`GREY`, :data:`WHITE`):
 cortical NDI about 0.4 and ODI about 0.55 (Fukutomi et al. 2018, HCP, 505 subjects), white
 matter NDI about 0.6 and ODI about 0.25 (Zhang et al. 2012; Chang et al. 2015), CSF fully
-isotropic. The intrinsic parallel diffusivity is 1.1e-3 mm²/s in grey matter (Guerrero et al.
-2019) and 1.7e-3 in white matter, mixed by :math:`w` in steps of 0.1e-3. The b=0 signal
+isotropic. The intrinsic parallel diffusivity is one value, 1.1e-3 mm²/s (the grey-matter
+optimum of Guerrero et al. 2019), in every tissue: the demo fits grey matter with that
+:math:`d_\parallel`, and a white-matter value of 1.7e-3 in partial-volume voxels would bias
+every fitted NODDI parameter there (the fit assumes one :math:`d_\parallel`). The b=0 signal
 follows T2 weighting: CSF 1.8, grey matter 1.0, white matter 0.85.
 
 Between subjects each parameter varies by a subject-wide offset, a smooth random field
 (FWHM :attr:`Variability.field_fwhm_mm`) and independent voxel noise (shares of the variance
 given by :class:`Variability`), plus a linear age effect (neurite density falls, free water
-rises with age; Cox et al. 2016). The tensor not captured by NODDI (see
-:mod:`microvba.simulate.forward`) has grey-matter means :data:`AXIAL_MEAN` (excess axial
-diffusivity) and :data:`PLANAR_MEAN` (split of the radial eigenvalues), zero radial excess, and
-varies between subjects the same way.
+rises with age; Cox et al. 2016). The subject-wide share is small: a whole-brain offset that
+happens to correlate with a permuted score makes every voxel of a permutation significant at
+once, so it inflates the null of extent-based statistics (TFCE) for every region. The tensor
+not captured by NODDI (see :mod:`microvba.simulate.forward`) is zero at baseline and does not
+vary between subjects: any excess tensor biases the NODDI fit (it is not in the model), so it
+is used only where an AD or FA effect is planted (:mod:`microvba.simulate.effects`).
 
 References
 ----------
@@ -63,14 +67,13 @@ class TissueValues:
 
 
 GREY = TissueValues(icvf=0.40, odi=0.55, isovf=0.05, d_par=1.1e-3, s0=1.0)
-WHITE = TissueValues(icvf=0.60, odi=0.25, isovf=0.03, d_par=1.7e-3, s0=0.85)
+WHITE = TissueValues(icvf=0.60, odi=0.25, isovf=0.03, d_par=1.1e-3, s0=0.85)
 CSF_S0 = 1.8
 D_PAR_STEP = 0.1e-3
-#: grey-matter mean excess axial diffusivity (mm²/s): NODDI alone gives a nearly isotropic
-#: cortical tensor at ODI 0.55; with it the true FA is 0.28 (median, GM > 0.6 at 4 mm)
-AXIAL_MEAN = 0.15e-3
-#: grey-matter mean split of the two radial eigenvalues (mm²/s): tissue is not axially symmetric
-PLANAR_MEAN = 0.08e-3
+#: baseline excess tensor (mm²/s): none, the tissue signal is exactly NODDI (an excess tensor
+#: is not in the fitted model and would bias ICVF and ODI; see the module docstring)
+AXIAL_MEAN = 0.0
+PLANAR_MEAN = 0.0
 
 
 @dataclass(frozen=True)
@@ -84,12 +87,12 @@ class Variability:
     icvf: float = 0.03
     odi: float = 0.03
     isovf: float = 0.015
-    delta_axial: float = 0.04e-3
-    delta_radial: float = 0.03e-3
-    delta_planar: float = 0.02e-3
-    global_share: float = 0.6
-    field_share: float = 0.35
-    field_fwhm_mm: float = 16.0
+    delta_axial: float = 0.0
+    delta_radial: float = 0.0
+    delta_planar: float = 0.0
+    global_share: float = 0.02
+    field_share: float = 0.93
+    field_fwhm_mm: float = 30.0
     icvf_per_year: float = -1.0e-3
     isovf_per_year: float = 0.5e-3
 
@@ -139,6 +142,9 @@ def subject_parameters(mean_maps: dict[str, np.ndarray], mask: np.ndarray,
     for name in PARAMETERS:
         sd = v.sd(name)
         base = mean_maps[name][mask].astype(np.float64) if name in mean_maps else 0.0
+        if sd == 0.0:
+            out[name] = np.broadcast_to(base, (int(mask.sum()),)).astype(np.float64)
+            continue
         field = smooth_field(mask.shape, voxel_size, v.field_fwhm_mm, rng, mask)[mask]
         value = (base + sd * np.sqrt(v.global_share) * rng.standard_normal()
                  + sd * np.sqrt(v.field_share) * field
