@@ -35,7 +35,6 @@ Lancaster's tal2icbm transform (``tal2icbm_other``; Lancaster et al. 2007, Hum B
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +42,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .. import _paths
 from .._logging import get_logger
 from .._validation import InputError, check_choice
 from .maps import FeatureMaps, feature_maps
@@ -133,12 +133,7 @@ class Database:
 
 def resolve_data_dir(data_dir: str | Path | None = None) -> Path:
     """``data_dir``, else ``$MICROVBA_DATA``, else ``~/.cache/microvba``."""
-    if data_dir is not None:
-        return Path(data_dir).expanduser()
-    env = os.environ.get("MICROVBA_DATA")
-    if env:
-        return Path(env).expanduser()
-    return Path("~/.cache/microvba").expanduser()
+    return _paths.data_dir(data_dir)
 
 
 def database_files(name: str, data_dir: str | Path | None = None) -> dict[str, Path]:

@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .. import _paths
 from .._logging import get_logger
 from .._provenance import atomic_path, is_up_to_date, make_sidecar, params_hash, write_json
 from .._validation import InputError, check_choice, check_in_range, check_positive_int
@@ -68,12 +69,7 @@ _CHUNK_BYTES = 384 * 2**20
 
 def resolve_cache_dir(cache_dir: str | Path | None = None) -> Path:
     """``cache_dir``, else ``$MICROVBA_CACHE``, else ``~/.cache/microvba/maps``."""
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    env = os.environ.get("MICROVBA_CACHE")
-    if env:
-        return Path(env).expanduser()
-    return Path("~/.cache/microvba/maps").expanduser()
+    return _paths.cache_dir(cache_dir)
 
 
 @dataclass

