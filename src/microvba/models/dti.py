@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .gradients import check_data
+
 
 def tensor_signal(bvals: np.ndarray, bvecs: np.ndarray, evals: np.ndarray,
                   evecs: np.ndarray) -> np.ndarray:
@@ -101,15 +103,8 @@ class TensorModel:
 
     def fit(self, data: np.ndarray, mask: np.ndarray | None = None) -> TensorFit:
         """Fit every voxel of ``data`` (..., n_volumes) inside ``mask``."""
-        data = np.asarray(data)
-        if data.shape[-1] != self.gtab.n_volumes:
-            from .._validation import InputError
-
-            raise InputError(f"the data have {data.shape[-1]} volumes but the gradient table "
-                             f"has {self.gtab.n_volumes}", file=self.gtab.source,
-                             fix="Use the .bval/.bvec files that belong to this DWI series.")
+        data, mask = check_data(self.gtab, data, mask)
         spatial = data.shape[:-1]
-        mask = np.ones(spatial, bool) if mask is None else np.asarray(mask, bool)
         idx = np.flatnonzero(mask.ravel())
         flat = data.reshape(-1, data.shape[-1])
         evals = np.zeros((idx.size, 3))

@@ -178,3 +178,23 @@ class GradientTable:
         from dipy.core.gradients import gradient_table
 
         return gradient_table(self.bvals, bvecs=self.bvecs, b0_threshold=self.b0_threshold)
+
+
+def check_data(gtab: GradientTable, data: np.ndarray, mask: np.ndarray | None
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Check a (..., n_volumes) DWI array and its mask against ``gtab``; return both.
+
+    The mask defaults to every voxel; InputError when the volume count or the mask shape
+    does not match.
+    """
+    data = np.asarray(data)
+    if data.shape[-1] != gtab.n_volumes:
+        raise InputError(f"the data have {data.shape[-1]} volumes but the gradient table "
+                         f"has {gtab.n_volumes}", file=gtab.source,
+                         fix="Use the .bval/.bvec files that belong to this DWI series.")
+    spatial = data.shape[:-1]
+    mask = np.ones(spatial, bool) if mask is None else np.asarray(mask, bool)
+    if mask.shape != spatial:
+        raise InputError(f"mask shape {mask.shape} differs from the image {spatial}",
+                         file="mask", fix="Use a mask in the same space as the DWI.")
+    return data, mask

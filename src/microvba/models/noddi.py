@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .gradients import check_data
 from .watson import (
     kappa_to_odi,
     odi_to_kappa,
@@ -231,18 +232,9 @@ class NoddiModel:
             chunk_size: int = _CHUNK, progress_desc: str | None = None) -> NoddiFit:
         """Fit every voxel of ``data`` (..., n_volumes) inside ``mask``, chunk by chunk."""
         from .._logging import progress
-        from .._validation import InputError
 
-        data = np.asarray(data)
-        if data.shape[-1] != self.gtab.n_volumes:
-            raise InputError(f"the data have {data.shape[-1]} volumes but the gradient table "
-                             f"has {self.gtab.n_volumes}", file=self.gtab.source,
-                             fix="Use the .bval/.bvec files that belong to this DWI series.")
+        data, mask = check_data(self.gtab, data, mask)
         spatial = data.shape[:-1]
-        mask = np.ones(spatial, bool) if mask is None else np.asarray(mask, bool)
-        if mask.shape != spatial:
-            raise InputError(f"mask shape {mask.shape} differs from the image {spatial}",
-                             file="mask", fix="Use a mask in the same space as the DWI.")
         idx = np.flatnonzero(mask.ravel())
         flat = data.reshape(-1, data.shape[-1])
         raw = np.full((idx.size, 9), np.nan)
