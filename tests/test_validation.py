@@ -81,3 +81,27 @@ def test_check_choice():
     with pytest.raises(InputError, match=r"must be one of \['wm', 'gm'\]\. Got 'csf'") as info:
         check_choice("tissue", "csf", iter(["wm", "gm"]))
     assert info.value.problems[0].fix == "Pass one of wm, gm for tissue."
+
+
+def test_check_output_dir(tmp_path):
+    from microvba._validation import check_output_dir
+
+    assert check_output_dir(tmp_path / "new" / "deeper") == tmp_path / "new" / "deeper"
+    assert not (tmp_path / "new").exists()  # nothing is created
+    assert check_output_dir(tmp_path) == tmp_path
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(InputError, match="is an existing file, not a folder"):
+        check_output_dir(f)
+    with pytest.raises(InputError, match="is a file, not a folder"):
+        check_output_dir(f / "sub")
+
+
+def test_check_output_dir_not_writable(tmp_path, monkeypatch):
+    """(Simulated: the tests may run as root, for whom every folder is writable.)"""
+    from microvba import _validation
+    from microvba._validation import check_output_dir
+
+    monkeypatch.setattr(_validation.os, "access", lambda p, mode: Path(p) != tmp_path)
+    with pytest.raises(InputError, match="no write permission"):
+        check_output_dir(tmp_path / "out")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,3 +121,28 @@ def check_choice(name: str, value: str, choices: Iterable[str]) -> str:
             fix=f"Pass one of {', '.join(map(str, choices))} for {name}.",
         )
     return value
+
+
+def check_output_dir(path: str | Path, what: str = "output folder") -> Path:
+    """Check, before any work starts, that ``path`` can be used (or created) as a folder.
+
+    Raises InputError when ``path`` (or one of its parents) is an existing file, or when the
+    nearest existing folder is not writable; nothing is created here.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"the {what} is an existing file, not a folder", file=path,
+                         fix="Pass a folder path (new or existing), or move the file away.")
+    parent = path
+    while not parent.exists():
+        if parent.parent == parent:
+            break
+        parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        raise InputError(f"cannot create the {what}: {parent} is a file, not a folder",
+                         file=path, fix="Pass a path whose parent folders are folders.")
+    if parent.exists() and not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"the {what} cannot be written: no write permission in {parent}",
+                         file=path, fix="Pass a folder you can write to, or fix the "
+                                        "permissions.")
+    return path

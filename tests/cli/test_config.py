@@ -24,12 +24,18 @@ def _parse(tmp_path: Path, toml: str, extra: list[str] | None = None):
 
 def test_config_sets_defaults_and_cli_overrides(tmp_path):
     args = _parse(tmp_path, 'n_perm = 100\nscore = "cdrisc"\ncovariates = ["age", "sex"]\n'
-                            'd-iso = 2\nforce = true\nmodels = "tensor"\n',
+                            'd-iso = 2.5e-3\nfwhm = 8\nforce = true\nmodels = "DTI"\n',
                   ["--n-perm", "7"])
     assert args.n_perm == 7  # the command line wins
     assert args.score == "cdrisc" and args.covariates == ["age", "sex"]
-    assert args.d_iso == 2.0 and isinstance(args.d_iso, float)  # dashes accepted
-    assert args.force is True and args.models == ["tensor"]
+    assert args.d_iso == 2.5e-3  # dashes accepted
+    assert args.fwhm == 8.0 and isinstance(args.fwhm, float)  # TOML integer -> float
+    assert args.force is True and args.models == ["tensor"]  # alias resolved
+
+
+def test_config_diffusivity_in_wrong_unit_is_explained(tmp_path):
+    with pytest.raises(InputError, match="looks like um\\^2/ms"):
+        _parse(tmp_path, "d_par = 1.7\n")
 
 
 def test_no_config_changes_nothing():

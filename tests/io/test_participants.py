@@ -113,3 +113,14 @@ def test_long_lists_are_abbreviated(tmp_path):
     df = read_participants(_write(tmp_path, "participant_id\tscore\n" + rows))
     (p,) = column_problems(df, "score", list(df.index), "p.tsv", numeric=True).problems
     assert "and 10 more" in p.problem
+
+
+def test_spreadsheet_export_quotes_crlf_and_bom(tmp_path):
+    """Excel's 'tab-delimited text' quotes cells and writes CRLF (and sometimes a BOM)."""
+    p = tmp_path / "participants.tsv"
+    p.write_bytes('\ufeff"participant_id"\t"score"\r\n"sub-01"\t"1.5"\r\nsub-02\t2\r\n'
+                  .encode("utf-8"))
+    df = read_participants(p)
+    assert list(df.index) == ["01", "02"]
+    assert list(df.columns) == ["participant_id", "score"]
+    assert df["score"].tolist() == [1.5, 2.0]

@@ -15,6 +15,7 @@ import argparse
 import importlib
 import logging
 import sys
+import warnings
 from collections.abc import Sequence
 
 from .. import __version__
@@ -95,6 +96,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INPUT
     args = parser.parse_args(argv)
     configure(args.verbose - args.quiet)
+    # a local Dask cluster moves its dashboard to a free port by itself: not worth a warning
+    warnings.filterwarnings("ignore", message=r"Port \d+ is already in use",
+                            category=UserWarning)
     log = logging.getLogger("microvba")
     try:
         return int(run(args) or 0)

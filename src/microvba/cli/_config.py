@@ -80,6 +80,7 @@ def _config_value(action: argparse.Action, key: str, value: Any, path: Path) -> 
         out = value  # an option parsed into a list (e.g. --models a,b) given as a TOML list
         if not all(isinstance(v, str) for v in out):
             raise bad("must be a list of strings", f'Write {key} = ["a", "b"].')
+        out = _config_item(action, key, ",".join(out), path)  # e.g. aliases resolved
     else:
         out = _config_item(action, key, value, path)
     if action.choices is not None:
@@ -109,6 +110,12 @@ def _config_item(action: argparse.Action, key: str, value: Any, path: Path) -> A
         return value
     if kind is float:
         return float(value)
+    if kind not in (None, str, int) and not isinstance(kind, type):
+        try:  # a converter function (e.g. a diffusivity with its unit check)
+            return kind(repr(value))
+        except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:
+            raise InputError(f"key '{key}': invalid value {value!r} ({exc})", file=path,
+                             fix=f"Write a valid value for {key}.") from exc
     raise InputError(f"key '{key}' has a value of the wrong type; got {value!r}", file=path,
                      fix=fix)
 

@@ -5,14 +5,40 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .._validation import InputError
+from .._logging import get_logger
+from .._validation import InputError, check_output_dir
+from ..io.derivatives import METRICS, PARAM_MODEL, SPACE_MNI
 from ._config import write_effective_config
+from ._types import diffusivity, parse_models, seed
+
+log = get_logger(__name__)
 
 HELP = "Run the participant (fit + normalise) or group (VBA + regions + decoding) stage."
 
 
 def _csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _metrics(text: str) -> list[str]:
+    names = [m.lower() for m in _csv(text)]
+    unknown = [m for m in names if m not in METRICS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown metric(s) {unknown or [text]}; choose among "
+                                         f"{','.join(METRICS)}")
+    return list(dict.fromkeys(names))
+
+
+def _default_metrics(out_dir: Path) -> list[str]:
+    """Every metric, or the tensor ones when the participant stage wrote no NODDI map."""
+    tensor = [m for m in METRICS if PARAM_MODEL.get(m) == "tensor"]
+    space = f"_space-{SPACE_MNI}_"
+    noddi = any(out_dir.glob(f"sub-*/**/*{space}model-noddi_param-icvf_dwimap.nii.gz"))
+    if not noddi and any(out_dir.glob(f"sub-*/**/*{space}model-tensor_param-fa_dwimap.nii.gz")):
+        log.warning("no NODDI map in %s (participant stage run with --models tensor): "
+                    "analysing %s", out_dir, ",".join(tensor))
+        return tensor
+    return list(METRICS)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,13 +55,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="sessions to process (without 'ses-')")
 
     fit = parser.add_argument_group("microstructure fitting (participant)")
-    fit.add_argument("--models", type=_csv, default=["tensor", "noddi"],
+    fit.add_argument("--models", type=parse_models, default=["tensor", "noddi"],
                      help="comma-separated models: tensor, noddi")
     fit.add_argument("--tissue", choices=["wm", "gm"], default="wm",
                      help="NODDI intrinsic-diffusivity preset: wm = 1.7e-3, gm = 1.1e-3 mm^2/s")
-    fit.add_argument("--d-par", type=float, default=None,
+    fit.add_argument("--d-par", type=diffusivity, default=None,
                      help="NODDI intrinsic parallel diffusivity in mm^2/s (overrides --tissue)")
-    fit.add_argument("--d-iso", type=float, default=3.0e-3,
+    fit.add_argument("--d-iso", type=diffusivity, default=3.0e-3,
                      help="NODDI isotropic diffusivity in mm^2/s")
     fit.add_argument("--dti-bmax", type=float, default=1750.0,
                      help="fit the tensor on volumes with b <= this (s/mm^2), as DSI Studio")
@@ -51,10 +77,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     grp.add_argument("--score", default=None, help="participants.tsv column to correlate with")
     grp.add_argument("--covariates", type=_csv, default=[],
                      help="comma-separated participants.tsv columns to control for")
-    grp.add_argument("--metrics", type=_csv, default=["fa", "md", "rd", "ad", "icvf", "odi",
-                                                      "isovf"])
+    grp.add_argument("--metrics", type=_metrics, default=None,
+                     help="comma-separated maps to analyse among " + ",".join(METRICS)
+                          + " (default: all that the participant stage wrote, i.e. fa,md,rd,ad "
+                            "after --models tensor)")
     grp.add_argument("--n-perm", type=int, default=5000, help="number of permutations")
-    grp.add_argument("--seed", type=int, default=0)
+    grp.add_argument("--seed", type=seed, default=0)
     grp.add_argument("--fwhm", type=float, default=6.0, help="smoothing FWHM in mm, 0 = none")
     grp.add_argument("--gm-threshold", type=float, default=0.3,
                      help="template GM probability defining the analysis mask")
@@ -84,6 +112,10 @@ def run(args: argparse.Namespace) -> int:
     if bids_dir.resolve() == out_dir.resolve():
         raise InputError("the output folder is the BIDS dataset itself", file=out_dir,
                          fix="Write derivatives elsewhere, e.g. BIDS_DIR/derivatives/microvba.")
+    check_output_dir(out_dir)
+    if args.metrics is None:
+        args.metrics = _default_metrics(out_dir) if args.analysis_level == "group" \
+            else list(METRICS)
     if args.analysis_level == "participant":
         from ..workflows.participant import run_participant_cli as stage
     else:

@@ -30,9 +30,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .._validation import check_output_dir
     from ..decode.database import resolve_data_dir
     from ..decode.fetch import fetch_databases
 
+    folder = resolve_data_dir(args.data_dir)
+    for name in args.database:  # before any download: a bad folder fails at once
+        check_output_dir(folder / name, "data folder")
     paths = fetch_databases(args.database, data_dir=args.data_dir, base_url=args.base_url,
                             force=args.force, timeout=args.timeout)
     print(f"{len(paths)} files ready under {resolve_data_dir(args.data_dir)}")

@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .._validation import InputError
+import numpy as np
+
+from .._validation import InputError, check_output_dir, check_positive_int
+from ._types import seed
 
 HELP = ("Meta-analytic decoding of an ROI (ROI association: log-odds, chi-square/Fisher p, "
         "FDR q, spatial-null p) and/or an unthresholded map (correlation with association "
@@ -36,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "0.001 for terms)")
     parser.add_argument("--n-null", type=int, default=1000,
                         help="spatial-null resamples for p_null (0 = none)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed, default=0)
     parser.add_argument("--top", type=int, default=15, help="features in the bar chart")
 
 
@@ -58,23 +61,41 @@ def _show(table, title: str, n: int = 10) -> None:
 def run(args: argparse.Namespace) -> int:
     from .._provenance import make_sidecar, save_figure, write_json
     from ..decode import Decoder, bar_chart, polar_plot
+    from ..decode.grid import check_roi_extent, check_roi_values, load_image, mni_brain_grid
     from ..decode.stage import write_table
 
     if args.roi is None and args.stat_map is None:
         raise InputError("Nothing to decode.", file="command line",
                          fix="Pass --roi MASK.nii.gz and/or --map STAT.nii.gz.")
+    check_positive_int("top", args.top)  # before any output: the figures need it
+    check_output_dir(args.output_dir)
+    if args.cache_dir is not None:
+        check_output_dir(args.cache_dir, "map cache folder")
+    # fail before loading the database (seconds to minutes)
+    if args.roi is not None:
+        check_roi_values(np.asarray(load_image(args.roi, "ROI").dataobj, dtype=np.float64),
+                         str(args.roi), warn_labels=False)
+        check_roi_extent(args.roi, mni_brain_grid(2.0))
+    if args.stat_map is not None:
+        values = np.asarray(load_image(args.stat_map, "statistic map").dataobj, np.float64)
+        values = values[np.isfinite(values)]
+        if values.size == 0 or np.ptp(values) == 0:
+            raise InputError("The statistic map is constant (or has no finite value).",
+                             file=args.stat_map,
+                             fix="Pass an unthresholded statistic map in MNI space.")
     prefix = args.prefix or _stem(args.roi if args.roi is not None else args.stat_map)
     dec = Decoder(args.vocabulary, data_dir=args.data_dir, kernel_mm=args.kernel_mm,
                   threshold=args.threshold, n_null=args.n_null, seed=args.seed,
                   cache_dir=args.cache_dir).fit()
     out = args.output_dir
     stem = out / f"{prefix}_vocab-{args.vocabulary}"
+    # decode every input before writing anything: a bad map leaves no partial output
+    tables = [(kind, image, method(image))
+              for kind, image, method in (("decoding", args.roi, dec.decode_roi),
+                                          ("mapdecoding", args.stat_map, dec.decode_map))
+              if image is not None]
     outputs = {}
-    for kind, image, method in (("decoding", args.roi, dec.decode_roi),
-                                ("mapdecoding", args.stat_map, dec.decode_map)):
-        if image is None:
-            continue
-        table = method(image)
+    for kind, image, table in tables:
         outputs[kind] = write_table(table, f"{stem}_{kind}.tsv")
         tag = "" if kind == "decoding" else "_map"
         save_figure(bar_chart(table, top=args.top), f"{stem}{tag}_bar.png", dpi=150)

@@ -5,14 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .._validation import InputError
+from .._validation import InputError, check_output_dir
+from ._types import diffusivity, parse_models
 
 HELP = ("Fit the diffusion tensor and/or NODDI to one DWI series and write BIDS-derivative "
         "maps (FA, MD, RD, AD, ICVF, ODI, ISOVF, ...) with JSON sidecars.")
-
-
-def _models(text: str) -> list[str]:
-    return [t.strip().lower() for t in text.split(",") if t.strip()]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,15 +19,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mask", type=Path, default=None,
                         help="brain mask (default: median_otsu on the mean b0)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output folder")
-    parser.add_argument("--model", type=_models, default=["tensor", "noddi"],
+    parser.add_argument("--model", type=parse_models, default=["tensor", "noddi"],
                         help="comma-separated models: tensor, noddi")
     parser.add_argument("--tissue", choices=["wm", "gm"], default="wm",
                         help="NODDI intrinsic-diffusivity preset: wm = 1.7e-3, gm = 1.1e-3 "
                              "mm^2/s")
-    parser.add_argument("--d-par", type=float, default=None,
+    parser.add_argument("--d-par", type=diffusivity, default=None,
                         help="NODDI intrinsic parallel diffusivity in mm^2/s (overrides "
                              "--tissue)")
-    parser.add_argument("--d-iso", type=float, default=3.0e-3,
+    parser.add_argument("--d-iso", type=diffusivity, default=3.0e-3,
                         help="NODDI isotropic diffusivity in mm^2/s")
     parser.add_argument("--dti-bmax", type=float, default=1750.0,
                         help="fit the tensor on volumes with b <= this (s/mm^2)")
@@ -63,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
         if p is not None and not Path(p).is_file():
             raise InputError(f"{label} file not found", file=p,
                              fix="Check the path (relative paths start in the current folder).")
+    check_output_dir(args.output)
     paths = fit_image(args.dwi, args.bval, args.bvec, args.output, prefix_from_dwi(args.dwi),
                       mask_path=args.mask, models=args.model, d_par=args.d_par,
                       tissue=args.tissue, d_iso=args.d_iso, dti_bmax=args.dti_bmax,

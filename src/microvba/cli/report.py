@@ -14,7 +14,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .._validation import InputError
     from ..report import build_report
 
+    group = Path(args.output_dir) / "group"
+    if Path(args.output_dir).is_dir() and not (group / "analysis.json").is_file():
+        raise InputError("no group results to report (group/analysis.json is missing)",
+                         file=args.output_dir,
+                         fix="Run the group stage first: microvba BIDS_DIR OUTPUT_DIR group "
+                             "--score ...; then (re)build the report with microvba report.")
     print(build_report(args.output_dir, title=args.title))
     return 0

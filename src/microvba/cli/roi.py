@@ -27,6 +27,7 @@ import pandas as pd
 
 from .._provenance import make_sidecar, write_json, write_text
 from .._validation import InputError, ProblemCollector
+from ._types import seed
 
 HELP = "Mean of a named atlas region in each map (a priori ROI), with a partial correlation."
 
@@ -54,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated participants.tsv columns to control for")
     parser.add_argument("--method", choices=["pearson", "spearman"], default="pearson")
     parser.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed, default=0)
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="folder holding atlases/brainnetome "
                              "(default $MICROVBA_DATA, else ~/.cache/microvba)")

@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 from .._logging import get_logger
+from ._types import seed
 
 HELP = ("Write a simulated BIDS diffusion dataset: a tiny one for trials, or (--cohort) the "
         "demo cohort with the study's five findings planted.")
@@ -32,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="--cohort: voxel size in mm (default 4, or 2 with --full)")
     parser.add_argument("--full", action="store_true",
                         help="--cohort: 2 mm whole brain with all 515 DSI volumes (slow)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--seed", type=seed, default=0, help="random seed")
     parser.add_argument("--snr", type=float, default=None,
                         help="b=0 grey-matter SNR (default 30; with --cohort 30 at 2 mm, "
                              "scaled with the voxel volume on coarser grids)")

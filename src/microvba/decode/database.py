@@ -34,7 +34,9 @@ Lancaster's tal2icbm transform (``tal2icbm_other``; Lancaster et al. 2007, Hum B
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -209,6 +211,23 @@ def tfidf(counts: sp.spmatrix) -> sp.csc_matrix:
     return sp.csc_matrix(x)
 
 
+@contextlib.contextmanager
+def _reading(name: str, path: Path) -> Iterator[None]:
+    """Turn the errors of a truncated or corrupt database file into an InputError naming it."""
+    import zipfile
+    import zlib
+
+    try:
+        yield
+    except (OSError, EOFError, ValueError, KeyError, UnicodeDecodeError, zlib.error,
+            zipfile.BadZipFile, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise InputError(f"The {name} database file cannot be read ({type(exc).__name__}: "
+                         f"{' '.join(str(exc).split())[:200]}); it is truncated or corrupt.",
+                         file=path,
+                         fix=f"Download it again: microvba data fetch --database {name} "
+                             f"--data-dir {path.parent.parent}") from exc
+
+
 def load_database(name: str, data_dir: str | Path | None = None) -> Database:
     """Load the Neurosynth (``lda50``) or NeuroQuery (``terms``) database.
 
@@ -225,20 +244,30 @@ def load_database(name: str, data_dir: str | Path | None = None) -> Database:
         When files are missing (the fix says to run ``microvba data fetch``).
     """
     paths = database_files(name, data_dir)
-    metadata = pd.read_table(paths["metadata"])
-    if not metadata["id"].is_unique:
+    with _reading(name, paths["metadata"]):
+        metadata = pd.read_table(paths["metadata"])
+        ids = metadata["id"]
+    if not ids.is_unique:
         raise InputError("The metadata has duplicated study ids.", file=paths["metadata"],
                          fix="Download the file again with 'microvba data fetch'.")
-    kept, xyz, peak_study = _read_coordinates(paths["coordinates"], metadata)
-    vocab = [v.strip() for v in paths["vocabulary"].read_text().splitlines() if v.strip()]
+    with _reading(name, paths["coordinates"]):
+        kept, xyz, peak_study = _read_coordinates(paths["coordinates"], metadata)
+    with _reading(name, paths["vocabulary"]):
+        vocab = [v.strip() for v in paths["vocabulary"].read_text().splitlines() if v.strip()]
     if name == "neurosynth":
-        weights = sp.load_npz(paths["features"]).tocsr()
-        labels = _lda_labels(paths["keys"], vocab)
+        with _reading(name, paths["features"]):
+            weights = sp.load_npz(paths["features"]).tocsr()
+        with _reading(name, paths["keys"]):
+            labels = _lda_labels(paths["keys"], vocab)
         vocabulary = "lda50"
-        meta = json.loads(paths["vocab_metadata"].read_text())
+        with _reading(name, paths["vocab_metadata"]):
+            meta = json.loads(paths["vocab_metadata"].read_text())
         log.debug("LDA model: %s", meta.get("name"))
     else:
-        counts = sum(sp.load_npz(paths[k]).tocsr() for k in ("abstract", "title", "keywords"))
+        counts = 0
+        for k in ("abstract", "title", "keywords"):
+            with _reading(name, paths[k]):
+                counts = counts + sp.load_npz(paths[k]).tocsr()
         weights = tfidf(counts).tocsr()
         labels = list(vocab)
         vocabulary = "terms"

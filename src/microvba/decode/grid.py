@@ -16,7 +16,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from .._logging import get_logger
 from .._validation import InputError
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,17 @@ def load_image(img: str | Path | nib.Nifti1Image, what: str) -> nib.spatialimage
     return out
 
 
+def fov_coverage(img: nib.spatialimages.SpatialImage, grid: BrainGrid) -> float:
+    """Fraction of the grid's brain voxels that fall inside ``img``'s field of view."""
+    ijk = np.argwhere(grid.mask)[::7]  # a sample is enough
+    xyz = ijk @ grid.affine[:3, :3].T + grid.affine[:3, 3]
+    inv = np.linalg.inv(img.affine)
+    src = xyz @ inv[:3, :3].T + inv[:3, 3]
+    shape = np.asarray(img.shape[:3])
+    inside = np.all((src > -0.5) & (src < shape - 0.5), axis=1)
+    return float(inside.mean())
+
+
 def to_grid(img: nib.spatialimages.SpatialImage, grid: BrainGrid,
             interpolation: str) -> np.ndarray:
     """Resample ``img`` onto ``grid`` and return its in-mask values (NaN -> 0)."""
@@ -119,6 +133,12 @@ def to_grid(img: nib.spatialimages.SpatialImage, grid: BrainGrid,
 
     data = np.asarray(img.dataobj, dtype=np.float32)
     data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
+    coverage = fov_coverage(img, grid)
+    if coverage < 0.5:
+        log.warning("the image (shape %s, voxel %s mm) covers only %.0f%% of the MNI brain: "
+                    "is it in MNI space? Values outside its field of view count as 0",
+                    tuple(img.shape), "x".join(f"{z:g}" for z in img.header.get_zooms()[:3]),
+                    100 * coverage)
     src = nib.Nifti1Image(data, img.affine)
     if img.shape == grid.shape and np.allclose(img.affine, grid.affine):
         vol = data
@@ -129,16 +149,74 @@ def to_grid(img: nib.spatialimages.SpatialImage, grid: BrainGrid,
     return np.asarray(vol[grid.mask], dtype=np.float32)
 
 
+#: an ROI covering more than this fraction of the brain mask is refused (not a region)
+MAX_ROI_FRACTION = 0.5
+
+
+def _image_name(img: object, what: str) -> str:
+    return str(img) if not isinstance(img, nib.spatialimages.SpatialImage) else f"<{what} image>"
+
+
+def check_roi_values(data: np.ndarray, name: str, warn_labels: bool = True) -> None:
+    """InputError unless the ROI holds a mask or labels: integers >= 0 (0 = outside).
+
+    A statistic map (negative or fractional values) or a probability map given as an ROI
+    would otherwise be decoded as "every nonzero voxel", i.e. most of the brain.
+    """
+    values = data[np.isfinite(data) & (data != 0)]
+    if values.size == 0:
+        return
+    fractional = np.abs(values - np.rint(values)) > 1e-3
+    if values.min() < 0 or fractional.any():
+        raise InputError(
+            f"The ROI holds continuous values ({values.min():.3g} to {values.max():.3g}, "
+            f"{int(fractional.sum())} non-integer voxel(s)"
+            f"{', some negative' if values.min() < 0 else ''}): it looks like a statistic or "
+            "probability map, not a mask.", file=name,
+            fix="Pass an unthresholded map with --map, or binarise it first (e.g. "
+                "fslmaths stat -thr 3.1 -bin roi, or -thr 0.5 -bin for a probability map).")
+    labels = np.unique(values)
+    if labels.size > 1 and warn_labels:
+        log.warning("%s: the ROI holds %d different labels (%s); their union is decoded "
+                    "(extract one label for a single region)", name, labels.size,
+                    ", ".join(f"{v:g}" for v in labels[:8]) + (" ..." if labels.size > 8
+                                                                else ""))
+
+
+def check_roi_extent(mask_img: str | Path | nib.Nifti1Image, grid: BrainGrid) -> None:
+    """InputError when the ROI covers more than :data:`MAX_ROI_FRACTION` of the brain: a
+    brain mask or a map whose background is not 0, given where a region was meant."""
+    idx = roi_voxels(mask_img, grid)
+    if idx.size > MAX_ROI_FRACTION * grid.n_voxels:
+        raise InputError(f"The ROI covers {100 * idx.size / grid.n_voxels:.0f}% of the brain "
+                         "mask; decoding nearly the whole brain says nothing about a region "
+                         "(is this a brain mask, or a map whose background is not 0?).",
+                         file=_image_name(mask_img, "ROI"),
+                         fix="Pass a region mask (a cluster or an atlas region), or an "
+                             "unthresholded map with --map.")
+
+
 def roi_voxels(mask_img: str | Path | nib.Nifti1Image, grid: BrainGrid) -> np.ndarray:
-    """In-mask voxel indices of a binary ROI (nonzero voxels, nearest-neighbour resampled)."""
+    """In-mask voxel indices of a binary ROI (nonzero voxels, nearest-neighbour resampled).
+
+    Raises InputError for an ROI with continuous values (see :func:`check_roi_values`) or
+    one without a voxel in the brain.
+    """
     img = load_image(mask_img, "ROI")
+    name = _image_name(mask_img, "ROI")
+    source = np.asarray(img.dataobj, dtype=np.float64)
+    check_roi_values(source, name)
     values = to_grid(img, grid, "nearest")
     idx = np.flatnonzero(values != 0)
     if idx.size == 0:
-        name = str(mask_img) if not isinstance(mask_img, nib.spatialimages.SpatialImage) \
-            else "<ROI image>"
         raise InputError("The ROI has no voxel inside the MNI brain mask.", file=name,
                          fix="Pass a non-empty ROI mask in MNI space (nonzero = inside).")
+    zooms = np.abs(np.linalg.det(img.affine[:3, :3]))
+    src_mm3 = np.count_nonzero(np.nan_to_num(source)) * zooms
+    in_mm3 = idx.size * abs(np.linalg.det(grid.affine[:3, :3]))
+    if src_mm3 > 0 and in_mm3 < 0.5 * src_mm3:
+        log.warning("%s: only %.0f%% of the ROI lies inside the MNI brain mask; is it in MNI "
+                    "space?", name, 100 * in_mm3 / src_mm3)
     return idx.astype(np.int64)
 
 

@@ -45,15 +45,12 @@ import pandas as pd
 
 from .._logging import get_logger, progress
 from .._validation import InputError, ProblemCollector, check_positive_int
-from .gradients import read_bvals, read_bvecs
+from .gradients import B0_THRESHOLD, BVEC_NORM_TOL, non_unit_problem, read_bvals, read_bvecs
 from .participants import column_problems, read_participants
 
 log = get_logger(__name__)
 
-#: b-values at or below this (s/mm^2) count as b=0 volumes (DIPY's default ``b0_threshold``)
-B0_THRESHOLD = 50.0
-#: largest accepted deviation of a b>0 gradient vector's norm from 1 (DIPY's ``atol``)
-BVEC_NORM_TOL = 0.01
+# B0_THRESHOLD (50 s/mm^2) and BVEC_NORM_TOL (0.01) come from .gradients, shared with `fit`
 #: largest block of image data read at once when checking a NIfTI file
 CHUNK_BYTES = 128 * 2**20
 
@@ -107,9 +104,11 @@ class Dataset:
 def _strip(prefix: str, labels: Iterable[str] | str | None) -> list[str] | None:
     if labels is None:
         return None
-    if isinstance(labels, str):
+    if isinstance(labels, str | int):
         labels = [labels]
-    return [lab[len(prefix):] if lab.startswith(prefix) else lab for lab in labels]
+    # "01,02" or "01 02" in one argument (or a TOML list of numbers) -> ["01", "02"]
+    split = [t for lab in labels for t in re.split(r"[\s,]+", str(lab).strip()) if t]
+    return [lab[len(prefix):] if lab.startswith(prefix) else lab for lab in split]
 
 
 def _nifti_stem(path: Path) -> str:
@@ -138,35 +137,111 @@ def _find_t1w(sub_dir: Path, ses_dir: Path) -> Path | None:
     return None
 
 
+def _broken_links(folder: Path, suffix: str) -> list[Path]:
+    """Symbolic links named like ``*{suffix}.nii[.gz]`` whose target is missing."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir()
+                  if p.is_symlink() and not p.exists()
+                  and any(p.name.endswith(f"{suffix}{e}") for e in _NIFTI_EXT))
+
+
+_ANNEX_FIX = ("Fetch the file content (for a DataLad / git-annex dataset: datalad get <file>), "
+              "or copy the file itself instead of a link.")
+
+
+def _inherited(dwi: Path, ext: str, upper: Sequence[Path]) -> Path:
+    """The ``ext`` companion of ``dwi``: beside it, else inherited from a higher level.
+
+    BIDS inheritance: a file in ``ses-*/``, ``sub-*/`` or the dataset root applies when its
+    entities are a subset of the image's (``dwi.bval`` at the root serves every subject;
+    ``acq-mb3_dwi.bval`` every ``..._acq-mb3_dwi``); the nearest level wins, then the most
+    specific name. Without any, the path beside the image is returned (reported missing).
+    """
+    stem = _nifti_stem(dwi)
+    beside = dwi.with_name(stem + ext)
+    if beside.exists() or beside.is_symlink():
+        return beside
+    entities = set(stem.split("_")[:-1])
+    for folder in dict.fromkeys([dwi.parent, *upper]):
+        if not folder.is_dir():
+            continue
+        found = []
+        for p in folder.iterdir():
+            name = p.name
+            if not name.endswith(ext) or not (name == f"dwi{ext}"
+                                              or name.endswith(f"_dwi{ext}")):
+                continue
+            parts = name[: -len(ext)].split("_")[:-1]
+            if set(parts) <= entities:
+                found.append((len(parts), p))
+        if found:
+            return max(found)[1]
+    return beside
+
+
+def _has_diffusion_weighting(dwi: Path) -> bool:
+    """False only when the series' .bval is readable and holds b=0 volumes only."""
+    try:
+        return bool(np.any(read_bvals(_inherited(dwi, ".bval", ())) > B0_THRESHOLD))
+    except InputError:
+        return True  # unreadable: keep it, validation reports the file
+
+
 def _subject_in(sub_dir: Path, ses_dir: Path, session: str | None,
                 problems: ProblemCollector) -> Subject | None:
     label = sub_dir.name[4:]
     where = ses_dir / "dwi"
     dwis = _niftis(where, "_dwi")
-    if not dwis:
-        problems.add(where, "no DWI image (*_dwi.nii or *_dwi.nii.gz) found",
-                     "Add the subject's DWI series here, or leave this subject out with "
-                     "--participant-label.")
+    broken = _broken_links(where, "_dwi")
+    for link in broken:
+        problems.add(link, "a symbolic link whose target does not exist (file content not "
+                           "present)", _ANNEX_FIX)
+    if broken:
         return None
+    if not dwis:
+        leave_out = ("this session out with --session-label" if session is not None
+                     else "this subject out with --participant-label")
+        problems.add(where, "no DWI image (*_dwi.nii or *_dwi.nii.gz) found",
+                     f"Add the subject's DWI series here, or leave {leave_out}.")
+        return None
+    if len(dwis) > 1:
+        weighted = [d for d in dwis if _has_diffusion_weighting(d)]
+        if len(weighted) == 1:  # the others: b=0-only series (reverse phase encoding)
+            log.warning("%s: using %s; ignoring the b=0-only series %s (e.g. reverse "
+                        "phase-encoding scans for distortion correction)", where,
+                        weighted[0].name, ", ".join(d.name for d in dwis if d not in weighted))
+            dwis = weighted
     if len(dwis) > 1:
         problems.add(where, f"{len(dwis)} DWI series ({', '.join(p.name for p in dwis)}); "
                             "microvba uses one per subject and session",
-                     "Keep one DWI series (e.g. move the others to a separate dataset).")
+                     "Keep one diffusion-weighted series per subject and session (move the "
+                     "others out of the dataset, e.g. to sourcedata/), or merge the runs into "
+                     "one series with its .bval/.bvec concatenated in the same order.")
         return None
     dwi = dwis[0]
-    stem = _nifti_stem(dwi)
-    bval, bvec, sidecar = (dwi.with_name(stem + ext) for ext in (".bval", ".bvec", ".json"))
+    bval, bvec, sidecar = (_inherited(dwi, ext, (ses_dir, sub_dir, sub_dir.parent))
+                           for ext in (".bval", ".bvec", ".json"))
     ok = True
     for f, what in ((bval, "b-values"), (bvec, "b-vectors")):
-        if not f.is_file():
+        if f.is_symlink() and not f.exists():
+            problems.add(f, f"a symbolic link whose target does not exist (the {what} of "
+                            f"{dwi.name}; file content not present)", _ANNEX_FIX)
+            ok = False
+        elif not f.is_file():
             problems.add(f, f"missing: the {what} of {dwi.name}",
                          f"Write the {what} in FSL format as {f.name} beside the DWI.")
             ok = False
     if not ok:
         return None
+    t1w = _find_t1w(sub_dir, ses_dir)
+    if t1w is None:
+        for folder in dict.fromkeys([ses_dir / "anat", sub_dir / "anat"]):
+            for link in _broken_links(folder, "_T1w"):
+                problems.add(link, "a symbolic link whose target does not exist (file "
+                                   "content not present)", _ANNEX_FIX)
     return Subject(label=label, session=session, dwi=dwi, bval=bval, bvec=bvec,
-                   json=sidecar if sidecar.is_file() else None,
-                   t1w=_find_t1w(sub_dir, ses_dir))
+                   json=sidecar if sidecar.is_file() else None, t1w=t1w)
 
 
 def _discover(bids_dir: str | Path, participant_label: Sequence[str] | str | None,
@@ -255,7 +330,7 @@ def discover(bids_dir: str | Path, participant_label: Sequence[str] | str | None
 # ---------------------------------------------------------------------------------------------
 # image and gradient checks
 
-def _read_errors() -> tuple[type[BaseException], ...]:
+def nifti_read_errors() -> tuple[type[BaseException], ...]:
     """Errors nibabel, gzip and zlib raise on unreadable, corrupt or truncated files."""
     from nibabel.filebasedimages import ImageFileError
     from nibabel.spatialimages import HeaderDataError
@@ -268,6 +343,28 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: " + " ".join(str(exc).split())
 
 
+def nifti_read_fix(path: Path) -> str:
+    """The fix for an unreadable NIfTI file, specific when the name lies about compression."""
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(2)
+    except OSError:
+        magic = b""
+    if path.name.endswith(".gz") and magic and magic != b"\x1f\x8b":
+        return (f"The file is not gzip-compressed although its name ends in .gz: rename it "
+                f"to {path.name[:-3]} (or compress it with gzip).")
+    if path.name.endswith(".nii") and magic == b"\x1f\x8b":
+        return f"The file is gzip-compressed: rename it to {path.name}.gz."
+    if path.name.endswith((".mif", ".mif.gz")):
+        return ("Convert the MRtrix image to NIfTI with its gradient table: mrconvert "
+                f"{path.name} dwi.nii.gz -export_grad_fsl dwi.bvec dwi.bval")
+    if not path.name.endswith((".nii", ".nii.gz")):
+        return ("Convert the image to NIfTI (.nii or .nii.gz), e.g. dcm2niix for DICOM, "
+                "mrconvert for MRtrix .mif, mri_convert for .mgz.")
+    return ("Copy the file again if it was cut short, or re-export it as NIfTI (e.g. with "
+            "dcm2niix).")
+
+
 def _load_header(path: Path, problems: ProblemCollector) -> Any:
     import nibabel as nib
 
@@ -275,10 +372,9 @@ def _load_header(path: Path, problems: ProblemCollector) -> Any:
         img = nib.load(str(path), keep_file_open=True)
         shape = img.shape
         np.dtype(img.get_data_dtype())
-    except _read_errors() as exc:
+    except nifti_read_errors() as exc:
         problems.add(path, f"not a readable NIfTI image ({_describe(exc)})",
-                     "Copy the file again if it was cut short, or re-export it as NIfTI "
-                     "(e.g. with dcm2niix).")
+                     nifti_read_fix(path))
         return None
     if any(int(n) <= 0 for n in shape):
         problems.add(path, f"image has an empty dimension (shape {shape})",
@@ -337,7 +433,7 @@ def check_image_data(path: Path, img: Any, problems: ProblemCollector,
             block = np.asanyarray(img.dataobj[index])
             if block.dtype.kind in "fc":
                 n_bad += int(np.count_nonzero(~np.isfinite(block)))
-    except _read_errors() as exc:
+    except nifti_read_errors() as exc:
         problems.add(path, f"truncated or corrupt image data ({_describe(exc)})",
                      "Copy or re-export the file again; its data ends before the header says "
                      "or does not decompress.")
@@ -385,17 +481,9 @@ def check_gradients(subject: Subject, n_volumes: int | None,
                      "normalise the signal.")
     if bvecs is None:
         return
-    norms = np.linalg.norm(bvecs, axis=1)
-    bad = np.flatnonzero(~is_b0 & (np.abs(norms - 1.0) > BVEC_NORM_TOL))
-    if bad.size:
-        shown = ", ".join(f"{i} (b={bvals[i]:g}, |g|={norms[i]:.3g})" for i in bad[:8])
-        more = f" and {bad.size - 8} more" if bad.size > 8 else ""
-        problems.add(subject.bvec,
-                     f"{bad.size} volume(s) with b > {B0_THRESHOLD:g} have a zero or non-unit "
-                     f"gradient vector (|g| must be 1 +/- {BVEC_NORM_TOL:g}); volumes "
-                     f"{shown}{more}",
-                     "Write unit vectors for diffusion-weighted volumes (normalise each "
-                     "column), or correct the b-value if the volume is a b=0 one.")
+    found = non_unit_problem(bvals, bvecs, B0_THRESHOLD, BVEC_NORM_TOL)
+    if found is not None:
+        problems.add(subject.bvec, *found)
 
 
 def _check_subject(subject: Subject, problems: ProblemCollector, check_images: bool) -> None:

@@ -60,6 +60,14 @@ def _strip_sub(label: str) -> str:
     return label[4:] if label.startswith("sub-") else label
 
 
+def _unquote(cell: str) -> str:
+    """Strip whitespace and one pair of surrounding double quotes (spreadsheet exports)."""
+    cell = cell.strip()
+    if len(cell) >= 2 and cell[0] == cell[-1] == '"':
+        cell = cell[1:-1].strip()
+    return cell
+
+
 def _parse_rows(path: Path, text: str) -> tuple[list[str], list[list[str]]]:
     lines = text.splitlines()
     while lines and not lines[-1].strip():
@@ -67,13 +75,13 @@ def _parse_rows(path: Path, text: str) -> tuple[list[str], list[list[str]]]:
     if not lines or not lines[0].strip():
         raise InputError("the table is empty (no header row)", file=path,
                          fix="Write a tab-separated header row starting with participant_id.")
-    header = [c.strip() for c in lines[0].split("\t")]
+    header = [_unquote(c) for c in lines[0].split("\t")]
     problems = ProblemCollector()
     rows: list[list[str]] = []
     for i, line in enumerate(lines[1:], start=2):
         if not line.strip():
             continue
-        cells = [c.strip() for c in line.split("\t")]
+        cells = [_unquote(c) for c in line.split("\t")]
         if len(cells) != len(header):
             problems.add(path, f"line {i} has {len(cells)} tab-separated values but the header "
                                f"has {len(header)} columns",

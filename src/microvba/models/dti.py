@@ -94,7 +94,9 @@ class TensorModel:
                     "directions, or acquire more directions.")
         if not np.any(gtab.b0s_mask[self.volumes]):
             raise InputError("the tensor fit needs at least one b0 volume", file=gtab.source,
-                             fix="Include a b=0 volume (or raise b0_threshold).")
+                             fix="Include a b=0 volume (b <= "
+                                 f"{gtab.b0_threshold:g} s/mm^2) in the series and in its "
+                                 ".bval file.")
         self.sub_gtab = gtab.subset(np.isin(np.arange(gtab.n_volumes), self.volumes))
         from dipy.reconst.dti import TensorModel as DipyTensorModel
 

@@ -23,10 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from .._validation import InputError
-from ..io.gradients import read_bvals, read_bvecs
+from ..io.gradients import B0_THRESHOLD, read_bvals, read_bvecs
 
 SHELL_TOLERANCE = 100.0
-B0_THRESHOLD = 50.0
 DSI_MIN_SHELLS = 6
 
 
@@ -120,7 +119,9 @@ class GradientTable:
                              f"b-vector (first: volume {int(np.flatnonzero(bad)[0])})",
                              file=self.source,
                              fix="Give a unit direction for every volume with b > "
-                                 f"{self.b0_threshold:g}, or set its b-value to 0.")
+                                 f"{self.b0_threshold:g}, or set its b-value to 0; a "
+                                 "Philips isotropic (trace) volume, b > 0 with a zero "
+                                 "vector, must be removed from the image, .bval and .bvec.")
         safe = np.where(norms > 1e-6, norms, 1.0)
         self.bvals = bvals
         self.bvecs = np.where((norms > 1e-6)[:, None], bvecs / safe[:, None], 0.0)

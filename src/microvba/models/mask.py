@@ -30,7 +30,7 @@ def brain_mask(data: np.ndarray, gtab, median_radius: int = 4, numpass: int = 4
     """
     from dipy.segment.mask import median_otsu
 
-    b0 = mean_b0(data, gtab)
+    b0 = np.nan_to_num(mean_b0(data, gtab), nan=0.0, posinf=0.0, neginf=0.0)
     _, mask = median_otsu(b0, median_radius=median_radius, numpass=numpass)
     return np.asarray(mask, bool)
 

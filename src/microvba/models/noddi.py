@@ -97,9 +97,26 @@ K_FINE = 1024
 ODI_MIN = 0.01
 N_ICVF = 20
 N_COS = 256
-COARSE_STEP = 4
-#: Levenberg-Marquardt iterations (ICVF, tau, amplitudes, direction) after the grid search
-N_DIR_ITER = 3
+#: coarse pass: every COARSE_STEP-th tau node and every COARSE_J-th ICVF node
+COARSE_STEP = 8
+COARSE_J = 5
+#: halving refinement passes after the coarse pass (0: the polish starts from the coarse
+#: node; kept for experiments)
+N_FINE = 0
+#: measurements used by the grid search: a b-stratified subset of about this many (every
+#: s-th volume in b order); the polish uses all measurements
+N_GRID_MEAS = 128
+#: Levenberg-Marquardt iterations after the grid search: N_SUB_ITER on the grid subset,
+#: then N_DIR_ITER on all measurements
+N_SUB_ITER = 1
+N_DIR_ITER = 2
+#: the polish refines the fibre direction
+LM_DIRECTION = True
+#: Rician noise floor: the polish fits the Rician mean of the model magnitude m with noise
+#: variance phi (approximated, see :mod:`._noddi_kernels`), phi estimated from the data
+LM_FLOOR = True
+#: voxels (spread over the mask) on which the noise floor is fitted freely
+N_FLOOR_SAMPLE = 128
 #: a voxel whose ICVF or ISOVF reaches this value is counted as "at a bound"
 BOUND = 0.99
 _CHUNK = 20_000
@@ -141,23 +158,43 @@ class NoddiModel:
     d_iso
         Free-water diffusivity (mm²/s).
     dti_bmax
-        Upper b-value of the volumes used to estimate the mean fibre direction.
+        Kept for compatibility with callers that share one setting with
+        :class:`~microvba.models.dti.TensorModel` and recorded in :meth:`parameters`; the
+        NODDI starting direction uses a tensor fitted on *all* volumes, because the high-b
+        volumes carry most of the angular contrast (restricting it to b <= 1750 made the
+        gray-matter ODI markedly worse: MAE 0.08 vs 0.04 on simulated DSI-515 voxels).
     posterior
         Blend the least-squares tau (ODI) towards its posterior mean on the coarse grid
-        (flat prior over ODI, Gaussian noise with the variance of the fit residual) where the
-        posterior is broad, i.e. at high dispersion where the least-squares point is
-        noise-driven; no effect where ODI is well determined.
+        profile (flat prior over the nodes) where that posterior is broad. Off by default:
+        with the noise-floor-aware polish the least-squares ODI is less biased and the
+        blend (on a coarse, sub-sampled profile) made the DSI-515 gray-matter ODI worse
+        (MAE 0.035 -> 0.053) while changing the 3-shell one by < 0.002.
 
     Notes
     -----
-    Algorithm (per voxel, numba-compiled, voxels in parallel): direction from a WLS tensor;
-    grid search over :math:`(\tau, \nu_{ic})` with the two amplitudes (anisotropic,
-    isotropic) in closed-form NNLS; coarse-to-fine and parabolic refinement; see
-    :mod:`microvba.models._noddi_kernels`.
+    Algorithm (per voxel, numba-compiled, voxels in blocks across the cores):
+
+    1. direction from a log-linear tensor (OLS, then one WLS step) on all volumes;
+    2. coarse grid over :math:`(\tau, \nu_{ic})` on a b-stratified subset of about
+       :data:`N_GRID_MEAS` measurements, the two amplitudes (anisotropic, isotropic) in
+       closed-form NNLS;
+    3. Levenberg-Marquardt polish of :math:`(\tau, \nu_{ic})`, both amplitudes and the
+       direction on the exact model, one iteration on the subset and then
+       :data:`N_DIR_ITER` on all measurements, with a **Rician noise floor**: the fitted
+       magnitude is the Rician mean of the model :math:`m` for a noise variance
+       :math:`\phi`, approximated by :math:`\sqrt{m^2+\phi} + (\sqrt{\pi/2}-1)
+       \sqrt\phi\, e^{-m^2/(1.5\phi)}` (exact at :math:`m=0`, within about 1 % elsewhere).
+       :math:`\phi` (in signal units) is fitted freely on :data:`N_FLOOR_SAMPLE` voxels
+       spread over the mask (:meth:`noise_floor`) and its median held fixed for all voxels:
+       the noise level is assumed constant across the mask. Noise-free data give
+       :math:`\phi = 0` (exact recovery). Without the floor, high-b DSI measurements at the
+       noise floor biased ICVF by +0.04 and ODI by +0.015 in white matter.
+
+    See :mod:`microvba.models._noddi_kernels`.
     """
 
     def __init__(self, gtab, d_par: float = D_PAR_WM, d_iso: float = D_ISO,
-                 dti_bmax: float = 1750.0, posterior: bool = True) -> None:
+                 dti_bmax: float = 1750.0, posterior: bool = False) -> None:
         from .._validation import InputError, check_in_range
 
         self.gtab = gtab
@@ -177,16 +214,30 @@ class NoddiModel:
                 file=gtab.source,
                 fix="Fit only the tensor (--model tensor), or acquire a second shell "
                     "(e.g. b=700 and b=2000 s/mm^2).")
-        bvals, bvecs = gtab.bvals, gtab.bvecs
-        self._b0_idx = np.flatnonzero(gtab.b0s_mask)
-        self._sub = self._direction_volumes()
-        self._xmat = _tensor_design(bvals[self._sub], bvecs[self._sub])
+        # measurement order of the kernels: the grid-search subset first (every s-th
+        # volume in b order, s = round(n / N_GRID_MEAS)), then the others
+        n_meas = gtab.n_volumes
+        order = np.argsort(gtab.bvals, kind="stable")
+        stride = max(1, int(round(n_meas / N_GRID_MEAS)))
+        first = order[::stride]
+        self._perm = np.ascontiguousarray(
+            np.r_[first, np.setdiff1d(order, first, assume_unique=True)].astype(np.int64))
+        bvals, bvecs = gtab.bvals[self._perm], gtab.bvecs[self._perm]
+        self._b0_idx = np.flatnonzero(gtab.b0s_mask[self._perm])
+        xmat = _tensor_design(bvals, bvecs)
+        self._xmat_t = np.ascontiguousarray(xmat.T)
+        self._pinv = np.ascontiguousarray(np.linalg.pinv(xmat))
+        self._xprod = np.ascontiguousarray(
+            np.stack([xmat[:, d] * xmat[:, e] for d in range(7) for e in range(d + 1)]))
         q = bvals * self.d_par
         self._q = q
-        self._e0 = np.exp(-q)
         self._eiso = np.exp(-bvals * self.d_iso)
-        self._b0fac = np.exp(2.0 * q / (3.0 * N_ICVF))
         ub, self._ub = _table_bvalues(bvals)
+        self._bvecs = np.ascontiguousarray(bvecs)
+        ns = first.size
+        self._sub = tuple(np.ascontiguousarray(a[:ns]) for a in (
+            self._bvecs, q, np.exp(-q), self._eiso, np.exp(2.0 * q / (3.0 * N_ICVF)),
+            self._ub))
         self._tau_kappa = _kappa_from_tau_table()
         # table nodes uniform in ODI (1 -> ODI_MIN), snapped to the tau quantum
         tau_odi = watson_tau(odi_to_kappa(np.linspace(1.0, ODI_MIN, N_TAU)))
@@ -197,51 +248,67 @@ class NoddiModel:
         cos = np.linspace(0.0, 1.0, N_COS + 1)
         table = watson_stick_signal((ub * self.d_par)[:, None, None], kappa[None, None, :],
                                     cos[None, :, None])
-        self._table = table.astype(np.float32)
-        self._bvecs = np.ascontiguousarray(bvecs)
-
-    def _direction_volumes(self) -> np.ndarray:
-        """Volumes for the direction tensor: b <= dti_bmax, widened until rank 6."""
-        from .dti import _design_rank
-
-        gtab = self.gtab
-        limits = [self.dti_bmax] + [s + gtab.shell_tolerance for s in gtab.shells]
-        for lim in sorted(limits):
-            keep = gtab.bvals <= lim
-            if lim >= self.dti_bmax and _design_rank(gtab.bvecs[keep & ~gtab.b0s_mask]) >= 6:
-                return np.flatnonzero(keep)
-        return np.arange(gtab.n_volumes)
+        # (tau node, b, |c|): one tau node's slice stays in L1 cache during a grid pass
+        self._table = np.ascontiguousarray(table.transpose(2, 0, 1), dtype=np.float32)
 
     def parameters(self) -> dict:
         """Settings recorded in sidecars."""
         return {"model": "noddi", "d_par": self.d_par, "d_iso": self.d_iso,
-                "dti_bmax": self.dti_bmax, "n_tau": N_TAU, "n_icvf": N_ICVF,
+                "dti_bmax": self.dti_bmax, "direction": "tensor on all volumes + polish",
+                "n_tau": N_TAU, "n_icvf": N_ICVF, "posterior": self.posterior,
+                "noise_floor": f"Rician floor, median of free fits on {N_FLOOR_SAMPLE} "
+                "voxels spread over the mask" if LM_FLOOR else "none",
                 "algorithm": "microvba variable projection (exact Watson kernels)"}
 
-    def fit_voxels(self, signals: np.ndarray) -> np.ndarray:
-        """Fit (n_voxels, n_volumes) signals; returns the raw (n_voxels, 9) parameter rows."""
+    def _kernel_args(self) -> tuple:
+        return (self._perm, self._b0_idx, self._pinv, self._xmat_t, self._xprod, self._bvecs,
+                self._q, self._eiso, self._ub, self._sub, self._table, self._k_nodes,
+                self._tau_nodes, K_FINE, N_ICVF, COARSE_STEP, COARSE_J, N_FINE, N_SUB_ITER,
+                N_DIR_ITER, LM_DIRECTION)
+
+    def noise_floor(self, signals: np.ndarray) -> float:
+        r"""Noise variance :math:`\phi` (signal units squared) of the Rician floor model,
+        estimated on ``signals`` (n, n_volumes): the median over :data:`N_FLOOR_SAMPLE`
+        evenly spaced voxels of fits with :math:`\phi` free (0 for noise-free data)."""
+        from ._noddi_kernels import noise_floor
+
+        if not LM_FLOOR:
+            return 0.0
+        signals = np.ascontiguousarray(signals, dtype=np.float32)
+        return noise_floor(signals, N_FLOOR_SAMPLE, self._kernel_args(), self._tau_kappa)
+
+    def fit_voxels(self, signals: np.ndarray, floor: float | None = None) -> np.ndarray:
+        """Fit (n_voxels, n_volumes) signals; returns the raw (n_voxels, 9) parameter rows.
+
+        ``floor``: noise variance of the Rician floor model, in signal units squared
+        (default: estimated on ``signals``, see :meth:`noise_floor`; 0 switches it off)."""
         from ._noddi_kernels import fit_voxels
 
         signals = np.ascontiguousarray(signals, dtype=np.float32)
-        return fit_voxels(signals, self._b0_idx, self._sub, self._xmat, self._bvecs, self._q,
-                          self._e0, self._eiso, self._b0fac, self._ub, self._table,
-                          self._k_nodes, self._tau_nodes, K_FINE, N_ICVF, COARSE_STEP,
-                          N_DIR_ITER, self.posterior, self._tau_kappa)
+        return fit_voxels(signals, *self._kernel_args(), LM_FLOOR, N_FLOOR_SAMPLE,
+                          self.posterior, self._tau_kappa,
+                          -1.0 if floor is None else float(floor))
 
     def fit(self, data: np.ndarray, mask: np.ndarray | None = None,
             chunk_size: int = _CHUNK, progress_desc: str | None = None) -> NoddiFit:
-        """Fit every voxel of ``data`` (..., n_volumes) inside ``mask``, chunk by chunk."""
+        """Fit every voxel of ``data`` (..., n_volumes) inside ``mask``, chunk by chunk.
+
+        The noise floor is estimated once on voxels spread over the whole mask, so the maps
+        do not depend on the chunk size."""
         from .._logging import progress
 
         data, mask = check_data(self.gtab, data, mask)
         spatial = data.shape[:-1]
         idx = np.flatnonzero(mask.ravel())
         flat = data.reshape(-1, data.shape[-1])
+        sample = idx[np.unique(np.linspace(0, idx.size - 1, min(idx.size, N_FLOOR_SAMPLE))
+                               .astype(np.int64))] if idx.size else idx
+        floor = self.noise_floor(flat[sample])
         raw = np.full((idx.size, 9), np.nan)
         starts = range(0, idx.size, chunk_size)
         for s in progress(starts, desc=progress_desc or "NODDI", total=len(starts),
                           unit="chunk"):
-            raw[s:s + chunk_size] = self.fit_voxels(flat[idx[s:s + chunk_size]])
+            raw[s:s + chunk_size] = self.fit_voxels(flat[idx[s:s + chunk_size]], floor)
         full = np.full((int(np.prod(spatial)), 9), np.nan)
         full[idx] = raw
         return NoddiFit(full.reshape(spatial + (9,)), mask)

@@ -15,7 +15,9 @@ import numpy as np
 from .._logging import get_logger
 from .._provenance import is_up_to_date, make_sidecar, save_nifti, write_json
 from .._validation import InputError, check_choice
+from ..io.bids import nifti_read_errors, nifti_read_fix
 from ..io.derivatives import sidecar_path
+from ..io.gradients import non_unit_problem, read_bvals, read_bvecs
 from .dti import TensorModel
 from .gradients import GradientTable
 from .noddi import D_ISO, D_PAR_GM, D_PAR_WM, NoddiModel
@@ -76,7 +78,9 @@ def _load_dwi(dwi_path: Path, gtab: GradientTable):
         img = nib.load(str(dwi_path))
     except Exception as exc:  # nibabel raises several types for unreadable files
         raise InputError(f"cannot read the DWI image ({exc})", file=dwi_path,
-                         fix="Provide a readable NIfTI file (.nii or .nii.gz).") from exc
+                         fix=nifti_read_fix(dwi_path)) from exc
+    if len(img.shape) == 5 and img.shape[3] == 1:  # (x, y, z, 1, n): a time axis of one
+        img = img.slicer[:, :, :, 0, :]
     if len(img.shape) != 4:
         raise InputError(f"the DWI image is {len(img.shape)}-D {img.shape}; a 4-D series is "
                          "needed", file=dwi_path, fix="Give the 4-D diffusion series.")
@@ -84,18 +88,76 @@ def _load_dwi(dwi_path: Path, gtab: GradientTable):
         raise InputError(f"the image has {img.shape[3]} volumes but the gradient table has "
                          f"{gtab.n_volumes}", file=dwi_path,
                          fix="Use the .bval/.bvec files written with this DWI series.")
-    data = img.get_fdata(dtype=np.float32, caching="unchanged")
+    try:
+        data = img.get_fdata(dtype=np.float32, caching="unchanged")
+    except nifti_read_errors() as exc:
+        raise InputError(f"truncated or corrupt image data ({type(exc).__name__}: {exc})",
+                         file=dwi_path,
+                         fix="Copy or re-export the file again; its data ends before the "
+                             "header says or does not decompress.") from exc
     return img, data
 
 
-def _load_mask(mask_path: Path, shape: tuple[int, ...]) -> np.ndarray:
+def _load_mask(mask_path: Path, dwi_img) -> np.ndarray:
+    """The mask as a boolean array on the DWI grid (nonzero = inside), checked."""
     import nibabel as nib
 
-    m = np.asanyarray(nib.load(str(mask_path)).dataobj)
+    shape = tuple(dwi_img.shape[:3])
+    try:
+        mask_img = nib.load(str(mask_path))
+        m = np.asanyarray(mask_img.dataobj)
+    except nifti_read_errors() as exc:
+        raise InputError(f"cannot read the mask ({type(exc).__name__}: {exc})",
+                         file=mask_path, fix="Pass a readable 3-D NIfTI mask.") from exc
+    if m.ndim == 4 and m.shape[3] == 1:
+        m = m[..., 0]
     if m.shape != shape:
         raise InputError(f"mask shape {m.shape} differs from the DWI grid {shape}",
                          file=mask_path, fix="Give a mask in the DWI's voxel grid.")
-    return m > 0
+    if not np.allclose(mask_img.affine, dwi_img.affine, atol=1e-3):
+        raise InputError("the mask has the DWI's shape but another affine (voxel-to-world "
+                         "transform), so it is in another space or position",
+                         file=mask_path,
+                         fix="Use a mask computed on this DWI series (e.g. from its mean b0), "
+                             "or resample it onto the DWI grid.")
+    m = np.nan_to_num(np.asarray(m, dtype=np.float64), nan=0.0)
+    mask = m > 0
+    if not mask.any():
+        raise InputError("the mask is empty (no voxel > 0)", file=mask_path,
+                         fix="Pass a mask with the brain voxels set to 1, or leave out --mask "
+                             "to compute one.")
+    values = np.unique(m[mask])
+    if values.size > 1 or values[0] != 1:
+        log.warning("%s: the mask is not binary (values %g to %g); every voxel > 0 is "
+                    "fitted", mask_path, values.min(), values.max())
+    return mask
+
+
+def _nonfinite_voxels(data: np.ndarray) -> np.ndarray:
+    """3-D boolean map of the voxels with a NaN or infinite value in any volume."""
+    bad = np.zeros(data.shape[:3], bool)
+    for v in range(data.shape[3]):  # one volume at a time: no full-size temporary
+        bad |= ~np.isfinite(data[..., v])
+    return bad
+
+
+def _check_finite(data: np.ndarray, mask: np.ndarray, dwi_path: Path, given: bool) -> None:
+    """InputError when a voxel of the mask holds NaN or infinite values; those outside the
+    mask are set to 0 in ``data`` (so that denoising patches never spread them inside)."""
+    bad = _nonfinite_voxels(data)
+    inside = bad & mask
+    if inside.any():
+        first = tuple(int(i) for i in np.argwhere(inside)[0])
+        where = "the given mask" if given else "the brain mask"
+        raise InputError(f"{int(inside.sum())} voxel(s) inside {where} hold NaN or infinite "
+                         f"values (first at voxel {first})", file=dwi_path,
+                         fix="Replace non-finite values by 0 (e.g. fslmaths in -nan out), or "
+                             "exclude those voxels with --mask.")
+    if bad.any():
+        log.warning("%s: %d voxel(s) with NaN or infinite values outside the mask are "
+                    "ignored (set to 0)", dwi_path, int(bad.sum()))
+        for v in range(data.shape[3]):  # in place, on our copy: no NaN reaches a filter
+            np.nan_to_num(data[..., v], copy=False, nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def _parameters(models, d_par, d_iso, tissue, dti_bmax, dti_method, denoise, mask_path,
@@ -144,7 +206,16 @@ def fit_image(dwi_path: str | Path, bval_path: str | Path, bvec_path: str | Path
     tissue = check_choice("tissue", tissue, list(TISSUE_D_PAR))
     d_par = float(TISSUE_D_PAR[tissue] if d_par is None else d_par)
     dwi_path, out_dir = Path(dwi_path), Path(out_dir)
-    gtab = GradientTable.from_files(bval_path, bvec_path)
+    bvals, bvecs = read_bvals(bval_path), read_bvecs(bvec_path)
+    gtab = GradientTable(bvals, bvecs, source=str(bvec_path))
+    found = non_unit_problem(gtab.bvals, bvecs, gtab.b0_threshold)
+    if found is not None:  # never normalised silently: a wrong file or b-value scaling
+        raise InputError(found[0], file=bvec_path, fix=found[1])
+    if not gtab.b0s_mask.any():
+        raise InputError(f"no b=0 volume (smallest b-value {gtab.bvals.min():g}; b <= "
+                         f"{gtab.b0_threshold:g} s/mm^2 counts as b=0)", file=bval_path,
+                         fix="Include at least one b=0 volume in the series; microvba needs "
+                             "it to normalise the signal and to build the brain mask.")
     inputs = {"dwi": dwi_path, "bval": Path(bval_path), "bvec": Path(bvec_path)}
     if mask_path is not None:
         inputs["mask"] = Path(mask_path)
@@ -163,8 +234,8 @@ def fit_image(dwi_path: str | Path, bval_path: str | Path, bvec_path: str | Path
         else None
     log.info("%s: %s", prefix, gtab.describe())
     img, data = _load_dwi(dwi_path, gtab)
-    mask = _load_mask(Path(mask_path), data.shape[:3]) if mask_path else \
-        _auto_mask(data, gtab)
+    mask = _load_mask(Path(mask_path), img) if mask_path else _auto_mask(data, gtab, dwi_path)
+    _check_finite(data, mask, dwi_path, given=mask_path is not None)
     log.info("%s: %d voxels in the mask", prefix, int(mask.sum()))
     if denoise:
         from .mask import denoise as mppca
@@ -200,10 +271,15 @@ def fit_image(dwi_path: str | Path, bval_path: str | Path, bvec_path: str | Path
     return _write_maps(maps, mask, outputs, img, params, inputs, extra)
 
 
-def _auto_mask(data: np.ndarray, gtab: GradientTable) -> np.ndarray:
+def _auto_mask(data: np.ndarray, gtab: GradientTable, dwi_path: Path) -> np.ndarray:
     from .mask import brain_mask
 
-    return brain_mask(data, gtab)
+    mask = brain_mask(data, gtab)
+    if not mask.any():
+        raise InputError("the automatic brain mask (median_otsu on the mean b0) is empty",
+                         file=dwi_path,
+                         fix="Check that the b=0 volumes hold signal, or pass --mask.")
+    return mask
 
 
 def _write_maps(maps: dict[str, np.ndarray], mask: np.ndarray, outputs: dict[str, Path],
