@@ -104,3 +104,23 @@ def test_glm_errors(data):
         freedman_lane(X, np.array([0, 1.0]))
     with pytest.raises(InputError, match="all zeros"):
         freedman_lane(X, np.zeros(4))
+
+
+def test_constant_voxels_get_t_zero_in_observed_and_permuted(data):
+    """A voxel equal in every subject has no residual: t must be exactly 0, not rounding."""
+    X, Y = data
+    Y = Y.copy()
+    Y[:, 3] = 0.7317  # constant
+    Y[:, 5] = 123.456  # constant, large
+    c = np.zeros(X.shape[1])
+    c[1] = 1
+    fl = freedman_lane(X, c)
+    e = fl.residualise(Y)
+    t = fl.t_stat(e)
+    assert t[3] == 0.0 and t[5] == 0.0 and np.all(t[[0, 1, 2, 4]] != 0)
+    from microvba.stats.permutation import randomise
+
+    mask = np.ones((Y.shape[1], 1, 1), bool)
+    res = randomise(Y.astype(np.float32), X, c, mask, n_perm=20, tfce=False,
+                    cluster_threshold=None, n_jobs=1)
+    assert res.maps["tstat1"][3] == 0.0 and res.maps["vox_p_tstat1"][3] == 0.0  # 1 - p

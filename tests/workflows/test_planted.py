@@ -44,3 +44,9 @@ def test_found_missed_expected_and_false_clusters():
 def test_no_clusters_means_everything_missed():
     table = planted_vs_found(TRUTH, _clusters([]), pd.DataFrame())
     assert not table["found"].any() and table.attrs["false_clusters"] == 0
+
+
+def test_scaled_effects_report_the_study_r():
+    truth = {"effects": [dict(TRUTH["effects"][0], r=0.86, study_r=0.48)], "secondary": []}
+    table = planted_vs_found(truth, _clusters([]), pd.DataFrame())
+    assert table.iloc[0]["planted_r"] == 0.86 and table.iloc[0]["study_r"] == 0.48

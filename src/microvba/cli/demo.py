@@ -23,6 +23,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-perm", type=int, default=None,
                         help="permutations (default 1000, or 5000 with --full)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--effect-scale", type=float, default=None,
+        help="strength of the planted effects in units of the study's effect sizes (Fisher z; "
+             "default 3, i.e. the study's r as if measured in 9 x 64 subjects: at the study's "
+             "n = 64 its r = 0.27 effects cannot survive whole-brain FWE). 1 plants the "
+             "study's r exactly")
     parser.add_argument("--n-jobs", type=int, default=None, help="local worker processes")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="databases for decoding (default $MICROVBA_DATA)")
@@ -43,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     truth = bids / "code" / "ground_truth.json"
     if args.force or not truth.exists() or _params_changed(truth, args):
         log.info("simulating %d subjects into %s", args.n_subjects, bids)
-        simulate_cohort(bids, n_subjects=args.n_subjects, full=args.full, seed=args.seed)
+        simulate_cohort(bids, n_subjects=args.n_subjects, full=args.full, seed=args.seed,
+                        effect_scale=_effect_scale(args))
     else:
         log.info("reusing the simulated cohort in %s", bids)
     with make_executor(n_jobs=args.n_jobs) as executor:
@@ -68,6 +75,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _effect_scale(args: argparse.Namespace) -> float:
+    from ..simulate.effects import DEMO_EFFECT_SCALE
+
+    scale = DEMO_EFFECT_SCALE if args.effect_scale is None else float(args.effect_scale)
+    if not 0.1 <= scale <= 10.0:
+        from .._validation import InputError
+
+        raise InputError(f"--effect-scale must be between 0.1 and 10, got {scale:g}",
+                         file="command line", fix="Pass e.g. --effect-scale 1 (the study's r).")
+    return scale
+
+
 def _params_changed(truth: Path, args: argparse.Namespace) -> bool:
     """True when the cached cohort was simulated with other settings."""
     from dataclasses import asdict
@@ -83,4 +102,5 @@ def _params_changed(truth: Path, args: argparse.Namespace) -> bool:
     return (doc.get("variability") != asdict(Variability())
             or recorded.get("n_subjects", args.n_subjects) != args.n_subjects
             or recorded.get("seed", args.seed) != args.seed
+            or float(recorded.get("effect_scale", 1.0)) != _effect_scale(args)
             or bool(recorded.get("full", args.full)) != args.full)

@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--snr", type=float, default=None,
                         help="b=0 grey-matter SNR (default 30; with --cohort 30 at 2 mm, "
                              "scaled with the voxel volume on coarser grids)")
+    parser.add_argument("--effect-scale", type=float, default=1.0,
+                        help="--cohort: strength of the planted effects in units of the study's "
+                             "effect sizes (Fisher z; default 1 = the study's r; the demo uses 3)")
     parser.add_argument("--n-jobs", type=int, default=1,
                         help="--cohort: worker processes (-1 = all cores)")
     parser.add_argument("--data-dir", type=Path, default=None,
@@ -52,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         root = simulate_cohort(out, n_subjects=64 if args.n_subjects is None else args.n_subjects,
                                resolution=args.resolution, full=args.full, seed=args.seed,
                                snr=args.snr, scheme=args.scheme, data_dir=args.data_dir,
-                               n_jobs=args.n_jobs)
+                               n_jobs=args.n_jobs, effect_scale=args.effect_scale)
         log.info("cohort written to %s (ground truth: %s)", root,
                  root / "code" / "ground_truth.json")
     else:

@@ -392,7 +392,14 @@ def planted_section(inputs: ReportInputs, numbering: Numbering) -> str:
                     if _pick(t, "metric") else ""),
              Column("Sign", lambda r: _sign_html(r[_pick(t, "sign")]) if _pick(t, "sign") else ""),
              Column("Planted r", lambda r: "" if _not_planted(r) else
-                    _cell(_pick(t, "planted_r"))(r), numeric=True),
+                    _cell(_pick(t, "planted_r"))(r), numeric=True)]
+    scaled = _pick(t, "study_r") and not np.allclose(
+        pd.to_numeric(t[_pick(t, "study_r")], errors="coerce").fillna(0),
+        pd.to_numeric(t[_pick(t, "planted_r")], errors="coerce").fillna(0))
+    if scaled:
+        cols.append(Column("Study r", lambda r: "" if _not_planted(r) else
+                           _cell(_pick(t, "study_r"))(r), numeric=True))
+    cols += [
              Column("Found", lambda r: "" if _not_planted(r) or not found else
                     ("yes" if _is_true(r[found]) else "no"),
                     css=lambda r: "" if _not_planted(r) or not found else
@@ -409,7 +416,11 @@ def planted_section(inputs: ReportInputs, numbering: Numbering) -> str:
                "recovered: a significant cluster of the same metric and sign with its peak "
                f"near the planted region; {n_false} significant cluster"
                f"{'s' if n_false != 1 else ''} outside the planted regions, listed as "
-               "“(not planted)”).")
+               "“(not planted)”)."
+               + (" The effects were planted stronger than the study's r (in Fisher z, as if "
+                  "the study's r had been measured in a larger cohort): at the study's "
+                  "n = 64 its weakest effects cannot survive whole-brain FWE correction."
+                  if scaled else ""))
     return table_html(t, cols, caption, numbering,
                       row_class=lambda r: "flag" if _not_planted(r) or (
                           found and not _is_true(r[found])) else "")

@@ -54,6 +54,7 @@ from .effects import (
     STUDY_EFFECTS,
     PlantedEffect,
     plant_parameter_effect,
+    scale_effects,
     solve_tensor_effect,
     standardised_residual_score,
     tensor_effect,
@@ -98,6 +99,7 @@ class CohortSettings:
     max_displacement_mm: float = 4.0
     rotation_deg: float = 5.0
     translation_mm: float = 5.0
+    effect_scale: float = 1.0
 
 
 def _seeds(seed: int) -> dict[str, np.random.Generator]:
@@ -134,7 +136,7 @@ def simulate_cohort(out_dir: str | Path, n_subjects: int = 64, resolution: float
                     effects: tuple[PlantedEffect, ...] = STUDY_EFFECTS,
                     variability: Variability | None = None, dti_bmax: float = 1750.0,
                     write_truth_maps: bool = True, write_dwi: bool = True,
-                    n_jobs: int | None = None) -> Path:
+                    n_jobs: int | None = None, effect_scale: float = 1.0) -> Path:
     """Simulate the demo cohort as a BIDS dataset (see the module docstring).
 
     Parameters
@@ -169,6 +171,9 @@ def simulate_cohort(out_dir: str | Path, n_subjects: int = 64, resolution: float
     write_dwi
         Simulate and write the DWI (False: participants, truth and ground truth only, in
         seconds; for checking the planted effects).
+    effect_scale
+        Strength of the planted effects in units of their r's Fisher z (1: exactly the
+        given r; see :func:`~microvba.simulate.effects.scale_effects`).
     n_jobs
         Worker processes simulating subjects in parallel (default 1; -1 = all cores). The
         results do not depend on it (every subject has its own seeded generator); it pays
@@ -192,8 +197,12 @@ def simulate_cohort(out_dir: str | Path, n_subjects: int = 64, resolution: float
     scheme = scheme or ("dsi515" if full else "dsi515-half")
     snr = float(snr) if snr is not None else default_snr(resolution)
     check_in_range("snr", snr, 1.0, 1e4)
+    check_in_range("effect_scale", effect_scale, 0.1, 10.0)
+    if effect_scale != 1.0:
+        effects = scale_effects(effects, effect_scale)
     settings = CohortSettings(n_subjects=n_subjects, resolution=resolution, full=bool(full),
-                              seed=int(seed), snr=snr, scheme=scheme, dti_bmax=dti_bmax)
+                              seed=int(seed), snr=snr, scheme=scheme, dti_bmax=dti_bmax,
+                              effect_scale=float(effect_scale))
     bvals, bvecs = gradient_scheme(scheme, bmax=settings.bmax)
     atlas = load_atlas(data_dir)
     root = Path(out_dir)
@@ -330,7 +339,7 @@ def _fitted_noddi_truth(sim: NoddiSimulator, p: dict, mean_vox: dict, mu: np.nda
                             d_par=float(d), delta_axial=q["delta_axial"][grp],
                             delta_radial=q["delta_radial"][grp],
                             delta_planar=q["delta_planar"][grp])
-        raw = NoddiModel(gtab, d_par=float(d)).fit_voxels(signal)
+        raw = NoddiModel(gtab, d_par=float(d)).fit_voxels(signal, floor=0.0)
         fit = NoddiFit(raw, np.ones(raw.shape[0], bool))
         idx = sel[grp]
         out["icvf"][idx] = fit.icvf.ravel()
@@ -450,7 +459,8 @@ def _write_ground_truth(root: Path, settings: CohortSettings, effects, regions, 
                                   "truth_r": round(r, 4)})
     doc = {
         "description": "Effects planted by microvba.simulate.simulate_cohort. 'r' is the "
-                       "study's partial correlation with resilience (covariates "
+                       "planted partial correlation ('study_r' the study's value when the "
+                       "effects were scaled by parameters.effect_scale) with resilience (covariates "
                        + ", ".join(COVARIATES) + "); 'truth_r' the same partial r of the "
                        "true regional mean in this sample. 'secondary' lists what the other "
                        "metrics do in the same regions (physics couples them).",

@@ -75,7 +75,13 @@ class FreedmanLane:
         Uz = self.nuisance
         if Uz.shape[1] == 0:
             return Y.copy()
-        return Y - Uz @ (Uz.T @ Y)
+        e = Y - Uz @ (Uz.T @ Y)
+        # a voxel the nuisance explains exactly (e.g. the same value in every subject) keeps
+        # only rounding residue, whose t would be noise: make it exactly zero (t = 0)
+        ee = np.einsum("ij,ij->j", e, e)
+        yy = np.einsum("ij,ij->j", Y, Y)
+        e[:, ee <= 1e-20 * yy] = 0.0
+        return e
 
     def t_stat(self, e: np.ndarray) -> np.ndarray:
         """Unpermuted t of every voxel from its nuisance residuals ``e`` (float64)."""

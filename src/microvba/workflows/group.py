@@ -137,7 +137,6 @@ def run_group(bids_dir: Path, out_dir: Path, settings: GroupSettings,
     clean_temporaries(group_dir)
 
     qc = _qc_table(out_dir, subjects)
-    write_text(group_dir / "qc.tsv", qc.to_csv(sep="\t"))
     keep = np.ones(len(subjects), bool)
     if settings.exclude_outliers and qc["outlier"].any():
         keep = ~qc["outlier"].to_numpy(bool)
@@ -145,6 +144,18 @@ def run_group(bids_dir: Path, out_dir: Path, settings: GroupSettings,
     subjects = [s for s, k in zip(subjects, keep, strict=True) if k]
     paths = [p for p, k in zip(paths, keep, strict=True) if k]
     participants = participants.loc[[s.label for s in subjects]]
+    if not subjects:
+        from .._validation import InputError
+
+        raise InputError(
+            f"every subject ({len(keep)}) was flagged as a registration outlier, so no subject "
+            "is left for the group analysis",
+            file=str(out_dir / "sub-*" / "figures"),
+            fix="Look at the registration mosaics of the participant stage; fix the inputs "
+                "(orientation, brain mask) and re-run the participant stage with --force.")
+    # a design the remaining subjects cannot support fails here, before anything is written
+    make_design(participants, settings.score, list(settings.covariates))
+    write_text(group_dir / "qc.tsv", qc.to_csv(sep="\t"))
     part_out = participants.drop(columns=["participant_id"], errors="ignore")
     part_out.index = [f"sub-{i}" for i in part_out.index]
     part_out.index.name = "participant_id"

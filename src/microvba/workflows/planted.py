@@ -61,7 +61,9 @@ def planted_vs_found(truth: dict, clusters: pd.DataFrame, correlations: pd.DataF
         metric, sign = eff["metric"].lower(), _sign(eff)
         row = {"region": eff.get("region_label", eff.get("region")),
                "hemisphere": eff.get("hemisphere", ""), "metric": metric, "sign": sign,
-               "planted_r": float(eff["r"]), "found": False, "found_r": np.nan,
+               "planted_r": float(eff["r"]),
+               "study_r": float(eff["study_r"] if eff.get("study_r") is not None else eff["r"]),
+               "found": False, "found_r": np.nan,
                "loso_r": np.nan, "peak_distance_mm": np.nan, "cluster_id": np.nan,
                "status": "missed"}
         idx = [i for i in range(len(peaks)) if clusters.iloc[i]["metric"] == metric
