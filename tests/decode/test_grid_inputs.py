@@ -76,11 +76,15 @@ def test_cli_output_that_is_a_file(tmp_path, capsys):
     assert "not a folder" in capsys.readouterr().err
 
 
-def test_cli_cache_dir_that_is_a_file(tmp_path, capsys):
+def _small_roi(tmp_path):
     grid = mni_brain_grid(2.0)
     roi = np.zeros(grid.shape, np.uint8)
     roi[40:44, 50:54, 30:34] = 1
     nib.save(nib.Nifti1Image(roi, grid.affine), tmp_path / "roi.nii.gz")
+
+
+def test_cli_cache_dir_that_is_a_file(tmp_path, capsys):
+    _small_roi(tmp_path)
     (tmp_path / "cache").write_text("x")
     assert _cli(tmp_path, "--roi", str(tmp_path / "roi.nii.gz"),
                 "--cache-dir", str(tmp_path / "cache")) == 2
@@ -88,10 +92,7 @@ def test_cli_cache_dir_that_is_a_file(tmp_path, capsys):
 
 
 def test_cli_bad_top_fails_before_any_output(tmp_path, capsys):
-    grid = mni_brain_grid(2.0)
-    roi = np.zeros(grid.shape, np.uint8)
-    roi[40:44, 50:54, 30:34] = 1
-    nib.save(nib.Nifti1Image(roi, grid.affine), tmp_path / "roi.nii.gz")
+    _small_roi(tmp_path)
     assert _cli(tmp_path, "--roi", str(tmp_path / "roi.nii.gz"), "--top", "0") == 2
     assert "'top' parameter must be a positive int" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
