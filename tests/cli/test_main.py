@@ -133,3 +133,11 @@ def test_negative_seed_is_an_argument_error(sub, capsys):
         main([*sub, "--seed", "-1"])
     assert exc.value.code == 2
     assert "is negative" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("scale", ["0", "-1", "20"])
+def test_demo_bad_effect_scale_exits_2_and_writes_nothing(tmp_path, capsys, scale):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--effect-scale", scale]) == 2
+    assert "--effect-scale" in capsys.readouterr().err
+    assert not out.exists()

@@ -129,3 +129,15 @@ def test_cohort_input_errors(tmp_path, shared_data):
     with pytest.raises(InputError, match="'scheme' parameter"):
         simulate_cohort(tmp_path / "c", n_subjects=8, scheme="bad", data_dir=shared_data)
     assert not any((tmp_path / n).exists() for n in "abc")
+
+
+def test_effect_scale_plants_scaled_r_exactly(tmp_path, shared_data):
+    root = simulate_cohort(tmp_path / "scaled", n_subjects=24, resolution=RES, seed=5,
+                           data_dir=shared_data, write_dwi=False, write_truth_maps=False,
+                           effect_scale=3.0)
+    truth = json.loads((root / "code" / "ground_truth.json").read_text())
+    assert truth["parameters"]["effect_scale"] == 3.0
+    for e, study in zip(truth["effects"], STUDY_EFFECTS, strict=True):
+        assert e["study_r"] == study.r
+        assert e["r"] == pytest.approx(np.tanh(3.0 * np.arctanh(study.r)))
+        assert e["truth_r"] == pytest.approx(e["r"], abs=1e-4)

@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from ..workflows.group import GroupSettings, run_group
     from ..workflows.participant import ParticipantSettings, run_participant
 
+    scale = _effect_scale(args)  # checked before anything is written
     out = Path(args.out)
     bids = out / "bids"
     deriv = out / "derivatives" / "microvba"
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     if args.force or not truth.exists() or _params_changed(truth, args):
         log.info("simulating %d subjects into %s", args.n_subjects, bids)
         simulate_cohort(bids, n_subjects=args.n_subjects, full=args.full, seed=args.seed,
-                        effect_scale=_effect_scale(args))
+                        effect_scale=scale)
     else:
         log.info("reusing the simulated cohort in %s", bids)
     with make_executor(n_jobs=args.n_jobs) as executor:

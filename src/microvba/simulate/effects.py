@@ -1,4 +1,7 @@
-r"""The study's five findings, planted as regional effects with exactly the study's r.
+r"""The study's five findings, planted as regional effects with an exact r.
+
+The r is the study's, or the study's scaled in Fisher z (:func:`scale_effects`; the demo's
+default, since at n = 64 the study's weakest effects cannot survive whole-brain FWE).
 
 Each effect covers a whole Brainnetome subregion (voxel weight = the fraction of the voxel
 inside the label, so edges taper) and adds, to every subject, an amount proportional to the
@@ -72,7 +75,6 @@ STUDY_EFFECTS: tuple[PlantedEffect, ...] = (
     PlantedEffect("odi", "dorsal middle frontal gyrus", "A9/46d", "R", (16,), -0.27),
 )
 
-#: parameter moved by each planted metric (see the module docstring)
 #: default strength of the demo's effects, in units of the study's effect size (Fisher z)
 DEMO_EFFECT_SCALE = 3.0
 
@@ -96,6 +98,7 @@ def scale_effects(effects: tuple[PlantedEffect, ...], scale: float
                  for e in effects)
 
 
+#: parameter moved by each planted metric (see the module docstring)
 MECHANISMS: dict[str, str] = {
     "icvf": "neurite density icvf += c * R_s * w_v",
     "odi": "orientation dispersion odi += c * R_s * w_v",
