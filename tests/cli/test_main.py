@@ -135,7 +135,7 @@ def test_negative_seed_is_an_argument_error(sub, capsys):
     assert "is negative" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("scale", ["0", "-1", "20"])
+@pytest.mark.parametrize("scale", ["0", "-1", "3.5", "20"])
 def test_demo_bad_effect_scale_exits_2_and_writes_nothing(tmp_path, capsys, scale):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--effect-scale", scale]) == 2

@@ -141,3 +141,10 @@ def test_effect_scale_plants_scaled_r_exactly(tmp_path, shared_data):
         assert e["study_r"] == study.r
         assert e["r"] == pytest.approx(np.tanh(3.0 * np.arctanh(study.r)))
         assert e["truth_r"] == pytest.approx(e["r"], abs=1e-4)
+
+
+def test_effect_scale_too_strong_is_refused_before_writing(tmp_path, shared_data):
+    with pytest.raises(InputError, match="effect_scale"):
+        simulate_cohort(tmp_path / "strong", n_subjects=8, data_dir=shared_data,
+                        write_dwi=False, effect_scale=3.5)
+    assert not (tmp_path / "strong").exists()

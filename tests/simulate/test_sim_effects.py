@@ -27,3 +27,12 @@ def test_scale_multiplies_fisher_z_and_keeps_sign_order_and_study_r():
 def test_scale_must_be_positive(bad):
     with pytest.raises(ValueError):
         scale_effects(STUDY_EFFECTS, bad)
+
+
+def test_max_effect_scale_keeps_every_r_reachable():
+    from microvba.simulate.effects import MAX_PLANTED_R, max_effect_scale
+
+    top = max_effect_scale()
+    assert DEMO_EFFECT_SCALE <= top
+    assert max(abs(e.r) for e in scale_effects(STUDY_EFFECTS, top)) == pytest.approx(
+        MAX_PLANTED_R)

@@ -77,14 +77,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _effect_scale(args: argparse.Namespace) -> float:
-    from ..simulate.effects import DEMO_EFFECT_SCALE
+    from ..simulate.effects import DEMO_EFFECT_SCALE, MAX_PLANTED_R, max_effect_scale
 
     scale = DEMO_EFFECT_SCALE if args.effect_scale is None else float(args.effect_scale)
-    if not 0.1 <= scale <= 10.0:
+    top = max_effect_scale()
+    if not 0.1 <= scale <= top:
         from .._validation import InputError
 
-        raise InputError(f"--effect-scale must be between 0.1 and 10, got {scale:g}",
-                         file="command line", fix="Pass e.g. --effect-scale 1 (the study's r).")
+        raise InputError(f"--effect-scale must be between 0.1 and {top:.2f} (planted |r| at "
+                         f"most {MAX_PLANTED_R}), got {scale:g}", file="command line",
+                         fix="Pass e.g. --effect-scale 1 (the study's r) or 3 (the default).")
     return scale
 
 

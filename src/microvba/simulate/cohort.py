@@ -53,6 +53,7 @@ from .effects import (
     MECHANISMS,
     STUDY_EFFECTS,
     PlantedEffect,
+    max_effect_scale,
     plant_parameter_effect,
     scale_effects,
     solve_tensor_effect,
@@ -197,8 +198,8 @@ def simulate_cohort(out_dir: str | Path, n_subjects: int = 64, resolution: float
     scheme = scheme or ("dsi515" if full else "dsi515-half")
     snr = float(snr) if snr is not None else default_snr(resolution)
     check_in_range("snr", snr, 1.0, 1e4)
-    check_in_range("effect_scale", effect_scale, 0.1, 10.0)
     if effect_scale != 1.0:
+        check_in_range("effect_scale", effect_scale, 0.1, max_effect_scale(effects))
         effects = scale_effects(effects, effect_scale)
     settings = CohortSettings(n_subjects=n_subjects, resolution=resolution, full=bool(full),
                               seed=int(seed), snr=snr, scheme=scheme, dti_bmax=dti_bmax,

@@ -98,6 +98,16 @@ def scale_effects(effects: tuple[PlantedEffect, ...], scale: float
                  for e in effects)
 
 
+#: largest planted |r| (stronger tensor effects cannot always be reached by the mechanisms)
+MAX_PLANTED_R = 0.92
+
+
+def max_effect_scale(effects: tuple[PlantedEffect, ...] = STUDY_EFFECTS) -> float:
+    """Largest :func:`scale_effects` factor keeping every |r| <= :data:`MAX_PLANTED_R`."""
+    return float(min((np.arctanh(MAX_PLANTED_R) / np.arctanh(abs(e.r)) for e in effects
+                      if e.r != 0), default=np.inf))
+
+
 #: parameter moved by each planted metric (see the module docstring)
 MECHANISMS: dict[str, str] = {
     "icvf": "neurite density icvf += c * R_s * w_v",
