@@ -61,7 +61,7 @@ def _show(table, title: str, n: int = 10) -> None:
 def run(args: argparse.Namespace) -> int:
     from .._provenance import make_sidecar, save_figure, write_json
     from ..decode import Decoder, bar_chart, polar_plot
-    from ..decode.grid import check_roi_extent, check_roi_values, load_image, mni_brain_grid
+    from ..decode.grid import check_roi_extent, load_image, mni_brain_grid
     from ..decode.stage import write_table
 
     if args.roi is None and args.stat_map is None:
@@ -72,9 +72,7 @@ def run(args: argparse.Namespace) -> int:
     if args.cache_dir is not None:
         check_output_dir(args.cache_dir, "map cache folder")
     # fail before loading the database (seconds to minutes)
-    if args.roi is not None:
-        check_roi_values(np.asarray(load_image(args.roi, "ROI").dataobj, dtype=np.float64),
-                         str(args.roi), warn_labels=False)
+    if args.roi is not None:  # values (stat map?), emptiness and extent, in one pass
         check_roi_extent(args.roi, mni_brain_grid(2.0))
     if args.stat_map is not None:
         values = np.asarray(load_image(args.stat_map, "statistic map").dataobj, np.float64)

@@ -118,9 +118,7 @@ def load_image(img: str | Path | nib.Nifti1Image, what: str) -> nib.spatialimage
 def fov_coverage(img: nib.spatialimages.SpatialImage, grid: BrainGrid) -> float:
     """Fraction of the grid's brain voxels that fall inside ``img``'s field of view."""
     ijk = np.argwhere(grid.mask)[::7]  # a sample is enough
-    xyz = ijk @ grid.affine[:3, :3].T + grid.affine[:3, 3]
-    inv = np.linalg.inv(img.affine)
-    src = xyz @ inv[:3, :3].T + inv[:3, 3]
+    src = nib.affines.apply_affine(np.linalg.inv(img.affine) @ grid.affine, ijk)
     shape = np.asarray(img.shape[:3])
     inside = np.all((src > -0.5) & (src < shape - 0.5), axis=1)
     return float(inside.mean())
@@ -133,16 +131,16 @@ def to_grid(img: nib.spatialimages.SpatialImage, grid: BrainGrid,
 
     data = np.asarray(img.dataobj, dtype=np.float32)
     data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
-    coverage = fov_coverage(img, grid)
-    if coverage < 0.5:
-        log.warning("the image (shape %s, voxel %s mm) covers only %.0f%% of the MNI brain: "
-                    "is it in MNI space? Values outside its field of view count as 0",
-                    tuple(img.shape), "x".join(f"{z:g}" for z in img.header.get_zooms()[:3]),
-                    100 * coverage)
-    src = nib.Nifti1Image(data, img.affine)
     if img.shape == grid.shape and np.allclose(img.affine, grid.affine):
         vol = data
-    else:
+    else:  # on the grid the coverage is complete by construction
+        coverage = fov_coverage(img, grid)
+        if coverage < 0.5:
+            log.warning("the image (shape %s, voxel %s mm) covers only %.0f%% of the MNI "
+                        "brain: is it in MNI space? Values outside its field of view count "
+                        "as 0", tuple(img.shape),
+                        "x".join(f"{z:g}" for z in img.header.get_zooms()[:3]), 100 * coverage)
+        src = nib.Nifti1Image(data, img.affine)
         vol = np.asarray(resample_img(src, target_affine=grid.affine, target_shape=grid.shape,
                                       interpolation=interpolation, force_resample=True,
                                       copy_header=True).dataobj)

@@ -45,7 +45,14 @@ import pandas as pd
 
 from .._logging import get_logger, progress
 from .._validation import InputError, ProblemCollector, check_positive_int
-from .gradients import B0_THRESHOLD, BVEC_NORM_TOL, non_unit_problem, read_bvals, read_bvecs
+from .gradients import (
+    B0_THRESHOLD,
+    BVEC_NORM_TOL,
+    no_b0_problem,
+    non_unit_problem,
+    read_bvals,
+    read_bvecs,
+)
 from .participants import column_problems, read_participants
 
 log = get_logger(__name__)
@@ -473,12 +480,9 @@ def check_gradients(subject: Subject, n_volumes: int | None,
         return
     if bvals is None:
         return
-    is_b0 = bvals <= B0_THRESHOLD
-    if not is_b0.any():
-        problems.add(subject.bval, f"no b=0 volume (smallest b-value {bvals.min():g}; b <= "
-                                   f"{B0_THRESHOLD:g} s/mm^2 counts as b=0)",
-                     "Include at least one b=0 volume in the series; microvba needs it to "
-                     "normalise the signal.")
+    missing_b0 = no_b0_problem(bvals, B0_THRESHOLD)
+    if missing_b0 is not None:
+        problems.add(subject.bval, *missing_b0)
     if bvecs is None:
         return
     found = non_unit_problem(bvals, bvecs, B0_THRESHOLD, BVEC_NORM_TOL)

@@ -108,6 +108,18 @@ def read_bvecs(path: str | Path) -> np.ndarray:
     return arr
 
 
+def no_b0_problem(bvals: np.ndarray, b0_threshold: float = B0_THRESHOLD
+                  ) -> tuple[str, str] | None:
+    """``(problem, fix)`` when no volume has ``b <= b0_threshold``, else None."""
+    bvals = np.asarray(bvals, float).ravel()
+    if (bvals <= b0_threshold).any():
+        return None
+    return (f"no b=0 volume (smallest b-value {bvals.min():g}; b <= {b0_threshold:g} s/mm^2 "
+            "counts as b=0)",
+            "Include at least one b=0 volume in the series; microvba needs it to normalise "
+            "the signal and to build the brain mask.")
+
+
 def non_unit_problem(bvals: np.ndarray, bvecs: np.ndarray,
                      b0_threshold: float = B0_THRESHOLD,
                      tol: float = BVEC_NORM_TOL) -> tuple[str, str] | None:

@@ -17,7 +17,7 @@ from .._provenance import is_up_to_date, make_sidecar, save_nifti, write_json
 from .._validation import InputError, check_choice
 from ..io.bids import nifti_read_errors, nifti_read_fix
 from ..io.derivatives import sidecar_path
-from ..io.gradients import non_unit_problem, read_bvals, read_bvecs
+from ..io.gradients import no_b0_problem, non_unit_problem, read_bvals, read_bvecs
 from .dti import TensorModel
 from .gradients import GradientTable
 from .noddi import D_ISO, D_PAR_GM, D_PAR_WM, NoddiModel
@@ -211,11 +211,9 @@ def fit_image(dwi_path: str | Path, bval_path: str | Path, bvec_path: str | Path
     found = non_unit_problem(gtab.bvals, bvecs, gtab.b0_threshold)
     if found is not None:  # never normalised silently: a wrong file or b-value scaling
         raise InputError(found[0], file=bvec_path, fix=found[1])
-    if not gtab.b0s_mask.any():
-        raise InputError(f"no b=0 volume (smallest b-value {gtab.bvals.min():g}; b <= "
-                         f"{gtab.b0_threshold:g} s/mm^2 counts as b=0)", file=bval_path,
-                         fix="Include at least one b=0 volume in the series; microvba needs "
-                             "it to normalise the signal and to build the brain mask.")
+    found = no_b0_problem(gtab.bvals, gtab.b0_threshold)
+    if found is not None:
+        raise InputError(found[0], file=bval_path, fix=found[1])
     inputs = {"dwi": dwi_path, "bval": Path(bval_path), "bvec": Path(bvec_path)}
     if mask_path is not None:
         inputs["mask"] = Path(mask_path)
