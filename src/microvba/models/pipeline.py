@@ -289,10 +289,12 @@ def _write_maps(maps: dict[str, np.ndarray], mask: np.ndarray, outputs: dict[str
         out.header.set_qform(img.header.get_qform(), int(img.header["qform_code"]))
         out.header.set_sform(img.header.get_sform(), int(img.header["sform_code"]))
         out.header.set_xyzt_units(*img.header.get_xyzt_units())
-        save_nifti(out, path)
         side = make_sidecar(params, inputs, Model=model or "none",
                             Scheme=params["scheme"], **extra.get(model or "", {}))
+        # sidecar first: a map that exists always has its sidecar, and the mask NIfTI is
+        # the very last file, so a run killed before it is recomputed on resume
         write_json(sidecar_path(path), side)
+        save_nifti(out, path)
 
     written: dict[str, Path] = {}
     # write the mask last: the up-to-date check keys on the first map's sidecar
