@@ -1,7 +1,8 @@
 r"""Compiled per-voxel NODDI fit (numba).
 
 Per voxel, with the signal normalised by the mean b0 (measurements in the model's order:
-the grid-search subset first):
+the grid-search subset first; a measurement is the mean of a group of equivalent volumes,
+weighted by the group size, see :func:`~microvba.models.gradients.antipodal_groups`):
 
 1. starting direction :math:`\mu` = principal eigenvector of a log-linear tensor (OLS, then
    one WLS step) on all volumes (vectorised sums, hand-coded 7x7 Cholesky, closed-form 3x3
@@ -24,7 +25,10 @@ the grid-search subset first):
    the coarse profile, weight ``min(1, 2 sd / coarse)``.
 
 Voxels are processed in blocks of 64 across the threads; each block allocates its work
-arrays once; exponentials over measurements use a vectorisable polynomial (:func:`_vexp`).
+arrays once (nothing is allocated per voxel); exponentials and logarithms over
+measurements use vectorisable polynomials (:func:`_vexp`, :func:`_vlog`); directions are
+stored as (3, n) rows and no loop reads and writes the same array through two names, so
+that the per-measurement loops vectorise.
 
 The extra-cellular signal on the grid needs no exponential: with the quantised tau,
 :math:`E_{ec}(k, j) = e^{-q}\,(B_0 D^k)^j` with per-measurement :math:`q = b d_\parallel`,
@@ -82,14 +86,38 @@ def _vexp(x, out, ibuf):
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def _principal_direction(y, pinv, xmat_t, xprod, ly, wbuf, ibuf, out_dir):
+def _vlog(x, floor, out, ibuf):
+    """out = log(max(x, floor)) elementwise (floor > 0), vectorisable: exponent and mantissa
+    from the bits, mantissa reduced to [sqrt(1/2), sqrt(2)], atanh series to s^13
+    (|s| <= 0.172); relative error < 1e-12."""
+    fb = ibuf.view(np.float64)
+    for i in range(x.size):
+        fb[i] = max(x[i], floor)
+    for i in range(x.size):
+        bits = ibuf[i]
+        out[i] = ((bits >> 52) & 0x7FF) - 1023
+        ibuf[i] = (bits & 0xFFFFFFFFFFFFF) | 0x3FF0000000000000
+    for i in range(x.size):
+        m = fb[i]
+        e = out[i]
+        if m > 1.4142135623730951:
+            m *= 0.5
+            e += 1.0
+        z = (m - 1.0) / (m + 1.0)
+        z2 = z * z
+        out[i] = e * 0.6931471805599453 + 2.0 * z * (1.0 + z2 * (1.0 / 3 + z2 * (
+            1.0 / 5 + z2 * (1.0 / 7 + z2 * (1.0 / 9 + z2 * (1.0 / 11 + z2 / 13))))))
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _principal_direction(y, count, pinv, xmat_t, xprod, ly, wbuf, out_w, ibuf, out_dir, m,
+                         beta, rhs):
     """Principal eigenvector of a log-linear tensor fit (OLS, then one WLS step with weights
-    = predicted signal squared) on all volumes; vectorised sums over the precomputed design
-    products ``xprod``, hand-coded 7x7 Cholesky and closed-form 3x3 eigenvector."""
+    = count x predicted signal squared) on all measurements; vectorised sums over the
+    precomputed design products ``xprod``, hand-coded 7x7 Cholesky and closed-form 3x3
+    eigenvector. ``pinv`` is the count-weighted OLS pseudo-inverse."""
     n = y.size
-    for i in range(n):
-        ly[i] = np.log(max(y[i], 1e-4))
-    beta = np.zeros(7)
+    _vlog(y, 1e-4, ly, ibuf)
     for d in range(7):
         acc = 0.0
         for i in range(n):
@@ -102,10 +130,10 @@ def _principal_direction(y, pinv, xmat_t, xprod, ly, wbuf, ibuf, out_dir):
         for i in range(n):
             wbuf[i] += bd * xmat_t[d, i]
     for i in range(n):
-        wbuf[i] = 2.0 * min(wbuf[i], 2.0)
-    _vexp(wbuf, wbuf, ibuf)
-    m = np.zeros((7, 7))
-    rhs = np.zeros(7)
+        out_w[i] = 2.0 * min(wbuf[i], 2.0)
+    _vexp(out_w, wbuf, ibuf)  # never in place: aliasing defeats vectorisation
+    for i in range(n):
+        wbuf[i] *= count[i]
     t = 0
     for d in range(7):
         acc = 0.0
@@ -181,11 +209,14 @@ def _max_eigvec3(a00, a11, a22, a01, a02, a12, out):
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def _stick_column(k, table, ub, cbin, cw, out):
+def _stick_column(k, table, ub, cbin, cw, sw, out):
+    """Stick signal of tau node k, linear in |c|, times the weights ``sw`` (``ub``: offsets
+    of the b rows in a flattened (b, |c|) slice of the table)."""
+    tk = table[k].reshape(-1)
     for i in range(out.size):
-        lo = table[k, ub[i], cbin[i]]
-        hi = table[k, ub[i], cbin[i] + 1]
-        out[i] = lo + cw[i] * (hi - lo)
+        j = ub[i] + cbin[i]
+        lo = tk[j]
+        out[i] = sw[i] * (lo + cw[i] * (tk[j + 1] - lo))
 
 
 @njit(cache=True, nogil=True, fastmath=True)
@@ -261,47 +292,51 @@ def _binary_powers(dmul, pw):
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def _geometry(mu, bvecs, q, n_c, n_kj, cbin, cw, c2, dmul, ibuf):
-    """Per-measurement |mu.g| table position and the extra-cellular grid multiplier."""
+def _geometry(mu, bvecs, q, n_c, n_kj, cbin, cw, c2, dmul, tmp, ibuf):
+    """Per-measurement |mu.g| table position and the extra-cellular grid multiplier
+    (``bvecs`` is (3, n); ``tmp`` is scratch)."""
+    bx, by, bz = bvecs[0], bvecs[1], bvecs[2]
     for i in range(q.size):
-        c = abs(mu[0] * bvecs[i, 0] + mu[1] * bvecs[i, 1] + mu[2] * bvecs[i, 2])
+        c = abs(mu[0] * bx[i] + mu[1] * by[i] + mu[2] * bz[i])
         c = min(c, 1.0)
         c2[i] = c * c
         x = c * n_c
         lo = min(int(x), n_c - 1)
         cbin[i] = lo
         cw[i] = x - lo
-        dmul[i] = (q[i] / 3.0 - q[i] * c * c) / n_kj
-    _vexp(dmul, dmul, ibuf)
+        tmp[i] = (q[i] / 3.0 - q[i] * c * c) / n_kj
+    # never in place: aliased input and output arrays defeat vectorisation
+    _vexp(tmp, dmul, ibuf)
 
 
 @njit(cache=True, nogil=True, fastmath=True)
 def _search(k_lo, k_hi, k_step, j_lo, j_hi, j_step, n_k, n_j, table, ub, cbin, cw, k_nodes,
-            pw, b0fac, e0, eiso, yn, yy, ee, ey, res, eic, bk, scratch, tmp):
+            pw, b0fac, e0, eiso, yn, yy, ee, ey, res, eic, bk, scratch, tmp, sw):
     for k in range(k_lo, k_hi + 1, k_step):
         _node_bk(k_nodes[k], pw, b0fac, bk)
-        _stick_column(k, table, ub, cbin, cw, eic)
+        _stick_column(k, table, ub, cbin, cw, sw, eic)
         _eval_k(k, j_lo, j_hi, j_step, n_j, eic, bk, e0, eiso, yn, yy, ee, ey, res, scratch,
                 tmp)
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def _amplitudes(kb, jb, tau_nodes, n_j, table, ub, cbin, cw, c2, q, e0, eiso, yn, ee, ey,
-                yy, eic, a, ibuf):
-    """Solve the amplitudes at grid node (kb, jb); returns (residual, s, w)."""
+def _amplitudes(kb, jb, tau_nodes, n_j, table, ub, cbin, cw, c2, q, sw, eiso, yn, ee, ey,
+                yy, eic, a, tmp, ibuf):
+    """Solve the amplitudes at grid node (kb, jb) (``eiso``, ``yn`` already weighted by
+    ``sw``); returns (residual, s, w)."""
     tau = tau_nodes[kb]
     f = jb / n_j
-    _stick_column(kb, table, ub, cbin, cw, eic)
+    _stick_column(kb, table, ub, cbin, cw, sw, eic)
     alpha = 0.5 * (1.0 + tau)
     gamma = -0.5 * (3.0 * tau - 1.0)
     for i in range(q.size):
-        a[i] = -q[i] + q[i] * f * (alpha + gamma * c2[i])
-    _vexp(a, a, ibuf)
+        tmp[i] = -q[i] + q[i] * f * (alpha + gamma * c2[i])
+    _vexp(tmp, a, ibuf)
     aa = 0.0
     ae = 0.0
     ay = 0.0
     for i in range(q.size):
-        a[i] = f * eic[i] + (1.0 - f) * a[i]
+        a[i] = f * eic[i] + (1.0 - f) * sw[i] * a[i]
         aa += a[i] * a[i]
         ae += a[i] * eiso[i]
         ay += a[i] * yn[i]
@@ -311,20 +346,30 @@ def _amplitudes(kb, jb, tau_nodes, n_j, table, ub, cbin, cw, c2, q, e0, eiso, yn
 #: polish parameters: tau node index, ICVF, amplitudes (anisotropic, isotropic), direction
 #: offsets (2), squared noise floor
 N_THETA = 7
-_LM_ROWS = 7 + N_THETA
+_LM_ROWS = 9 + N_THETA
+#: rows of the LM work vectors (g, gt, step, trial, lo, hi, e1, e2) and of the theta row
+_N_VECS = 9
 _RICE_A = np.sqrt(np.pi / 2.0) - 1.0
+#: initial Levenberg-Marquardt damping (relative to the diagonal of J^T J)
+LM_LAMBDA0 = 1e-3
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def _model_eval(theta, act, n_act, mu, e1, e2, bvecs, q, table, ub, eiso, yn, tau_nodes,
-                lw, ibuf, h, g, want_jac):
+def _model_eval(theta, act, n_act, mu, e1, e2, bvecs, q, table, ub, eiso, yn, sw, tau_nodes,
+                lw, ibuf, idx, h, g, want_jac):
     """Residual sum of squares at theta = (k, f, s, w, d1, d2, phi) (direction d in the
     tangent plane of mu spanned by e1, e2; the fitted magnitude is the approximate Rician
-    mean of the model for the noise variance phi >= 0); with ``want_jac`` also the Gauss-Newton normal equations
+    mean of the model for the noise variance phi >= 0; measurement i weighted by sw[i]^2);
+    with ``want_jac`` also the Gauss-Newton normal equations
     h = J^T J, g = J^T r of the active parameters ``act[:n_act]``. ``lw`` holds
-    ``_LM_ROWS`` work rows."""
+    ``_LM_ROWS`` work rows, ``idx`` n ints; ``bvecs`` is (3, n), ``ub`` the row offsets of
+    the b-values in a flattened (b, |c|) table slice.
+
+    The loops are split so that each vectorises: geometry, table gathers, exponentials
+    (never in place), magnitude, residual and Jacobian."""
     n = q.size
     n_c = table.shape[2] - 1
+    nc = np.float64(n_c)
     kr, f, s, w, d1, d2, phi = (theta[0], theta[1], theta[2], theta[3], theta[4], theta[5],
                                 theta[6])
     v0 = mu[0] + d1 * e1[0] + d2 * e2[0]
@@ -341,26 +386,34 @@ def _model_eval(theta, act, n_act, mu, e1, e2, bvecs, q, table, ub, eiso, yn, ta
     tau = tau_nodes[k0] + fk * dtau
     alpha = 0.5 * (1.0 + tau)
     gamma = -0.5 * (3.0 * tau - 1.0)
-    e_ic, dk, dc, c2, arg, e_ec, sg = lw[0], lw[1], lw[2], lw[3], lw[4], lw[5], lw[6]
-    jac = lw[7:7 + N_THETA]
+    e_ic, dk, dc, c2, arg, e_ec, sg, fcw, ex = (lw[0], lw[1], lw[2], lw[3], lw[4], lw[5],
+                                                 lw[6], lw[7], lw[8])
+    jac = lw[9:9 + N_THETA]
+    bx, by, bz = bvecs[0], bvecs[1], bvecs[2]
     for i in range(n):
-        dot = v0 * bvecs[i, 0] + v1 * bvecs[i, 1] + v2 * bvecs[i, 2]
+        dot = v0 * bx[i] + v1 * by[i] + v2 * bz[i]
         sg[i] = 1.0 if dot >= 0 else -1.0
         c = min(abs(dot), 1.0)
-        x = c * n_c
-        lo = min(int(x), n_c - 1)
-        fc = x - lo
-        t00 = table[k0, ub[i], lo]
-        t01 = table[k0 + 1, ub[i], lo]
-        t10 = table[k0, ub[i], lo + 1]
-        t11 = table[k0 + 1, ub[i], lo + 1]
+        x = min(c * nc, nc - 1e-9)
+        lo = np.floor(x)
+        fcw[i] = x - lo
+        idx[i] = ub[i] + np.int64(lo)
+        c2[i] = c * c
+        arg[i] = -q[i] + q[i] * f * (alpha + gamma * c * c)
+    t0 = table[k0].reshape(-1)
+    t1 = table[k0 + 1].reshape(-1)
+    for i in range(n):
+        j = idx[i]
+        t00 = np.float64(t0[j])
+        t10 = np.float64(t0[j + 1])
+        t01 = np.float64(t1[j])
+        t11 = np.float64(t1[j + 1])
+        fc = fcw[i]
         a0 = t00 + fc * (t10 - t00)
         a1 = t01 + fc * (t11 - t01)
         e_ic[i] = a0 + fk * (a1 - a0)
         dk[i] = a1 - a0
-        dc[i] = ((t10 - t00) + fk * ((t11 - t01) - (t10 - t00))) * n_c
-        c2[i] = c * c
-        arg[i] = -q[i] + q[i] * f * (alpha + gamma * c * c)
+        dc[i] = ((t10 - t00) + fk * ((t11 - t01) - (t10 - t00))) * nc
     _vexp(arg, e_ec, ibuf)
     # Rician mean of a magnitude m with noise variance phi, approximated by
     # sqrt(m^2 + phi) + (sqrt(pi/2) - 1) sqrt(phi) exp(-m^2 / (1.5 phi)): exact at m = 0,
@@ -372,45 +425,46 @@ def _model_eval(theta, act, n_act, mu, e1, e2, bvecs, q, table, ub, eiso, yn, ta
         m = s * (f * e_ic[i] + (1.0 - f) * e_ec[i]) + w * eiso[i]
         m_row[i] = m
         arg[i] = -m * m * inv if phi > 0 else -800.0
-    _vexp(arg, arg, ibuf)
+    _vexp(arg, ex, ibuf)
     r = 0.0
+    if not want_jac:
+        for i in range(n):
+            m = m_row[i]
+            d = sw[i] * (yn[i] - (np.sqrt(m * m + phi + 1e-300) + _RICE_A * ex[i] * sd))
+            r += d * d
+        return r
     for i in range(n):
         aniso = f * e_ic[i] + (1.0 - f) * e_ec[i]
         m = m_row[i]
         base = np.sqrt(m * m + phi + 1e-300)
-        ex = _RICE_A * arg[i]
-        mm = base + ex * sd
-        d = yn[i] - mm
+        exa = _RICE_A * ex[i]
+        d = sw[i] * (yn[i] - (base + exa * sd))
         r += d * d
-        if want_jac:
-            rat = m / base - ex * 2.0 * m * inv * sd
-            qi = q[i] * e_ec[i]
-            jac[0, i] = rat * s * (f * dk[i] + (1.0 - f) * qi * f * (0.5 - 1.5 * c2[i]) * dtau)
-            jac[1, i] = rat * s * (e_ic[i] - e_ec[i] + (1.0 - f) * qi * (alpha + gamma * c2[i]))
-            jac[2, i] = rat * aniso
-            jac[3, i] = rat * eiso[i]
-            dm_c = rat * s * sg[i] * (f * dc[i] + (1.0 - f) * qi * f * gamma * 2.0
-                                      * np.sqrt(c2[i]))
-            jac[4, i] = dm_c * (bvecs[i, 0] * e1[0] + bvecs[i, 1] * e1[1]
-                                + bvecs[i, 2] * e1[2])
-            jac[5, i] = dm_c * (bvecs[i, 0] * e2[0] + bvecs[i, 1] * e2[1]
-                                + bvecs[i, 2] * e2[2])
-            jac[6, i] = 0.5 / base + (ex * (0.5 / sd + m * m * inv * sd / phi)
-                                      if phi > 0 else 0.0)
+        rat = sw[i] * (m / base - exa * 2.0 * m * inv * sd)
+        qi = q[i] * e_ec[i]
+        jac[0, i] = rat * s * (f * dk[i] + (1.0 - f) * qi * f * (0.5 - 1.5 * c2[i]) * dtau)
+        jac[1, i] = rat * s * (e_ic[i] - e_ec[i] + (1.0 - f) * qi * (alpha + gamma * c2[i]))
+        jac[2, i] = rat * aniso
+        jac[3, i] = rat * eiso[i]
+        dm_c = rat * s * sg[i] * (f * dc[i] + (1.0 - f) * qi * f * gamma * 2.0
+                                  * np.sqrt(c2[i]))
+        jac[4, i] = dm_c * (bx[i] * e1[0] + by[i] * e1[1] + bz[i] * e1[2])
+        jac[5, i] = dm_c * (bx[i] * e2[0] + by[i] * e2[1] + bz[i] * e2[2])
+        jac[6, i] = sw[i] * (0.5 / base + (exa * (0.5 / sd + m * m * inv * sd / phi)
+                                           if phi > 0 else 0.0))
         arg[i] = d
-    if want_jac:
-        for a in range(n_act):
-            pa = act[a]
+    for a in range(n_act):
+        pa = act[a]
+        acc = 0.0
+        for i in range(n):
+            acc += jac[pa, i] * arg[i]
+        g[a] = acc
+        for b in range(a + 1):
+            pb = act[b]
             acc = 0.0
             for i in range(n):
-                acc += jac[pa, i] * arg[i]
-            g[a] = acc
-            for b in range(a + 1):
-                pb = act[b]
-                acc = 0.0
-                for i in range(n):
-                    acc += jac[pa, i] * jac[pb, i]
-                h[a, b] = acc
+                acc += jac[pa, i] * jac[pb, i]
+            h[a, b] = acc
     return r
 
 
@@ -446,35 +500,43 @@ def _solve_spd(h, lam, g, n_par, m, out):
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def _levenberg_marquardt(theta, mu, bvecs, q, table, ub, eiso, yn, tau_nodes, n_iter,
-                         fit_dir, fit_floor, lw, ibuf):
-    """Bounded Levenberg-Marquardt polish of (k, f, s, w[, direction][, noise floor]);
-    returns the residual sum of squares and writes the refined direction into mu."""
-    a = np.array([1.0, 0.0, 0.0]) if abs(mu[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
-    e1 = a - (a[0] * mu[0] + a[1] * mu[1] + a[2] * mu[2]) * mu
-    e1 /= np.sqrt(e1[0] ** 2 + e1[1] ** 2 + e1[2] ** 2)
-    e2 = np.array([mu[1] * e1[2] - mu[2] * e1[1], mu[2] * e1[0] - mu[0] * e1[2],
-                   mu[0] * e1[1] - mu[1] * e1[0]])
-    lo = np.array([0.0, 0.0, 0.0, 0.0, -0.5, -0.5, 0.0])
-    hi = np.array([tau_nodes.size - 1.0, 1.0, 1e6, 1e6, 0.5, 0.5, 1.0])
-    act = np.empty(N_THETA, np.int64)
+def _levenberg_marquardt(theta, mu, bvecs, q, table, ub, eiso, yn, sw, tau_nodes, n_iter,
+                         fit_dir, fit_floor, lw, ibuf, idx, mats, vecs, act, rtol):
+    """Bounded Levenberg-Marquardt polish of (k, f, s, w[, direction][, noise floor]):
+    at most ``n_iter`` iterations, stopping early once an accepted step lowers the residual
+    sum of squares by less than ``rtol`` times its value (``rtol`` = 0: exactly
+    ``n_iter``); returns the residual sum of squares and writes the refined direction into
+    mu.
+    ``mats`` (3, N_THETA, N_THETA), ``vecs`` (_N_VECS, N_THETA) and ``act`` (N_THETA,) are
+    work arrays (no allocation per voxel)."""
+    h, chol = mats[0], mats[2]
+    g, step, trial, lo, hi, e1, e2 = (vecs[0], vecs[2], vecs[3], vecs[4], vecs[5], vecs[6],
+                                      vecs[7])
+    # tangent-plane basis of mu: e1 from the axis least aligned with mu, e2 = mu x e1
+    ax = 0 if abs(mu[0]) < 0.9 else 1
+    for t in range(3):
+        e1[t] = (1.0 if t == ax else 0.0) - mu[ax] * mu[t]
+    ne = np.sqrt(e1[0] ** 2 + e1[1] ** 2 + e1[2] ** 2)
+    for t in range(3):
+        e1[t] /= ne
+    e2[0] = mu[1] * e1[2] - mu[2] * e1[1]
+    e2[1] = mu[2] * e1[0] - mu[0] * e1[2]
+    e2[2] = mu[0] * e1[1] - mu[1] * e1[0]
+    lo[0], lo[1], lo[2], lo[3], lo[4], lo[5], lo[6] = 0.0, 0.0, 0.0, 0.0, -0.5, -0.5, 0.0
+    hi[0], hi[1], hi[2], hi[3], hi[4], hi[5], hi[6] = (tau_nodes.size - 1.0, 1.0, 1e6, 1e6,
+                                                       0.5, 0.5, 1.0)
     n_act = 0
     for p in range(N_THETA):
         if (p < 4) or (p < 6 and fit_dir) or (p == 6 and fit_floor):
             act[n_act] = p
             n_act += 1
-    h = np.empty((N_THETA, N_THETA))
-    g = np.empty(N_THETA)
-    ht = np.empty((N_THETA, N_THETA))
-    gt = np.empty(N_THETA)
-    chol = np.empty((N_THETA, N_THETA))
-    step = np.empty(N_THETA)
-    trial = theta.copy()
-    lam = 1e-3
-    r = _model_eval(theta, act, n_act, mu, e1, e2, bvecs, q, table, ub, eiso, yn, tau_nodes,
-                    lw, ibuf, h, g, True)
+    trial[:] = theta
+    lam = LM_LAMBDA0
+    r = _model_eval(theta, act, n_act, mu, e1, e2, bvecs, q, table, ub, eiso, yn, sw,
+                    tau_nodes, lw, ibuf, idx, h, g, True)
     for it in range(n_iter):
         improved = False
+        done = False
         for _try in range(4):
             if not _solve_spd(h, lam, g, n_act, chol, step):
                 lam *= 10.0
@@ -483,20 +545,22 @@ def _levenberg_marquardt(theta, mu, bvecs, q, table, ub, eiso, yn, tau_nodes, n_
             for a in range(n_act):
                 p = act[a]
                 trial[p] = min(max(theta[p] + step[a], lo[p]), hi[p])
-            # the last accepted step needs no Jacobian
+            # trials need no Jacobian (rejected steps are common from a grid node): it is
+            # computed once a step is accepted and another iteration follows
             r_new = _model_eval(trial, act, n_act, mu, e1, e2, bvecs, q, table, ub, eiso, yn,
-                                tau_nodes, lw, ibuf, ht, gt, it < n_iter - 1)
+                                sw, tau_nodes, lw, ibuf, idx, h, g, False)
             if r_new < r:
                 theta[:] = trial
+                done = (r - r_new) <= rtol * r_new
                 r = r_new
-                h[:, :] = ht
-                g[:] = gt
                 lam = max(lam * 0.3, 1e-6)
                 improved = True
                 break
             lam *= 10.0
-        if not improved:
+        if not improved or done or it == n_iter - 1:
             break
+        r = _model_eval(theta, act, n_act, mu, e1, e2, bvecs, q, table, ub, eiso, yn, sw,
+                        tau_nodes, lw, ibuf, idx, h, g, True)
     if fit_dir:
         for t in range(3):
             mu[t] = mu[t] + theta[4] * e1[t] + theta[5] * e2[t]
@@ -509,15 +573,18 @@ def _levenberg_marquardt(theta, mu, bvecs, q, table, ub, eiso, yn, tau_nodes, n_
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def _fit_voxel(y, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso, ub, sub, table, k_nodes,
-               tau_nodes, k_fine, n_j, coarse, coarse_j, n_fine, n_sub_iter, n_iter, fit_dir, fit_floor,
+def _fit_voxel(y, within, count, sw, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso, ub, sub,
+               table, k_nodes,
+               tau_nodes, k_fine, n_j, coarse, coarse_j, n_fine, n_sub_iter, n_iter, fit_dir, lm_rtol, fit_floor,
                floor_abs2, posterior, tau_grid_kappa, out, ws, wss, cbin, ibuf, res, pw, prof,
-               phi_out):
+               phi_out, mats, vecs, act, idx):
     n = y.size
     s0 = 0.0
+    c0 = 0.0
     for i in b0_idx:
-        s0 += y[i]
-    s0 /= b0_idx.size
+        s0 += count[i] * y[i]
+        c0 += count[i]
+    s0 /= c0
     if not (s0 > 0.0) or not np.isfinite(s0):
         out[:] = np.nan
         return
@@ -525,13 +592,15 @@ def _fit_voxel(y, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso, ub, sub, table, k
     for i in range(n):
         yn[i] = y[i] / s0
     mu = out[OUT_DIR:OUT_DIR + 3]
-    _principal_direction(yn, pinv, xmat_t, xprod, ws[1], ws[2], ibuf, mu)
-    # grid search on the measurement subset `sub` (the first ns measurements)
-    bvecs_s, q_s, e0_s, eiso_s, b0fac_s, ub_s = sub
+    _principal_direction(yn, count, pinv, xmat_t, xprod, ws[1], ws[2], ws[3], ibuf, mu,
+                         mats[0], vecs[0], vecs[1])
+    # grid search on the measurement subset `sub` (the first ns measurements), in the
+    # weighted space: signal, e0 (hence the zeppelin powers), ball and sticks times sw
+    bvecs_s, q_s, e0_s, eiso_s, b0fac_s, ub_s, sw_s, eiso_g = sub
     ns = q_s.size
     ys = wss[0]
     for i in range(ns):
-        ys[i] = yn[i]
+        ys[i] = yn[i] * sw_s[i]
     cw, c2, dmul, eic, bk, tmp = wss[1], wss[2], wss[3], wss[4], wss[5], wss[6]
     scratch = wss[7:9]
     n_c = table.shape[2] - 1
@@ -542,25 +611,28 @@ def _fit_voxel(y, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso, ub, sub, table, k
     ey = 0.0
     for i in range(ns):
         yy += ys[i] * ys[i]
-        ee += eiso_s[i] * eiso_s[i]
-        ey += eiso_s[i] * ys[i]
-    _geometry(mu, bvecs_s, q_s, n_c, n_kj, cbin, cw, c2, dmul, ibuf)
-    res[:, :] = np.inf
+        ee += eiso_g[i] * eiso_g[i]
+        ey += eiso_g[i] * ys[i]
+    _geometry(mu, bvecs_s, q_s, n_c, n_kj, cbin, cw, c2, dmul, tmp, ibuf)
+    if n_fine > 0:
+        res[:, :] = np.inf
     _binary_powers(dmul, pw)
     # coarse pass: every `coarse`-th tau node, every `coarse_j`-th node in f
     for k in range(0, n_k, coarse):
         _node_bk(k_nodes[k], pw, b0fac_s, bk)
-        _stick_column(k, table, ub_s, cbin, cw, eic)
-        _eval_k(k, 0, n_j, coarse_j, n_j, eic, bk, e0_s, eiso_s, ys, yy, ee, ey, res,
+        _stick_column(k, table, ub_s, cbin, cw, sw_s, eic)
+        _eval_k(k, 0, n_j, coarse_j, n_j, eic, bk, e0_s, eiso_g, ys, yy, ee, ey, res,
                 scratch, tmp)
     n_prof = 0
-    for k in range(0, n_k, coarse):
-        pk = np.inf
-        for j in range(res.shape[1]):
-            pk = min(pk, res[k, j])
-        prof[n_prof] = pk
-        n_prof += 1
-    kb, jb = _argmin2(res)
+    if posterior:
+        for k in range(0, n_k, coarse):
+            pk = np.inf
+            for j in range(0, n_j + 1, coarse_j):
+                pk = min(pk, res[k, j])
+            prof[n_prof] = pk
+            n_prof += 1
+    # only the visited nodes: scanning the whole (mostly unvisited) table cost ~1 us
+    kb, jb = _argmin2(res, coarse, coarse_j)
     # optional finer passes: 3x3 neighbourhoods with halving steps in k, unit steps in f
     step = coarse // 2
     level = 0
@@ -568,22 +640,26 @@ def _fit_voxel(y, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso, ub, sub, table, k
         level += 1
         _search(max(kb - step, 0), min(kb + step, n_k - 1), step, max(jb - 1, 0),
                 min(jb + 1, n_j), 1, n_k, n_j, table, ub_s, cbin, cw, k_nodes, pw, b0fac_s,
-                e0_s, eiso_s, ys, yy, ee, ey, res, eic, bk, scratch, tmp)
-        kb, jb = _argmin2(res)
+                e0_s, eiso_g, ys, yy, ee, ey, res, eic, bk, scratch, tmp, sw_s)
+        kb, jb = _argmin2(res, 1, 1)
         step //= 2
-    _, s, w = _amplitudes(kb, jb, tau_nodes, n_j, table, ub_s, cbin, cw, c2, q_s, e0_s,
-                          eiso_s, ys, ee, ey, yy, eic, bk, ibuf)
+    _, s, w = _amplitudes(kb, jb, tau_nodes, n_j, table, ub_s, cbin, cw, c2, q_s, sw_s,
+                          eiso_g, ys, ee, ey, yy, eic, bk, tmp, ibuf)
     # Levenberg-Marquardt polish from the best grid node, on all measurements
     r = 0.0
-    theta = np.array([float(kb), jb / n_j, s, w, 0.0, 0.0, floor_abs2 / (s0 * s0)])
-    lw = ws[3:3 + _LM_ROWS]
+    theta = vecs[8]
+    theta[0], theta[1], theta[2], theta[3] = float(kb), jb / n_j, s, w
+    theta[4], theta[5], theta[6] = 0.0, 0.0, floor_abs2 / (s0 * s0)
+    lw = ws[4:4 + _LM_ROWS]
     if n_sub_iter > 0:
         # first iterations on the grid subset, the last ones on all measurements
-        _levenberg_marquardt(theta, mu, bvecs_s, q_s, table, ub_s, eiso_s, ys, tau_nodes,
-                             n_sub_iter, fit_dir, fit_floor, lw, ibuf)
+        _levenberg_marquardt(theta, mu, bvecs_s, q_s, table, ub_s, eiso_s, yn[:ns], sw_s,
+                             tau_nodes, n_sub_iter, fit_dir, fit_floor, lw, ibuf, idx, mats,
+                             vecs, act, lm_rtol)
     if n_iter > 0:
-        r = _levenberg_marquardt(theta, mu, bvecs, q, table, ub, eiso, yn, tau_nodes,
-                                 n_iter, fit_dir, fit_floor, lw, ibuf)
+        r = _levenberg_marquardt(theta, mu, bvecs, q, table, ub, eiso, yn, sw, tau_nodes,
+                                 n_iter, fit_dir, fit_floor, lw, ibuf, idx, mats, vecs, act,
+                                 lm_rtol)
     kr, f, s, w = theta[0], theta[1], theta[2], theta[3]
     phi_out[0] = theta[6] * s0 * s0
     if posterior:
@@ -600,7 +676,12 @@ def _fit_voxel(y, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso, ub, sub, table, k
     out[OUT_ISOVF] = w / (s + w) if s + w > 0 else 0.0
     out[OUT_TAU] = tau
     out[OUT_KAPPA] = np.interp(tau, tau_grid_kappa[0], tau_grid_kappa[1])
-    out[OUT_NRMSE] = np.sqrt(max(r, 0.0) / yy) if yy > 0 else np.nan
+    # NRMSE over every volume: the within-group scatter of merged volumes added back
+    w2 = within / (s0 * s0)
+    yy_all = w2
+    for i in range(n):
+        yy_all += count[i] * yn[i] * yn[i]
+    out[OUT_NRMSE] = np.sqrt(max(r + w2, 0.0) / yy_all) if yy_all > 0 else np.nan
     out[OUT_S0] = (s + w) * s0
 
 
@@ -625,12 +706,13 @@ def _profile_posterior(prof, n_prof, coarse, sigma2):
 
 
 @njit(cache=True, nogil=True)
-def _argmin2(res):
+def _argmin2(res, k_step, j_step):
+    """Index of the smallest of res[::k_step, ::j_step]."""
     best = np.inf
     kb = 0
     jb = 0
-    for k in range(res.shape[0]):
-        for j in range(res.shape[1]):
+    for k in range(0, res.shape[0], k_step):
+        for j in range(0, res.shape[1], j_step):
             if res[k, j] < best:
                 best = res[k, j]
                 kb = k
@@ -639,24 +721,26 @@ def _argmin2(res):
 
 
 @njit(cache=True, nogil=True)
-def _valid_signal(y, b0_idx):
+def _valid_signal(y, count, b0_idx):
     """All values finite and a positive mean b0."""
     for i in range(y.size):
         if not np.isfinite(y[i]):
             return False
     s0 = 0.0
     for i in b0_idx:
-        s0 += y[i]
+        s0 += count[i] * y[i]
     return s0 > 0.0
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _fit_rows(data, rows, perm, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso, ub, sub,
+def _fit_rows(data, rows, members, starts, count, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso, ub, sub,
               table, k_nodes, tau_nodes, k_fine, n_j, coarse, coarse_j, n_fine, n_sub_iter, n_iter,
-              fit_dir, fit_floor, floor_abs2, posterior, tau_grid_kappa, out, phi):
-    """Fit data[rows[t], perm] into out[t] (and the squared noise floor into phi[t])."""
+              fit_dir, lm_rtol, fit_floor, floor_abs2, posterior, tau_grid_kappa, out, phi):
+    """Fit row rows[t] of data into out[t] (and the squared noise floor into phi[t]);
+    measurement u is the mean of data[v, members[starts[u]:starts[u + 1]]]."""
     nv = rows.size
-    n = data.shape[1]
+    n = count.size
+    sw = np.sqrt(count)
     ns = sub[1].size
     n_k = tau_nodes.size
     n_bits = 1
@@ -665,7 +749,7 @@ def _fit_rows(data, rows, perm, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso, ub,
     block = 64
     n_blocks = (nv + block - 1) // block
     for bi in prange(n_blocks):
-        ws = np.empty((3 + _LM_ROWS, n))
+        ws = np.empty((4 + _LM_ROWS, n))
         wss = np.empty((9, ns))
         cbin = np.empty(ns, np.int64)
         ibuf = np.empty(n, np.int64)
@@ -673,34 +757,46 @@ def _fit_rows(data, rows, perm, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso, ub,
         pw = np.empty((n_bits, ns))
         prof = np.empty(n_k)
         y = np.empty(n)
+        mats = np.empty((3, N_THETA, N_THETA))
+        vecs = np.empty((_N_VECS, N_THETA))
+        act = np.empty(N_THETA, np.int64)
+        idx = np.empty(n, np.int64)
         for t in range(bi * block, min((bi + 1) * block, nv)):
             v = rows[t]
+            within = 0.0
             for i in range(n):
-                y[i] = data[v, perm[i]]
+                acc = 0.0
+                for m in range(starts[i], starts[i + 1]):
+                    acc += data[v, members[m]]
+                y[i] = acc / count[i]
+                if starts[i + 1] - starts[i] > 1:
+                    for m in range(starts[i], starts[i + 1]):
+                        within += (data[v, members[m]] - y[i]) ** 2
             phi[t] = np.nan
             # validity is checked here, outside fastmath code (which assumes finite values)
-            if not _valid_signal(y, b0_idx):
+            if not _valid_signal(y, count, b0_idx) or not np.isfinite(within):
                 out[t, :] = np.nan
                 continue
-            _fit_voxel(y, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso, ub, sub, table,
+            _fit_voxel(y, within, count, sw, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso, ub, sub, table,
                        k_nodes, tau_nodes, k_fine, n_j, coarse, coarse_j, n_fine, n_sub_iter, n_iter,
-                       fit_dir, fit_floor, floor_abs2, posterior, tau_grid_kappa, out[t], ws,
-                       wss, cbin, ibuf, res, pw, prof, phi[t:t + 1])
+                       fit_dir, lm_rtol, fit_floor, floor_abs2, posterior, tau_grid_kappa, out[t], ws,
+                       wss, cbin, ibuf, res, pw, prof, phi[t:t + 1], mats, vecs, act, idx)
 
 
-def fit_voxels(data, perm, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso, ub, sub, table,
+def fit_voxels(data, members, starts, count, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso, ub, sub, table,
                k_nodes, tau_nodes, k_fine, n_j, coarse, coarse_j, n_fine, n_sub_iter, n_iter,
-               fit_dir, floor, n_floor_sample, posterior, tau_grid_kappa, floor_abs2=-1.0):
+               fit_dir, lm_rtol, floor, n_floor_sample, posterior, tau_grid_kappa, floor_abs2=-1.0):
     """Fit every row of ``data`` (n_voxels, n_meas); returns (n_voxels, N_OUT).
 
-    The model arrays are in the measurement order ``perm`` (the grid-search subset ``sub``
-    first). With ``floor``, the Rician noise variance is held fixed at ``floor_abs2`` (signal
+    The model arrays are per measurement (a group of equivalent volumes, see
+    :func:`~microvba.models.gradients.antipodal_groups`), the grid-search subset ``sub``
+    first. With ``floor``, the Rician noise variance is held fixed at ``floor_abs2`` (signal
     units squared) or, if that is negative, estimated first with :func:`noise_floor` on
     ``n_floor_sample`` evenly spaced rows (the noise level is taken as constant across the
     data given)."""
     nv = data.shape[0]
-    args = (perm, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso, ub, sub, table, k_nodes,
-            tau_nodes, k_fine, n_j, coarse, coarse_j, n_fine, n_sub_iter, n_iter, fit_dir)
+    args = (members, starts, count, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso, ub, sub, table, k_nodes,
+            tau_nodes, k_fine, n_j, coarse, coarse_j, n_fine, n_sub_iter, n_iter, fit_dir, lm_rtol)
     if not floor:
         floor_abs2 = 0.0
     elif floor_abs2 < 0:

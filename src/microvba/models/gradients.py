@@ -199,3 +199,38 @@ def check_data(gtab: GradientTable, data: np.ndarray, mask: np.ndarray | None
         raise InputError(f"mask shape {mask.shape} differs from the image {spatial}",
                          file="mask", fix="Use a mask in the same space as the DWI.")
     return data, mask
+
+
+def antipodal_groups(bvals: np.ndarray, bvecs: np.ndarray, rtol: float = 1e-6
+                     ) -> np.ndarray:
+    r"""Group index per volume: volumes whose b-values and directions agree up to the sign
+    of the direction (:math:`g \equiv -g`), within ``rtol``.
+
+    For a model symmetric under :math:`g \to -g` (every q-space model of a diffusion
+    propagator: tensor, NODDI, ...) such volumes have the same predicted signal, so a
+    least-squares fit may replace each group by its mean with weight = group size: the
+    residual sum of squares then differs by the within-group sum only, which does not
+    depend on the parameters. A full DSI q-space grid (DSI-515) has every direction twice
+    (515 volumes, 258 groups); repeated b0s fall into one group.
+
+    Returns
+    -------
+    ndarray
+        (n,) int64 group labels 0..n_groups-1, numbered in order of first appearance.
+    """
+    bvals = np.asarray(bvals, float).ravel()
+    g = np.asarray(bvecs, float).reshape(-1, 3)
+    # canonical sign: the first component with |g_i| > 0.1 (some component >= 0.577) is
+    # positive; a noisy vector near that threshold merely stays unmerged
+    first = np.argmax(np.abs(g) > 0.1, axis=1)
+    flip = g[np.arange(g.shape[0]), first] < 0
+    g = np.where(flip[:, None], -g, g)
+    g = np.where((bvals > 0)[:, None], g, 0.0)  # b = 0: direction irrelevant
+    scale = np.maximum(bvals.max(initial=0.0), 1.0)
+    key = np.c_[np.round(bvals / (scale * rtol)), np.round(g / rtol)]
+    _, first_idx, labels = np.unique(key, axis=0, return_index=True, return_inverse=True)
+    # renumber in order of first appearance
+    order = np.argsort(first_idx, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    return rank[labels.ravel()].astype(np.int64)
