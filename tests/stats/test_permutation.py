@@ -230,3 +230,12 @@ def test_negating_the_data_swaps_the_directions(cohort):
     for stat in ("vox", "tfce", "clustere", "clusterm"):
         np.testing.assert_allclose(a.null_max[f"{stat}_tstat2"], b.null_max[f"{stat}_tstat1"],
                                    rtol=1e-6)
+
+
+def test_methods_text_states_the_tested_direction(cohort):
+    Y, X, mask = cohort
+    both = run(Y, X, mask, n_perm=20, tfce=False, cluster_threshold=None)
+    one = run(Y, X, mask, n_perm=20, tfce=False, cluster_threshold=None, two_sided=False)
+    assert "testing both directions" in both.methods()
+    assert "both directions" not in one.methods()
+    assert "positive direction" in one.methods()

@@ -10,16 +10,30 @@ column is tested (both directions: ``tstat1`` positive, ``tstat2`` negative), th
 ``--covariates`` (default: every other column except ``participant_id`` and the
 ``--blocks`` column) are nuisance regressors, and an intercept is added. Outputs are
 ``OUT_PREFIX_<map>.nii.gz`` (randomise names, corrp = 1 - p) and ``OUT_PREFIX_randomise.json``.
+
+FSL design files are read as FSL randomise reads them::
+
+    microvba randomise -i all_fa.nii.gz -o stats/fa -d design.mat -t design.con \
+        -m gm_mask.nii.gz -n 5000 [-e design.grp] [--contrast 1,3]
+
+The design.mat is used as given (no intercept is added: include a column of 1s, needed when
+the regressors are demeaned); each t contrast ``k`` of design.con (every one by default, or
+those chosen by number or ``/ContrastName`` with ``--contrast``) is tested in its own
+direction, as FSL does, and written as ``OUT_PREFIX_tstat<k>``, ``OUT_PREFIX_tfce_corrp_tstat<k>``
+and so on; ``--corrcon`` adds maps FWE-corrected over the tested contrasts
+(``*_famcorrp_tstat<k>``).
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 import numpy as np
 
 from .._validation import InputError, Problem, check_output_dir
+from ..io.fsl import FslContrasts, FslDesign
 from ..stats.tfce import CONNECTIVITY_RANK
 from ._types import seed
 
@@ -40,18 +54,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          "in the order of the design rows (names with sub-<label> are checked "
                          "against its participant_id column)")
     io.add_argument("-m", "--mask", required=True, type=Path, help="3-D analysis mask")
-    io.add_argument("-d", "--design", required=True, type=Path, metavar="TSV",
+    io.add_argument("-d", "--design", required=True, type=Path, metavar="TSV|MAT",
                     help="design table (TSV, or CSV): a header row naming the columns, then "
-                         "one row per volume; not an FSL design.mat")
+                         "one row per volume (an intercept is added); or an FSL design.mat "
+                         "(VEST, with -t design.con), used as given like FSL randomise: no "
+                         "intercept is added, so include a column of 1s (needed when the "
+                         "regressors are demeaned)")
+    io.add_argument("-t", "--tcon", type=Path, default=None, metavar="CON",
+                    help="FSL t contrasts (design.con) for a design.mat; each contrast k is "
+                         "tested in its own direction and written as OUT_PREFIX_tstat<k>...")
+    io.add_argument("-e", "--exchangeability-blocks", type=Path, default=None,
+                    metavar="GRP", help="FSL design.grp of a design.mat: permute only within "
+                                        "blocks of equal label")
     io.add_argument("-o", "--output", required=True, metavar="OUT_PREFIX",
                     help="output prefix, e.g. stats/fa -> stats/fa_tstat1.nii.gz")
     model = parser.add_argument_group("model")
-    model.add_argument("--contrast", required=True, metavar="COLUMN",
-                       help="the tested design column")
+    model.add_argument("--contrast", default=None, metavar="COLUMN|K",
+                       help="TSV design: the tested design column (required); design.mat: "
+                            "the contrasts of design.con to test, by 1-based number or "
+                            "/ContrastName, comma-separated (default: every contrast)")
     model.add_argument("--covariates", type=_csv, default=None, metavar="A,B",
-                       help="nuisance columns (default: all other columns)")
+                       help="nuisance columns (default: all other columns; TSV design only)")
     model.add_argument("--blocks", default=None, metavar="COLUMN",
-                       help="exchangeability blocks: permute only within its levels")
+                       help="exchangeability blocks: permute only within its levels (TSV "
+                            "design only; -e design.grp for a design.mat)")
     inf = parser.add_argument_group("inference")
     inf.add_argument("-n", "--n-perm", type=int, default=5000,
                      help="permutations, including the unpermuted data")
@@ -66,10 +92,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     inf.add_argument("--cluster-connectivity", type=int, default=26,
                      choices=sorted(CONNECTIVITY_RANK))
     inf.add_argument("--one-sided", action="store_true",
-                     help="test the positive direction only (no tstat2)")
+                     help="test the positive direction only (no tstat2; a design.con's "
+                          "contrasts are always tested in their own direction)")
     inf.add_argument("--corrcon", action="store_true",
                      help="also write *_famcorrp maps, FWE-corrected over both directions "
-                          "(PALM -corrcon)")
+                          "(design.con: over the tested contrasts) (PALM -corrcon)")
     inf.add_argument("--n-jobs", type=int, default=None, help="threads (default: all cores)")
 
 
@@ -91,11 +118,11 @@ def _read_design(path: Path):
                          fix="Write a UTF-8 tab-separated table with a header row.") from exc
     lines = [ln for ln in text.splitlines() if ln.strip()]
     if any(ln.lstrip().startswith(_VEST_MARKERS) for ln in lines[:20]):
-        raise InputError("this is an FSL design.mat/.con (VEST) file; microvba reads a table "
-                         "with named columns", file=path,
-                         fix="Write design.tsv: a header row naming the columns (e.g. "
-                             "participant_id, score, age), then one tab-separated row per "
-                             "volume, and name the tested column with --contrast.")
+        raise InputError("this is an FSL design.mat/.con (VEST) file, not a table with "
+                         "named columns", file=path,
+                         fix="Pass the design.mat to -d with its design.con to -t, or write "
+                             "design.tsv (a header row naming the columns, then one row per "
+                             "volume) and name the tested column with --contrast.")
     if not lines:
         raise InputError("the design file is empty", file=path,
                          fix="Write a header row and one row per volume.")
@@ -266,8 +293,7 @@ def _drop_constant_voxels(Y: np.ndarray, mask: np.ndarray, inputs: list[Path], l
 
 def run(args: argparse.Namespace) -> int:
     from .._logging import get_logger
-    from ..stats.design import make_design
-    from ..stats.permutation import randomise_family
+    from ..io.fsl import is_vest
 
     log = get_logger(__name__)
     out = Path(args.output)
@@ -276,6 +302,27 @@ def run(args: argparse.Namespace) -> int:
                          "and so on", file=args.output,
                          fix=f"Add a file-name prefix, e.g. -o {out / 'fa'}.")
     check_output_dir(out.parent, "output prefix's folder")
+    if args.design.is_file() and is_vest(args.design):
+        return _run_vest(args, out, log)
+    return _run_table(args, out, log)
+
+
+def _run_table(args: argparse.Namespace, out: Path, log) -> int:
+    """A TSV/CSV design with named columns: ``--contrast COLUMN`` tested both ways."""
+    from ..stats.design import make_design
+    from ..stats.permutation import randomise_family
+
+    for flag, value in (("-t/--tcon", args.tcon),
+                        ("-e/--exchangeability-blocks", args.exchangeability_blocks)):
+        if value is not None:
+            raise InputError(f"{flag} goes with an FSL design.mat, but the design is a table",
+                             file=args.design,
+                             fix="With a TSV design name the tested column with --contrast "
+                                 "(and blocks with --blocks); or pass a design.mat to -d.")
+    if args.contrast is None:
+        raise InputError("no --contrast: a TSV design needs the tested column",
+                         file=args.design,
+                         fix="Name the tested design column with --contrast COLUMN.")
     design_df = _read_design(args.design)
     if args.contrast not in design_df.columns:
         cols = [c for c in design_df.columns if c not in _ID_COLUMNS]
@@ -332,4 +379,162 @@ def run(args: argparse.Namespace) -> int:
         if key in result.maps:
             n_sig = int((result.maps[key] > 0.95).sum())
             log.info("%s: %d voxel(s) with FWE p < 0.05", key, n_sig)
+    return 0
+
+
+_TSTAT1 = re.compile(r"(^|_)tstat1(?=$|_)")
+
+
+def _renumber(name: str, k: int) -> str:
+    """``tfce_corrp_tstat1`` -> ``tfce_corrp_tstat<k>`` (FSL numbers outputs by contrast)."""
+    return _TSTAT1.sub(rf"\g<1>tstat{k}", name)
+
+
+def _warn_intercept(design: FslDesign, log) -> None:
+    """FSL uses a design.mat as given; warn when it does not model the mean of the data."""
+    if design.has_constant():
+        return
+    if design.demeaned():
+        log.warning("%s: the design has no intercept (no column of 1s, and the columns do not "
+                    "add up to one) and its regressors are demeaned: the mean of the data is "
+                    "not modelled (FSL randomise -D demeans the data for this case). Add a "
+                    "column of 1s unless the images were demeaned", design.path)
+    else:
+        log.warning("%s: the design has no intercept (no column of 1s, and the columns do not "
+                    "add up to one) and its regressors are not demeaned: each regressor also "
+                    "models the mean of the data. microvba, like FSL randomise, uses the "
+                    "design as given; add a column of 1s (and demean the regressors) unless "
+                    "this is intended", design.path)
+
+
+def _vest_inputs(args: argparse.Namespace) -> tuple[FslDesign, FslContrasts, list[int]]:
+    """Read and cross-check design.mat, design.con and ``--contrast`` (before any image)."""
+    from ..io.fsl import read_design_con, read_design_mat
+    from ..stats.design import check_design_matrix
+
+    if args.tcon is None:
+        raise InputError("this is an FSL design.mat (VEST) file; its contrasts must be given "
+                         "as a design.con with -t", file=args.design,
+                         fix="Add -t design.con (written with this design.mat by Glm or "
+                             "Text2Vest; choose contrasts with --contrast 1,2), or write "
+                             "design.tsv with named columns and name the tested column with "
+                             "--contrast.")
+    if args.covariates is not None:
+        raise InputError("--covariates chooses columns of a TSV design; a design.mat is used "
+                         "as given", file=args.design,
+                         fix="Leave out --covariates: every design.mat column is in the model "
+                             "and the contrasts of design.con choose what is tested.")
+    if args.blocks is not None:
+        raise InputError("--blocks names a column of a TSV design", file=args.design,
+                         fix="Pass the exchangeability blocks of a design.mat as "
+                             "-e design.grp.")
+    design = read_design_mat(args.design)
+    cons = read_design_con(args.tcon, design)
+    chosen = cons.select(args.contrast)
+    check_design_matrix(design.matrix, source=str(args.design), names=design.names)
+    return design, cons, chosen
+
+
+def _family_maps(results: list, log) -> None:
+    """Add ``*_famcorrp_tstat1`` / ``*_famlogp_tstat1`` maps FWE-corrected over the contrasts
+    (same permutations: the same seed, design and blocks), as PALM ``-corrcon``."""
+    from ..stats.inference import fwe_p
+
+    def logp(p: np.ndarray) -> np.ndarray:
+        return -np.log10(np.clip(p, 1e-300, 1.0))
+
+    for stat in ("vox", "tfce", "clustere", "clusterm"):
+        key = f"{stat}_tstat1"
+        if not all(key in r.null_max for r in results):
+            continue
+        family = np.max(np.stack([r.null_max[key] for r in results]), axis=0)
+        for r in results:
+            r.null_max[f"{stat}_family"] = family
+            if stat in ("vox", "tfce"):
+                obs = r.maps["tstat1" if stat == "vox" else "tfce_tstat1"]
+                p = fwe_p(obs, family)
+                r.maps[f"{stat}_famcorrp_tstat1"] = 1.0 - p
+                r.maps[f"{stat}_famlogp_tstat1"] = logp(p)
+            else:
+                cl = r.clusters["tstat1"]
+                p = fwe_p(cl.extent if stat == "clustere" else cl.mass, family)
+                r.maps[f"{stat}_famcorrp_tstat1"] = cl.voxel_map(1.0 - p)
+                r.maps[f"{stat}_famlogp_tstat1"] = cl.voxel_map(logp(p))
+    log.info("family-wise maps corrected over %d contrasts", len(results))
+
+
+def _run_vest(args: argparse.Namespace, out: Path, log) -> int:
+    """An FSL design.mat + design.con: every chosen contrast tested in its own direction."""
+    from ..io.fsl import read_design_grp
+    from ..stats.glm import freedman_lane
+    from ..stats.permutation import randomise_family
+    from ..stats.result import RandomiseResult
+
+    design, cons, chosen = _vest_inputs(args)
+    grp = args.exchangeability_blocks
+    blocks = None if grp is None else read_design_grp(grp)
+    _warn_intercept(design, log)
+    methods = {k: freedman_lane(design.matrix, cons.matrix[k]).sign_flip for k in chosen}
+    if args.corrcon and len(set(methods.values())) > 1:
+        raise InputError("--corrcon needs the same rearrangements for every contrast, but "
+                         "some contrasts are tested by sign flips (one-sample) and others by "
+                         "permutations", file=args.tcon,
+                         fix="Run the one-sample and the other contrasts separately "
+                             "(--contrast), or leave out --corrcon.")
+    Y, mask, img = _load_images(args)
+    what = "the 4-D image" if len(args.input) == 1 else "the inputs"
+    design.check_n_points(Y.shape[0], images=what)
+    if blocks is not None and blocks.size != Y.shape[0]:
+        read_design_grp(grp, n_images=Y.shape[0])  # raises, naming the file
+    Y, mask = _drop_constant_voxels(Y, mask, args.input, log)
+    log.info("design columns: %s (as given: no intercept added)", ", ".join(design.names))
+    key = str(args.input[0]) if len(args.input) == 1 else "inputs"
+    results = []
+    for k in chosen:
+        log.info("contrast %d (%s): [%s]", k + 1, cons.names[k],
+                 " ".join(f"{w:g}" for w in cons.matrix[k]))
+        results.append(randomise_family(
+            {key: Y}, design.matrix, cons.matrix[k], mask,
+            n_perm=args.n_perm, seed=args.seed, tfce=not args.no_tfce, tfce_H=args.tfce_H,
+            tfce_E=args.tfce_E, tfce_connectivity=args.tfce_connectivity,
+            cluster_threshold=args.cluster_threshold if args.cluster_threshold > 0 else None,
+            cluster_connectivity=args.cluster_connectivity, exchangeability_blocks=blocks,
+            two_sided=False, n_jobs=args.n_jobs, family_maps=False)[key])
+    if args.corrcon and len(results) > 1:
+        _family_maps(results, log)
+    maps, null_max, clusters, contrasts = {}, {}, {}, []
+    for k, r in zip(chosen, results, strict=True):
+        number = k + 1
+        maps.update({_renumber(n, number): v for n, v in r.maps.items()})
+        null_max.update({n if n.endswith("_family") else _renumber(n, number): v
+                         for n, v in r.null_max.items()})
+        clusters.update({_renumber(n, number): v for n, v in r.clusters.items()})
+        contrasts.append({"number": number, "name": cons.names[k],
+                          "vector": cons.matrix[k].tolist(), "tstat": f"tstat{number}",
+                          "method": r.params["method"],
+                          "n_possible_rearrangements": r.params["n_possible_rearrangements"]})
+    params = dict(results[0].params)
+    for name in ("contrast", "method", "n_possible_rearrangements"):
+        params.pop(name, None)
+    params.update(
+        design_format="FSL VEST", design_file=str(args.design), contrast_file=str(args.tcon),
+        design_columns=design.names, design_matrix=design.matrix.tolist(),
+        intercept_added=False, contrasts=contrasts,
+        contrast=[c["vector"] for c in contrasts], tested=[c["name"] for c in contrasts],
+        method=contrasts[0]["method"] if len(set(methods.values())) == 1 else "mixed",
+        blocks_file=None if grp is None else str(grp),
+        corrcon=bool(args.corrcon and len(results) > 1))
+    merged = RandomiseResult(maps=maps, null_max=null_max, params=params, clusters=clusters)
+    inputs = {"mask": args.mask, "design": args.design, "contrasts": args.tcon}
+    if grp is not None:
+        inputs["blocks"] = grp
+    inputs.update({"input": args.input[0]} if len(args.input) == 1 else
+                  {f"input{i + 1}": p for i, p in enumerate(args.input)})
+    paths = merged.save(out.parent, out.name, mask, img.affine, inputs=inputs)
+    log.info("wrote %d files to %s", len(paths), out.parent)
+    for c in contrasts:
+        name = f"{'vox' if args.no_tfce else 'tfce'}_corrp_{c['tstat']}"
+        if name in maps:
+            log.info("%s (%s): %d voxel(s) with FWE p < 0.05", name, c["name"],
+                     int((maps[name] > 0.95).sum()))
     return 0

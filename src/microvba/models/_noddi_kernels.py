@@ -238,6 +238,17 @@ def _eval_k(k, j_lo, j_hi, j_step, n_j, eic, bk, e0, eiso, y, yy, ee, ey, res, s
     _power(bk, j_lo, p, tmp)
     mult[:] = 1.0
     _power(bk, j_step, mult, tmp)
+    _eval_nodes(k, j_lo, j_hi, j_step, n_j, eic, p, mult, eiso, y, yy, ee, ey, res, ii, ie,
+                iy)
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _eval_nodes(k, j_lo, j_hi, j_step, n_j, eic, p, mult, eiso, y, yy, ee, ey, res, ii, ie,
+                iy):
+    """res[k, j] for j in range(j_lo, j_hi + 1, j_step), from p = the zeppelin column of
+    j_lo (updated in place) and its per-step multiplier ``mult``; ii, ie, iy: the stick
+    column's products with itself, the ball and the signal."""
+    n = y.size
     for j in range(j_lo, j_hi + 1, j_step):
         cc = 0.0
         ic = 0.0
@@ -292,9 +303,9 @@ def _binary_powers(dmul, pw):
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def _geometry(mu, bvecs, q, n_c, n_kj, cbin, cw, c2, dmul, tmp, ibuf):
-    """Per-measurement |mu.g| table position and the extra-cellular grid multiplier
-    (``bvecs`` is (3, n); ``tmp`` is scratch)."""
+def _geometry(mu, bvecs, q, n_c, n_kj, cbin, cw, c2, ld):
+    """Per-measurement |mu.g| table position and the log of the extra-cellular grid
+    multiplier, ld = (q/3 - q c^2) / (K J) (``bvecs`` is (3, n))."""
     bx, by, bz = bvecs[0], bvecs[1], bvecs[2]
     for i in range(q.size):
         c = abs(mu[0] * bx[i] + mu[1] * by[i] + mu[2] * bz[i])
@@ -304,9 +315,7 @@ def _geometry(mu, bvecs, q, n_c, n_kj, cbin, cw, c2, dmul, tmp, ibuf):
         lo = min(int(x), n_c - 1)
         cbin[i] = lo
         cw[i] = x - lo
-        tmp[i] = (q[i] / 3.0 - q[i] * c * c) / n_kj
-    # never in place: aliased input and output arrays defeat vectorisation
-    _vexp(tmp, dmul, ibuf)
+        ld[i] = (q[i] / 3.0 - q[i] * c * c) / n_kj
 
 
 @njit(cache=True, nogil=True, fastmath=True)
@@ -613,16 +622,29 @@ def _fit_voxel(y, within, count, sw, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso
         yy += ys[i] * ys[i]
         ee += eiso_g[i] * eiso_g[i]
         ey += eiso_g[i] * ys[i]
-    _geometry(mu, bvecs_s, q_s, n_c, n_kj, cbin, cw, c2, dmul, tmp, ibuf)
+    _geometry(mu, bvecs_s, q_s, n_c, n_kj, cbin, cw, c2, dmul)
     if n_fine > 0:
         res[:, :] = np.inf
-    _binary_powers(dmul, pw)
-    # coarse pass: every `coarse`-th tau node, every `coarse_j`-th node in f
+    # coarse pass: every `coarse`-th tau node, every `coarse_j`-th node in f. The zeppelin
+    # column of node (k, j) is e0 B0^j D^(k j); its step multiplier (B0 D^k)^coarse_j is one
+    # exponential: exp(coarse_j (2q/(3J) + k ld))
+    p, mult = scratch[0], scratch[1]
     for k in range(0, n_k, coarse):
-        _node_bk(k_nodes[k], pw, b0fac_s, bk)
+        kf = k_nodes[k]
+        for i in range(ns):
+            tmp[i] = coarse_j * (2.0 * q_s[i] / (3.0 * n_j) + kf * dmul[i])
+        _vexp(tmp, mult, ibuf)
         _stick_column(k, table, ub_s, cbin, cw, sw_s, eic)
-        _eval_k(k, 0, n_j, coarse_j, n_j, eic, bk, e0_s, eiso_g, ys, yy, ee, ey, res,
-                scratch, tmp)
+        ii = 0.0
+        ie = 0.0
+        iy = 0.0
+        for i in range(ns):
+            ii += eic[i] * eic[i]
+            ie += eic[i] * eiso_g[i]
+            iy += eic[i] * ys[i]
+            p[i] = e0_s[i]
+        _eval_nodes(k, 0, n_j, coarse_j, n_j, eic, p, mult, eiso_g, ys, yy, ee, ey, res, ii,
+                    ie, iy)
     n_prof = 0
     if posterior:
         for k in range(0, n_k, coarse):
@@ -636,6 +658,10 @@ def _fit_voxel(y, within, count, sw, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso
     # optional finer passes: 3x3 neighbourhoods with halving steps in k, unit steps in f
     step = coarse // 2
     level = 0
+    if n_fine > 0:
+        # binary powers of D = exp(ld) for the finer passes
+        _vexp(dmul, tmp, ibuf)
+        _binary_powers(tmp, pw)
     while step >= 1 and level < n_fine:
         level += 1
         _search(max(kb - step, 0), min(kb + step, n_k - 1), step, max(jb - 1, 0),
@@ -733,11 +759,14 @@ def _valid_signal(y, count, b0_idx):
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _fit_rows(data, rows, members, starts, count, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso, ub, sub,
+def _fit_rows(data, rows, groups, count, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso, ub, sub,
               table, k_nodes, tau_nodes, k_fine, n_j, coarse, coarse_j, n_fine, n_sub_iter, n_iter,
               fit_dir, lm_rtol, fit_floor, floor_abs2, posterior, tau_grid_kappa, out, phi):
     """Fit row rows[t] of data into out[t] (and the squared noise floor into phi[t]);
-    measurement u is the mean of data[v, members[starts[u]:starts[u + 1]]]."""
+    measurement u is the mean of data[v, members[starts[u]:starts[u + 1]]], with
+    ``groups`` = (members, starts, first, second, big): the first two members of each group
+    (equal for a single volume) and the groups of more than two."""
+    members, starts, first, second, big = groups
     nv = rows.size
     n = count.size
     sw = np.sqrt(count)
@@ -763,15 +792,21 @@ def _fit_rows(data, rows, members, starts, count, b0_idx, pinv, xmat_t, xprod, b
         idx = np.empty(n, np.int64)
         for t in range(bi * block, min((bi + 1) * block, nv)):
             v = rows[t]
+            # groups of one or two volumes (all of them in most schemes) in one
+            # branch-free pass; larger groups (repeated b0s) after it
             within = 0.0
             for i in range(n):
+                xa = np.float64(data[v, first[i]])
+                xb = np.float64(data[v, second[i]])
+                y[i] = 0.5 * (xa + xb)
+                within += 0.5 * (xa - xb) * (xa - xb)
+            for i in big:
                 acc = 0.0
                 for m in range(starts[i], starts[i + 1]):
                     acc += data[v, members[m]]
                 y[i] = acc / count[i]
-                if starts[i + 1] - starts[i] > 1:
-                    for m in range(starts[i], starts[i + 1]):
-                        within += (data[v, members[m]] - y[i]) ** 2
+                for m in range(starts[i], starts[i + 1]):
+                    within += (data[v, members[m]] - y[i]) ** 2
             phi[t] = np.nan
             # validity is checked here, outside fastmath code (which assumes finite values)
             if not _valid_signal(y, count, b0_idx) or not np.isfinite(within):
@@ -783,7 +818,7 @@ def _fit_rows(data, rows, members, starts, count, b0_idx, pinv, xmat_t, xprod, b
                        wss, cbin, ibuf, res, pw, prof, phi[t:t + 1], mats, vecs, act, idx)
 
 
-def fit_voxels(data, members, starts, count, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso, ub, sub, table,
+def fit_voxels(data, groups, count, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso, ub, sub, table,
                k_nodes, tau_nodes, k_fine, n_j, coarse, coarse_j, n_fine, n_sub_iter, n_iter,
                fit_dir, lm_rtol, floor, n_floor_sample, posterior, tau_grid_kappa, floor_abs2=-1.0):
     """Fit every row of ``data`` (n_voxels, n_meas); returns (n_voxels, N_OUT).
@@ -795,7 +830,7 @@ def fit_voxels(data, members, starts, count, b0_idx, pinv, xmat_t, xprod, bvecs,
     ``n_floor_sample`` evenly spaced rows (the noise level is taken as constant across the
     data given)."""
     nv = data.shape[0]
-    args = (members, starts, count, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso, ub, sub, table, k_nodes,
+    args = (groups, count, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso, ub, sub, table, k_nodes,
             tau_nodes, k_fine, n_j, coarse, coarse_j, n_fine, n_sub_iter, n_iter, fit_dir, lm_rtol)
     if not floor:
         floor_abs2 = 0.0

@@ -240,7 +240,15 @@ class NoddiModel:
         group_start = np.r_[0, np.cumsum(counts)]
         self._members = np.ascontiguousarray(np.concatenate(
             [by_group[group_start[u]:group_start[u + 1]] for u in perm]).astype(np.int64))
-        self._starts = np.r_[0, np.cumsum(counts[perm])].astype(np.int64)
+        starts = np.r_[0, np.cumsum(counts[perm])].astype(np.int64)
+        size = counts[perm]
+        # first and second member of each group (the same volume twice for a single one;
+        # groups of more than two are averaged separately, their first two read as one)
+        pair_a = self._members[starts[:-1]]
+        pair_b = np.where(size == 2, self._members[np.minimum(starts[:-1] + 1, starts[-1] - 1)],
+                          pair_a)
+        self._groups = (self._members, starts, pair_a, np.ascontiguousarray(pair_b),
+                        np.flatnonzero(size > 2).astype(np.int64))
         self._count = counts[perm].astype(float)
         self.n_measurements = int(n_meas)
         bvals, bvecs = gtab.bvals[rep][perm], gtab.bvecs[rep][perm]
@@ -288,7 +296,7 @@ class NoddiModel:
                 "algorithm": "microvba variable projection (exact Watson kernels)"}
 
     def _kernel_args(self) -> tuple:
-        return (self._members, self._starts, self._count, self._b0_idx, self._pinv, self._xmat_t, self._xprod, self._bvecs,
+        return (self._groups, self._count, self._b0_idx, self._pinv, self._xmat_t, self._xprod, self._bvecs,
                 self._q, self._eiso, self._ub, self._sub, self._table, self._k_nodes,
                 self._tau_nodes, K_FINE, N_ICVF, COARSE_STEP, COARSE_J, N_FINE, N_SUB_ITER,
                 N_DIR_ITER, LM_DIRECTION, LM_RTOL)

@@ -63,9 +63,10 @@ class RandomiseResult:
         parts = [
             f"Voxel-wise inference used {p['n_perm']} permutations ({scheme}; Freedman & Lane "
             f"1983; Winkler et al. 2014) of a GLM with {p['n_subjects']} subjects and "
-            f"{p['df']} residual degrees of freedom over {p['n_voxels']} voxels, testing both "
-            "directions of the contrast, with microvba (seed "
-            f"{p['seed']})."
+            f"{p['df']} residual degrees of freedom over {p['n_voxels']} voxels, testing "
+            + ("both directions of the contrast" if p.get("two_sided", True)
+               else "the contrast in its positive direction")
+            + f", with microvba (seed {p['seed']})."
         ]
         if p.get("tfce"):
             parts.append(
@@ -78,8 +79,9 @@ class RandomiseResult:
                 f"({p['cluster_connectivity']}-connectivity).")
         parts.append("Family-wise error was controlled with the maximum statistic over "
                      "permutations (Nichols & Holmes 2002)"
-                     + (f", across {len(p['family'])} image(s) and both directions (Winkler "
-                        "et al. 2016)" if len(p.get("family", [])) > 1 else "")
+                     + (f", across {len(p['family'])} image(s)"
+                        + (" and both directions" if p.get("two_sided", True) else "")
+                        + " (Winkler et al. 2016)" if len(p.get("family", [])) > 1 else "")
                      + "; voxel-wise FDR used Benjamini & Hochberg (1995).")
         return " ".join(parts)
 
