@@ -40,14 +40,14 @@ def test_b0_only_reverse_pe_series_is_ignored(bids):
     assert ds.subjects[0].dwi == d / "sub-01_dwi.nii.gz"
 
 
-def test_two_weighted_runs_are_refused_with_a_fix(bids):
+def test_two_weighted_runs_are_combined(bids):
+    """Several diffusion-weighted runs are concatenated (see test_bids_multiseries.py)."""
     d = bids / "sub-01" / "dwi"
     for ext in (".nii.gz", ".bval", ".bvec"):
         (d / f"sub-01_run-2_dwi{ext}").write_bytes((d / f"sub-01_dwi{ext}").read_bytes())
-    with pytest.raises(InputError) as exc:
-        discover(bids)
-    (p,) = exc.value.problems
-    assert "2 DWI series" in p.problem and "merge the runs" in p.fix
+    (s,) = discover(bids, ["01"])
+    assert [x.dwi.name for x in s.series] == ["sub-01_dwi.nii.gz", "sub-01_run-2_dwi.nii.gz"]
+    assert s.combined and s.dwi == d / "sub-01_dwi.nii.gz"
 
 
 def test_participant_label_with_and_without_prefix(bids):

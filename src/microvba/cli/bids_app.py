@@ -20,6 +20,19 @@ def _csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+def _dwi_filter(text: str) -> list[str]:
+    from ..io.bids import format_dwi_filter, parse_dwi_filter
+
+    try:
+        wanted = parse_dwi_filter(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError("; ".join(p.problem for p in exc.problems)
+                                         + " (write e.g. acq-b1000,run-2)") from exc
+    if not wanted:
+        raise argparse.ArgumentTypeError("empty filter (write e.g. acq-b1000,run-2)")
+    return format_dwi_filter(wanted).split(",")
+
+
 def _metrics(text: str) -> list[str]:
     names = [m.lower() for m in _csv(text)]
     unknown = [m for m in names if m not in METRICS]
@@ -53,6 +66,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      metavar="LABEL", help="subjects to process (without 'sub-')")
     sel.add_argument("--session-label", nargs="+", default=None, metavar="LABEL",
                      help="sessions to process (without 'ses-')")
+    sel.add_argument("--dwi-filter", type=_dwi_filter, default=None,
+                     metavar="ENTITY-VALUE[,...]",
+                     help="participant: keep only the DWI series with these BIDS entities, "
+                          "e.g. 'acq-b1000,acq-b2000' or 'run-1' or 'acq-b1000,dir-AP' "
+                          "(values of one entity are alternatives, different entities must "
+                          "all match). By default every DWI series of a subject/session is "
+                          "used: several series (runs, acq-, dir-) on the same voxel grid "
+                          "are concatenated, sorted by their entities, and fitted as one "
+                          "scheme; b=0-only series (reverse phase encoding) are left out")
 
     fit = parser.add_argument_group("microstructure fitting (participant)")
     fit.add_argument("--models", type=parse_models, default=["tensor", "noddi"],

@@ -23,6 +23,12 @@ Checks and tolerances
 - the DWI is a 4-D NIfTI, the T1w (if any) a 3-D one; both are read in full (in chunks of at
   most :data:`CHUNK_BYTES`, so memory stays bounded) to detect truncated or corrupt files and
   NaN or infinite voxels;
+- several DWI series in one ``dwi/`` folder (``run-``, ``acq-``, ``dir-`` ...) are combined
+  into one scheme, sorted by their BIDS entities (:func:`series_sort_key`); b=0-only series
+  (reverse phase-encoding scans for distortion correction) are left out when a
+  diffusion-weighted series is present, and ``dwi_filter`` (``--dwi-filter``) keeps a subset.
+  Combined series must share the voxel grid: same 3-D shape and affines equal within
+  :data:`GRID_ATOL` mm; the b=0 volume may then be in any of them;
 - ``participants.tsv`` (see :mod:`microvba.io.participants`): one row per subject with images
   and no row without images; the score column holds numbers and the covariate columns numbers
   or text labels (categorical), with no missing value for a selected subject.
@@ -61,13 +67,43 @@ log = get_logger(__name__)
 #: largest block of image data read at once when checking a NIfTI file
 CHUNK_BYTES = 128 * 2**20
 
+#: largest difference (mm) between the affines of DWI series combined into one scheme
+GRID_ATOL = 1e-3
+
 _NIFTI_EXT = (".nii.gz", ".nii")
 _LABEL = re.compile(r"^[A-Za-z0-9]+$")
+# BIDS 1.9 entity order (file names list entities in this order)
+_ENTITY_ORDER = ("sub", "ses", "sample", "task", "tracksys", "acq", "nuc", "voi", "ce", "trc",
+                 "stain", "rec", "dir", "run", "mod", "echo", "flip", "inv", "mt", "part",
+                 "proc", "hemi", "space", "split", "recording", "chunk", "seg", "res", "den",
+                 "label", "desc")
+_FILTER_TOKEN = re.compile(r"^([A-Za-z]+)-([A-Za-z0-9]+)$")
+
+
+@dataclass(frozen=True)
+class DwiSeries:
+    """One DWI series: the 4-D image and its gradient files (and JSON sidecar)."""
+
+    dwi: Path
+    bval: Path
+    bvec: Path
+    json: Path | None = None
+
+    @property
+    def entities(self) -> dict[str, str]:
+        """BIDS entities of the image name, e.g. ``{"sub": "01", "run": "2"}``."""
+        return entities(self.dwi)
 
 
 @dataclass(frozen=True)
 class Subject:
-    """The inputs of one subject (and session): a DWI series and, optionally, a T1w image."""
+    """The inputs of one subject (and session): its DWI series and, optionally, a T1w image.
+
+    ``dwi``, ``bval``, ``bvec`` and ``json`` are those of the first series; ``series`` lists
+    every series to combine (in order, along the 4th axis), one when there is a single series.
+    ``excluded`` lists the DWI images of the folder that are not used (left out by the DWI
+    filter, or b=0-only series beside diffusion-weighted ones).
+    """
 
     label: str
     session: str | None
@@ -76,11 +112,23 @@ class Subject:
     bvec: Path
     json: Path | None = None
     t1w: Path | None = None
+    series: tuple[DwiSeries, ...] = ()
+    excluded: tuple[Path, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.series:
+            object.__setattr__(self, "series",
+                               (DwiSeries(self.dwi, self.bval, self.bvec, self.json),))
 
     @property
     def prefix(self) -> str:
         """BIDS entities prefix, ``sub-<label>`` or ``sub-<label>_ses-<label>``."""
         return f"sub-{self.label}" + (f"_ses-{self.session}" if self.session else "")
+
+    @property
+    def combined(self) -> bool:
+        """True when several DWI series are concatenated into one scheme."""
+        return len(self.series) > 1
 
 
 @dataclass
@@ -124,6 +172,89 @@ def _nifti_stem(path: Path) -> str:
         if name.endswith(ext):
             return name[: -len(ext)]
     return name
+
+
+def entities(path: str | Path) -> dict[str, str]:
+    """The ``key-value`` entities of a BIDS file name (the suffix, e.g. ``_dwi``, excluded)."""
+    parts = _nifti_stem(Path(path)).split("_")[:-1]
+    return dict(p.split("-", 1) for p in parts if "-" in p)
+
+
+def _natural(value: str) -> tuple:
+    # "run-10" after "run-2": digit runs compare as numbers
+    return tuple((0, int(t), "") if t.isdigit() else (1, 0, t)
+                 for t in re.split(r"(\d+)", value) if t)
+
+
+def _entity_rank(key: str) -> tuple[int, str]:
+    return (_ENTITY_ORDER.index(key), "") if key in _ENTITY_ORDER else (len(_ENTITY_ORDER), key)
+
+
+def series_sort_key(path: str | Path) -> tuple:
+    """Order of DWI series by their BIDS entities (in BIDS order, numbers numerically).
+
+    ``sub-01_dwi`` < ``sub-01_acq-b1000_dwi`` < ``sub-01_acq-b2000_dwi``, and ``run-2`` <
+    ``run-10``.
+    """
+    ents = entities(path)
+    return tuple((_entity_rank(k), _natural(v))
+                 for k, v in sorted(ents.items(), key=lambda kv: _entity_rank(kv[0])))
+
+
+def parse_dwi_filter(spec: str | Sequence[str] | None) -> dict[str, tuple[str, ...]] | None:
+    """Parse a DWI series filter: ``"acq-b1000,run-2"`` -> ``{"acq": ("b1000",), ...}``.
+
+    Tokens are BIDS ``entity-value`` pairs, separated by commas or spaces. A series is kept
+    when, for every entity named, its value is one of those given: values of one entity are
+    alternatives (``run-1,run-2``: run 1 or 2), different entities must all match
+    (``acq-b1000,dir-AP``). Numeric values compare as numbers (``run-02`` = ``run-2``).
+    None or an empty filter keeps every series.
+
+    Raises
+    ------
+    InputError
+        A token is not ``entity-value``, or names ``sub``/``ses`` (use the participant and
+        session labels for those).
+    """
+    if spec is None:
+        return None
+    tokens = [spec] if isinstance(spec, str) else list(spec)
+    tokens = [t for tok in tokens for t in re.split(r"[\s,]+", str(tok).strip()) if t]
+    problems = ProblemCollector()
+    out: dict[str, tuple[str, ...]] = {}
+    for tok in tokens:
+        m = _FILTER_TOKEN.match(tok)
+        if m is None:
+            problems.add("parameter dwi_filter", f"{tok!r} is not a BIDS entity-value pair",
+                         "Write entity-value pairs separated by commas, e.g. "
+                         "--dwi-filter acq-b1000,run-2.")
+            continue
+        key, value = m.group(1), m.group(2)
+        if key in ("sub", "ses"):
+            problems.add("parameter dwi_filter", f"{tok!r} selects a subject or session",
+                         "Use --participant-label / --session-label for subjects and "
+                         "sessions; --dwi-filter selects series within them (run, acq, dir...).")
+            continue
+        out[key] = tuple(dict.fromkeys(out.get(key, ()) + (value,)))
+    problems.raise_if_any()
+    return out or None
+
+
+def format_dwi_filter(wanted: dict[str, tuple[str, ...]]) -> str:
+    return ",".join(f"{k}-{v}" for k, vs in wanted.items() for v in vs)
+
+
+def _same_value(a: str, b: str) -> bool:
+    return int(a) == int(b) if a.isdigit() and b.isdigit() else a == b
+
+
+def matches_dwi_filter(path: str | Path, wanted: dict[str, tuple[str, ...]] | None) -> bool:
+    """True when the series ``path`` passes the filter of :func:`parse_dwi_filter`."""
+    if not wanted:
+        return True
+    ents = entities(path)
+    return all(k in ents and any(_same_value(ents[k], v) for v in vs)
+               for k, vs in wanted.items())
 
 
 def _niftis(folder: Path, suffix: str) -> list[Path]:
@@ -196,10 +327,11 @@ def _has_diffusion_weighting(dwi: Path) -> bool:
 
 
 def _subject_in(sub_dir: Path, ses_dir: Path, session: str | None,
-                problems: ProblemCollector) -> Subject | None:
+                problems: ProblemCollector,
+                dwi_filter: dict[str, tuple[str, ...]] | None = None) -> Subject | None:
     label = sub_dir.name[4:]
     where = ses_dir / "dwi"
-    dwis = _niftis(where, "_dwi")
+    dwis = sorted(_niftis(where, "_dwi"), key=series_sort_key)
     broken = _broken_links(where, "_dwi")
     for link in broken:
         problems.add(link, "a symbolic link whose target does not exist (file content not "
@@ -212,33 +344,46 @@ def _subject_in(sub_dir: Path, ses_dir: Path, session: str | None,
         problems.add(where, "no DWI image (*_dwi.nii or *_dwi.nii.gz) found",
                      f"Add the subject's DWI series here, or leave {leave_out}.")
         return None
+    excluded: list[Path] = []
+    if dwi_filter:
+        kept = [d for d in dwis if matches_dwi_filter(d, dwi_filter)]
+        if not kept:
+            problems.add(where, f"no DWI series matches --dwi-filter "
+                                f"{format_dwi_filter(dwi_filter)} (series here: "
+                                f"{', '.join(d.name for d in dwis)})",
+                         "Change --dwi-filter to match the entities of the series to use, or "
+                         "leave this subject/session out with --participant-label / "
+                         "--session-label.")
+            return None
+        excluded += [d for d in dwis if d not in kept]
+        dwis = kept
     if len(dwis) > 1:
         weighted = [d for d in dwis if _has_diffusion_weighting(d)]
-        if len(weighted) == 1:  # the others: b=0-only series (reverse phase encoding)
-            log.warning("%s: using %s; ignoring the b=0-only series %s (e.g. reverse "
-                        "phase-encoding scans for distortion correction)", where,
-                        weighted[0].name, ", ".join(d.name for d in dwis if d not in weighted))
+        if weighted and len(weighted) < len(dwis):
+            # the others: b=0-only series (reverse phase encoding, for distortion correction)
+            log.warning("%s: ignoring the b=0-only series %s (e.g. reverse phase-encoding "
+                        "scans for distortion correction)", where,
+                        ", ".join(d.name for d in dwis if d not in weighted))
+            excluded += [d for d in dwis if d not in weighted]
             dwis = weighted
     if len(dwis) > 1:
-        problems.add(where, f"{len(dwis)} DWI series ({', '.join(p.name for p in dwis)}); "
-                            "microvba uses one per subject and session",
-                     "Keep one diffusion-weighted series per subject and session (move the "
-                     "others out of the dataset, e.g. to sourcedata/), or merge the runs into "
-                     "one series with its .bval/.bvec concatenated in the same order.")
-        return None
-    dwi = dwis[0]
-    bval, bvec, sidecar = (_inherited(dwi, ext, (ses_dir, sub_dir, sub_dir.parent))
-                           for ext in (".bval", ".bvec", ".json"))
+        log.info("%s: combining %d DWI series into one scheme, in this order: %s", where,
+                 len(dwis), ", ".join(d.name for d in dwis))
+    series: list[DwiSeries] = []
     ok = True
-    for f, what in ((bval, "b-values"), (bvec, "b-vectors")):
-        if f.is_symlink() and not f.exists():
-            problems.add(f, f"a symbolic link whose target does not exist (the {what} of "
-                            f"{dwi.name}; file content not present)", _ANNEX_FIX)
-            ok = False
-        elif not f.is_file():
-            problems.add(f, f"missing: the {what} of {dwi.name}",
-                         f"Write the {what} in FSL format as {f.name} beside the DWI.")
-            ok = False
+    for dwi in dwis:
+        bval, bvec, sidecar = (_inherited(dwi, ext, (ses_dir, sub_dir, sub_dir.parent))
+                               for ext in (".bval", ".bvec", ".json"))
+        for f, what in ((bval, "b-values"), (bvec, "b-vectors")):
+            if f.is_symlink() and not f.exists():
+                problems.add(f, f"a symbolic link whose target does not exist (the {what} of "
+                                f"{dwi.name}; file content not present)", _ANNEX_FIX)
+                ok = False
+            elif not f.is_file():
+                problems.add(f, f"missing: the {what} of {dwi.name}",
+                             f"Write the {what} in FSL format as {f.name} beside the DWI.")
+                ok = False
+        series.append(DwiSeries(dwi, bval, bvec, sidecar if sidecar.is_file() else None))
     if not ok:
         return None
     t1w = _find_t1w(sub_dir, ses_dir)
@@ -247,13 +392,16 @@ def _subject_in(sub_dir: Path, ses_dir: Path, session: str | None,
             for link in _broken_links(folder, "_T1w"):
                 problems.add(link, "a symbolic link whose target does not exist (file "
                                    "content not present)", _ANNEX_FIX)
-    return Subject(label=label, session=session, dwi=dwi, bval=bval, bvec=bvec,
-                   json=sidecar if sidecar.is_file() else None, t1w=t1w)
+    first = series[0]
+    return Subject(label=label, session=session, dwi=first.dwi, bval=first.bval,
+                   bvec=first.bvec, json=first.json, t1w=t1w, series=tuple(series),
+                   excluded=tuple(excluded))
 
 
 def _discover(bids_dir: str | Path, participant_label: Sequence[str] | str | None,
               session_label: Sequence[str] | str | None,
-              problems: ProblemCollector) -> list[Subject]:
+              problems: ProblemCollector,
+              dwi_filter: dict[str, tuple[str, ...]] | None = None) -> list[Subject]:
     root = Path(bids_dir)
     if not root.exists():
         raise InputError("the BIDS folder does not exist", file=root,
@@ -287,7 +435,7 @@ def _discover(bids_dir: str | Path, participant_label: Sequence[str] | str | Non
         ses_dirs = sorted(p for p in sub_dir.iterdir()
                           if p.is_dir() and p.name.startswith("ses-"))
         if not ses_dirs:
-            s = _subject_in(sub_dir, sub_dir, None, problems)
+            s = _subject_in(sub_dir, sub_dir, None, problems, dwi_filter)
             subjects += [s] if s else []
             continue
         for ses_dir in ses_dirs:
@@ -295,7 +443,7 @@ def _discover(bids_dir: str | Path, participant_label: Sequence[str] | str | Non
             seen_sessions.add(ses)
             if sessions is not None and ses not in sessions:
                 continue
-            s = _subject_in(sub_dir, ses_dir, ses, problems)
+            s = _subject_in(sub_dir, ses_dir, ses, problems, dwi_filter)
             subjects += [s] if s else []
     if sessions is not None:
         absent = [s for s in sessions if s not in seen_sessions]
@@ -307,7 +455,8 @@ def _discover(bids_dir: str | Path, participant_label: Sequence[str] | str | Non
 
 
 def discover(bids_dir: str | Path, participant_label: Sequence[str] | str | None = None,
-             session_label: Sequence[str] | str | None = None) -> list[Subject]:
+             session_label: Sequence[str] | str | None = None,
+             dwi_filter: str | Sequence[str] | None = None) -> list[Subject]:
     """Find the subjects (and sessions) of a BIDS dataset.
 
     Parameters
@@ -316,6 +465,9 @@ def discover(bids_dir: str | Path, participant_label: Sequence[str] | str | None
         The dataset folder.
     participant_label, session_label
         Keep only these labels (with or without ``sub-`` / ``ses-``).
+    dwi_filter
+        Keep only the DWI series matching these BIDS entities (see :func:`parse_dwi_filter`);
+        the series left of a subject/session are combined.
 
     Returns
     -------
@@ -328,8 +480,9 @@ def discover(bids_dir: str | Path, participant_label: Sequence[str] | str | None
         The folder does not exist or holds no subject, a requested label is absent, or a
         subject lacks its DWI, ``.bval`` or ``.bvec`` (every problem is listed).
     """
+    wanted = parse_dwi_filter(dwi_filter)
     problems = ProblemCollector()
-    subjects = _discover(bids_dir, participant_label, session_label, problems)
+    subjects = _discover(bids_dir, participant_label, session_label, problems, wanted)
     problems.raise_if_any()
     return subjects
 
@@ -451,9 +604,13 @@ def check_image_data(path: Path, img: Any, problems: ProblemCollector,
                      "running microvba.")
 
 
-def check_gradients(subject: Subject, n_volumes: int | None,
-                    problems: ProblemCollector) -> None:
-    """Check a subject's ``.bval``/``.bvec`` against each other and the number of volumes."""
+def check_gradients(subject: Subject | DwiSeries, n_volumes: int | None,
+                    problems: ProblemCollector, require_b0: bool = True) -> None:
+    """Check a series' ``.bval``/``.bvec`` against each other and the number of volumes.
+
+    ``require_b0=False`` skips the b=0 check (a series combined with others: the b=0 volumes
+    may be in another series of the scheme).
+    """
     try:
         bvals = read_bvals(subject.bval)
     except InputError as exc:
@@ -480,7 +637,7 @@ def check_gradients(subject: Subject, n_volumes: int | None,
         return
     if bvals is None:
         return
-    missing_b0 = no_b0_problem(bvals, B0_THRESHOLD)
+    missing_b0 = no_b0_problem(bvals, B0_THRESHOLD) if require_b0 else None
     if missing_b0 is not None:
         problems.add(subject.bval, *missing_b0)
     if bvecs is None:
@@ -490,30 +647,92 @@ def check_gradients(subject: Subject, n_volumes: int | None,
         problems.add(subject.bvec, *found)
 
 
+def _check_dwi_image(series: DwiSeries, problems: ProblemCollector) -> Any:
+    """Check one DWI image; return it (None when unread or not 4-D)."""
+    img = _load_header(series.dwi, problems)
+    if img is None:
+        return None
+    if len(img.shape) == 3:
+        problems.add(series.dwi, f"a 3-D image (shape {img.shape}) was given as DWI",
+                     "Pass the 4-D DWI series (one volume per b-value), not a single "
+                     "volume or a map.")
+        return None
+    if len(img.shape) != 4:
+        problems.add(series.dwi, f"the DWI must be 4-D; it has shape {img.shape}",
+                     "Re-export the DWI as a 4-D series (x, y, z, volume).")
+        return None
+    check_image_data(series.dwi, img, problems)
+    return img
+
+
+def _check_grids(subject: Subject, images: list[Any], problems: ProblemCollector) -> None:
+    """Combined series must share the voxel grid (3-D shape and affine)."""
+    ref_series, ref = subject.series[0], images[0]
+    for series, img in zip(subject.series[1:], images[1:], strict=True):
+        what = []
+        if tuple(img.shape[:3]) != tuple(ref.shape[:3]):
+            what.append(f"shape {tuple(img.shape[:3])} vs {tuple(ref.shape[:3])}")
+        elif not np.allclose(img.affine, ref.affine, rtol=0, atol=GRID_ATOL):
+            diff = float(np.max(np.abs(np.asarray(img.affine) - np.asarray(ref.affine))))
+            what.append(f"affines differ by up to {diff:.3g} mm (tolerance {GRID_ATOL:g})")
+        if what:
+            problems.add(series.dwi,
+                         f"not on the voxel grid of {ref_series.dwi.name} ({'; '.join(what)}), "
+                         f"so the {len(subject.series)} DWI series of {subject.prefix} cannot "
+                         "be combined into one scheme",
+                         f"Resample the series onto one grid (e.g. flirt -applyxfm "
+                         f"-usesqform, or mrgrid/antsApplyTransforms with "
+                         f"{ref_series.dwi.name} as reference) and keep the result in "
+                         f"derivatives, or process one grid at a time with --dwi-filter "
+                         f"(e.g. --dwi-filter {_filter_hint(series.dwi)}).")
+
+
+def _filter_hint(path: Path) -> str:
+    ents = {k: v for k, v in entities(path).items() if k not in ("sub", "ses")}
+    return ",".join(f"{k}-{v}" for k, v in ents.items()) or "run-1"
+
+
 def _check_subject(subject: Subject, problems: ProblemCollector, check_images: bool) -> None:
-    n_volumes = None
-    if check_images:
-        img = _load_header(subject.dwi, problems)
-        if img is not None:
-            if len(img.shape) == 3:
-                problems.add(subject.dwi, f"a 3-D image (shape {img.shape}) was given as DWI",
-                             "Pass the 4-D DWI series (one volume per b-value), not a single "
-                             "volume or a map.")
-            elif len(img.shape) != 4:
-                problems.add(subject.dwi, f"the DWI must be 4-D; it has shape {img.shape}",
-                             "Re-export the DWI as a 4-D series (x, y, z, volume).")
+    found = ProblemCollector()
+    combined = subject.combined
+    images = [_check_dwi_image(s, found) if check_images else None for s in subject.series]
+    if check_images and subject.t1w is not None:
+        t1 = _load_header(subject.t1w, found)
+        if t1 is not None:
+            if len(t1.shape) != 3 and not (len(t1.shape) == 4 and t1.shape[3] == 1):
+                found.add(subject.t1w, f"the T1w image must be 3-D; shape {t1.shape}",
+                          "Provide a single 3-D T1-weighted volume.")
             else:
-                n_volumes = int(img.shape[3])
-                check_image_data(subject.dwi, img, problems)
-        if subject.t1w is not None:
-            t1 = _load_header(subject.t1w, problems)
-            if t1 is not None:
-                if len(t1.shape) != 3 and not (len(t1.shape) == 4 and t1.shape[3] == 1):
-                    problems.add(subject.t1w, f"the T1w image must be 3-D; shape {t1.shape}",
-                                 "Provide a single 3-D T1-weighted volume.")
-                else:
-                    check_image_data(subject.t1w, t1, problems)
-    check_gradients(subject, n_volumes, problems)
+                check_image_data(subject.t1w, t1, found)
+    for s, img in zip(subject.series, images, strict=True):
+        check_gradients(s, None if img is None else int(img.shape[3]), found,
+                        require_b0=not combined)
+    if combined:
+        if check_images and all(img is not None for img in images):
+            _check_grids(subject, images, found)
+        _check_combined_b0(subject, found)
+        if any(p.file != str(subject.t1w) for p in found.problems):
+            names = ", ".join(s.dwi.name for s in subject.series)
+            found.add(subject.dwi.parent,
+                      f"the {len(subject.series)} DWI series ({names}) are combined into one "
+                      f"scheme; the problems listed for them must be fixed first",
+                      "Fix those series, or leave some out with --dwi-filter (BIDS entities, "
+                      "e.g. --dwi-filter run-1 or acq-b1000,acq-b2000).")
+    problems.problems.extend(found.problems)
+
+
+def _check_combined_b0(subject: Subject, problems: ProblemCollector) -> None:
+    """The combined scheme needs a b=0 volume in at least one series."""
+    all_bvals = []
+    for s in subject.series:
+        try:
+            all_bvals.append(read_bvals(s.bval))
+        except InputError:
+            return  # reported by check_gradients
+    missing_b0 = no_b0_problem(np.concatenate(all_bvals), B0_THRESHOLD)
+    if missing_b0 is not None:
+        problems.add(subject.bval, f"{missing_b0[0]} (in any of the "
+                                   f"{len(subject.series)} combined series)", missing_b0[1])
 
 
 def _check_one(subject: Subject, check_images: bool) -> ProblemCollector:
@@ -582,7 +801,8 @@ def validate_dataset(bids_dir: str | Path, subjects: Sequence[Subject] | Sequenc
                      str | None = None, score: str | None = None,
                      covariates: Sequence[str] = (), check_images: bool = True,
                      session_label: Sequence[str] | str | None = None,
-                     n_jobs: int = 1) -> Dataset:
+                     n_jobs: int = 1, dwi_filter: str | Sequence[str] | None = None
+                     ) -> Dataset:
     """Check everything a run will read, and report every problem at once.
 
     Parameters
@@ -605,6 +825,9 @@ def validate_dataset(bids_dir: str | Path, subjects: Sequence[Subject] | Sequenc
     n_jobs
         Threads checking subjects in parallel (decompression and NumPy release the GIL);
         problems are reported in subject order whatever the value.
+    dwi_filter
+        Keep only the DWI series matching these BIDS entities (:func:`parse_dwi_filter`);
+        ignored when ``subjects`` are :class:`Subject` objects (already selected).
 
     Returns
     -------
@@ -616,12 +839,13 @@ def validate_dataset(bids_dir: str | Path, subjects: Sequence[Subject] | Sequenc
         Listing every problem found (see the module docstring for the checks).
     """
     root = Path(bids_dir)
+    wanted = parse_dwi_filter(dwi_filter)
     problems = ProblemCollector()
     if subjects is not None and not isinstance(subjects, str) and all(
             isinstance(s, Subject) for s in subjects):
         selected = list(subjects)
     else:
-        selected = _discover(root, subjects, session_label, problems)
+        selected = _discover(root, subjects, session_label, problems, wanted)
     all_labels = [p.name[4:] for p in root.iterdir() if p.is_dir()
                   and p.name.startswith("sub-")] if root.is_dir() else []
     if not selected and not problems:

@@ -4,17 +4,37 @@ One task per subject runs on the chosen executor (serial, local processes, Dask,
 A subject whose outputs are up to date (sidecar parameters and input hashes unchanged) is
 skipped, so a killed run resumes where it stopped; a failing subject is reported and does not
 stop the others.
+
+A subject (or session) with several DWI series (``run-``, ``acq-``, ``dir-`` ...; see
+:mod:`microvba.io.bids`) is fitted once, on the series concatenated along the 4th axis with
+their ``.bval``/``.bvec`` in the same order (QSIPrep-like). Each series is first scaled so that
+its mean b=0 intensity matches the first series' (receiver gain differs between runs; QSIPrep's
+b=0 harmonisation), when it has b=0 volumes. The combined image is a work file under
+``OUT/sub-<label>/[ses-<label>/]dwi/`` (a temporary name, removed after the fit and by the
+next run if killed); the BIDS input is never written. Which series were combined, their
+volumes and scale factors are recorded in ``OUT/logs/<prefix>_dwi-series.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+
 from .._logging import get_logger
-from .._provenance import clean_temporaries, write_json
+from .._provenance import (
+    _tmp_prefix,
+    clean_temporaries,
+    file_hash,
+    save_nifti,
+    write_json,
+    write_text,
+)
 from ..io.derivatives import subject_dir, write_dataset_description
 from .executor import SlurmOptions, TaskResult, make_executor, summarise_failures
 
@@ -37,19 +57,117 @@ class ParticipantSettings:
     force: bool = False
 
 
+def _b0_mean(data: np.ndarray, bvals: np.ndarray) -> float | None:
+    from ..io.gradients import B0_THRESHOLD
+
+    b0 = np.flatnonzero(bvals <= B0_THRESHOLD)
+    if b0.size == 0:
+        return None
+    value = float(np.mean([np.mean(data[..., i], dtype=np.float64) for i in b0]))
+    return value if np.isfinite(value) and value > 0 else None
+
+
+def _combine_series(subject) -> tuple:
+    """Concatenate a subject's DWI series: (image, bvals, bvecs, provenance record)."""
+    import nibabel as nib
+
+    from ..io.gradients import read_bvals, read_bvecs
+
+    datas, bvals, bvecs, record = [], [], [], []
+    ref_img = None
+    ref_b0 = None
+    start = 0
+    for series in subject.series:
+        img = nib.load(str(series.dwi))
+        data = img.get_fdata(dtype=np.float32)
+        b, g = read_bvals(series.bval), read_bvecs(series.bvec)
+        b0 = _b0_mean(data, b)
+        if ref_img is None:
+            ref_img = img
+        scale = 1.0
+        if ref_b0 is None:
+            ref_b0 = b0
+        elif b0 is not None:
+            scale = ref_b0 / b0
+            data *= np.float32(scale)
+        else:
+            log.warning("%s: %s has no b=0 volume; its intensity is not harmonised with %s",
+                        subject.prefix, series.dwi.name, subject.series[0].dwi.name)
+        n = int(data.shape[3])
+        record.append({"dwi": str(series.dwi), "bval": str(series.bval),
+                       "bvec": str(series.bvec), "volumes": [start, start + n - 1],
+                       "n_volumes": n, "b0_scale": scale,
+                       "InputHashes": {k: file_hash(getattr(series, k))
+                                       for k in ("dwi", "bval", "bvec")}})
+        start += n
+        datas.append(data)
+        bvals.append(b)
+        bvecs.append(g)
+    data = np.concatenate(datas, axis=3)
+    del datas
+    out = nib.Nifti1Image(data, ref_img.affine)
+    out.header.set_qform(ref_img.header.get_qform(), int(ref_img.header["qform_code"]))
+    out.header.set_sform(ref_img.header.get_sform(), int(ref_img.header["sform_code"]))
+    out.header.set_xyzt_units(*ref_img.header.get_xyzt_units())
+    return out, np.concatenate(bvals), np.concatenate(bvecs, axis=0), record
+
+
+@contextlib.contextmanager
+def combined_inputs(subject, out_dir: Path) -> Iterator[tuple[Path, Path, Path]]:
+    """The DWI, bval and bvec paths to fit: the subject's own files for a single series, or
+    work files holding the concatenated series (removed on exit) for several."""
+    if not subject.combined:
+        yield subject.dwi, subject.bval, subject.bvec
+        return
+    img, bvals, bvecs, record = _combine_series(subject)
+    work = subject_dir(out_dir, subject.label, subject.session)
+    # a temporary name (.tmp-<pid>@<host>@...): removed below, or by clean_temporaries on the
+    # next run when this one is killed; uncompressed, so the content (hashed by the fit's
+    # up-to-date check) is the same from one run to the next
+    stem = work / f"{_tmp_prefix()}{subject.prefix}_desc-combined_dwi"
+    paths = (stem.with_name(stem.name + ".nii"), stem.with_name(stem.name + ".bval"),
+             stem.with_name(stem.name + ".bvec"))
+    log_path = Path(out_dir) / "logs" / f"{subject.prefix}_dwi-series.json"
+    write_json(log_path, {"Subject": subject.prefix, "Combined": record,
+                          "Excluded": [str(p) for p in subject.excluded],
+                          "NumberOfVolumes": int(img.shape[3]),
+                          "Concatenation": "4th axis, in this order; each series scaled by "
+                                           "b0_scale (its mean b=0 to the first series')"})
+    log.info("%s: fitting %d DWI series combined (%s; %d volumes)", subject.prefix,
+             len(subject.series), ", ".join(s.dwi.name for s in subject.series),
+             img.shape[3])
+    try:
+        save_nifti(img, paths[0])
+        del img
+        write_text(paths[1], " ".join(f"{b:g}" for b in bvals) + "\n")
+        write_text(paths[2], "\n".join(" ".join(f"{v:.10g}" for v in row)
+                                       for row in bvecs.T) + "\n")
+        yield paths
+    finally:
+        for path in paths:
+            path.unlink(missing_ok=True)
+
+
 def process_subject(subject, out_dir: Path, settings: ParticipantSettings) -> dict:
-    """Fit the models and normalise the maps of one subject; return its output paths."""
+    """Fit the models and normalise the maps of one subject; return its output paths.
+
+    Several DWI series of the subject (session) are concatenated into one scheme first (see
+    :func:`combined_inputs`).
+    """
     from ..models.pipeline import fit_image
 
-    native = fit_image(
-        subject.dwi, subject.bval, subject.bvec,
-        out_dir=subject_dir(out_dir, subject.label, subject.session),
-        prefix=f"{subject.prefix}_space-orig",
-        models=tuple(settings.models), d_par=settings.d_par, tissue=settings.tissue,
-        d_iso=settings.d_iso, dti_bmax=settings.dti_bmax, dti_method=settings.dti_method,
-        denoise=settings.denoise, force=settings.force,
-    )
+    with combined_inputs(subject, Path(out_dir)) as (dwi, bval, bvec):
+        native = fit_image(
+            dwi, bval, bvec,
+            out_dir=subject_dir(out_dir, subject.label, subject.session),
+            prefix=f"{subject.prefix}_space-orig",
+            models=tuple(settings.models), d_par=settings.d_par, tissue=settings.tissue,
+            d_iso=settings.d_iso, dti_bmax=settings.dti_bmax, dti_method=settings.dti_method,
+            denoise=settings.denoise, force=settings.force,
+        )
     result = {"native": {k: str(v) for k, v in native.items()}}
+    if subject.combined:
+        result["series"] = [str(s.dwi) for s in subject.series]
     if not settings.skip_normalise:
         from ..registration.normalise import normalise_subject
 
@@ -64,17 +182,20 @@ def process_subject(subject, out_dir: Path, settings: ParticipantSettings) -> di
 def run_participant(bids_dir: Path, out_dir: Path, settings: ParticipantSettings,
                     participant_label: list[str] | None = None,
                     session_label: list[str] | None = None,
-                    executor=None, dataset=None) -> list[TaskResult]:
+                    executor=None, dataset=None,
+                    dwi_filter: str | list[str] | None = None) -> list[TaskResult]:
     """Validate ``bids_dir``, then process every selected subject into ``out_dir``.
 
     Nothing is written before the whole dataset has been validated (``dataset`` may be
-    given when the caller has validated it already).
+    given when the caller has validated it already). ``dwi_filter`` keeps only the DWI
+    series with these BIDS entities (e.g. ``"acq-b1000,run-2"``; see
+    :func:`microvba.io.bids.parse_dwi_filter`); the series left are combined.
     """
     from ..io.bids import validate_dataset
 
     if dataset is None:
         dataset = validate_dataset(bids_dir, subjects=participant_label,
-                                   session_label=session_label)
+                                   session_label=session_label, dwi_filter=dwi_filter)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     removed = clean_temporaries(out_dir)
@@ -117,7 +238,8 @@ def run_participant_cli(args: argparse.Namespace) -> int:
     # validate everything before starting workers (or submitting SLURM jobs)
     dataset = validate_dataset(args.bids_dir, subjects=args.participant_label,
                                session_label=args.session_label, score=args.score,
-                               covariates=list(args.covariates))
+                               covariates=list(args.covariates),
+                               dwi_filter=getattr(args, "dwi_filter", None))
     with executor_from_args(args) as executor:
         results = run_participant(args.bids_dir, args.output_dir, settings,
                                   executor=executor, dataset=dataset)
