@@ -1,7 +1,9 @@
 """``microvba simulate OUT``: write a simulated BIDS dataset.
 
-Without ``--cohort``: a tiny dataset (random tissue mixtures, a few subjects) in seconds, for
-trying the pipeline. With ``--cohort``: the demo cohort, real anatomy with the study's five
+Without ``--cohort``: a small dataset (a few subjects, the template brain on a coarse grid under
+random warps) in seconds, for trying the whole pipeline (participant, then group stage);
+``--box`` writes a tiny random tissue box instead (fitting tests only: it is not a brain, so
+its normalisation to MNI fails the registration QC). With ``--cohort``: the demo cohort, real anatomy with the study's five
 findings planted (ground truth in ``OUT/code/ground_truth.json``).
 """
 
@@ -13,8 +15,8 @@ from pathlib import Path
 from .._logging import get_logger
 from ._types import seed
 
-HELP = ("Write a simulated BIDS diffusion dataset: a tiny one for trials, or (--cohort) the "
-        "demo cohort with the study's five findings planted.")
+HELP = ("Write a simulated BIDS diffusion dataset: a small whole-brain one for trying the "
+        "pipeline, or (--cohort) the demo cohort with the study's five findings planted.")
 
 log = get_logger(__name__)
 
@@ -30,13 +32,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="gradient scheme (default dsi515; with --cohort dsi515-half, or "
                              "dsi515 with --full)")
     parser.add_argument("--resolution", type=float, default=None,
-                        help="--cohort: voxel size in mm (default 4, or 2 with --full)")
+                        help="voxel size in mm (default 4; with --cohort --full 2)")
+    parser.add_argument("--box", action="store_true",
+                        help="instead of a brain, a tiny 12 x 12 x 8 box of random tissue "
+                             "(2 mm): fast fitting trials only, it cannot be normalised to MNI "
+                             "(the group stage then excludes every subject)")
     parser.add_argument("--full", action="store_true",
                         help="--cohort: 2 mm whole brain with all 515 DSI volumes (slow)")
     parser.add_argument("--seed", type=seed, default=0, help="random seed")
     parser.add_argument("--snr", type=float, default=None,
-                        help="b=0 grey-matter SNR (default 30; with --cohort 30 at 2 mm, "
-                             "scaled with the voxel volume on coarser grids)")
+                        help="b=0 grey-matter SNR (default 30 at 2 mm, scaled with the voxel "
+                             "volume on coarser grids; 30 with --box)")
     parser.add_argument("--effect-scale", type=float, default=1.0,
                         help="--cohort: strength of the planted effects in units of the study's "
                              "effect sizes (Fisher z; default 1 = the study's r; the demo uses 3)")
@@ -52,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     if args.cohort:
+        if args.box:
+            log.warning("--box does not apply to --cohort; ignored")
         root = simulate_cohort(out, n_subjects=64 if args.n_subjects is None else args.n_subjects,
                                resolution=args.resolution, full=args.full, seed=args.seed,
                                snr=args.snr, scheme=args.scheme, data_dir=args.data_dir,
@@ -59,11 +67,15 @@ def run(args: argparse.Namespace) -> int:
         log.info("cohort written to %s (ground truth: %s)", root,
                  root / "code" / "ground_truth.json")
     else:
-        if args.full or args.resolution is not None:
-            log.warning("--full and --resolution apply to --cohort only; ignored")
+        if args.full:
+            log.warning("--full applies to --cohort only; ignored")
+        if args.box and args.resolution is not None:
+            log.warning("--resolution does not apply to --box (2 mm voxels); ignored")
+        extra = ({"anatomy": "box"} if args.box else
+                 {"resolution": args.resolution} if args.resolution is not None else {})
         root = simulate_dataset(out, n_subjects=4 if args.n_subjects is None else args.n_subjects,
                                 scheme=args.scheme or "dsi515", seed=args.seed,
-                                noise_snr=args.snr if args.snr is not None else 30.0)
+                                noise_snr=args.snr, **extra)
         log.info("dataset written to %s", root)
     print(root)
     return 0

@@ -96,6 +96,12 @@ def _qc_table(out_dir: Path, subjects: list) -> pd.DataFrame:
     return table
 
 
+def _floors_text() -> str:
+    from ..registration.qc import ABSOLUTE_FLOORS
+
+    return ", ".join(f"{k} {v:g}" for k, v in ABSOLUTE_FLOORS.items())
+
+
 def _stack(paths: list[dict[str, Path]], metric: str, mask: np.ndarray) -> np.ndarray:
     """(n_subjects, n_voxels_in_mask) float64 array of one metric."""
     return np.stack([np.asarray(nib.load(p[metric]).dataobj, dtype=np.float64)[mask]
@@ -133,8 +139,6 @@ def run_group(bids_dir: Path, out_dir: Path, settings: GroupSettings,
     participants = dataset.participants
     paths = _mni_paths(out_dir, subjects, settings.metrics)
     group_dir = out_dir / "group"
-    group_dir.mkdir(parents=True, exist_ok=True)
-    clean_temporaries(group_dir)
 
     qc = _qc_table(out_dir, subjects)
     keep = np.ones(len(subjects), bool)
@@ -145,16 +149,24 @@ def run_group(bids_dir: Path, out_dir: Path, settings: GroupSettings,
     paths = [p for p, k in zip(paths, keep, strict=True) if k]
     participants = participants.loc[[s.label for s in subjects]]
     if not subjects:
-        from .._validation import InputError
-
         raise InputError(
             f"every subject ({len(keep)}) was flagged as a registration outlier, so no subject "
-            "is left for the group analysis",
+            "is left for the group analysis (similarity to the template below the floors "
+            f"{_floors_text()}; per subject in sub-*/dwi/*_desc-registration_qc.json)",
             file=str(out_dir / "sub-*" / "figures"),
-            fix="Look at the registration mosaics of the participant stage; fix the inputs "
-                "(orientation, brain mask) and re-run the participant stage with --force.")
+            fix="Look at the registration mosaics of the participant stage "
+                "(sub-*/figures/*_desc-qc_dwimap.png): the images must show a whole brain "
+                "(a small field of view, e.g. a 'microvba simulate' box dataset, cannot be "
+                "normalised to MNI); fix the inputs (orientation, brain mask, coverage) and "
+                "re-run the participant stage with --force.")
     # a design the remaining subjects cannot support fails here, before anything is written
     make_design(participants, settings.score, list(settings.covariates))
+    from ..regions.atlases import ATLASES, as_atlases
+
+    # the labelling atlases too (a missing one would fail only after the permutations)
+    atlases = as_atlases(ATLASES, settings.data_dir)  # loaded once for every metric and sign
+    group_dir.mkdir(parents=True, exist_ok=True)
+    clean_temporaries(group_dir)
     write_text(group_dir / "qc.tsv", qc.to_csv(sep="\t"))
     part_out = participants.drop(columns=["participant_id"], errors="ignore")
     part_out.index = [f"sub-{i}" for i in part_out.index]
@@ -178,9 +190,6 @@ def run_group(bids_dir: Path, out_dir: Path, settings: GroupSettings,
     contrast = design.contrast(settings.score)
     results = _run_statistics(paths, mask, voxel_size, design, contrast, settings, executor)
 
-    from ..regions.atlases import ATLASES, as_atlases
-
-    atlases = as_atlases(ATLASES, settings.data_dir)  # loaded once for every metric and sign
     summary = {"n_subjects": len(subjects), "n_voxels": int(mask.sum()), "metrics": {}}
     cluster_tables, corr_tables = [], []
     for metric, res in results.items():
