@@ -239,3 +239,38 @@ def test_methods_text_states_the_tested_direction(cohort):
     assert "testing both directions" in both.methods()
     assert "both directions" not in one.methods()
     assert "positive direction" in one.methods()
+
+
+def test_enumerate_rearrangements_covers_each_once():
+    from itertools import permutations
+
+    from microvba.stats.glm import enumerate_rearrangements
+
+    perm, signs = enumerate_rearrangements(0, 24, 4, False, None)
+    assert perm[0].tolist() == [0, 1, 2, 3] and np.all(signs == 1)
+    assert {tuple(p) for p in perm} == set(permutations(range(4)))
+    blocks = np.array([0, 1, 0, 1, 1])
+    perm, _ = enumerate_rearrangements(0, 12, 5, False, blocks)  # 2! * 3!
+    assert len({tuple(p) for p in perm}) == 12
+    assert np.all(blocks[perm] == blocks)  # nobody leaves its block
+    _, signs = enumerate_rearrangements(0, 8, 3, True, None)
+    assert np.all(signs[0] == 1) and len({tuple(s) for s in signs}) == 8
+    # batches are slices of one list
+    a, _ = enumerate_rearrangements(0, 24, 4, False, None)
+    b, _ = enumerate_rearrangements(10, 5, 4, False, None)
+    assert np.array_equal(a[10:15], b)
+
+
+def test_exhaustive_when_fewer_rearrangements_than_requested(rng):
+    n = 5  # 120 permutations
+    Y, mask = smooth_data(rng, n)
+    X = np.column_stack([np.ones(n), np.arange(n, dtype=float), rng.normal(size=n)])
+    a = run(Y, X, mask, n_perm=5000, seed=1, tfce=False)
+    b = run(Y, X, mask, n_perm=5000, seed=2, tfce=False)
+    assert a.params["exhaustive"] and a.params["n_perm"] == 120
+    assert a.params["n_perm_requested"] == 5000
+    for k in a.maps:  # every rearrangement once: the seed no longer matters
+        np.testing.assert_array_equal(a.maps[k], b.maps[k], err_msg=k)
+    # exact p-values: multiples of 1/120 (maps hold 1 - p)
+    q = a.maps["vox_corrp_tstat1"] * 120
+    np.testing.assert_allclose(np.round(q), q, atol=1e-3)

@@ -183,6 +183,33 @@ def draw_rearrangements(rng: np.random.Generator, n: int, count: int, sign_flip:
     return perm, signs
 
 
+def enumerate_rearrangements(start: int, count: int, n: int, sign_flip: bool,
+                             blocks: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Rearrangements ``start .. start + count - 1`` of the exhaustive list (index 0 is the
+    identity), as ``(perm, signs)`` like :func:`draw_rearrangements`.
+
+    Sign flips: the bits of the index; permutations: the index in the factorial number
+    system (Lehmer code), within blocks a mixed radix of the blocks' factorials.
+    """
+    perm = np.tile(np.arange(n), (count, 1))
+    signs = np.ones((count, n))
+    groups = ([np.arange(n)] if blocks is None else
+              [np.flatnonzero(blocks == b) for b in np.unique(blocks)])
+    for i in range(count):
+        index = start + i
+        if sign_flip:
+            signs[i] = [-1.0 if (index >> k) & 1 else 1.0 for k in range(n)]
+            continue
+        for idx in groups:
+            k = idx.size
+            index, code = divmod(index, math.factorial(k))
+            pool = list(idx)
+            for pos in range(k):
+                j, code = divmod(code, math.factorial(k - 1 - pos))
+                perm[i, idx[pos]] = pool.pop(j)
+    return perm, signs
+
+
 def projection_weights(basis: np.ndarray, perm: np.ndarray, signs: np.ndarray) -> np.ndarray:
     """Rows ``W`` with ``W @ e = basis' (signs * e[perm])`` for one rearrangement."""
     W = np.empty((basis.shape[1], basis.shape[0]), dtype=basis.dtype)

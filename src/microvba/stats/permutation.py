@@ -14,7 +14,10 @@ Permutation ``0`` is the unpermuted data, as in randomise, so with ``n_perm`` pe
 ``p = #{null >= observed} / n_perm >= 1 / n_perm``. The other ``n_perm - 1`` are drawn at
 random (with replacement) in fixed-size batches, batch ``b`` from child ``b`` of
 ``np.random.SeedSequence(seed)``: the result is identical whatever the number of workers or
-the executor (local threads or ``batch_map``, e.g. a Dask client's ``map``).
+the executor (local threads or ``batch_map``, e.g. a Dask client's ``map``). When
+``n_perm`` is at least the number of distinct rearrangements (small samples), every one is
+run once instead, as FSL randomise does (exhaustive test, exact p-values, independent of the
+seed).
 
 References
 ----------
@@ -46,6 +49,7 @@ from .glm import (
     FreedmanLane,
     check_blocks,
     draw_rearrangements,
+    enumerate_rearrangements,
     freedman_lane,
     n_possible,
     projection_weights,
@@ -84,6 +88,7 @@ class _Context:
     tfce_H: float
     tfce_E: float
     cluster_threshold: float | None
+    exhaustive: bool = False  # every distinct rearrangement, in enumeration order
 
 
 @dataclass(frozen=True)
@@ -107,9 +112,13 @@ def _run_batch(batch: _Batch) -> _BatchResult:
     ctx = batch.context
     n_img, n_sign = len(ctx.residuals), len(ctx.signs)
     V = ctx.residuals[0].shape[1]
-    rng = np.random.default_rng(batch.seed)
-    perm, flips = draw_rearrangements(rng, ctx.basis.shape[0], batch.size, ctx.sign_flip,
-                                      ctx.blocks)
+    if ctx.exhaustive:
+        perm, flips = enumerate_rearrangements(batch.start, batch.size, ctx.basis.shape[0],
+                                               ctx.sign_flip, ctx.blocks)
+    else:
+        rng = np.random.default_rng(batch.seed)
+        perm, flips = draw_rearrangements(rng, ctx.basis.shape[0], batch.size,
+                                          ctx.sign_flip, ctx.blocks)
     null = np.zeros((n_img, n_sign, len(STATS), batch.size))
     vox_counts = np.zeros((n_img, n_sign, V), dtype=np.int32)
     sub = min(GLM_BLOCK, batch.size)
@@ -282,9 +291,15 @@ def _randomise_images(
     blocks = check_blocks(exchangeability_blocks, X.shape[0])
     signs = (1, -1) if two_sided else (1,)
     possible = n_possible(X.shape[0], fl.sign_flip, blocks)
-    if n_perm > possible:
-        log.warning("n_perm=%d exceeds the %d distinct rearrangements; some are repeated "
-                    "(random draws with replacement)", n_perm, int(possible))
+    n_requested = n_perm
+    exhaustive = n_perm >= possible
+    if exhaustive:
+        # as FSL randomise: every distinct rearrangement once (exact p-values); random
+        # draws would repeat some and waste the time
+        n_perm = int(possible)
+        log.warning("only %d distinct rearrangements of %d subjects exist (%d requested): "
+                    "running all of them (exhaustive test); the smallest possible p is "
+                    "%.3g", n_perm, X.shape[0], n_requested, 1.0 / n_perm)
     neigh_tfce = neighbour_table(mask, tfce_connectivity) if tfce else None
     neigh_cluster = (neighbour_table(mask, cluster_connectivity)
                      if cluster_threshold is not None else None)
@@ -298,7 +313,7 @@ def _randomise_images(
                    neigh_tfce=neigh_tfce, neigh_cluster=neigh_cluster, tfce_H=float(tfce_H),
                    tfce_E=float(tfce_E),
                    cluster_threshold=None if cluster_threshold is None
-                   else float(cluster_threshold))
+                   else float(cluster_threshold), exhaustive=exhaustive)
     n_img, V = len(Ys), int(mask.sum())
     null = np.zeros((n_img, len(signs), len(STATS), n_perm))
     vox_counts = np.zeros((n_img, len(signs), V), dtype=np.int64)
@@ -338,6 +353,7 @@ def _randomise_images(
         "n_subjects": int(X.shape[0]), "n_voxels": V, "df": fl.df,
         "contrast": np.asarray(contrast, dtype=float).tolist(),
         "family": list(Ys), "n_possible_rearrangements": possible,
+        "exhaustive": bool(exhaustive), "n_perm_requested": int(n_requested),
     }
     family_null = (null.max(axis=(0, 1))
                    if family_maps and (n_img > 1 or len(signs) > 1) else None)

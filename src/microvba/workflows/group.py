@@ -304,9 +304,12 @@ def run_group_cli(args: argparse.Namespace) -> int:
     from .participant import executor_from_args
 
     settings = settings_from_args(args)
+    # the same series selection as the participant stage, so that a dataset it accepted
+    # with --dwi-filter is not refused here
     dataset = validate_dataset(args.bids_dir, subjects=args.participant_label,
                                session_label=args.session_label, score=settings.score,
-                               covariates=list(settings.covariates), check_images=False)
+                               covariates=list(settings.covariates), check_images=False,
+                               dwi_filter=getattr(args, "dwi_filter", None))
     _mni_paths(Path(args.output_dir), dataset.subjects, settings.metrics)
     with executor_from_args(args) as executor:
         run_group(args.bids_dir, args.output_dir, settings, executor=executor,
