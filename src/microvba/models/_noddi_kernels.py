@@ -223,14 +223,7 @@ def _stick_column(k, table, ub, cbin, cw, sw, out):
 def _eval_k(k, j_lo, j_hi, j_step, n_j, eic, bk, e0, eiso, y, yy, ee, ey, res, scratch,
             tmp):
     """Fill res[k, j] for j in range(j_lo, j_hi + 1, j_step)."""
-    n = y.size
-    ii = 0.0
-    ie = 0.0
-    iy = 0.0
-    for i in range(n):
-        ii += eic[i] * eic[i]
-        ie += eic[i] * eiso[i]
-        iy += eic[i] * y[i]
+    ii, ie, iy = _stick_products(eic, eiso, y)
     # p = e0 * bk^j_lo ; mult = bk^j_step
     mult = scratch[1]
     p = scratch[0]
@@ -240,6 +233,19 @@ def _eval_k(k, j_lo, j_hi, j_step, n_j, eic, bk, e0, eiso, y, yy, ee, ey, res, s
     _power(bk, j_step, mult, tmp)
     _eval_nodes(k, j_lo, j_hi, j_step, n_j, eic, p, mult, eiso, y, yy, ee, ey, res, ii, ie,
                 iy)
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _stick_products(eic, eiso, y):
+    """The stick column's products with itself, the ball and the signal."""
+    ii = 0.0
+    ie = 0.0
+    iy = 0.0
+    for i in range(y.size):
+        ii += eic[i] * eic[i]
+        ie += eic[i] * eiso[i]
+        iy += eic[i] * y[i]
+    return ii, ie, iy
 
 
 @njit(cache=True, nogil=True, fastmath=True)
@@ -635,14 +641,8 @@ def _fit_voxel(y, within, count, sw, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso
             tmp[i] = coarse_j * (2.0 * q_s[i] / (3.0 * n_j) + kf * dmul[i])
         _vexp(tmp, mult, ibuf)
         _stick_column(k, table, ub_s, cbin, cw, sw_s, eic)
-        ii = 0.0
-        ie = 0.0
-        iy = 0.0
-        for i in range(ns):
-            ii += eic[i] * eic[i]
-            ie += eic[i] * eiso_g[i]
-            iy += eic[i] * ys[i]
-            p[i] = e0_s[i]
+        ii, ie, iy = _stick_products(eic, eiso_g, ys)
+        p[:] = e0_s
         _eval_nodes(k, 0, n_j, coarse_j, n_j, eic, p, mult, eiso_g, ys, yy, ee, ey, res, ii,
                     ie, iy)
     n_prof = 0
