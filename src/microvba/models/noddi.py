@@ -291,6 +291,12 @@ class NoddiModel:
         return {"model": "noddi", "d_par": self.d_par, "d_iso": self.d_iso,
                 "dti_bmax": self.dti_bmax, "direction": "tensor on all volumes + polish",
                 "n_tau": N_TAU, "n_icvf": N_ICVF, "posterior": self.posterior,
+                "n_volumes": int(self.gtab.n_volumes),
+                "n_measurements": self.n_measurements,
+                "equivalent_volumes": "same b and direction up to sign averaged, weighted "
+                                      "by count (exact for least squares)",
+                "lm_iterations": f"{N_SUB_ITER} on a {self._sub[1].size}-measurement subset "
+                                 f"+ {N_DIR_ITER} on all",
                 "noise_floor": f"Rician floor, median of free fits on {N_FLOOR_SAMPLE} "
                 "voxels spread over the mask" if LM_FLOOR else "none",
                 "algorithm": "microvba variable projection (exact Watson kernels)"}
