@@ -50,8 +50,10 @@ def run(args: argparse.Namespace) -> int:
     truth = bids / "code" / "ground_truth.json"
     if args.force or not truth.exists() or _params_changed(truth, args):
         log.info("simulating %d subjects into %s", args.n_subjects, bids)
+        # subjects in parallel on every core (the cohort is identical for any n_jobs)
         simulate_cohort(bids, n_subjects=args.n_subjects, full=args.full, seed=args.seed,
-                        effect_scale=scale)
+                        effect_scale=scale,
+                        n_jobs=-1 if args.n_jobs is None else args.n_jobs)
     else:
         log.info("reusing the simulated cohort in %s", bids)
     with make_executor(n_jobs=args.n_jobs) as executor:
