@@ -269,7 +269,7 @@ MALFORMED: dict[str, Case] = {
                          "missing: the b-vectors"),
     "missing_dwi": Case({"drop": ["sub-01/dwi/sub-01_dwi.nii.gz"]}, "sub-01/dwi",
                         "no DWI image"),
-    "two_dwi_series": Case({"add": {"sub-01/dwi/sub-01_run-2_dwi.nii.gz": "x"}},
+    "second_dwi_series_broken": Case({"add": {"sub-01/dwi/sub-01_run-2_dwi.nii.gz": "x"}},
                            "sub-01/dwi", "2 DWI series"),
     "unknown_participant_label": Case(participant_label=("07",), file="bids",
                                       match=r"participant label\(s\) \['07'\] not found"),
