@@ -80,6 +80,10 @@ def test_two_single_shell_runs_are_fitted_as_one_noddi_scheme(tmp_path):
     assert [c["volumes"] for c in combined] == [[0, 32], [33, 95]]
     assert combined[1]["InputHashes"]["dwi"] == before["sub-01/dwi/sub-01_run-2_dwi.nii.gz"]
     assert 0.9 < combined[1]["b0_scale"] < 1.1
+    # every map names the original series as its Sources (not the removed work file)
+    sources = _sidecar(out, "noddi", "icvf")["Sources"]
+    assert [Path(p).name for p in sources] == [
+        f"sub-01_run-{r}_dwi.{e}" for r in (1, 2) for e in ("nii.gz", "bval", "bvec")]
     # inputs untouched, work files gone
     assert _hashes(bids) == before
     assert not list(out.rglob(".tmp-*")) and not list(out.rglob("*desc-combined*"))
@@ -102,6 +106,7 @@ def test_dwi_filter_selects_one_run(tmp_path):
     assert scheme["shells"] == [1000.0] and scheme["n_volumes"] == 33
     fa_inputs = _sidecar(out, "tensor", "fa")["InputHashes"]
     assert fa_inputs["dwi"] == before["sub-01/dwi/sub-01_run-1_dwi.nii.gz"]  # read in place
+    assert Path(_sidecar(out, "tensor", "fa")["Sources"][0]).name == "sub-01_run-1_dwi.nii.gz"
     assert not (out / "logs" / "sub-01_dwi-series.json").exists()
     assert "dwi_filter = [\"run-1\"]" in (out / "logs" / "participant_config.toml").read_text()
     assert _hashes(bids) == before

@@ -172,7 +172,8 @@ def fit_image(dwi_path: str | Path, bval_path: str | Path, bvec_path: str | Path
               out_dir: str | Path, prefix: str, mask_path: str | Path | None = None,
               models: Sequence[str] = MODELS, d_par: float | None = None, tissue: str = "wm",
               d_iso: float = D_ISO, dti_bmax: float = 1750.0, dti_method: str = "wls",
-              denoise: bool = False, force: bool = False) -> dict[str, Path]:
+              denoise: bool = False, force: bool = False,
+              sources: Sequence[str | Path] | None = None) -> dict[str, Path]:
     """Fit the requested models to one DWI series and write the maps.
 
     Parameters
@@ -194,6 +195,10 @@ def fit_image(dwi_path: str | Path, bval_path: str | Path, bvec_path: str | Path
         MP-PCA denoising (DIPY) before fitting.
     force
         Refit even when the outputs are up to date.
+    sources
+        The raw files the maps derive from, recorded as ``Sources`` in every sidecar (BIDS
+        derivatives); default the DWI, bval and bvec given (a caller that fits a combination
+        of several series passes the original files).
 
     Returns
     -------
@@ -215,6 +220,7 @@ def fit_image(dwi_path: str | Path, bval_path: str | Path, bvec_path: str | Path
     if found is not None:
         raise InputError(found[0], file=bval_path, fix=found[1])
     inputs = {"dwi": dwi_path, "bval": Path(bval_path), "bvec": Path(bvec_path)}
+    sources = [str(p) for p in (sources if sources is not None else inputs.values())]
     if mask_path is not None:
         inputs["mask"] = Path(mask_path)
     params = _parameters(models, d_par, d_iso, tissue, dti_bmax, dti_method, denoise,
@@ -266,7 +272,7 @@ def fit_image(dwi_path: str | Path, bval_path: str | Path, bvec_path: str | Path
                  time.perf_counter() - t0, nf.n_bound, nf.n_failed)
         del nf
     del data
-    return _write_maps(maps, mask, outputs, img, params, inputs, extra)
+    return _write_maps(maps, mask, outputs, img, params, inputs, extra, sources)
 
 
 def _auto_mask(data: np.ndarray, gtab: GradientTable, dwi_path: Path) -> np.ndarray:
@@ -281,7 +287,8 @@ def _auto_mask(data: np.ndarray, gtab: GradientTable, dwi_path: Path) -> np.ndar
 
 
 def _write_maps(maps: dict[str, np.ndarray], mask: np.ndarray, outputs: dict[str, Path],
-                img, params: dict, inputs: dict, extra: dict) -> dict[str, Path]:
+                img, params: dict, inputs: dict, extra: dict,
+                sources: list[str]) -> dict[str, Path]:
     import nibabel as nib
 
     def save(arr: np.ndarray, path: Path, model: str | None, dtype=np.float32) -> None:
@@ -289,7 +296,7 @@ def _write_maps(maps: dict[str, np.ndarray], mask: np.ndarray, outputs: dict[str
         out.header.set_qform(img.header.get_qform(), int(img.header["qform_code"]))
         out.header.set_sform(img.header.get_sform(), int(img.header["sform_code"]))
         out.header.set_xyzt_units(*img.header.get_xyzt_units())
-        side = make_sidecar(params, inputs, Model=model or "none",
+        side = make_sidecar(params, inputs, Sources=sources, Model=model or "none",
                             Scheme=params["scheme"], **extra.get(model or "", {}))
         # sidecar first: a map that exists always has its sidecar, and the mask NIfTI is
         # the very last file, so a run killed before it is recomputed on resume

@@ -164,6 +164,8 @@ def process_subject(subject, out_dir: Path, settings: ParticipantSettings) -> di
             models=tuple(settings.models), d_par=settings.d_par, tissue=settings.tissue,
             d_iso=settings.d_iso, dti_bmax=settings.dti_bmax, dti_method=settings.dti_method,
             denoise=settings.denoise, force=settings.force,
+            sources=[str(p) for s in subject.series for p in (s.dwi, s.bval, s.bvec)]
+            if subject.combined else None,
         )
     result = {"native": {k: str(v) for k, v in native.items()}}
     if subject.combined:
