@@ -42,3 +42,28 @@ def test_missing_database_names_the_fix(tmp_path, monkeypatch):
         decode_clusters(labels, tmp_path, "x", data_dir=tmp_path / "nowhere")
     assert "MICROVBA_DATA" in str(exc.value)
     assert len(exc.value.problems) == 2  # both databases reported at once
+
+
+def test_decoders_dict_fits_each_vocabulary_once(shared_data, map_cache, rois, tmp_path,
+                                                 monkeypatch):
+    from microvba.decode import stage
+
+    fits = []
+    real_fit = stage.Decoder.fit
+
+    def counting_fit(self, *args, **kwargs):
+        fits.append(self)
+        return real_fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(stage.Decoder, "fit", counting_fit)
+    amyg = np.asarray(rois["amygdala"].dataobj) > 0
+    labels = nib.Nifti1Image(amyg.astype(np.int16), rois["amygdala"].affine)
+    decoders: dict = {}
+    kw = dict(vocabularies=("lda50",), data_dir=shared_data, cache_dir=map_cache, n_null=50,
+              decoders=decoders)
+    a = decode_clusters(labels, tmp_path / "a", "fa_pos", **kw)
+    b = decode_clusters(labels, tmp_path / "b", "md_pos", **kw)
+    assert len(fits) == 1 and len(decoders) == 1
+    # the reused decoder gives the same table
+    pd.testing.assert_frame_equal(pd.read_table(a[1]["lda50_tsv"]),
+                                  pd.read_table(b[1]["lda50_tsv"]))

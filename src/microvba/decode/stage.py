@@ -44,7 +44,8 @@ def decode_clusters(label_img: str | Path | nib.Nifti1Image, out_dir: str | Path
                     data_dir: str | Path | None = None,
                     stat_img: str | Path | nib.Nifti1Image | None = None,
                     cache_dir: str | Path | None = None,
-                    n_null: int = 1000, seed: int = 0) -> dict[int, dict[str, Path]]:
+                    n_null: int = 1000, seed: int = 0,
+                    decoders: dict | None = None) -> dict[int, dict[str, Path]]:
     """Decode each cluster (nonzero label) of ``label_img`` against each vocabulary.
 
     Writes, per cluster ``id`` and vocabulary ``v``, into ``out_dir``:
@@ -52,6 +53,10 @@ def decode_clusters(label_img: str | Path | nib.Nifti1Image, out_dir: str | Path
     ``..._bar.png`` and ``..._polar.png``; with ``stat_img``, also
     ``..._mapdecoding.tsv`` (the map masked to the cluster, correlated with the association
     maps). A ``{prefix}_decoding.json`` sidecar records parameters and versions.
+
+    ``decoders``: a dict the caller keeps across calls (e.g. one per metric of a group
+    analysis): fitted decoders are stored in it and reused, instead of loading the
+    association maps again for every call.
 
     Returns
     -------
@@ -77,8 +82,13 @@ def decode_clusters(label_img: str | Path | nib.Nifti1Image, out_dir: str | Path
     thresholds: dict[str, float] = {}
     kernel_mm = 6.0
     for vocab in vocabularies:
-        dec = Decoder(vocab, data_dir=data_dir, cache_dir=cache_dir, n_null=n_null,
-                      seed=seed).fit()
+        key = (vocab, str(data_dir), str(cache_dir), n_null, seed)
+        dec = decoders.get(key) if decoders is not None else None
+        if dec is None:
+            dec = Decoder(vocab, data_dir=data_dir, cache_dir=cache_dir, n_null=n_null,
+                          seed=seed).fit()
+            if decoders is not None:
+                decoders[key] = dec
         thresholds[vocab], kernel_mm = dec.threshold_, float(dec.kernel_mm)
         for cid in ids:
             mask = nib.Nifti1Image((labels == cid).astype(np.uint8), labels_img.affine)

@@ -192,14 +192,16 @@ def run_group(bids_dir: Path, out_dir: Path, settings: GroupSettings,
 
     summary = {"n_subjects": len(subjects), "n_voxels": int(mask.sum()), "metrics": {}}
     cluster_tables, corr_tables = [], []
+    decoders: dict = {}  # fitted once, reused for every metric and sign
     for metric, res in results.items():
         mdir = group_dir / metric
         saved = res.save(mdir, metric, mask, affine)
         summary["metrics"][metric] = {k: str(v) for k, v in saved.items()}
         clusters, corrs = _follow_up(metric, saved, paths, affine, participants,
-                                     settings, mdir, out_dir, atlases)
+                                     settings, mdir, out_dir, atlases, decoders)
         cluster_tables += clusters
         corr_tables += corrs
+    decoders.clear()  # the association maps (~1 GB) are not needed for the report
     clusters = pd.concat(cluster_tables, ignore_index=True) if cluster_tables else pd.DataFrame()
     corrs = pd.concat(corr_tables, ignore_index=True) if corr_tables else pd.DataFrame()
     write_text(group_dir / "clusters.tsv", clusters.to_csv(sep="\t", index=False))
@@ -250,7 +252,8 @@ def _run_statistics(paths, mask, voxel_size, design, contrast, settings, executo
             for m, Y in Ys.items()}
 
 
-def _follow_up(metric, saved, paths, affine, participants, settings, mdir, out_dir, atlases):
+def _follow_up(metric, saved, paths, affine, participants, settings, mdir, out_dir, atlases,
+               decoders):
     """Clusters, labels, partial correlations and decoding of one metric, both signs."""
     from ..regions.followup import follow_up
 
@@ -271,18 +274,18 @@ def _follow_up(metric, saved, paths, affine, participants, settings, mdir, out_d
             clusters.append(res.clusters.assign(metric=metric, sign=sign))
             corrs.append(res.correlations.assign(metric=metric, sign=sign))
             if settings.decode:
-                _decode(res.label_img, metric, sign, stat, settings, out_dir)
+                _decode(res.label_img, metric, sign, stat, settings, out_dir, decoders)
     return clusters, corrs
 
 
-def _decode(label_img, metric, sign, stat_img, settings, out_dir):
+def _decode(label_img, metric, sign, stat_img, settings, out_dir, decoders):
     from ..decode import decode_clusters
 
     name = "pos" if sign == "+" else "neg"
     try:
         decode_clusters(label_img, out_dir / "group" / "decoding", f"{metric}_{name}",
                         vocabularies=settings.vocabularies, data_dir=settings.data_dir,
-                        stat_img=stat_img)
+                        stat_img=stat_img, decoders=decoders)
     except InputError as exc:
         log.warning("decoding skipped: %s", exc)
 
