@@ -65,6 +65,18 @@ def map_path(out_dir: str | Path, subject: str, param: str, space: str = SPACE_N
         subject, param, space=space, session=session, **kwargs)
 
 
+def image_like(data, ref):
+    """A NIfTI image of ``data`` on the grid of ``ref``, keeping its qform/sform codes and
+    units (so a derivative map overlays its source in every viewer)."""
+    import nibabel as nib
+
+    out = nib.Nifti1Image(data, ref.affine)
+    out.header.set_qform(ref.header.get_qform(), int(ref.header["qform_code"]))
+    out.header.set_sform(ref.header.get_sform(), int(ref.header["sform_code"]))
+    out.header.set_xyzt_units(*ref.header.get_xyzt_units())
+    return out
+
+
 def sidecar_path(path: str | Path) -> Path:
     """JSON sidecar beside a NIfTI file (``x.nii.gz`` -> ``x.json``)."""
     p = Path(path)

@@ -30,10 +30,11 @@ measurements use vectorisable polynomials (:func:`_vexp`, :func:`_vlog`); direct
 stored as (3, n) rows and no loop reads and writes the same array through two names, so
 that the per-measurement loops vectorise.
 
-The extra-cellular signal on the grid needs no exponential: with the quantised tau,
-:math:`E_{ec}(k, j) = e^{-q}\,(B_0 D^k)^j` with per-measurement :math:`q = b d_\parallel`,
-:math:`B_0 = e^{2q/(3J)}`, :math:`D = e^{(q/3 - q c^2)/(KJ)}` (:math:`c = \mu\cdot g`),
-evaluated with binary powers, so each grid node costs four dot products. The dispersed-stick
+The extra-cellular signal on the grid needs one exponential per tau node: with the quantised
+tau, :math:`E_{ec}(k, j) = e^{-q}\,(B_0 D^k)^j` with per-measurement :math:`q = b d_\parallel`,
+:math:`B_0 = e^{2q/(3J)}`, :math:`D = e^{(q/3 - q c^2)/(KJ)}` (:math:`c = \mu\cdot g`); the
+step between f nodes, :math:`(B_0 D^k)^{\Delta j}`, is one exponential and each f node one
+multiplication, so each grid node costs four dot products. The dispersed-stick
 signal comes from an exact table over (b, :math:`|c|`, tau node) interpolated linearly in
 :math:`|c|` (257 nodes; error < 1e-4 for b d_par < 20).
 """
@@ -220,22 +221,6 @@ def _stick_column(k, table, ub, cbin, cw, sw, out):
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def _eval_k(k, j_lo, j_hi, j_step, n_j, eic, bk, e0, eiso, y, yy, ee, ey, res, scratch,
-            tmp):
-    """Fill res[k, j] for j in range(j_lo, j_hi + 1, j_step)."""
-    ii, ie, iy = _stick_products(eic, eiso, y)
-    # p = e0 * bk^j_lo ; mult = bk^j_step
-    mult = scratch[1]
-    p = scratch[0]
-    p[:] = e0
-    _power(bk, j_lo, p, tmp)
-    mult[:] = 1.0
-    _power(bk, j_step, mult, tmp)
-    _eval_nodes(k, j_lo, j_hi, j_step, n_j, eic, p, mult, eiso, y, yy, ee, ey, res, ii, ie,
-                iy)
-
-
-@njit(cache=True, nogil=True, fastmath=True)
 def _stick_products(eic, eiso, y):
     """The stick column's products with itself, the ball and the signal."""
     ii = 0.0
@@ -277,38 +262,6 @@ def _eval_nodes(k, j_lo, j_hi, j_step, n_j, eic, p, mult, eiso, y, yy, ee, ey, r
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def _power(base, e, out, tmp):
-    """out *= base**e elementwise (binary exponentiation; tmp is scratch)."""
-    tmp[:] = base
-    while e > 0:
-        if e & 1:
-            for i in range(out.size):
-                out[i] *= tmp[i]
-        e >>= 1
-        if e > 0:
-            for i in range(out.size):
-                tmp[i] *= tmp[i]
-
-
-@njit(cache=True, nogil=True, fastmath=True)
-def _node_bk(kf, pw, b0fac, out):
-    """out = b0fac * dmul**kf from the binary powers pw[b] = dmul**(2**b)."""
-    out[:] = b0fac
-    for b in range(pw.shape[0]):
-        if (kf >> b) & 1:
-            for i in range(out.size):
-                out[i] *= pw[b, i]
-
-
-@njit(cache=True, nogil=True, fastmath=True)
-def _binary_powers(dmul, pw):
-    pw[0] = dmul
-    for b in range(1, pw.shape[0]):
-        for i in range(dmul.size):
-            pw[b, i] = pw[b - 1, i] * pw[b - 1, i]
-
-
-@njit(cache=True, nogil=True, fastmath=True)
 def _geometry(mu, bvecs, q, n_c, n_kj, cbin, cw, c2, ld):
     """Per-measurement |mu.g| table position and the log of the extra-cellular grid
     multiplier, ld = (q/3 - q c^2) / (K J) (``bvecs`` is (3, n))."""
@@ -322,16 +275,6 @@ def _geometry(mu, bvecs, q, n_c, n_kj, cbin, cw, c2, ld):
         cbin[i] = lo
         cw[i] = x - lo
         ld[i] = (q[i] / 3.0 - q[i] * c * c) / n_kj
-
-
-@njit(cache=True, nogil=True, fastmath=True)
-def _search(k_lo, k_hi, k_step, j_lo, j_hi, j_step, n_k, n_j, table, ub, cbin, cw, k_nodes,
-            pw, b0fac, e0, eiso, yn, yy, ee, ey, res, eic, bk, scratch, tmp, sw):
-    for k in range(k_lo, k_hi + 1, k_step):
-        _node_bk(k_nodes[k], pw, b0fac, bk)
-        _stick_column(k, table, ub, cbin, cw, sw, eic)
-        _eval_k(k, j_lo, j_hi, j_step, n_j, eic, bk, e0, eiso, yn, yy, ee, ey, res, scratch,
-                tmp)
 
 
 @njit(cache=True, nogil=True, fastmath=True)
@@ -362,7 +305,8 @@ def _amplitudes(kb, jb, tau_nodes, n_j, table, ub, cbin, cw, c2, q, sw, eiso, yn
 #: offsets (2), squared noise floor
 N_THETA = 7
 _LM_ROWS = 9 + N_THETA
-#: rows of the LM work vectors (g, gt, step, trial, lo, hi, e1, e2) and of the theta row
+#: rows of the work vectors: g (and the tensor's beta), rhs of the tensor, step, trial, lo,
+#: hi, e1, e2 of the LM, and theta
 _N_VECS = 9
 _RICE_A = np.sqrt(np.pi / 2.0) - 1.0
 #: initial Levenberg-Marquardt damping (relative to the diagonal of J^T J)
@@ -522,9 +466,9 @@ def _levenberg_marquardt(theta, mu, bvecs, q, table, ub, eiso, yn, sw, tau_nodes
     sum of squares by less than ``rtol`` times its value (``rtol`` = 0: exactly
     ``n_iter``); returns the residual sum of squares and writes the refined direction into
     mu.
-    ``mats`` (3, N_THETA, N_THETA), ``vecs`` (_N_VECS, N_THETA) and ``act`` (N_THETA,) are
+    ``mats`` (2, N_THETA, N_THETA), ``vecs`` (_N_VECS, N_THETA) and ``act`` (N_THETA,) are
     work arrays (no allocation per voxel)."""
-    h, chol = mats[0], mats[2]
+    h, chol = mats[0], mats[1]
     g, step, trial, lo, hi, e1, e2 = (vecs[0], vecs[2], vecs[3], vecs[4], vecs[5], vecs[6],
                                       vecs[7])
     # tangent-plane basis of mu: e1 from the axis least aligned with mu, e2 = mu x e1
@@ -590,8 +534,8 @@ def _levenberg_marquardt(theta, mu, bvecs, q, table, ub, eiso, yn, sw, tau_nodes
 @njit(cache=True, nogil=True, fastmath=True)
 def _fit_voxel(y, within, count, sw, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso, ub, sub,
                table, k_nodes,
-               tau_nodes, k_fine, n_j, coarse, coarse_j, n_fine, n_sub_iter, n_iter, fit_dir, lm_rtol, fit_floor,
-               floor_abs2, posterior, tau_grid_kappa, out, ws, wss, cbin, ibuf, res, pw, prof,
+               tau_nodes, k_fine, n_j, coarse, coarse_j, n_sub_iter, n_iter, fit_dir, lm_rtol, fit_floor,
+               floor_abs2, posterior, tau_grid_kappa, out, ws, wss, cbin, ibuf, res, prof,
                phi_out, mats, vecs, act, idx):
     n = y.size
     s0 = 0.0
@@ -611,12 +555,12 @@ def _fit_voxel(y, within, count, sw, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso
                          mats[0], vecs[0], vecs[1])
     # grid search on the measurement subset `sub` (the first ns measurements), in the
     # weighted space: signal, e0 (hence the zeppelin powers), ball and sticks times sw
-    bvecs_s, q_s, e0_s, eiso_s, b0fac_s, ub_s, sw_s, eiso_g = sub
+    bvecs_s, q_s, e0_s, eiso_s, ub_s, sw_s, eiso_g = sub
     ns = q_s.size
     ys = wss[0]
     for i in range(ns):
         ys[i] = yn[i] * sw_s[i]
-    cw, c2, dmul, eic, bk, tmp = wss[1], wss[2], wss[3], wss[4], wss[5], wss[6]
+    cw, c2, ld, eic, bk, tmp = wss[1], wss[2], wss[3], wss[4], wss[5], wss[6]
     scratch = wss[7:9]
     n_c = table.shape[2] - 1
     n_k = tau_nodes.size
@@ -628,9 +572,7 @@ def _fit_voxel(y, within, count, sw, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso
         yy += ys[i] * ys[i]
         ee += eiso_g[i] * eiso_g[i]
         ey += eiso_g[i] * ys[i]
-    _geometry(mu, bvecs_s, q_s, n_c, n_kj, cbin, cw, c2, dmul)
-    if n_fine > 0:
-        res[:, :] = np.inf
+    _geometry(mu, bvecs_s, q_s, n_c, n_kj, cbin, cw, c2, ld)
     # coarse pass: every `coarse`-th tau node, every `coarse_j`-th node in f. The zeppelin
     # column of node (k, j) is e0 B0^j D^(k j); its step multiplier (B0 D^k)^coarse_j is one
     # exponential: exp(coarse_j (2q/(3J) + k ld))
@@ -638,7 +580,7 @@ def _fit_voxel(y, within, count, sw, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso
     for k in range(0, n_k, coarse):
         kf = k_nodes[k]
         for i in range(ns):
-            tmp[i] = coarse_j * (2.0 * q_s[i] / (3.0 * n_j) + kf * dmul[i])
+            tmp[i] = coarse_j * (2.0 * q_s[i] / (3.0 * n_j) + kf * ld[i])
         _vexp(tmp, mult, ibuf)
         _stick_column(k, table, ub_s, cbin, cw, sw_s, eic)
         ii, ie, iy = _stick_products(eic, eiso_g, ys)
@@ -653,22 +595,8 @@ def _fit_voxel(y, within, count, sw, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso
                 pk = min(pk, res[k, j])
             prof[n_prof] = pk
             n_prof += 1
-    # only the visited nodes: scanning the whole (mostly unvisited) table cost ~1 us
+    # only the visited nodes (the rest of ``res`` is never written)
     kb, jb = _argmin2(res, coarse, coarse_j)
-    # optional finer passes: 3x3 neighbourhoods with halving steps in k, unit steps in f
-    step = coarse // 2
-    level = 0
-    if n_fine > 0:
-        # binary powers of D = exp(ld) for the finer passes
-        _vexp(dmul, tmp, ibuf)
-        _binary_powers(tmp, pw)
-    while step >= 1 and level < n_fine:
-        level += 1
-        _search(max(kb - step, 0), min(kb + step, n_k - 1), step, max(jb - 1, 0),
-                min(jb + 1, n_j), 1, n_k, n_j, table, ub_s, cbin, cw, k_nodes, pw, b0fac_s,
-                e0_s, eiso_g, ys, yy, ee, ey, res, eic, bk, scratch, tmp, sw_s)
-        kb, jb = _argmin2(res, 1, 1)
-        step //= 2
     _, s, w = _amplitudes(kb, jb, tau_nodes, n_j, table, ub_s, cbin, cw, c2, q_s, sw_s,
                           eiso_g, ys, ee, ey, yy, eic, bk, tmp, ibuf)
     # Levenberg-Marquardt polish from the best grid node, on all measurements
@@ -760,7 +688,7 @@ def _valid_signal(y, count, b0_idx):
 
 @njit(cache=True, nogil=True, parallel=True)
 def _fit_rows(data, rows, groups, count, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso, ub, sub,
-              table, k_nodes, tau_nodes, k_fine, n_j, coarse, coarse_j, n_fine, n_sub_iter, n_iter,
+              table, k_nodes, tau_nodes, k_fine, n_j, coarse, coarse_j, n_sub_iter, n_iter,
               fit_dir, lm_rtol, fit_floor, floor_abs2, posterior, tau_grid_kappa, out, phi):
     """Fit row rows[t] of data into out[t] (and the squared noise floor into phi[t]);
     measurement u is the mean of data[v, members[starts[u]:starts[u + 1]]], with
@@ -772,9 +700,6 @@ def _fit_rows(data, rows, groups, count, b0_idx, pinv, xmat_t, xprod, bvecs, q, 
     sw = np.sqrt(count)
     ns = sub[1].size
     n_k = tau_nodes.size
-    n_bits = 1
-    while (1 << n_bits) <= k_fine:
-        n_bits += 1
     block = 64
     n_blocks = (nv + block - 1) // block
     for bi in prange(n_blocks):
@@ -783,10 +708,9 @@ def _fit_rows(data, rows, groups, count, b0_idx, pinv, xmat_t, xprod, bvecs, q, 
         cbin = np.empty(ns, np.int64)
         ibuf = np.empty(n, np.int64)
         res = np.empty((n_k, n_j + 1))
-        pw = np.empty((n_bits, ns))
         prof = np.empty(n_k)
         y = np.empty(n)
-        mats = np.empty((3, N_THETA, N_THETA))
+        mats = np.empty((2, N_THETA, N_THETA))
         vecs = np.empty((_N_VECS, N_THETA))
         act = np.empty(N_THETA, np.int64)
         idx = np.empty(n, np.int64)
@@ -813,13 +737,13 @@ def _fit_rows(data, rows, groups, count, b0_idx, pinv, xmat_t, xprod, bvecs, q, 
                 out[t, :] = np.nan
                 continue
             _fit_voxel(y, within, count, sw, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso, ub, sub, table,
-                       k_nodes, tau_nodes, k_fine, n_j, coarse, coarse_j, n_fine, n_sub_iter, n_iter,
+                       k_nodes, tau_nodes, k_fine, n_j, coarse, coarse_j, n_sub_iter, n_iter,
                        fit_dir, lm_rtol, fit_floor, floor_abs2, posterior, tau_grid_kappa, out[t], ws,
-                       wss, cbin, ibuf, res, pw, prof, phi[t:t + 1], mats, vecs, act, idx)
+                       wss, cbin, ibuf, res, prof, phi[t:t + 1], mats, vecs, act, idx)
 
 
 def fit_voxels(data, groups, count, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso, ub, sub, table,
-               k_nodes, tau_nodes, k_fine, n_j, coarse, coarse_j, n_fine, n_sub_iter, n_iter,
+               k_nodes, tau_nodes, k_fine, n_j, coarse, coarse_j, n_sub_iter, n_iter,
                fit_dir, lm_rtol, floor, n_floor_sample, posterior, tau_grid_kappa, floor_abs2=-1.0):
     """Fit every row of ``data`` (n_voxels, n_meas); returns (n_voxels, N_OUT).
 
@@ -831,7 +755,7 @@ def fit_voxels(data, groups, count, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso,
     data given)."""
     nv = data.shape[0]
     args = (groups, count, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso, ub, sub, table, k_nodes,
-            tau_nodes, k_fine, n_j, coarse, coarse_j, n_fine, n_sub_iter, n_iter, fit_dir, lm_rtol)
+            tau_nodes, k_fine, n_j, coarse, coarse_j, n_sub_iter, n_iter, fit_dir, lm_rtol)
     if not floor:
         floor_abs2 = 0.0
     elif floor_abs2 < 0:

@@ -100,9 +100,6 @@ N_COS = 256
 #: coarse pass: every COARSE_STEP-th tau node and every COARSE_J-th ICVF node
 COARSE_STEP = 8
 COARSE_J = 5
-#: halving refinement passes after the coarse pass (0: the polish starts from the coarse
-#: node; kept for experiments)
-N_FINE = 0
 #: measurements used by the grid search: a b-stratified subset of about this many (every
 #: s-th volume in b order); the polish uses all measurements
 N_GRID_MEAS = 128
@@ -238,16 +235,16 @@ class NoddiModel:
         perm = np.r_[first, np.setdiff1d(order, first, assume_unique=True)].astype(np.int64)
         by_group = np.argsort(labels, kind="stable")
         group_start = np.r_[0, np.cumsum(counts)]
-        self._members = np.ascontiguousarray(np.concatenate(
+        members = np.ascontiguousarray(np.concatenate(
             [by_group[group_start[u]:group_start[u + 1]] for u in perm]).astype(np.int64))
         starts = np.r_[0, np.cumsum(counts[perm])].astype(np.int64)
         size = counts[perm]
         # first and second member of each group (the same volume twice for a single one;
         # groups of more than two are averaged separately, their first two read as one)
-        pair_a = self._members[starts[:-1]]
-        pair_b = np.where(size == 2, self._members[np.minimum(starts[:-1] + 1, starts[-1] - 1)],
+        pair_a = members[starts[:-1]]
+        pair_b = np.where(size == 2, members[np.minimum(starts[:-1] + 1, starts[-1] - 1)],
                           pair_a)
-        self._groups = (self._members, starts, pair_a, np.ascontiguousarray(pair_b),
+        self._groups = (members, starts, pair_a, np.ascontiguousarray(pair_b),
                         np.flatnonzero(size > 2).astype(np.int64))
         self._count = counts[perm].astype(float)
         self.n_measurements = int(n_meas)
@@ -271,8 +268,7 @@ class NoddiModel:
         # grid subset; the grid works in the weighted space (e0, ball times sqrt(count))
         self._sub = (np.ascontiguousarray(self._bvecs[:, :ns]),) + tuple(
             np.ascontiguousarray(a[:ns]) for a in (
-                q, np.exp(-q) * sw, self._eiso, np.exp(2.0 * q / (3.0 * N_ICVF)), self._ub,
-                sw, self._eiso * sw))
+                q, np.exp(-q) * sw, self._eiso, self._ub, sw, self._eiso * sw))
         self._tau_kappa = _kappa_from_tau_table()
         # table nodes uniform in ODI (1 -> ODI_MIN), snapped to the tau quantum
         tau_odi = watson_tau(odi_to_kappa(np.linspace(1.0, ODI_MIN, N_TAU)))
@@ -304,7 +300,7 @@ class NoddiModel:
     def _kernel_args(self) -> tuple:
         return (self._groups, self._count, self._b0_idx, self._pinv, self._xmat_t, self._xprod, self._bvecs,
                 self._q, self._eiso, self._ub, self._sub, self._table, self._k_nodes,
-                self._tau_nodes, K_FINE, N_ICVF, COARSE_STEP, COARSE_J, N_FINE, N_SUB_ITER,
+                self._tau_nodes, K_FINE, N_ICVF, COARSE_STEP, COARSE_J, N_SUB_ITER,
                 N_DIR_ITER, LM_DIRECTION, LM_RTOL)
 
     def noise_floor(self, signals: np.ndarray) -> float:

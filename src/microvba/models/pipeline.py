@@ -16,7 +16,7 @@ from .._logging import get_logger
 from .._provenance import is_up_to_date, make_sidecar, save_nifti, write_json
 from .._validation import InputError, check_choice
 from ..io.bids import nifti_read_errors, nifti_read_fix
-from ..io.derivatives import sidecar_path
+from ..io.derivatives import image_like, sidecar_path
 from ..io.gradients import no_b0_problem, non_unit_problem, read_bvals, read_bvecs
 from .dti import TensorModel
 from .gradients import GradientTable
@@ -289,13 +289,8 @@ def _auto_mask(data: np.ndarray, gtab: GradientTable, dwi_path: Path) -> np.ndar
 def _write_maps(maps: dict[str, np.ndarray], mask: np.ndarray, outputs: dict[str, Path],
                 img, params: dict, inputs: dict, extra: dict,
                 sources: list[str]) -> dict[str, Path]:
-    import nibabel as nib
-
     def save(arr: np.ndarray, path: Path, model: str | None, dtype=np.float32) -> None:
-        out = nib.Nifti1Image(np.asarray(arr, dtype=dtype), img.affine)
-        out.header.set_qform(img.header.get_qform(), int(img.header["qform_code"]))
-        out.header.set_sform(img.header.get_sform(), int(img.header["sform_code"]))
-        out.header.set_xyzt_units(*img.header.get_xyzt_units())
+        out = image_like(np.asarray(arr, dtype=dtype), img)
         side = make_sidecar(params, inputs, Sources=sources, Model=model or "none",
                             Scheme=params["scheme"], **extra.get(model or "", {}))
         # sidecar first: a map that exists always has its sidecar, and the mask NIfTI is

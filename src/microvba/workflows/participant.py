@@ -35,7 +35,7 @@ from .._provenance import (
     write_json,
     write_text,
 )
-from ..io.derivatives import subject_dir, write_dataset_description
+from ..io.derivatives import image_like, subject_dir, write_dataset_description
 from .executor import SlurmOptions, TaskResult, make_executor, summarise_failures
 
 log = get_logger(__name__)
@@ -105,11 +105,7 @@ def _combine_series(subject) -> tuple:
         bvecs.append(g)
     data = np.concatenate(datas, axis=3)
     del datas
-    out = nib.Nifti1Image(data, ref_img.affine)
-    out.header.set_qform(ref_img.header.get_qform(), int(ref_img.header["qform_code"]))
-    out.header.set_sform(ref_img.header.get_sform(), int(ref_img.header["sform_code"]))
-    out.header.set_xyzt_units(*ref_img.header.get_xyzt_units())
-    return out, np.concatenate(bvals), np.concatenate(bvecs, axis=0), record
+    return image_like(data, ref_img), np.concatenate(bvals), np.concatenate(bvecs, axis=0), record
 
 
 @contextlib.contextmanager
