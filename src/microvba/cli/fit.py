@@ -35,6 +35,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="tensor fit method")
     parser.add_argument("--denoise", action="store_true",
                         help="MP-PCA denoising (DIPY) before fitting")
+    parser.add_argument("--noddi-s0", default="auto",
+                        help="NODDI S0: 'fixed' at the mean b0 (the NODDI toolbox), 'fit', or "
+                             "'auto' (fixed with >= 2 b0 volumes, fitted with one)")
+    parser.add_argument("--noddi-noise", default="auto",
+                        help="NODDI Rician noise floor: sigma per voxel from repeated 'b0's, "
+                             "repeated direction 'pairs', fit 'residual's, 'none' (least "
+                             "squares) or 'auto' (the first the scheme allows)")
+    parser.add_argument("--noddi-compat", default=None,
+                        help="'toolbox': reproduce the NODDI MATLAB toolbox's choices (S0 "
+                             "fixed at the mean b0, least squares without a noise floor), to "
+                             "match published toolbox numbers")
     parser.add_argument("--force", action="store_true",
                         help="refit even if the outputs are up to date")
 
@@ -64,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
     paths = fit_image(args.dwi, args.bval, args.bvec, args.output, prefix_from_dwi(args.dwi),
                       mask_path=args.mask, models=args.model, d_par=args.d_par,
                       tissue=args.tissue, d_iso=args.d_iso, dti_bmax=args.dti_bmax,
-                      dti_method=args.dti_method, denoise=args.denoise, force=args.force)
+                      dti_method=args.dti_method, denoise=args.denoise, force=args.force,
+                      noddi_s0=args.noddi_s0, noddi_noise=args.noddi_noise,
+                      noddi_compat=args.noddi_compat)
     log = get_logger(__name__)
     for key, path in paths.items():
         log.info("%-16s %s", key, path)
