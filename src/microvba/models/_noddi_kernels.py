@@ -785,10 +785,18 @@ def fit_voxels(data, groups, count, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso,
             tau_nodes, k_fine, n_j, coarse, coarse_j, n_sub_iter, n_iter, fit_dir, lm_rtol)
     out = np.empty((nv, N_OUT))
     phi = np.empty(nv)
+    data = _kernel_input(data)
     sigma2 = np.ascontiguousarray(np.broadcast_to(np.asarray(sigma2, np.float64), (nv,)))
-    _fit_rows(np.ascontiguousarray(data, dtype=np.float32), np.arange(nv), *args, False,
+    _fit_rows(data, np.arange(nv), *args, False,
               bool(tie), sigma2, posterior, tau_grid_kappa, out, phi)
     return out
+
+
+def _kernel_input(data):
+    """C-contiguous, writable float32: one compiled specialisation of the kernel for every
+    caller (a read-only array, as Dask hands to its workers, would compile another)."""
+    data = np.ascontiguousarray(data, dtype=np.float32)
+    return data if data.flags.writeable else data.copy()
 
 
 def free_floor(data, args, tie, tau_grid_kappa):
@@ -797,6 +805,6 @@ def free_floor(data, args, tie, tau_grid_kappa):
     nv = data.shape[0]
     out = np.empty((nv, N_OUT))
     phi = np.empty(nv)
-    _fit_rows(np.ascontiguousarray(data, dtype=np.float32), np.arange(nv), *args, True,
+    _fit_rows(_kernel_input(data), np.arange(nv), *args, True,
               bool(tie), np.zeros(nv), False, tau_grid_kappa, out, phi)
     return phi

@@ -323,7 +323,8 @@ class NoddiModel:
         else:
             self.s0_mode = ("fixed" if n_b0 >= S0_FIXED_MIN_B0 else "fit") if s0 == "auto" \
                 else s0
-            self.noise_method = choose_method(n_b0, len(self._pairs)) if noise == "auto" \
+            self.noise_method = choose_method(n_b0, len(self._pairs), float(gtab.bvals.max())) \
+                if noise == "auto" \
                 else noise
         if self.noise_method == "b0" and n_b0 < 2:
             raise InputError(f"noise='b0' needs at least two b0 volumes; this scheme has {n_b0}",
