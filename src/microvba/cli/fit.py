@@ -35,19 +35,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="tensor fit method")
     parser.add_argument("--denoise", action="store_true",
                         help="MP-PCA denoising (DIPY) before fitting")
+    add_noddi_options(parser)
+    parser.add_argument("--force", action="store_true",
+                        help="refit even if the outputs are up to date")
+
+
+def add_noddi_options(parser) -> None:
+    """``--noddi-s0``, ``--noddi-noise``, ``--noddi-compat`` (checked by
+    :func:`microvba.models.noddi.check_noddi_options`: InputError, exit 2)."""
     parser.add_argument("--noddi-s0", default="auto",
                         help="NODDI S0: 'fixed' at the mean b0 (the NODDI toolbox), 'fit', or "
                              "'auto' (fixed with >= 2 b0 volumes, fitted with one)")
     parser.add_argument("--noddi-noise", default="auto",
-                        help="NODDI Rician noise floor: sigma per voxel from repeated 'b0's, "
-                             "repeated direction 'pairs', fit 'residual's, 'none' (least "
-                             "squares) or 'auto' (the first the scheme allows)")
+                        help="NODDI Rician noise floor, sigma per voxel from: 'b0' repeats, "
+                             "repeated-direction 'pairs', fit 'residual's; 'none' (least "
+                             "squares); 'auto': pairs where the scheme has them, else b0 or "
+                             "residual on schemes reaching b 4000, else none")
     parser.add_argument("--noddi-compat", default=None,
                         help="'toolbox': reproduce the NODDI MATLAB toolbox's choices (S0 "
                              "fixed at the mean b0, least squares without a noise floor), to "
                              "match published toolbox numbers")
-    parser.add_argument("--force", action="store_true",
-                        help="refit even if the outputs are up to date")
 
 
 def prefix_from_dwi(path: Path) -> str:
@@ -72,6 +79,9 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"{label} file not found", file=p,
                              fix="Check the path (relative paths start in the current folder).")
     check_output_dir(args.output)
+    from ..models.noddi import check_noddi_options
+
+    check_noddi_options(args.noddi_s0, args.noddi_noise, args.noddi_compat)
     paths = fit_image(args.dwi, args.bval, args.bvec, args.output, prefix_from_dwi(args.dwi),
                       mask_path=args.mask, models=args.model, d_par=args.d_par,
                       tissue=args.tissue, d_iso=args.d_iso, dti_bmax=args.dti_bmax,

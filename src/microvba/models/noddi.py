@@ -141,6 +141,19 @@ _MAX_TABLE_B = 64
 STATUS_OUTSIDE, STATUS_OK, STATUS_BOUND, STATUS_FAILED = 0, 1, 2, 3
 
 
+def check_noddi_options(s0: str = "auto", noise: str = "auto",
+                        compat: str | None = None) -> None:
+    """InputError unless ``s0`` is one of :data:`S0_MODES`, ``noise`` one of
+    :data:`~microvba.models.noise.METHODS` and ``compat`` None or one of :data:`COMPAT`
+    (the CLI's ``--noddi-s0``, ``--noddi-noise``, ``--noddi-compat``)."""
+    from .._validation import check_choice
+
+    check_choice("noddi_s0", s0, S0_MODES)
+    check_choice("noddi_noise", noise, METHODS)
+    if compat is not None:
+        check_choice("noddi_compat", compat, COMPAT)
+
+
 @lru_cache(maxsize=1)
 def _kappa_from_tau_table() -> np.ndarray:
     kappa = np.r_[0.0, np.logspace(-4, np.log10(2 * 1000.0), 4000)]
