@@ -18,14 +18,16 @@ weighted by the group size, see :func:`~microvba.models.gradients.antipodal_grou
    ``n_sub_iter`` iterations on the subset then ``n_iter`` on all measurements, with the
    Rician noise floor: the fitted magnitude is the Rician mean of the model :math:`m` for a
    noise variance :math:`\phi`, approximated by :math:`\sqrt{m^2+\phi} +
-   (\sqrt{\pi/2}-1)\sqrt\phi\,e^{-m^2/(1.5\phi)}`; :math:`\phi` is fitted freely on a
-   sample of voxels (:func:`noise_floor`) and its median (in signal units) held fixed for
-   the rest (:func:`fit_voxels`);
+   (\sqrt{\pi/2}-1)\sqrt\phi\,e^{-m^2/(1.5\phi)}`; :math:`\phi = \sigma_v^2/S_0^2` with
+   the voxel's own noise variance :math:`\sigma_v^2` (given per row to :func:`fit_voxels`;
+   fitted freely by :func:`free_floor`); with ``tie`` S0 is fixed at the mean b0 (the two
+   amplitudes sum to one, as in the NODDI toolbox);
 4. optionally (``posterior``), the tau node index is blended towards its posterior mean on
    the coarse profile, weight ``min(1, 2 sd / coarse)``.
 
 Voxels are processed in blocks of 64 across the threads; each block allocates its work
-arrays once (nothing is allocated per voxel); exponentials and logarithms over
+arrays once (nothing is allocated per voxel) and clears them before every voxel, so that a
+voxel's result depends on its own signal only (not on the block, chunk or thread count); exponentials and logarithms over
 measurements use vectorisable polynomials (:func:`_vexp`, :func:`_vlog`); directions are
 stored as (3, n) rows and no loop reads and writes the same array through two names, so
 that the per-measurement loops vectorise.

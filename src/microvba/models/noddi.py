@@ -216,6 +216,17 @@ class NoddiModel:
         with the noise-floor-aware polish the least-squares ODI is less biased and the
         blend (on a coarse, sub-sampled profile) made the DSI-515 gray-matter ODI worse
         (MAE 0.035 -> 0.053) while changing the 3-shell one by < 0.002.
+    s0
+        ``"fixed"``: S0 = the mean of the b0 volumes, held fixed (the NODDI toolbox's
+        ``FitLinearDT`` default; the two amplitudes sum to 1); ``"fit"``: free amplitudes
+        (S0 measured from all volumes); ``"auto"``: fixed with >= :data:`S0_FIXED_MIN_B0` b0
+        volumes, fitted with a single b0 (whose noise a fixed S0 would carry into every
+        parameter).
+    noise
+        ``"auto"``, ``"b0"``, ``"pairs"``, ``"residual"`` or ``"none"`` (least squares).
+    compat
+        ``"toolbox"``: every choice of the NODDI MATLAB toolbox (S0 fixed at the mean b0,
+        least squares without a floor), for users who must match published toolbox numbers.
 
     Notes
     -----
@@ -235,11 +246,18 @@ class NoddiModel:
        magnitude is the Rician mean of the model :math:`m` for a noise variance
        :math:`\phi`, approximated by :math:`\sqrt{m^2+\phi} + (\sqrt{\pi/2}-1)
        \sqrt\phi\, e^{-m^2/(1.5\phi)}` (exact at :math:`m=0`, within about 1 % elsewhere).
-       :math:`\phi` (in signal units) is fitted freely on :data:`N_FLOOR_SAMPLE` voxels
-       spread over the mask (:meth:`noise_floor`) and its median held fixed for all voxels:
-       the noise level is assumed constant across the mask. Noise-free data give
-       :math:`\phi = 0` (exact recovery). Without the floor, high-b DSI measurements at the
-       noise floor biased ICVF by +0.04 and ODI by +0.015 in white matter.
+       :math:`\phi = \sigma_v^2 / S_{0,v}^2` is each voxel's own noise variance in its own
+       signal units: :math:`\sigma_v` is estimated per voxel (``noise``, see
+       :mod:`microvba.models.noise`: b0 repeats, repeated-direction pairs or fit residuals,
+       pooled 3x3x3 in an image) and recorded as :attr:`NoddiFit.sigma`; the floor term
+       vanishes as :math:`m/\sigma` grows. ``noise="auto"`` uses it on DSI grids and
+       schemes reaching b = 4000 (without it, high-b DSI measurements biased ICVF by +0.04 and
+       ODI by +0.015 in white matter) and least squares on clinical multi-shell schemes
+       (b0 repeats of real scans vary far more than the thermal noise; see
+       :func:`~microvba.models.noise.choose_method`).
+
+    Failed voxels (non-finite data, mean b0 <= 0, all zero) are NaN in the maps and 3 in
+    :attr:`NoddiFit.status`.
 
     See :mod:`microvba.models._noddi_kernels`.
     """
