@@ -93,11 +93,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--voxels", type=int, default=2000, help="voxels per cell")
     ap.add_argument("--no-amico", action="store_true")
+    ap.add_argument("--schemes", default="full,half,3shell",
+                    help="comma-separated subset of full, half, 3shell")
     args = ap.parse_args()
     rng = np.random.default_rng(13)
     full = dsi515()
-    schemes = (("DSI-515 full", full), ("DSI-515 half", half_sphere(full)),
-               ("3-shell", three_shell()))
+    keys = args.schemes.split(",")
+    schemes = [s for k, s in (("full", ("DSI-515 full", full)),
+                              ("half", ("DSI-515 half", half_sphere(full))),
+                              ("3shell", ("3-shell", three_shell()))) if k in keys]
     print("| scheme | tissue | SNR | tool | ICVF r | ICVF MAE | ODI r | ODI MAE | ISOVF r | "
           "ISOVF MAE |")
     print("|---|---|---|---|---|---|---|---|---|---|")

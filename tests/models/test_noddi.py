@@ -104,7 +104,7 @@ def test_noise_floor_per_voxel_and_chunking(dsi515, rng):
     icvf, odi, iso, mu = _truth(rng, 200)
     clean = noddi_signal(dsi515.bvals, dsi515.bvecs, icvf, odi, iso, mu)
     model = NoddiModel(dsi515)
-    assert model.noise_method == "pairs" and model.s0_mode == "fit"
+    assert model.noise_method == "pairs" and model.s0_mode == "fixed"
     sigma = 500.0 / 30
     noisy = 500.0 * _rician(clean, 30, rng)
     est = np.sqrt(model.noise_variance(noisy))

@@ -59,7 +59,8 @@ def test_auto_choices(three_shell, dsi515):
     assert choose_method(5, 0, 7000.0) == "b0"
     assert choose_method(1, 0, 7000.0) == "residual"  # half-sphere DSI, one b0
     assert NoddiModel(three_shell).s0_mode == "fixed"  # several b0s: the toolbox's choice
-    assert NoddiModel(dsi515).s0_mode == "fit"         # one b0: measured
+    assert NoddiModel(dsi515).s0_mode == "fixed"       # one b0: fixed too (simulations)
+    assert NoddiModel(dsi515, s0="fit").s0_mode == "fit"
     tb = NoddiModel(dsi515, compat="toolbox")
     assert (tb.s0_mode, tb.noise_method) == ("fixed", "none")
     for kw, match in ((dict(s0="free"), "'s0' parameter"), (dict(noise="mad"), "'noise'"),

@@ -44,8 +44,9 @@ def add_noddi_options(parser) -> None:
     """``--noddi-s0``, ``--noddi-noise``, ``--noddi-compat`` (checked by
     :func:`microvba.models.noddi.check_noddi_options`: InputError, exit 2)."""
     parser.add_argument("--noddi-s0", default="auto",
-                        help="NODDI S0: 'fixed' at the mean b0 (the NODDI toolbox), 'fit', or "
-                             "'auto' (fixed with >= 2 b0 volumes, fitted with one)")
+                        help="NODDI S0: 'fixed' at the mean b0 (the NODDI toolbox), 'fit' "
+                             "(free amplitudes), or 'auto' (fixed: as accurate or better in "
+                             "simulations, single-b0 DSI included)")
     parser.add_argument("--noddi-noise", default="auto",
                         help="NODDI Rician noise floor, sigma per voxel from: 'b0' repeats, "
                              "repeated-direction 'pairs', fit 'residual's; 'none' (least "

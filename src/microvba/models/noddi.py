@@ -126,10 +126,13 @@ LM_RTOL = 0.0
 LM_DIRECTION = True
 #: S0 modes: "fixed" at the mean b0 (the NODDI toolbox), "fit" (free amplitudes), "auto"
 S0_MODES = ("auto", "fixed", "fit")
-#: "auto" fixes S0 where the mean b0 averages at least this many b0 volumes: its noise is
-#: then sqrt(n) times smaller than one measurement's; a single b0 (some DSI grids) would carry
-#: its noise into every parameter, so S0 is fitted there
-S0_FIXED_MIN_B0 = 2
+#: "auto" fixes S0 where the scheme has at least this many b0 volumes. Chosen from the
+#: independent-simulator grid (benchmarks/bench_noddi_sim.py, RESULTS.md): even with the
+#: single b0 of DSI-515 (S0 0.3-3x, Rician SNR 10/20/50, WM and GM, full and half sphere) a
+#: fixed S0 was as accurate as a fitted one (r within 0.005 at SNR >= 20) and better at SNR
+#: 10 (ICVF r 0.713 vs 0.688 WM, 0.537 vs 0.502 GM): the free amplitudes' S0 is no less
+#: noisy than one b0. So "auto" is the toolbox's choice on every scheme.
+S0_FIXED_MIN_B0 = 1
 #: compatibility presets: "toolbox" reproduces the NODDI MATLAB toolbox's choices (S0 fixed
 #: at the mean b0, least squares without a noise floor)
 COMPAT = ("toolbox",)
@@ -220,8 +223,8 @@ class NoddiModel:
         ``"fixed"``: S0 = the mean of the b0 volumes, held fixed (the NODDI toolbox's
         ``FitLinearDT`` default; the two amplitudes sum to 1); ``"fit"``: free amplitudes
         (S0 measured from all volumes); ``"auto"``: fixed with >= :data:`S0_FIXED_MIN_B0` b0
-        volumes, fitted with a single b0 (whose noise a fixed S0 would carry into every
-        parameter).
+        volumes, i.e. on every scheme (see :data:`S0_FIXED_MIN_B0` for the simulations that
+        chose it, single-b0 DSI included).
     noise
         ``"auto"``, ``"b0"``, ``"pairs"``, ``"residual"`` or ``"none"`` (least squares).
     compat
