@@ -16,15 +16,19 @@ Back ends
 
 from __future__ import annotations
 
-import os
 import traceback
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .._logging import get_logger, progress
+from .._resources import MAX_WORKERS, usable_cores
+from .._validation import InputError, check_option_choice, check_option_number
 
 log = get_logger(__name__)
+
+#: seconds a local cluster may take to start before falling back to serial execution
+CLUSTER_START_TIMEOUT = 20
 
 
 @dataclass
@@ -81,6 +85,10 @@ class SlurmOptions:
     jobs: int = 4
     account: str | None = None
     job_extra_directives: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        check_option_number("--slurm-cores", self.cores, 1, 1024, integer=True)
+        check_option_number("--slurm-jobs", self.jobs, 1, 10000, integer=True)
 
     def cluster(self) -> Any:
         from dask_jobqueue import SLURMCluster
@@ -149,10 +157,61 @@ class DaskExecutor:
 
 def default_workers() -> int:
     """Number of usable cores (respects CPU affinity, e.g. SLURM or taskset)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - macOS
-        return os.cpu_count() or 1
+    return usable_cores()
+
+
+def check_n_jobs(n_jobs: object, oversubscribe: bool = False, option: str = "--n-jobs",
+                 cores: int | None = None) -> int | None:
+    """Validate a worker count; return it capped to the usable cores.
+
+    ``None`` means one worker per usable core. An integer >= 1 is required; more workers
+    than cores (:func:`default_workers`) are reduced to the number of cores with a warning,
+    unless ``oversubscribe`` (``--oversubscribe``) asks for them explicitly; even then at
+    most :data:`microvba._resources.MAX_WORKERS`.
+    """
+    if n_jobs is None:
+        return None
+    n = check_option_number(option, n_jobs, 1, None, integer=True,
+                            hint="the number of worker processes; 1 runs serially")
+    cores = usable_cores() if cores is None else cores
+    if n > MAX_WORKERS:
+        raise InputError(f"{option} {n} is more than {MAX_WORKERS} workers", file=option,
+                         fix=f"Pass {option} of at most {cores} (the usable cores here).")
+    if n > cores and not oversubscribe:
+        log.warning("%s %d is more than the %d usable core(s): using %d (pass --oversubscribe "
+                    "to start %d workers anyway)", option, n, cores, cores, n)
+        return cores
+    return n
+
+
+@dataclass(frozen=True)
+class ExecutionSettings:
+    """Where the work runs (``--n-jobs``, ``--oversubscribe``, ``--scheduler``,
+    ``--cluster``); checked when built, ``n_jobs`` capped to the usable cores."""
+
+    n_jobs: int | None = None
+    oversubscribe: bool = False
+    scheduler: str | None = None
+    cluster: str = "local"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "n_jobs", check_n_jobs(self.n_jobs, self.oversubscribe))
+        check_option_choice("--cluster", self.cluster, ("local", "slurm"))
+        if self.scheduler is not None and "://" not in str(self.scheduler):
+            raise InputError(f"--scheduler must be an address such as tcp://HOST:PORT; got "
+                             f"{self.scheduler!r}", file="--scheduler",
+                             fix="Pass the address the Dask scheduler prints, e.g. "
+                                 "tcp://10.0.0.1:8786.")
+
+
+def _local_cluster(n: int, memory_limit: str) -> Any:
+    """A ``LocalCluster`` of ``n`` processes; raises when it cannot start (e.g. no loopback
+    network), quickly rather than after Dask's 60 s default."""
+    from distributed import LocalCluster
+
+    return LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                        memory_limit=memory_limit, dashboard_address=None,
+                        timeout=CLUSTER_START_TIMEOUT)
 
 
 def make_executor(n_jobs: int | None = None, scheduler: str | None = None,
@@ -189,12 +248,18 @@ def make_executor(n_jobs: int | None = None, scheduler: str | None = None,
     n = default_workers() if n_jobs is None else int(n_jobs)
     if n <= 1:
         return SerialExecutor()
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
-    local = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                         memory_limit=memory_limit, dashboard_address=None)
+    try:
+        local = _local_cluster(n, memory_limit)
+        client = Client(local)
+    except Exception as exc:  # noqa: BLE001 - e.g. no network (loopback down), port limits
+        log.warning("could not start local worker processes (%s: %s); running serially "
+                    "instead. On a machine without networking pass --n-jobs 1 to skip this "
+                    "attempt.", type(exc).__name__, " ".join(str(exc).split())[:200])
+        return SerialExecutor()
     log.info("started a local Dask cluster with %d worker processes", n)
-    return DaskExecutor(Client(local), local, remote=False)
+    return DaskExecutor(client, local, remote=False)
 
 
 def summarise_failures(results: Iterable[TaskResult], what: str = "subject") -> list[str]:
