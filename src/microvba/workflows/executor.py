@@ -16,9 +16,11 @@ Back ends
 
 from __future__ import annotations
 
+import os
 import traceback
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .._logging import get_logger, progress
@@ -48,6 +50,56 @@ def _safe_call(func: Callable[[Any], Any], item: Any) -> TaskResult:
     except Exception as exc:  # noqa: BLE001 - one subject's failure must not stop the others
         log.debug("task %r failed:\n%s", item, traceback.format_exc())
         return TaskResult(item, False, error=f"{type(exc).__name__}: {exc}")
+
+
+#: messages Dask logs while a cluster is shut down mid-run (Ctrl-C, SIGTERM): the tasks it
+#: cancels and the connections it closes are expected then, not errors worth a traceback
+_SHUTDOWN_NOISE = ("ended with CancelledError", "Failed to communicate with scheduler during "
+                   "heartbeat", "Worker process still alive after", "Stream is closed",
+                   "Connection to scheduler broken", "Scheduler closing")
+_DASK_LOGGERS = ("distributed", "distributed.worker", "distributed.worker.state_machine",
+                 "distributed.nanny", "distributed.core", "distributed.comm",
+                 "distributed.comm.tcp", "distributed.scheduler", "distributed.client",
+                 "distributed.batched", "distributed.worker.memory")
+
+
+class ShutdownNoiseFilter:
+    """Logging filter dropping :data:`_SHUTDOWN_NOISE` records (with their tracebacks)."""
+
+    def filter(self, record: object) -> bool:
+        try:
+            text = record.getMessage()  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001 - a malformed record: keep it
+            return True
+        if getattr(record, "exc_info", None):
+            text += " " + repr(record.exc_info[1])  # type: ignore[attr-defined,index]
+        return not any(s in text for s in _SHUTDOWN_NOISE)
+
+
+def quiet_shutdown() -> None:
+    """Install :class:`ShutdownNoiseFilter` on Dask's loggers of this process (once)."""
+    import logging
+
+    for name in _DASK_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, ShutdownNoiseFilter) for f in logger.filters):
+            logger.addFilter(ShutdownNoiseFilter())
+
+
+class QuietShutdownPlugin:
+    """Worker plugin running :func:`quiet_shutdown` in every worker process."""
+
+    name = "microvba-quiet-shutdown"
+    idempotent = True
+
+    def setup(self, worker: object) -> None:
+        quiet_shutdown()
+
+    def teardown(self, worker: object) -> None:
+        pass
+
+    def transition(self, *args: object, **kwargs: object) -> None:
+        pass
 
 
 class SerialExecutor:
@@ -144,9 +196,13 @@ class DaskExecutor:
         return self.client.gather(futures)
 
     def close(self) -> None:
-        self.client.close()
-        if self.cluster is not None:
-            self.cluster.close()
+        try:
+            self.client.close()
+            if self.cluster is not None:
+                self.cluster.close()
+        finally:
+            if not self.remote:  # local workers are gone: remove what they left in /tmp
+                clean_stale_tempdirs()
 
     def __enter__(self) -> DaskExecutor:
         return self
@@ -204,6 +260,16 @@ class ExecutionSettings:
                                  "tcp://10.0.0.1:8786.")
 
 
+def _register_quiet(client: Any) -> None:
+    try:
+        from distributed.diagnostics.plugin import WorkerPlugin
+
+        plugin = type("MicrovbaQuietShutdown", (QuietShutdownPlugin, WorkerPlugin), {})
+        client.register_plugin(plugin())
+    except Exception as exc:  # noqa: BLE001 - cosmetic: never stop a run for it
+        log.debug("could not register the worker log filter: %s", exc)
+
+
 def _local_cluster(n: int, memory_limit: str) -> Any:
     """A ``LocalCluster`` of ``n`` processes; raises when it cannot start (e.g. no loopback
     network), quickly rather than after Dask's 60 s default."""
@@ -232,6 +298,7 @@ def make_executor(n_jobs: int | None = None, scheduler: str | None = None,
     memory_limit
         Per-worker memory limit of a local cluster (Dask syntax, ``"auto"`` splits RAM).
     """
+    clean_stale_tempdirs()  # left by earlier runs that were killed
     if scheduler:
         from distributed import Client
 
@@ -250,9 +317,11 @@ def make_executor(n_jobs: int | None = None, scheduler: str | None = None,
         return SerialExecutor()
     from distributed import Client
 
+    quiet_shutdown()
     try:
         local = _local_cluster(n, memory_limit)
         client = Client(local)
+        _register_quiet(client)
     except Exception as exc:  # noqa: BLE001 - e.g. no network (loopback down), port limits
         log.warning("could not start local worker processes (%s: %s); running serially "
                     "instead. On a machine without networking pass --n-jobs 1 to skip this "
@@ -260,6 +329,53 @@ def make_executor(n_jobs: int | None = None, scheduler: str | None = None,
         return SerialExecutor()
     log.info("started a local Dask cluster with %d worker processes", n)
     return DaskExecutor(client, local, remote=False)
+
+
+#: prefix of the temporary folders of registrations (:mod:`microvba.registration.ants`)
+TEMP_PREFIXES = ("microvba-xfm-",)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale_tempdirs(root: str | None = None, max_age_s: float = 86400.0) -> int:
+    """Remove temporary folders left by killed microvba processes; return how many.
+
+    A folder ``<tmp>/microvba-xfm-<pid>-*`` is removed when process ``<pid>`` no longer
+    runs; one without a process id (older versions) when it is older than ``max_age_s``.
+    Only the current user's folders are touched.
+    """
+    import re
+    import shutil
+    import tempfile
+    import time
+
+    base = Path(root or tempfile.gettempdir())
+    removed = 0
+    for prefix in TEMP_PREFIXES:
+        for path in base.glob(prefix + "*"):
+            try:
+                st = path.lstat()
+            except OSError:
+                continue
+            if not path.is_dir() or path.is_symlink() or st.st_uid != os.getuid():
+                continue
+            m = re.match(re.escape(prefix) + r"(\d+)-", path.name)
+            stale = (not _pid_alive(int(m.group(1)))) if m else \
+                time.time() - st.st_mtime > max_age_s
+            if stale:
+                shutil.rmtree(path, ignore_errors=True)
+                removed += not path.exists()
+    if removed:
+        log.debug("removed %d stale temporary folder(s) from %s", removed, base)
+    return removed
 
 
 def summarise_failures(results: Iterable[TaskResult], what: str = "subject") -> list[str]:
