@@ -277,8 +277,21 @@ def _load_images(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, obje
             raise InputError(f"cannot read the image ({exc})", file=path,
                              fix="Pass readable NIfTI files.") from exc
 
+    from .._resources import image_size_problem
+
     imgs = [load(p) for p in inputs]
     mask_img = load(args.mask)
+    for p, im in [*zip(inputs, imgs, strict=True), (args.mask, mask_img)]:
+        too_big = image_size_problem(p, im, itemsize=8 if p == args.mask else 4)
+        if too_big is not None:
+            raise InputError(*too_big[:1], file=p, fix=too_big[1])
+    # the data of every input as float32 together (the stacked subjects x voxels array)
+    total = sum(int(np.prod(im.shape, dtype=np.float64)) for im in imgs) * 4
+    from .._resources import check_memory
+
+    check_memory(int(total), "reading the input images", inputs[0] if len(inputs) == 1
+                 else "inputs", "Analyse fewer or smaller images (e.g. a coarser grid), or "
+                                "run on a machine with more memory.")
     if len(imgs) == 1:
         img = imgs[0]
         if len(img.shape) != 4:

@@ -50,6 +50,7 @@ import numpy as np
 import pandas as pd
 
 from .._logging import get_logger, progress
+from .._resources import image_size_problem
 from .._validation import InputError, ProblemCollector, check_positive_int
 from .gradients import (
     B0_THRESHOLD,
@@ -661,6 +662,10 @@ def _check_dwi_image(series: DwiSeries, problems: ProblemCollector) -> Any:
         problems.add(series.dwi, f"the DWI must be 4-D; it has shape {img.shape}",
                      "Re-export the DWI as a 4-D series (x, y, z, volume).")
         return None
+    too_big = image_size_problem(series.dwi, img)  # before reading any voxel
+    if too_big is not None:
+        problems.add(series.dwi, *too_big)
+        return None
     check_image_data(series.dwi, img, problems)
     return img
 
@@ -702,6 +707,8 @@ def _check_subject(subject: Subject, problems: ProblemCollector, check_images: b
             if len(t1.shape) != 3 and not (len(t1.shape) == 4 and t1.shape[3] == 1):
                 found.add(subject.t1w, f"the T1w image must be 3-D; shape {t1.shape}",
                           "Provide a single 3-D T1-weighted volume.")
+            elif (too_big := image_size_problem(subject.t1w, t1)) is not None:
+                found.add(subject.t1w, *too_big)
             else:
                 check_image_data(subject.t1w, t1, found)
     for s, img in zip(subject.series, images, strict=True):
