@@ -108,7 +108,7 @@ def check_regular_file(path: str | Path, what: str = "file",
                 "a named pipe (FIFO)" if stat.S_ISFIFO(st.st_mode) else
                 "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else
                 "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
-        raise InputError(f"the {what} is {kind}, not a regular file", file=path,
+        raise InputError(f"cannot read the {what}: it is {kind}, not a regular file", file=path,
                          fix=f"Pass the {what} as a regular file (copy the content into a "
                              "file first).")
     if max_bytes is not None and st.st_size > max_bytes:
@@ -196,17 +196,17 @@ def permutation_bytes(n_perm: int, n_images: int = 1, n_signs: int = 2, n_stats:
 def check_permutations(n_perm: int, option: str = "--n-perm", **sizes: int) -> int:
     """Refuse a permutation count whose storage (:func:`permutation_bytes`) exceeds the
     available memory; return the estimate in bytes."""
+    needed = permutation_bytes(n_perm, **sizes)
+    per_perm = max(needed - permutation_bytes(0, **sizes), 1) / max(int(n_perm), 1)
+    room = min(max(int((MEMORY_FRACTION * available_memory() - permutation_bytes(0, **sizes))
+                       // per_perm), 0), MAX_PERMUTATIONS)
+    check_memory(needed, f"{option} {n_perm} (null distributions of the maxima)", option,
+                  f"Pass {option} of at most {room:,} here (5000 gives p down to 0.0002; "
+                  "10000 is ample for FWE p-values).")
     if int(n_perm) > MAX_PERMUTATIONS:
         raise InputError(f"{option} {n_perm} is more than {MAX_PERMUTATIONS:,} permutations "
                          "(days of computing for no gain in precision: the Monte-Carlo "
                          "standard error of p = 0.05 is already 0.00007 at 10^7)", file=option,
                          fix=f"Pass {option} of at most {MAX_PERMUTATIONS:,} (5000 as FSL "
                              "randomise; 10000 is ample for FWE p-values).")
-    needed = permutation_bytes(n_perm, **sizes)
-    per_perm = max(needed - permutation_bytes(0, **sizes), 1) / max(int(n_perm), 1)
-    room = max(int((MEMORY_FRACTION * available_memory() - permutation_bytes(0, **sizes))
-                   // per_perm), 0)
-    check_memory(needed, f"{option} {n_perm} (null distributions of the maxima)", option,
-                  f"Pass {option} of at most {room:,} here (5000 gives p down to 0.0002; "
-                  "10000 is ample for FWE p-values).")
     return needed

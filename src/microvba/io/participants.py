@@ -141,7 +141,7 @@ def read_participants(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     try:
         if path.exists():  # a FIFO or /dev/zero is refused before it is opened
-            check_regular_file(path, "participants table", MAX_TABLE_BYTES)
+            check_regular_file(path, "file", MAX_TABLE_BYTES)
         text = path.read_bytes().decode("utf-8-sig")
     except FileNotFoundError as exc:
         raise InputError("participants.tsv not found", file=path,
