@@ -439,3 +439,27 @@ def test_disk_full_names_the_path_and_the_fix(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "No space left on device" in err and "fa_tstat1.nii.gz" in err
     assert "free disk space" in err and "Traceback" not in err
+
+
+def test_loopback_down_falls_back_at_once_in_a_network_namespace(tmp_path):
+    import shutil
+
+    if shutil.which("unshare") is None or subprocess.run(
+            ["unshare", "-n", "true"], capture_output=True).returncode != 0:
+        pytest.skip("cannot create a network namespace here (needs unshare and privileges)")
+    code = ("from microvba._logging import configure; configure(0)\n"
+            "from microvba.workflows.executor import make_executor, loopback_works\n"
+            "assert not loopback_works()\n"
+            "ex = make_executor(n_jobs=2)\n"
+            "print(type(ex).__name__, [r.value for r in ex.map(abs, [-1, -2])])\n")
+    res = subprocess.run(["unshare", "-n", sys.executable, "-c", code], capture_output=True,
+                         text=True, timeout=120, env={**os.environ, "MICROVBA_PROGRESS": "0"})
+    assert res.returncode == 0, res.stderr
+    assert "SerialExecutor [1, 2]" in res.stdout
+    assert "--n-jobs 1" in res.stderr and "loopback" in res.stderr
+
+
+def test_loopback_works_on_a_normal_machine():
+    from microvba.workflows.executor import loopback_works
+
+    assert loopback_works()

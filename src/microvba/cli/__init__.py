@@ -160,7 +160,7 @@ def _os_error(exc: OSError, log: logging.Logger) -> int:
     """An operating-system error (disk full, quota, permission) with the path and a fix."""
     import errno
 
-    where = f" writing {exc.filename}" if exc.filename else ""
+    where = f" ({exc.filename})" if exc.filename else ""
     fixes = {errno.ENOSPC: "free disk space (or choose an OUTPUT_DIR on a disk with room) and "
                            "re-run: finished outputs are kept and the run resumes",
              errno.EDQUOT: "free space within your disk quota (or choose another OUTPUT_DIR) "

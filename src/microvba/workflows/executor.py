@@ -270,14 +270,31 @@ def _register_quiet(client: Any) -> None:
         log.debug("could not register the worker log filter: %s", exc)
 
 
+def loopback_works(timeout: float = 2.0) -> bool:
+    """Whether a TCP connection to 127.0.0.1 can be made (not so in a network namespace
+    whose loopback is down, where a local cluster would wait for its timeout)."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as server:
+            server.bind(("127.0.0.1", 0))
+            server.listen(1)
+            with socket.create_connection(server.getsockname(), timeout=timeout):
+                pass
+        return True
+    except OSError:
+        return False
+
+
 def _local_cluster(n: int, memory_limit: str) -> Any:
     """A ``LocalCluster`` of ``n`` processes; raises when it cannot start (e.g. no loopback
     network), quickly rather than after Dask's 60 s default."""
+    import dask
     from distributed import LocalCluster
 
-    return LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                        memory_limit=memory_limit, dashboard_address=None,
-                        timeout=CLUSTER_START_TIMEOUT)
+    with dask.config.set({"distributed.comm.timeouts.connect": f"{CLUSTER_START_TIMEOUT}s"}):
+        return LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                            memory_limit=memory_limit, dashboard_address=None)
 
 
 def make_executor(n_jobs: int | None = None, scheduler: str | None = None,
@@ -319,6 +336,9 @@ def make_executor(n_jobs: int | None = None, scheduler: str | None = None,
 
     quiet_shutdown()
     try:
+        if not loopback_works():
+            raise OSError("the loopback network (127.0.0.1) is down or missing, which the "
+                          "local Dask cluster needs")
         local = _local_cluster(n, memory_limit)
         client = Client(local)
         _register_quiet(client)
