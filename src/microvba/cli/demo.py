@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from ..workflows.participant import ParticipantSettings, run_participant
 
     scale = _effect_scale(args)  # checked before anything is written
+    _check_options(args)
     out = Path(args.out)
     bids = out / "bids"
     deriv = out / "derivatives" / "microvba"
@@ -76,6 +77,18 @@ def run(args: argparse.Namespace) -> int:
           f"{summary.get('false_clusters', '?')} cluster(s) outside the planted regions; "
           f"report: {deriv / 'group' / 'report.html'}")
     return 0
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """Every option checked by the settings objects before anything is simulated."""
+    from .._validation import check_option_number
+    from ..workflows.executor import ExecutionSettings
+    from ..workflows.group import GroupSettings
+
+    check_option_number("--n-subjects", args.n_subjects, 8, 10000, integer=True,
+                        hint="a cohort needs 8 subjects to plant correlations with 4 covariates")
+    args.n_jobs = ExecutionSettings(n_jobs=args.n_jobs).n_jobs
+    GroupSettings(score="resilience", n_perm=args.n_perm or 1000, seed=args.seed)
 
 
 def _effect_scale(args: argparse.Namespace) -> float:
