@@ -61,6 +61,11 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"{label} file not found", file=p,
                              fix="Check the path (relative paths start in the current folder).")
     check_output_dir(args.output)
+    from ..io.bids import check_image_file
+
+    check_image_file(args.dwi)  # gzip CRC, voxel sizes, scaling: before anything is written
+    if args.mask is not None:
+        check_image_file(args.mask, signal=False)
     paths = fit_image(args.dwi, args.bval, args.bvec, args.output, prefix_from_dwi(args.dwi),
                       mask_path=args.mask, models=args.model, d_par=args.d_par,
                       tissue=args.tissue, d_iso=args.d_iso, dti_bmax=args.dti_bmax,

@@ -208,11 +208,15 @@ def _load_images(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, obje
             raise InputError("file not found", file=path, fix="Check the path.")
 
     def load(path: Path):
+        from ..io.bids import check_image_file
+
         try:
-            return nib.load(str(path))
+            img = nib.load(str(path))
         except Exception as exc:  # noqa: BLE001 - nibabel raises many types for bad files
             raise InputError(f"cannot read the image ({exc})", file=path,
                              fix="Pass readable NIfTI files.") from exc
+        check_image_file(path, signal=False)  # gzip CRC, truncation, voxel sizes
+        return img
 
     imgs = [load(p) for p in inputs]
     mask_img = load(args.mask)

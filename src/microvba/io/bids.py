@@ -59,7 +59,7 @@ from .gradients import (
     read_bvals,
     read_bvecs,
 )
-from .nifti import scaling_problem, scan_nifti, voxel_size_problem
+from .nifti import gzip_problem, scaling_problem, scan_nifti, voxel_size_problem
 from .participants import column_problems, read_participants
 
 log = get_logger(__name__)
@@ -534,6 +534,11 @@ def _load_header(path: Path, problems: ProblemCollector) -> Any:
         shape = img.shape
         np.dtype(img.get_data_dtype())
     except nifti_read_errors() as exc:
+        stream = gzip_problem(path) if path.name.endswith(".gz") else None
+        if stream is not None:  # small files: gzip checks the CRC while reading the header
+            problems.add(path, f"truncated or corrupt image data ({stream})",
+                         "Copy or re-export the file again (check the copy with gzip -t).")
+            return None
         problems.add(path, f"not a readable NIfTI image ({_describe(exc)})",
                      nifti_read_fix(path))
         return None
@@ -541,7 +546,7 @@ def _load_header(path: Path, problems: ProblemCollector) -> Any:
         problems.add(path, f"image has an empty dimension (shape {shape})",
                      "Re-export the image; every dimension must be at least 1.")
         return None
-    found = voxel_size_problem(img)
+    found = voxel_size_problem(img, path)
     if found is not None:
         problems.add(path, found,
                      "Fix the header's voxel sizes (pixdim) and qform/sform, e.g. re-export "
@@ -575,8 +580,28 @@ def _blocks(shape: tuple[int, ...], chunk_bytes: int) -> Iterator[tuple]:
             yield (slice(None), slice(None), slice(k, min(k + per, nz)), t)
 
 
+def check_image_file(path: str | Path, signal: bool = True) -> None:
+    """Check one NIfTI input file outside a BIDS dataset (``fit``, ``randomise``).
+
+    The header (readable, no empty dimension, finite positive voxel sizes) and one streamed
+    pass over the file (gzip CRC, truncation, NaN/inf values and, when ``signal``, that some
+    voxel is positive after scaling), as :func:`validate_dataset` does for BIDS images.
+
+    Raises
+    ------
+    InputError
+        Naming ``path``, what is wrong and the fix.
+    """
+    path = Path(path)
+    problems = ProblemCollector()
+    img = _load_header(path, problems)
+    if img is not None:
+        check_image_data(path, img, problems, signal=signal)
+    problems.raise_if_any()
+
+
 def check_image_data(path: Path, img: Any, problems: ProblemCollector,
-                     chunk_bytes: int = CHUNK_BYTES) -> None:
+                     chunk_bytes: int = CHUNK_BYTES, signal: bool = True) -> None:
     """Read ``path`` to its end once (:func:`~microvba.io.nifti.scan_nifti`) and report it.
 
     Reported: a gzip CRC or length mismatch, a truncated stream or data block, NaN or
@@ -601,11 +626,11 @@ def check_image_data(path: Path, img: Any, problems: ProblemCollector,
                      "Copy or re-export the file again (check the copy with gzip -t); its "
                      "data ends before the header says or does not decompress intact.")
         return
-    if scan.n_nonfinite:
+    if scan.n_nonfinite and signal:
         problems.add(path, f"{scan.n_nonfinite} voxel value(s) are NaN or infinite",
                      "Re-export the image, or replace non-finite values (e.g. by 0) before "
                      "running microvba.")
-    found = scaling_problem(img, scan)
+    found = scaling_problem(img, scan) if signal else None
     if found is not None:
         problems.add(path, found,
                      "Fix the header's scaling (e.g. nibabel: img.header.set_slope_inter(1, 0) "

@@ -21,6 +21,7 @@ the header (``pixdim[1:4]``) and of the affine (column norms of its 3 x 3 part).
 from __future__ import annotations
 
 import math
+import struct
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -115,6 +116,29 @@ def _data_blocks(chunks: Iterator[bytes], offset: int, n_bytes: int,
                        f"the stream has {max(pos - offset, 0)}")
 
 
+def gzip_problem(path: str | Path) -> str | None:
+    """What is wrong with the gzip stream of ``path`` (read to its end), or None."""
+    try:
+        for _ in _gzip_chunks(Path(path), CHUNK_BYTES):
+            pass
+    except zlib.error as exc:
+        return f"corrupt compressed data ({_zlib_text(exc)})"
+    except EOFError as exc:
+        return f"truncated image ({exc})"
+    except OSError:
+        return None
+    return None
+
+
+def _zlib_text(exc: BaseException) -> str:
+    text = str(exc)
+    if "incorrect data check" in text:
+        return "gzip CRC-32 mismatch: the decompressed data differ from what was written"
+    if "incorrect length check" in text:
+        return "gzip length mismatch: the decompressed size differs from what was written"
+    return text
+
+
 def scan_nifti(path: str | Path, img: Any, chunk_bytes: int = CHUNK_BYTES) -> NiftiScan:
     """Read ``path`` to its end once; check its gzip CRC and the values of its data block.
 
@@ -152,12 +176,7 @@ def scan_nifti(path: str | Path, img: Any, chunk_bytes: int = CHUNK_BYTES) -> Ni
         for _ in chunks:  # the rest of the stream (extensions after the data, trailer, CRC)
             pass
     except zlib.error as exc:
-        text = str(exc)
-        if "incorrect data check" in text:
-            text = "gzip CRC-32 mismatch: the decompressed data differ from what was written"
-        elif "incorrect length check" in text:
-            text = "gzip length mismatch: the decompressed size differs from what was written"
-        scan.problem = f"corrupt compressed data ({text})"
+        scan.problem = f"corrupt compressed data ({_zlib_text(exc)})"
     except EOFError as exc:
         scan.problem = f"truncated image ({exc})"
     except OSError as exc:
@@ -193,27 +212,51 @@ def scaling_problem(img: Any, scan: NiftiScan) -> str | None:
             "must have positive values")
 
 
-def voxel_size_problem(img: Any) -> str | None:
+def raw_pixdim(path: str | Path) -> list[float] | None:
+    """``pixdim[1:4]`` as stored in the file (nibabel replaces 0 and negative values on load).
+
+    NIfTI-1 (``sizeof_hdr`` 348: float32 at byte 80) and NIfTI-2 (540: float64 at byte 112),
+    either byte order; None when the header is neither.
+    """
+    import gzip
+
+    try:
+        with open(path, "rb") as fh:
+            gz = fh.read(2) == b"\x1f\x8b"
+        with (gzip.open(path, "rb") if gz else open(path, "rb")) as fh:
+            head = fh.read(540)
+    except (OSError, EOFError, zlib.error):
+        return None
+    for order in "<>":
+        if len(head) >= 348 and struct.unpack(order + "i", head[:4])[0] == 348:
+            return list(struct.unpack(order + "3f", head[80:92]))
+        if len(head) >= 540 and struct.unpack(order + "i", head[:4])[0] == 540:
+            return list(struct.unpack(order + "3d", head[112:136]))
+    return None
+
+
+def voxel_size_problem(img: Any, path: str | Path | None = None) -> str | None:
     """A message when a voxel size is zero, negative or not finite, else None.
 
-    Both the header's ``pixdim[1:4]`` and the voxel sizes of the affine (norms of the columns
-    of its 3 x 3 part, :math:`\\lVert A_{:,j} \\rVert`) must be finite and positive; the affine
-    must also be finite (nibabel cannot decompose it otherwise).
+    Both the header's ``pixdim[1:4]`` (as stored in ``path``, before nibabel silently
+    replaces zeros by 1 and negatives by their absolute value) and the voxel sizes of the
+    affine (norms of the columns of its 3 x 3 part, :math:`\\lVert A_{:,j} \\rVert`) must be
+    finite and positive, and the affine invertible (else nibabel cannot decompose it:
+    "Could not decompose affine").
     """
-    header = img.header
-    try:
-        pixdim = [float(v) for v in np.asarray(header["pixdim"]).ravel()[1:4]]
-    except (KeyError, ValueError, TypeError):
-        pixdim = [float(v) for v in header.get_zooms()[:3]]
-    bad = [v for v in pixdim[: min(3, len(img.shape))] if not (math.isfinite(v) and v > 0)]
+    pixdim = raw_pixdim(path) if path is not None else None
+    if pixdim is None:
+        pixdim = [float(v) for v in np.asarray(img.header["pixdim"]).ravel()[1:4]]
+    n = min(3, len(img.shape))
+    bad = [v for v in pixdim[:n] if not (math.isfinite(v) and v > 0)]
     if bad:
         return (f"voxel size(s) {bad} in the header (pixdim[1:4] = "
                 f"{', '.join(f'{v:g}' for v in pixdim)}) are not finite positive numbers")
     affine = np.asarray(img.affine, dtype=np.float64)
     if not np.all(np.isfinite(affine)):
-        return "the voxel-to-world affine holds NaN or infinite values"
+        return "the voxel-to-world affine (qform/sform) holds NaN or infinite values"
     sizes = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     if np.any(sizes <= 0) or abs(np.linalg.det(affine[:3, :3])) <= 0:
-        return (f"the voxel-to-world affine is singular (voxel sizes "
-                f"{', '.join(f'{v:g}' for v in sizes)} mm)")
+        return (f"the voxel-to-world affine (qform/sform) is singular: voxel sizes "
+                f"{', '.join(f'{v:g}' for v in sizes)} mm")
     return None
