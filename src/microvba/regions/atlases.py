@@ -76,12 +76,12 @@ def packaged_file(name: str) -> Path:
     return Path(__file__).resolve().parents[1] / "data" / name
 
 
-def brainnetome_missing_error(path: Path, what: str = "the Brainnetome BN-246 atlas image"
+def brainnetome_missing_error(path: Path, what: str = "the Brainnetome BN-246 atlas"
                               ) -> InputError:
     """The error for a missing BN-246 image: it names the one command that fixes it."""
     root = path.parents[2] if len(path.parents) > 2 else path.parent
     return InputError(
-        f"{what} is missing",
+        f"{what} is not in {path.parent} (missing {path.name})",
         file=path,
         fix=f"Run 'microvba data fetch --database brainnetome --data-dir {root}' (downloads "
             f"it from the publisher, checksum-verified), or point --data-dir / "
