@@ -210,13 +210,12 @@ def _load_images(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, obje
     def load(path: Path):
         from ..io.bids import check_image_file
 
+        check_image_file(path, signal=False)  # readable, gzip CRC, truncation, voxel sizes
         try:
-            img = nib.load(str(path))
+            return nib.load(str(path))
         except Exception as exc:  # noqa: BLE001 - nibabel raises many types for bad files
             raise InputError(f"cannot read the image ({exc})", file=path,
                              fix="Pass readable NIfTI files.") from exc
-        check_image_file(path, signal=False)  # gzip CRC, truncation, voxel sizes
-        return img
 
     imgs = [load(p) for p in inputs]
     mask_img = load(args.mask)
