@@ -152,6 +152,9 @@ def scan_nifti(path: str | Path, img: Any, chunk_bytes: int = CHUNK_BYTES) -> Ni
         Largest piece of data held at once.
     """
     path = Path(path)
+    image_file = getattr(img, "file_map", {}).get("image")
+    if image_file is not None and image_file.filename:  # an .hdr/.img pair: the data file
+        path = Path(image_file.filename)
     dtype = np.dtype(img.header.get_data_dtype())
     offset = int(getattr(img.dataobj, "offset", img.header.get_data_offset()))
     n_bytes = int(np.prod(img.shape, dtype=np.int64)) * dtype.itemsize
