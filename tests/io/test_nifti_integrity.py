@@ -229,3 +229,15 @@ def test_fit_cli_refuses_a_corrupted_dwi(tmp_path, capsys):
     assert "sub-01_dwi.nii.gz" in err and "CRC-32" in err
     assert "Traceback" not in err
     assert not out.exists()
+
+
+def test_fit_cli_refuses_a_negative_slope_but_judges_nan_itself(tmp_path, capsys):
+    """fit: a slope of -1 is refused at the door; NaN handling stays the fit's (in-mask)."""
+    bids = make_bids(tmp_path, n_subjects=1, dwi_bytes=SLOPE_MINUS_1)
+    d = bids / "sub-01" / "dwi"
+    out = tmp_path / "fit_out"
+    code = main(["fit", str(d / "sub-01_dwi.nii.gz"), "--bval", str(d / "sub-01_dwi.bval"),
+                 "--bvec", str(d / "sub-01_dwi.bvec"), "-o", str(out), "--model", "tensor"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and "scl_slope = -1" in err and "sub-01_dwi.nii.gz" in err
+    assert not out.exists()

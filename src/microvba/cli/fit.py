@@ -63,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(args.output)
     from ..io.bids import check_image_file
 
-    check_image_file(args.dwi)  # gzip CRC, voxel sizes, scaling: before anything is written
+    # gzip CRC, voxel sizes, a scaling that leaves no positive signal: before anything is
+    # written (NaN/inf values are judged within the mask by the fit itself)
+    check_image_file(args.dwi, signal=False, scaling=True)
     if args.mask is not None:
         check_image_file(args.mask, signal=False)
     paths = fit_image(args.dwi, args.bval, args.bvec, args.output, prefix_from_dwi(args.dwi),

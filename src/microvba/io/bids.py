@@ -526,6 +526,14 @@ def nifti_read_fix(path: Path) -> str:
             "dcm2niix).")
 
 
+def _is_gzip(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(2) == b"\x1f\x8b"
+    except OSError:
+        return False
+
+
 def _load_header(path: Path, problems: ProblemCollector) -> Any:
     import nibabel as nib
 
@@ -534,7 +542,7 @@ def _load_header(path: Path, problems: ProblemCollector) -> Any:
         shape = img.shape
         np.dtype(img.get_data_dtype())
     except nifti_read_errors() as exc:
-        stream = gzip_problem(path) if path.name.endswith(".gz") else None
+        stream = gzip_problem(path) if _is_gzip(path) else None
         if stream is not None:  # small files: gzip checks the CRC while reading the header
             problems.add(path, f"truncated or corrupt image data ({stream})",
                          "Copy or re-export the file again (check the copy with gzip -t).")
@@ -580,12 +588,12 @@ def _blocks(shape: tuple[int, ...], chunk_bytes: int) -> Iterator[tuple]:
             yield (slice(None), slice(None), slice(k, min(k + per, nz)), t)
 
 
-def check_image_file(path: str | Path, signal: bool = True) -> None:
+def check_image_file(path: str | Path, signal: bool = True, scaling: bool = False) -> None:
     """Check one NIfTI input file outside a BIDS dataset (``fit``, ``randomise``).
 
     The header (readable, no empty dimension, finite positive voxel sizes) and one streamed
-    pass over the file (gzip CRC, truncation, NaN/inf values and, when ``signal``, that some
-    voxel is positive after scaling), as :func:`validate_dataset` does for BIDS images.
+    pass over the file (gzip CRC, truncation; see :func:`check_image_data` for ``signal``
+    and ``scaling``), as :func:`validate_dataset` does for BIDS images.
 
     Raises
     ------
@@ -596,17 +604,22 @@ def check_image_file(path: str | Path, signal: bool = True) -> None:
     problems = ProblemCollector()
     img = _load_header(path, problems)
     if img is not None:
-        check_image_data(path, img, problems, signal=signal)
+        check_image_data(path, img, problems, signal=signal, scaling=scaling)
     problems.raise_if_any()
 
 
 def check_image_data(path: Path, img: Any, problems: ProblemCollector,
-                     chunk_bytes: int = CHUNK_BYTES, signal: bool = True) -> None:
+                     chunk_bytes: int = CHUNK_BYTES, signal: bool = True,
+                     scaling: bool = False) -> None:
     """Read ``path`` to its end once (:func:`~microvba.io.nifti.scan_nifti`) and report it.
 
     Reported: a gzip CRC or length mismatch, a truncated stream or data block, NaN or
     infinite values, and a scaling (``scl_slope``, ``scl_inter``) under which no voxel is
     positive. About ``chunk_bytes`` of data are held at once whatever the image size.
+
+    ``signal`` (an image of signal intensities, DWI or T1w) reports NaN/inf values and an
+    image without any positive voxel; otherwise ``scaling`` reports only a scaling that
+    turns positive stored values into none positive (e.g. ``scl_slope = -1``).
     """
     if path.name.endswith(".nii"):  # uncompressed: the size tells truncation before reading
         offset = getattr(img.dataobj, "offset", None)
@@ -630,7 +643,12 @@ def check_image_data(path: Path, img: Any, problems: ProblemCollector,
         problems.add(path, f"{scan.n_nonfinite} voxel value(s) are NaN or infinite",
                      "Re-export the image, or replace non-finite values (e.g. by 0) before "
                      "running microvba.")
-    found = scaling_problem(img, scan) if signal else None
+    if signal:  # an image of signal intensities: some voxel must be positive
+        found = scaling_problem(img, scan)
+    elif scaling:  # only a scaling that turns positive stored values into none positive
+        found = scaling_problem(img, scan, any_cause=False)
+    else:
+        found = None
     if found is not None:
         problems.add(path, found,
                      "Fix the header's scaling (e.g. nibabel: img.header.set_slope_inter(1, 0) "

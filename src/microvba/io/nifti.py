@@ -199,14 +199,19 @@ def scaled_range(img: Any, scan: NiftiScan) -> tuple[float, float] | None:
     return ends[0], ends[1]
 
 
-def scaling_problem(img: Any, scan: NiftiScan) -> str | None:
+def scaling_problem(img: Any, scan: NiftiScan, any_cause: bool = True) -> str | None:
     """A message when no voxel is positive after scaling (all signal <= 0), else None.
 
     A negative ``scl_slope`` (or an ``scl_inter`` that shifts every value below 0) turns a
     magnitude image into one whose signal is never positive: every model fit then fails.
+    With ``any_cause=False`` only that case is reported (stored values of which some are
+    positive, none after scaling); otherwise also an image whose stored values are all
+    <= 0.
     """
     rng = scaled_range(img, scan)
     if rng is None or rng[1] > 0:
+        return None
+    if not any_cause and not (scan.raw_max is not None and scan.raw_max > 0):
         return None
     slope = float(getattr(img.dataobj, "slope", 1.0))
     inter = float(getattr(img.dataobj, "inter", 0.0))
