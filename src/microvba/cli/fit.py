@@ -92,6 +92,13 @@ def run(args: argparse.Namespace) -> int:
                              fix="Check the path (relative paths start in the current folder).")
     _check_image_size(Path(args.dwi))
     check_output_dir(args.output)
+    from ..io.bids import check_image_file
+
+    # gzip CRC, voxel sizes, a scaling that leaves no positive signal: before anything is
+    # written (NaN/inf values are judged within the mask by the fit itself)
+    check_image_file(args.dwi, signal=False, scaling=True)
+    if args.mask is not None:
+        check_image_file(args.mask, signal=False)
     paths = fit_image(args.dwi, args.bval, args.bvec, args.output, prefix_from_dwi(args.dwi),
                       mask_path=args.mask, models=args.model, d_par=args.d_par,
                       tissue=args.tissue, d_iso=args.d_iso, dti_bmax=args.dti_bmax,

@@ -271,6 +271,9 @@ def _load_images(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, obje
             raise InputError("file not found", file=path, fix="Check the path.")
 
     def load(path: Path):
+        from ..io.bids import check_image_file
+
+        check_image_file(path, signal=False)  # readable, gzip CRC, truncation, voxel sizes
         try:
             return nib.load(str(path))
         except Exception as exc:  # noqa: BLE001 - nibabel raises many types for bad files

@@ -214,7 +214,26 @@ def process_subject(subject, out_dir: Path, settings: ParticipantSettings) -> di
                                  force=settings.force)
         result["mni"] = {k: str(v) for k, v in norm.maps.items()}
         result["qc"] = dict(norm.qc)
+        _check_registration(subject.prefix, norm)
     return result
+
+
+class RegistrationQCError(RuntimeError):
+    """A registration below the absolute QC floors (a gross failure, e.g. a wrong header)."""
+
+
+def _check_registration(prefix: str, norm) -> None:
+    """Fail the subject when its registration is below an absolute floor (see qc.py)."""
+    from ..registration.qc import below_floors
+
+    low = below_floors(norm.qc)
+    if low:
+        raise RegistrationQCError(
+            f"{prefix}: registration to the template failed its QC ({'; '.join(low)}: below "
+            "the absolute floors, e.g. a header rotated or flipped). The normalised maps are "
+            f"kept for inspection ({norm.figure}) and the group stage excludes this subject; "
+            "fix the image orientation (qform/sform) and re-run the participant stage with "
+            "--force.")
 
 
 def run_participant(bids_dir: Path, out_dir: Path, settings: ParticipantSettings,
