@@ -241,3 +241,17 @@ def test_fit_cli_refuses_a_negative_slope_but_judges_nan_itself(tmp_path, capsys
     err = " ".join(capsys.readouterr().err.split())
     assert code == 2 and "scl_slope = -1" in err and "sub-01_dwi.nii.gz" in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("limit", [7, 1000])
+def test_bounded_decompression_equals_the_gzip_module(tmp_path, limit):
+    """Multi-member streams, output limited per call: the same bytes as Python's gzip."""
+    from microvba.io.nifti import _gzip_chunks
+
+    rng = np.random.default_rng(limit)
+    for k in range(8):
+        n = int(rng.integers(1, 5000))
+        raw = rng.integers(0, 3, n).astype(np.uint8).tobytes() if k % 2 else bytes(n)
+        path = tmp_path / f"m{k}.gz"
+        path.write_bytes(gzip.compress(raw[: n // 3]) + gzip.compress(raw[n // 3:]))
+        assert b"".join(_gzip_chunks(path, limit)) == gzip.decompress(path.read_bytes())

@@ -69,14 +69,19 @@ def _gzip_chunks(path: Path, limit: int) -> Iterator[bytes]:
         while True:
             if not pending:
                 pending = fh.read(_READ)
-                if not pending:
+                if not pending:  # input exhausted: drain what zlib still holds
+                    while not d.eof:
+                        out = d.decompress(b"", limit)
+                        if not out:
+                            break
+                        yield out
                     break
             out = d.decompress(pending, limit)
             pending = d.unconsumed_tail
             if out:
                 yield out
-            if d.eof:
-                rest = d.unused_data + pending
+            if d.eof:  # unused_data holds every input byte after the member (the tail too)
+                rest = d.unused_data
                 pending = b""
                 while not rest.strip(b"\x00"):  # trailing zero padding is tolerated
                     more = fh.read(_READ)
