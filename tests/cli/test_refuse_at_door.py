@@ -463,3 +463,14 @@ def test_loopback_works_on_a_normal_machine():
     from microvba.workflows.executor import loopback_works
 
     assert loopback_works()
+
+
+@pytest.mark.parametrize("extra", [["--n-perm", "0"], ["--n-jobs", "0"],
+                                   ["--n-subjects", "2"]], ids=lambda e: " ".join(e))
+def test_demo_options_refused_before_simulating(tmp_path, capsys, extra):
+    refused(tmp_path, capsys, ["demo", "--out", str(tmp_path / "demo"), *extra], extra[0])
+
+
+def test_simulate_n_jobs_zero_refused(tmp_path, capsys):
+    refused(tmp_path, capsys, ["simulate", str(tmp_path / "sim"), "--box", "--n-jobs", "0"],
+            "--n-jobs")
