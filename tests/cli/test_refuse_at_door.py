@@ -474,3 +474,15 @@ def test_demo_options_refused_before_simulating(tmp_path, capsys, extra):
 def test_simulate_n_jobs_zero_refused(tmp_path, capsys):
     refused(tmp_path, capsys, ["simulate", str(tmp_path / "sim"), "--box", "--n-jobs", "0"],
             "--n-jobs")
+
+
+def test_group_stack_larger_than_memory_refused(monkeypatch):
+    from microvba._validation import InputError
+    from microvba.workflows.group import GroupSettings, _check_stack_memory
+
+    settings = GroupSettings(score="s", metrics=("fa", "md"))
+    _check_stack_memory(30, 10_000, settings)  # 7 MB: fine
+    monkeypatch.setenv("MICROVBA_MEMORY_LIMIT", str(2**30))
+    with pytest.raises(InputError, match="--resolution/--metrics") as exc:
+        _check_stack_memory(1000, 1_500_000, settings)  # 36 GB of float64
+    assert "1000 subjects x 1500000 gray-matter voxels" in str(exc.value)
