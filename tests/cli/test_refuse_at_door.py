@@ -225,12 +225,15 @@ def _bomb(path: Path) -> Path:
 def _time_and_rss(argv: list[str], cwd: Path) -> tuple[int, str, float, float]:
     """Exit code, stderr, seconds and peak RSS (MB) of ``microvba argv`` in a child."""
     code = textwrap.dedent(f"""
-        import resource, sys, time
+        import sys, time
         t = time.perf_counter()
         from microvba.cli import main
         rc = main({argv!r})
         dt = time.perf_counter() - t
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        # VmHWM: this process image's peak RSS (ru_maxrss would include the parent's
+        # peak, inherited through fork + exec)
+        hwm = [ln for ln in open("/proc/self/status") if ln.startswith("VmHWM:")]
+        rss = int(hwm[0].split()[1]) / 1024
         print(f"RESULT {{rc}} {{dt}} {{rss}}", file=sys.stderr)
     """)
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
