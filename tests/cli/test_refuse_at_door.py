@@ -225,12 +225,15 @@ def _bomb(path: Path) -> Path:
 def _time_and_rss(argv: list[str], cwd: Path) -> tuple[int, str, float, float]:
     """Exit code, stderr, seconds and peak RSS (MB) of ``microvba argv`` in a child."""
     code = textwrap.dedent(f"""
-        import resource, sys, time
+        import sys, time
         t = time.perf_counter()
         from microvba.cli import main
         rc = main({argv!r})
         dt = time.perf_counter() - t
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        # VmHWM: this process image's peak RSS (ru_maxrss would include the parent's
+        # peak, inherited through fork + exec)
+        hwm = [ln for ln in open("/proc/self/status") if ln.startswith("VmHWM:")]
+        rss = int(hwm[0].split()[1]) / 1024
         print(f"RESULT {{rc}} {{dt}} {{rss}}", file=sys.stderr)
     """)
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -250,7 +253,9 @@ def test_sparse_nifti_header_bomb_refused_fast_and_small(tmp_path):
          str(tmp_path / "out"), "-q"], tmp_path)
     assert rc == 2, err
     assert "dwi.nii" in err and "of memory available" in err and "Traceback" not in err
-    assert seconds < 5 and rss < 500, (seconds, rss)  # loose bounds: no timing asserted
+    # memory is asserted (the 128 GB image is never read); the time (about 2-4 s on a loaded
+    # machine, package import included) is measured in benchmarks/bench_refusals.py
+    assert rss < 500, (seconds, rss)
     assert _tree(tmp_path) == before
 
 
@@ -271,7 +276,7 @@ def test_sparse_nifti_header_bomb_refused_by_dataset_validation(tmp_path):
 def test_randomise_permutation_bomb_refused_fast_and_small(rdata):
     rc, err, seconds, rss = _time_and_rss(_randomise(rdata, "-n", "1000000000"), rdata)
     assert rc == 2 and "-n/--n-perm" in err and "59.6 GiB" in err
-    assert seconds < 5 and rss < 500, (seconds, rss)
+    assert rss < 500, (seconds, rss)  # 59.6 GiB never allocated; time: bench_refusals.py
     assert not (rdata / "out").exists()
 
 
@@ -463,3 +468,26 @@ def test_loopback_works_on_a_normal_machine():
     from microvba.workflows.executor import loopback_works
 
     assert loopback_works()
+
+
+@pytest.mark.parametrize("extra", [["--n-perm", "0"], ["--n-jobs", "0"],
+                                   ["--n-subjects", "2"]], ids=lambda e: " ".join(e))
+def test_demo_options_refused_before_simulating(tmp_path, capsys, extra):
+    refused(tmp_path, capsys, ["demo", "--out", str(tmp_path / "demo"), *extra], extra[0])
+
+
+def test_simulate_n_jobs_zero_refused(tmp_path, capsys):
+    refused(tmp_path, capsys, ["simulate", str(tmp_path / "sim"), "--box", "--n-jobs", "0"],
+            "--n-jobs")
+
+
+def test_group_stack_larger_than_memory_refused(monkeypatch):
+    from microvba._validation import InputError
+    from microvba.workflows.group import GroupSettings, _check_stack_memory
+
+    settings = GroupSettings(score="s", metrics=("fa", "md"))
+    _check_stack_memory(30, 10_000, settings)  # 7 MB: fine
+    monkeypatch.setenv("MICROVBA_MEMORY_LIMIT", str(2**30))
+    with pytest.raises(InputError, match="--resolution/--metrics") as exc:
+        _check_stack_memory(1000, 1_500_000, settings)  # 36 GB of float64
+    assert "1000 subjects x 1500000 gray-matter voxels" in str(exc.value)

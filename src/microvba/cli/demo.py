@@ -92,7 +92,8 @@ def _check_options(args: argparse.Namespace) -> None:
     check_option_number("--n-subjects", args.n_subjects, 8, 10000, integer=True,
                         hint="a cohort needs 8 subjects to plant correlations with 4 covariates")
     args.n_jobs = ExecutionSettings(n_jobs=args.n_jobs).n_jobs
-    GroupSettings(score="resilience", n_perm=args.n_perm or 1000, seed=args.seed)
+    GroupSettings(score="resilience", n_perm=1000 if args.n_perm is None else args.n_perm,
+                  seed=args.seed)
 
 
 def _ensure_data(args: argparse.Namespace) -> None:

@@ -96,6 +96,21 @@ def check_group_settings(s: GroupSettings) -> None:
     check_permutations(n_perm, n_images=n_images, n_signs=2)
 
 
+def _check_stack_memory(n_subjects: int, n_voxels: int, settings: GroupSettings) -> None:
+    """Refuse, before stacking, data that cannot fit in memory: every metric's subjects x
+    voxels float64 array (smoothed, held together), plus one unsmoothed copy and the
+    permutation nulls (:func:`microvba._resources.permutation_bytes`)."""
+    from .._resources import check_memory, permutation_bytes
+
+    n_metrics = len(settings.metrics)
+    needed = 8 * n_subjects * n_voxels * (n_metrics + 1) + permutation_bytes(
+        settings.n_perm, n_images=n_metrics)
+    check_memory(needed, f"stacking {n_metrics} metric(s) of {n_subjects} subjects x "
+                         f"{n_voxels} gray-matter voxels", "--resolution/--metrics",
+                 "Analyse fewer metrics at once (--metrics fa,md), a coarser grid "
+                 "(--resolution 2 in both stages), or run on a machine with more memory.")
+
+
 def _mni_paths(out_dir: Path, subjects: list, metrics: tuple[str, ...]) -> list[dict[str, Path]]:
     """Each subject's normalised maps; one InputError listing every missing file."""
     problems = ProblemCollector()
@@ -221,6 +236,7 @@ def run_group(bids_dir: Path, out_dir: Path, settings: GroupSettings,
     mask_img = group_gm_mask(template, paths, gm_threshold=settings.gm_threshold,
                              isovf_max=settings.isovf_max)
     mask = np.asarray(mask_img.dataobj) > 0
+    _check_stack_memory(len(subjects), int(mask.sum()), settings)
     affine = mask_img.affine
     voxel_size = tuple(float(v) for v in mask_img.header.get_zooms()[:3])
     mask_path = group_dir / f"space-{derivatives.SPACE_MNI}_desc-gm_mask.nii.gz"
