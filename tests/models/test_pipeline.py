@@ -85,3 +85,37 @@ def test_fit_cli_bad_inputs(shared_data, tmp_path, capsys):
     with pytest.raises(InputError, match="3-D"):
         fit_image(img3d, d / "batman_dwi.bval", d / "batman_dwi.bvec", tmp_path, "x",
                   models=("tensor",))
+
+
+def test_fit_cli_noddi_options(shared_data, tmp_path, capsys):
+    """--noddi-compat / --noddi-s0 / --noddi-noise: checked before any work (exit 2), recorded
+    in the sidecar with sigma and fit-status maps and the voxel counts."""
+    d = shared_data / "dwi"
+    base = ["fit", str(d / "msmt_dwi.nii.gz"), "--bval", str(d / "msmt_dwi.bval"), "--bvec",
+            str(d / "msmt_dwi.bvec"), "--mask", str(d / "msmt_mask.nii.gz"), "-q",
+            "--model", "noddi"]
+    for opt, bad in (("--noddi-compat", "matlab"), ("--noddi-s0", "free"),
+                     ("--noddi-noise", "mad")):
+        assert main(base + ["-o", str(tmp_path / "bad"), opt, bad]) == 2
+        err = capsys.readouterr().err
+        assert f"'{opt[2:].replace('-', '_')}' parameter must be one of" in err
+    assert not (tmp_path / "bad").exists()
+    out = tmp_path / "tb"
+    assert main(base + ["-o", str(out), "--noddi-compat", "toolbox"]) == 0
+    prefix = "msmt_space-orig"
+    mask = nib.load(d / "msmt_mask.nii.gz").get_fdata() > 0
+    status = nib.load(out / f"{prefix}_model-noddi_param-status_dwimap.nii.gz").get_fdata()
+    assert np.all(status[~mask] == 0) and np.all(np.isin(status[mask], [1, 2, 3]))
+    side = json.loads((out / f"{prefix}_model-noddi_param-icvf_dwimap.json").read_text())
+    assert side["NoddiSettings"]["compat"] == "toolbox"
+    assert side["NoddiSettings"]["s0"] == "fixed" and side["NoiseSigmaMethod"] == "none"
+    assert side["VoxelsFitted"] + side["VoxelsAtBound"] + side["VoxelsFailed"] == mask.sum()
+    assert side["Parameters"]["noddi_options"] == {"compat": "toolbox"}
+
+
+def test_participant_settings_check_noddi_options():
+    from microvba.workflows.participant import ParticipantSettings
+
+    assert ParticipantSettings(noddi_compat="toolbox").noddi_compat == "toolbox"
+    with pytest.raises(InputError, match="'noddi_s0' parameter must be one of"):
+        ParticipantSettings(noddi_s0="free")

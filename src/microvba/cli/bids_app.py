@@ -10,6 +10,7 @@ from .._validation import InputError, check_output_dir, check_output_placement
 from ..io.derivatives import METRICS, PARAM_MODEL, SPACE_MNI
 from ._config import write_effective_config
 from ._types import diffusivity, parse_models, seed
+from .fit import add_noddi_options
 
 log = get_logger(__name__)
 
@@ -106,6 +107,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="fit the tensor on volumes with b <= this (s/mm^2), as DSI Studio")
     fit.add_argument("--dti-method", choices=["wls", "ols"], default=pdef["dti_method"])
     fit.add_argument("--denoise", action="store_true", help="MP-PCA denoising before fitting")
+    add_noddi_options(fit)
 
     reg = parser.add_argument_group("normalisation")
     reg.add_argument("--resolution", type=float, default=pdef["resolution"],

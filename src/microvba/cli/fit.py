@@ -47,8 +47,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="tensor fit method")
     parser.add_argument("--denoise", action="store_true",
                         help="MP-PCA denoising (DIPY) before fitting")
+    add_noddi_options(parser)
     parser.add_argument("--force", action="store_true",
                         help="refit even if the outputs are up to date")
+
+
+def add_noddi_options(parser) -> None:
+    """``--noddi-s0``, ``--noddi-noise``, ``--noddi-compat`` (checked by
+    :func:`microvba.models.noddi.check_noddi_options`: InputError, exit 2)."""
+    parser.add_argument("--noddi-s0", default="auto",
+                        help="NODDI S0: 'fixed' at the mean b0 (the NODDI toolbox), 'fit' "
+                             "(free amplitudes), or 'auto' (fixed: as accurate or better in "
+                             "simulations, single-b0 DSI included)")
+    parser.add_argument("--noddi-noise", default="auto",
+                        help="NODDI Rician noise floor, sigma per voxel from: 'b0' repeats, "
+                             "repeated-direction 'pairs', fit 'residual's; 'none' (least "
+                             "squares); 'auto': pairs where the scheme has them, else b0 or "
+                             "residual on schemes reaching b 4000, else none")
+    parser.add_argument("--noddi-compat", default=None,
+                        help="'toolbox': reproduce the NODDI MATLAB toolbox's choices (S0 "
+                             "fixed at the mean b0, least squares without a noise floor), to "
+                             "match published toolbox numbers")
 
 
 def prefix_from_dwi(path: Path) -> str:
@@ -84,7 +103,9 @@ def run(args: argparse.Namespace) -> int:
 
     # every option checked first (exit 2), before any file is read
     ParticipantSettings(models=tuple(args.model), tissue=args.tissue, d_par=args.d_par,
-                        d_iso=args.d_iso, dti_bmax=args.dti_bmax, dti_method=args.dti_method)
+                        d_iso=args.d_iso, dti_bmax=args.dti_bmax, dti_method=args.dti_method,
+                        noddi_s0=args.noddi_s0, noddi_noise=args.noddi_noise,
+                        noddi_compat=args.noddi_compat)
     for label, p in (("DWI", args.dwi), ("b-value", args.bval), ("b-vector", args.bvec),
                      ("mask", args.mask)):
         if p is not None and not Path(p).is_file():
@@ -102,7 +123,9 @@ def run(args: argparse.Namespace) -> int:
     paths = fit_image(args.dwi, args.bval, args.bvec, args.output, prefix_from_dwi(args.dwi),
                       mask_path=args.mask, models=args.model, d_par=args.d_par,
                       tissue=args.tissue, d_iso=args.d_iso, dti_bmax=args.dti_bmax,
-                      dti_method=args.dti_method, denoise=args.denoise, force=args.force)
+                      dti_method=args.dti_method, denoise=args.denoise, force=args.force,
+                      noddi_s0=args.noddi_s0, noddi_noise=args.noddi_noise,
+                      noddi_compat=args.noddi_compat)
     log = get_logger(__name__)
     for key, path in paths.items():
         log.info("%-16s %s", key, path)

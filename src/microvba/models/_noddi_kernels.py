@@ -18,14 +18,16 @@ weighted by the group size, see :func:`~microvba.models.gradients.antipodal_grou
    ``n_sub_iter`` iterations on the subset then ``n_iter`` on all measurements, with the
    Rician noise floor: the fitted magnitude is the Rician mean of the model :math:`m` for a
    noise variance :math:`\phi`, approximated by :math:`\sqrt{m^2+\phi} +
-   (\sqrt{\pi/2}-1)\sqrt\phi\,e^{-m^2/(1.5\phi)}`; :math:`\phi` is fitted freely on a
-   sample of voxels (:func:`noise_floor`) and its median (in signal units) held fixed for
-   the rest (:func:`fit_voxels`);
+   (\sqrt{\pi/2}-1)\sqrt\phi\,e^{-m^2/(1.5\phi)}`; :math:`\phi = \sigma_v^2/S_0^2` with
+   the voxel's own noise variance :math:`\sigma_v^2` (given per row to :func:`fit_voxels`;
+   fitted freely by :func:`free_floor`); with ``tie`` S0 is fixed at the mean b0 (the two
+   amplitudes sum to one, as in the NODDI toolbox);
 4. optionally (``posterior``), the tau node index is blended towards its posterior mean on
    the coarse profile, weight ``min(1, 2 sd / coarse)``.
 
 Voxels are processed in blocks of 64 across the threads; each block allocates its work
-arrays once (nothing is allocated per voxel); exponentials and logarithms over
+arrays once (nothing is allocated per voxel) and clears them before every voxel, so that a
+voxel's result depends on its own signal only (not on the block, chunk or thread count); exponentials and logarithms over
 measurements use vectorisable polynomials (:func:`_vexp`, :func:`_vlog`); directions are
 stored as (3, n) rows and no loop reads and writes the same array through two names, so
 that the per-measurement loops vectorise.
@@ -66,6 +68,21 @@ def _nnls2(aa, ae, ay, ee, ey, yy):
     if r1 <= r2:
         return r1, s, 0.0
     return r2, 0.0, w
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _amp_solve(aa, ae, ay, ee, ey, yy, tie):
+    """Amplitudes of the anisotropic column a and the ball e: free and non-negative
+    (:func:`_nnls2`) or, with ``tie`` (S0 fixed at the mean b0, as the NODDI toolbox),
+    s = 1 - w in [0, 1]: min ||(y - e) - s (a - e)||^2; returns (residual, s, w)."""
+    if not tie:
+        return _nnls2(aa, ae, ay, ee, ey, yy)
+    uu = aa - 2.0 * ae + ee
+    uy = ay - ae - ey + ee
+    r0 = yy - 2.0 * ey + ee
+    s = uy / uu if uu > 0 else 1.0
+    s = min(max(s, 0.0), 1.0)
+    return r0 - 2.0 * s * uy + s * s * uu, s, 1.0 - s
 
 
 @njit(cache=True, nogil=True, fastmath=True)
@@ -235,7 +252,7 @@ def _stick_products(eic, eiso, y):
 
 @njit(cache=True, nogil=True, fastmath=True)
 def _eval_nodes(k, j_lo, j_hi, j_step, n_j, eic, p, mult, eiso, y, yy, ee, ey, res, ii, ie,
-                iy):
+                iy, tie):
     """res[k, j] for j in range(j_lo, j_hi + 1, j_step), from p = the zeppelin column of
     j_lo (updated in place) and its per-step multiplier ``mult``; ii, ie, iy: the stick
     column's products with itself, the ball and the signal."""
@@ -257,7 +274,7 @@ def _eval_nodes(k, j_lo, j_hi, j_step, n_j, eic, p, mult, eiso, y, yy, ee, ey, r
         aa = f * f * ii + 2.0 * f * g * ic + g * g * cc
         ae = f * ie + g * ce
         ay = f * iy + g * cy
-        r, _, _ = _nnls2(aa, ae, ay, ee, ey, yy)
+        r, _, _ = _amp_solve(aa, ae, ay, ee, ey, yy, tie)
         res[k, j] = r
 
 
@@ -279,7 +296,7 @@ def _geometry(mu, bvecs, q, n_c, n_kj, cbin, cw, c2, ld):
 
 @njit(cache=True, nogil=True, fastmath=True)
 def _amplitudes(kb, jb, tau_nodes, n_j, table, ub, cbin, cw, c2, q, sw, eiso, yn, ee, ey,
-                yy, eic, a, tmp, ibuf):
+                yy, eic, a, tmp, ibuf, tie):
     """Solve the amplitudes at grid node (kb, jb) (``eiso``, ``yn`` already weighted by
     ``sw``); returns (residual, s, w)."""
     tau = tau_nodes[kb]
@@ -298,7 +315,7 @@ def _amplitudes(kb, jb, tau_nodes, n_j, table, ub, cbin, cw, c2, q, sw, eiso, yn
         aa += a[i] * a[i]
         ae += a[i] * eiso[i]
         ay += a[i] * yn[i]
-    return _nnls2(aa, ae, ay, ee, ey, yy)
+    return _amp_solve(aa, ae, ay, ee, ey, yy, tie)
 
 
 #: polish parameters: tau node index, ICVF, amplitudes (anisotropic, isotropic), direction
@@ -315,7 +332,7 @@ LM_LAMBDA0 = 1e-3
 
 @njit(cache=True, nogil=True, fastmath=True)
 def _model_eval(theta, act, n_act, mu, e1, e2, bvecs, q, table, ub, eiso, yn, sw, tau_nodes,
-                lw, ibuf, idx, h, g, want_jac):
+                lw, ibuf, idx, h, g, want_jac, tie):
     """Residual sum of squares at theta = (k, f, s, w, d1, d2, phi) (direction d in the
     tangent plane of mu spanned by e1, e2; the fitted magnitude is the approximate Rician
     mean of the model for the noise variance phi >= 0; measurement i weighted by sw[i]^2);
@@ -331,6 +348,8 @@ def _model_eval(theta, act, n_act, mu, e1, e2, bvecs, q, table, ub, eiso, yn, sw
     nc = np.float64(n_c)
     kr, f, s, w, d1, d2, phi = (theta[0], theta[1], theta[2], theta[3], theta[4], theta[5],
                                 theta[6])
+    if tie:  # S0 fixed at the mean b0: the isotropic amplitude is 1 - s
+        w = 1.0 - s
     v0 = mu[0] + d1 * e1[0] + d2 * e2[0]
     v1 = mu[1] + d1 * e1[1] + d2 * e2[1]
     v2 = mu[2] + d1 * e1[2] + d2 * e2[2]
@@ -403,7 +422,7 @@ def _model_eval(theta, act, n_act, mu, e1, e2, bvecs, q, table, ub, eiso, yn, sw
         qi = q[i] * e_ec[i]
         jac[0, i] = rat * s * (f * dk[i] + (1.0 - f) * qi * f * (0.5 - 1.5 * c2[i]) * dtau)
         jac[1, i] = rat * s * (e_ic[i] - e_ec[i] + (1.0 - f) * qi * (alpha + gamma * c2[i]))
-        jac[2, i] = rat * aniso
+        jac[2, i] = rat * (aniso - eiso[i] if tie else aniso)
         jac[3, i] = rat * eiso[i]
         dm_c = rat * s * sg[i] * (f * dc[i] + (1.0 - f) * qi * f * gamma * 2.0
                                   * np.sqrt(c2[i]))
@@ -460,7 +479,7 @@ def _solve_spd(h, lam, g, n_par, m, out):
 
 @njit(cache=True, nogil=True, fastmath=True)
 def _levenberg_marquardt(theta, mu, bvecs, q, table, ub, eiso, yn, sw, tau_nodes, n_iter,
-                         fit_dir, fit_floor, lw, ibuf, idx, mats, vecs, act, rtol):
+                         fit_dir, fit_floor, lw, ibuf, idx, mats, vecs, act, rtol, tie):
     """Bounded Levenberg-Marquardt polish of (k, f, s, w[, direction][, noise floor]):
     at most ``n_iter`` iterations, stopping early once an accepted step lowers the residual
     sum of squares by less than ``rtol`` times its value (``rtol`` = 0: exactly
@@ -484,15 +503,17 @@ def _levenberg_marquardt(theta, mu, bvecs, q, table, ub, eiso, yn, sw, tau_nodes
     lo[0], lo[1], lo[2], lo[3], lo[4], lo[5], lo[6] = 0.0, 0.0, 0.0, 0.0, -0.5, -0.5, 0.0
     hi[0], hi[1], hi[2], hi[3], hi[4], hi[5], hi[6] = (tau_nodes.size - 1.0, 1.0, 1e6, 1e6,
                                                        0.5, 0.5, 1.0)
+    if tie:
+        hi[2] = 1.0
     n_act = 0
     for p in range(N_THETA):
-        if (p < 4) or (p < 6 and fit_dir) or (p == 6 and fit_floor):
+        if (p < 3) or (p == 3 and not tie) or (p < 6 and fit_dir) or (p == 6 and fit_floor):
             act[n_act] = p
             n_act += 1
     trial[:] = theta
     lam = LM_LAMBDA0
     r = _model_eval(theta, act, n_act, mu, e1, e2, bvecs, q, table, ub, eiso, yn, sw,
-                    tau_nodes, lw, ibuf, idx, h, g, True)
+                    tau_nodes, lw, ibuf, idx, h, g, True, tie)
     for it in range(n_iter):
         improved = False
         done = False
@@ -504,10 +525,12 @@ def _levenberg_marquardt(theta, mu, bvecs, q, table, ub, eiso, yn, sw, tau_nodes
             for a in range(n_act):
                 p = act[a]
                 trial[p] = min(max(theta[p] + step[a], lo[p]), hi[p])
+            if tie:
+                trial[3] = 1.0 - trial[2]
             # trials need no Jacobian (rejected steps are common from a grid node): it is
             # computed once a step is accepted and another iteration follows
             r_new = _model_eval(trial, act, n_act, mu, e1, e2, bvecs, q, table, ub, eiso, yn,
-                                sw, tau_nodes, lw, ibuf, idx, h, g, False)
+                                sw, tau_nodes, lw, ibuf, idx, h, g, False, tie)
             if r_new < r:
                 theta[:] = trial
                 done = (r - r_new) <= rtol * r_new
@@ -519,7 +542,7 @@ def _levenberg_marquardt(theta, mu, bvecs, q, table, ub, eiso, yn, sw, tau_nodes
         if not improved or done or it == n_iter - 1:
             break
         r = _model_eval(theta, act, n_act, mu, e1, e2, bvecs, q, table, ub, eiso, yn, sw,
-                        tau_nodes, lw, ibuf, idx, h, g, True)
+                        tau_nodes, lw, ibuf, idx, h, g, True, tie)
     if fit_dir:
         for t in range(3):
             mu[t] = mu[t] + theta[4] * e1[t] + theta[5] * e2[t]
@@ -534,9 +557,9 @@ def _levenberg_marquardt(theta, mu, bvecs, q, table, ub, eiso, yn, sw, tau_nodes
 @njit(cache=True, nogil=True, fastmath=True)
 def _fit_voxel(y, within, count, sw, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso, ub, sub,
                table, k_nodes,
-               tau_nodes, k_fine, n_j, coarse, coarse_j, n_sub_iter, n_iter, fit_dir, lm_rtol, fit_floor,
-               floor_abs2, posterior, tau_grid_kappa, out, ws, wss, cbin, ibuf, res, prof,
-               phi_out, mats, vecs, act, idx):
+               tau_nodes, k_fine, n_j, coarse, coarse_j, n_sub_iter, n_iter, fit_dir, lm_rtol,
+               fit_floor, tie, floor_abs2, posterior, tau_grid_kappa, out, ws, wss, cbin, ibuf,
+               res, prof, phi_out, mats, vecs, act, idx):
     n = y.size
     s0 = 0.0
     c0 = 0.0
@@ -586,7 +609,7 @@ def _fit_voxel(y, within, count, sw, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso
         ii, ie, iy = _stick_products(eic, eiso_g, ys)
         p[:] = e0_s
         _eval_nodes(k, 0, n_j, coarse_j, n_j, eic, p, mult, eiso_g, ys, yy, ee, ey, res, ii,
-                    ie, iy)
+                    ie, iy, tie)
     n_prof = 0
     if posterior:
         for k in range(0, n_k, coarse):
@@ -598,7 +621,7 @@ def _fit_voxel(y, within, count, sw, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso
     # only the visited nodes (the rest of ``res`` is never written)
     kb, jb = _argmin2(res, coarse, coarse_j)
     _, s, w = _amplitudes(kb, jb, tau_nodes, n_j, table, ub_s, cbin, cw, c2, q_s, sw_s,
-                          eiso_g, ys, ee, ey, yy, eic, bk, tmp, ibuf)
+                          eiso_g, ys, ee, ey, yy, eic, bk, tmp, ibuf, tie)
     # Levenberg-Marquardt polish from the best grid node, on all measurements
     r = 0.0
     theta = vecs[8]
@@ -609,11 +632,11 @@ def _fit_voxel(y, within, count, sw, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso
         # first iterations on the grid subset, the last ones on all measurements
         _levenberg_marquardt(theta, mu, bvecs_s, q_s, table, ub_s, eiso_s, yn[:ns], sw_s,
                              tau_nodes, n_sub_iter, fit_dir, fit_floor, lw, ibuf, idx, mats,
-                             vecs, act, lm_rtol)
+                             vecs, act, lm_rtol, tie)
     if n_iter > 0:
         r = _levenberg_marquardt(theta, mu, bvecs, q, table, ub, eiso, yn, sw, tau_nodes,
                                  n_iter, fit_dir, fit_floor, lw, ibuf, idx, mats, vecs, act,
-                                 lm_rtol)
+                                 lm_rtol, tie)
     kr, f, s, w = theta[0], theta[1], theta[2], theta[3]
     phi_out[0] = theta[6] * s0 * s0
     if posterior:
@@ -689,8 +712,10 @@ def _valid_signal(y, count, b0_idx):
 @njit(cache=True, nogil=True, parallel=True)
 def _fit_rows(data, rows, groups, count, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso, ub, sub,
               table, k_nodes, tau_nodes, k_fine, n_j, coarse, coarse_j, n_sub_iter, n_iter,
-              fit_dir, lm_rtol, fit_floor, floor_abs2, posterior, tau_grid_kappa, out, phi):
-    """Fit row rows[t] of data into out[t] (and the squared noise floor into phi[t]);
+              fit_dir, lm_rtol, fit_floor, tie, sigma2, posterior, tau_grid_kappa, out, phi):
+    """Fit row rows[t] of data into out[t] (and the squared noise floor into phi[t]), with
+    the Rician noise variance sigma2[t] (signal units squared; the start value where
+    ``fit_floor``) and, with ``tie``, S0 fixed at the mean b0;
     measurement u is the mean of data[v, members[starts[u]:starts[u + 1]]], with
     ``groups`` = (members, starts, first, second, big): the first two members of each group
     (equal for a single volume) and the groups of more than two."""
@@ -732,50 +757,56 @@ def _fit_rows(data, rows, groups, count, b0_idx, pinv, xmat_t, xprod, bvecs, q, 
                 for m in range(starts[i], starts[i + 1]):
                     within += (data[v, members[m]] - y[i]) ** 2
             phi[t] = np.nan
+            # every work value of the previous voxel is cleared: a voxel's result depends
+            # on its own signal only, never on which voxel its thread fitted before
+            mats[:] = 0.0
+            vecs[:] = 0.0
+            act[:] = 0
             # validity is checked here, outside fastmath code (which assumes finite values)
             if not _valid_signal(y, count, b0_idx) or not np.isfinite(within):
                 out[t, :] = np.nan
                 continue
             _fit_voxel(y, within, count, sw, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso, ub, sub, table,
                        k_nodes, tau_nodes, k_fine, n_j, coarse, coarse_j, n_sub_iter, n_iter,
-                       fit_dir, lm_rtol, fit_floor, floor_abs2, posterior, tau_grid_kappa, out[t], ws,
-                       wss, cbin, ibuf, res, prof, phi[t:t + 1], mats, vecs, act, idx)
+                       fit_dir, lm_rtol, fit_floor, tie, sigma2[t], posterior, tau_grid_kappa,
+                       out[t], ws, wss, cbin, ibuf, res, prof, phi[t:t + 1], mats, vecs, act,
+                       idx)
 
 
-def fit_voxels(data, groups, count, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso, ub, sub, table,
-               k_nodes, tau_nodes, k_fine, n_j, coarse, coarse_j, n_sub_iter, n_iter,
-               fit_dir, lm_rtol, floor, n_floor_sample, posterior, tau_grid_kappa, floor_abs2=-1.0):
-    """Fit every row of ``data`` (n_voxels, n_meas); returns (n_voxels, N_OUT).
+def fit_voxels(data, groups, count, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso, ub, sub,
+               table, k_nodes, tau_nodes, k_fine, n_j, coarse, coarse_j, n_sub_iter, n_iter,
+               fit_dir, lm_rtol, sigma2, tie, posterior, tau_grid_kappa):
+    """Fit every row of ``data`` (n_voxels, n_volumes); returns (n_voxels, N_OUT).
 
     The model arrays are per measurement (a group of equivalent volumes, see
     :func:`~microvba.models.gradients.antipodal_groups`), the grid-search subset ``sub``
-    first. With ``floor``, the Rician noise variance is held fixed at ``floor_abs2`` (signal
-    units squared) or, if that is negative, estimated first with :func:`noise_floor` on
-    ``n_floor_sample`` evenly spaced rows (the noise level is taken as constant across the
-    data given)."""
+    first. ``sigma2`` (n_voxels,): the Rician noise variance of each row in signal units
+    squared (0: no floor); ``tie``: S0 fixed at the mean b0 (else fitted)."""
     nv = data.shape[0]
     args = (groups, count, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso, ub, sub, table, k_nodes,
             tau_nodes, k_fine, n_j, coarse, coarse_j, n_sub_iter, n_iter, fit_dir, lm_rtol)
-    if not floor:
-        floor_abs2 = 0.0
-    elif floor_abs2 < 0:
-        floor_abs2 = noise_floor(data, n_floor_sample, args, tau_grid_kappa)
     out = np.empty((nv, N_OUT))
     phi = np.empty(nv)
-    _fit_rows(data, np.arange(nv), *args, False, floor_abs2, posterior, tau_grid_kappa, out,
-              phi)
+    data = _kernel_input(data)
+    sigma2 = np.ascontiguousarray(np.broadcast_to(np.asarray(sigma2, np.float64), (nv,)))
+    _fit_rows(data, np.arange(nv), *args, False,
+              bool(tie), sigma2, posterior, tau_grid_kappa, out, phi)
     return out
 
 
-def noise_floor(data, n_sample, args, tau_grid_kappa):
-    """Median over ``n_sample`` evenly spaced rows of the Rician noise variance (signal
-    units squared) fitted freely in each; 0 when no row can be fitted."""
+def _kernel_input(data):
+    """C-contiguous, writable float32: one compiled specialisation of the kernel for every
+    caller (a read-only array, as Dask hands to its workers, would compile another)."""
+    data = np.ascontiguousarray(data, dtype=np.float32)
+    return data if data.flags.writeable else data.copy()
+
+
+def free_floor(data, args, tie, tau_grid_kappa):
+    """Rician noise variance (signal units squared) fitted freely in every row of ``data``
+    (NaN where a row cannot be fitted)."""
     nv = data.shape[0]
-    if nv == 0:
-        return 0.0
-    rows = np.unique(np.linspace(0, nv - 1, min(nv, n_sample)).astype(np.int64))
-    out = np.empty((rows.size, N_OUT))
-    phi = np.empty(rows.size)
-    _fit_rows(data, rows, *args, True, 0.0, False, tau_grid_kappa, out, phi)
-    phi = phi[np.isfinite(phi)]
-    return float(np.median(phi)) if phi.size else 0.0
+    out = np.empty((nv, N_OUT))
+    phi = np.empty(nv)
+    _fit_rows(_kernel_input(data), np.arange(nv), *args, True,
+              bool(tie), np.zeros(nv), False, tau_grid_kappa, out, phi)
+    return phi

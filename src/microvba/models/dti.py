@@ -108,15 +108,13 @@ class TensorModel:
         data, mask = check_data(self.gtab, data, mask)
         spatial = data.shape[:-1]
         idx = np.flatnonzero(mask.ravel())
-        flat = data.reshape(-1, data.shape[-1])
         evals = np.zeros((idx.size, 3))
         evecs = np.zeros((idx.size, 3, 3))
         for s in range(0, idx.size, _CHUNK):
             rows = idx[s:s + _CHUNK]
-            if rows[-1] - rows[0] == rows.size - 1:  # contiguous voxels: a view, no gather
-                chunk = flat[rows[0]:rows[-1] + 1][:, self.volumes].astype(float)
-            else:
-                chunk = flat[rows[:, None], self.volumes[None, :]].astype(float)
+            # gathered per chunk in any memory layout: reshape(-1, n) of the Fortran-ordered
+            # array nibabel returns would copy the whole image
+            chunk = data[np.unravel_index(rows, spatial)][:, self.volumes].astype(float)
             f = self._dipy.fit(chunk)
             evals[s:s + _CHUNK] = f.evals
             evecs[s:s + _CHUNK] = f.evecs

@@ -25,9 +25,19 @@ empirical evaluation. PLoS ONE 14:e0217118.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from .gradients import antipodal_groups, check_data
+from .noise import (
+    METHODS,
+    b0_variance,
+    choose_method,
+    pair_variance,
+    pool_variance,
+    repeated_pairs,
+)
 from .watson import (
     kappa_to_odi,
     odi_to_kappa,
@@ -114,20 +124,58 @@ N_DIR_ITER = 1
 LM_RTOL = 0.0
 #: the polish refines the fibre direction
 LM_DIRECTION = True
-#: Rician noise floor: the polish fits the Rician mean of the model magnitude m with noise
-#: variance phi (approximated, see :mod:`._noddi_kernels`), phi estimated from the data
-LM_FLOOR = True
-#: voxels (spread over the mask) on which the noise floor is fitted freely
-N_FLOOR_SAMPLE = 128
+#: S0 modes: "fixed" at the mean b0 (the NODDI toolbox), "fit" (free amplitudes), "auto"
+S0_MODES = ("auto", "fixed", "fit")
+#: "auto" fixes S0 where the scheme has at least this many b0 volumes. Chosen from the
+#: independent-simulator grid (benchmarks/bench_noddi_sim.py, RESULTS.md): even with the
+#: single b0 of DSI-515 (S0 0.3-3x, Rician SNR 10/20/50, WM and GM, full and half sphere) a
+#: fixed S0 was as accurate as a fitted one (r within 0.005 at SNR >= 20) and better at SNR
+#: 10 (ICVF r 0.713 vs 0.688 WM, 0.537 vs 0.502 GM): the free amplitudes' S0 is no less
+#: noisy than one b0. So "auto" is the toolbox's choice on every scheme.
+S0_FIXED_MIN_B0 = 1
+#: compatibility presets: "toolbox" reproduces the NODDI MATLAB toolbox's choices (S0 fixed
+#: at the mean b0, least squares without a noise floor)
+COMPAT = ("toolbox",)
 #: a voxel whose ICVF or ISOVF reaches this value is counted as "at a bound"
 BOUND = 0.99
 _CHUNK = 20_000
 _MAX_TABLE_B = 64
+#: fit-status codes of :attr:`NoddiFit.status`
+STATUS_OUTSIDE, STATUS_OK, STATUS_BOUND, STATUS_FAILED = 0, 1, 2, 3
 
 
+def check_noddi_options(s0: str = "auto", noise: str = "auto",
+                        compat: str | None = None) -> None:
+    """InputError unless ``s0`` is one of :data:`S0_MODES`, ``noise`` one of
+    :data:`~microvba.models.noise.METHODS` and ``compat`` None or one of :data:`COMPAT`
+    (the CLI's ``--noddi-s0``, ``--noddi-noise``, ``--noddi-compat``)."""
+    from .._validation import check_choice
+
+    check_choice("noddi_s0", s0, S0_MODES)
+    check_choice("noddi_noise", noise, METHODS)
+    if compat is not None:
+        check_choice("noddi_compat", compat, COMPAT)
+
+
+@lru_cache(maxsize=1)
 def _kappa_from_tau_table() -> np.ndarray:
     kappa = np.r_[0.0, np.logspace(-4, np.log10(2 * 1000.0), 4000)]
-    return np.stack([watson_tau(kappa), kappa])
+    out = np.stack([watson_tau(kappa), kappa])
+    out.flags.writeable = False
+    return out
+
+
+@lru_cache(maxsize=16)
+def _stick_table(ub: tuple, d_par: float, tau_nodes: tuple) -> np.ndarray:
+    """(tau node, b, |c|) float32 table of the dispersed-stick signal, cached: subjects that
+    share a gradient table (and d_par) build it once per process."""
+    kappa = np.interp(np.asarray(tau_nodes), *_kappa_from_tau_table())
+    cos = np.linspace(0.0, 1.0, N_COS + 1)
+    table = watson_stick_signal((np.asarray(ub) * d_par)[:, None, None], kappa[None, None, :],
+                                cos[None, :, None])
+    out = np.ascontiguousarray(table.transpose(2, 0, 1), dtype=np.float32)
+    out.flags.writeable = False
+    return out
 
 
 def _table_bvalues(bvals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -171,6 +219,17 @@ class NoddiModel:
         with the noise-floor-aware polish the least-squares ODI is less biased and the
         blend (on a coarse, sub-sampled profile) made the DSI-515 gray-matter ODI worse
         (MAE 0.035 -> 0.053) while changing the 3-shell one by < 0.002.
+    s0
+        ``"fixed"``: S0 = the mean of the b0 volumes, held fixed (the NODDI toolbox's
+        ``FitLinearDT`` default; the two amplitudes sum to 1); ``"fit"``: free amplitudes
+        (S0 measured from all volumes); ``"auto"``: fixed with >= :data:`S0_FIXED_MIN_B0` b0
+        volumes, i.e. on every scheme (see :data:`S0_FIXED_MIN_B0` for the simulations that
+        chose it, single-b0 DSI included).
+    noise
+        ``"auto"``, ``"b0"``, ``"pairs"``, ``"residual"`` or ``"none"`` (least squares).
+    compat
+        ``"toolbox"``: every choice of the NODDI MATLAB toolbox (S0 fixed at the mean b0,
+        least squares without a floor), for users who must match published toolbox numbers.
 
     Notes
     -----
@@ -190,20 +249,31 @@ class NoddiModel:
        magnitude is the Rician mean of the model :math:`m` for a noise variance
        :math:`\phi`, approximated by :math:`\sqrt{m^2+\phi} + (\sqrt{\pi/2}-1)
        \sqrt\phi\, e^{-m^2/(1.5\phi)}` (exact at :math:`m=0`, within about 1 % elsewhere).
-       :math:`\phi` (in signal units) is fitted freely on :data:`N_FLOOR_SAMPLE` voxels
-       spread over the mask (:meth:`noise_floor`) and its median held fixed for all voxels:
-       the noise level is assumed constant across the mask. Noise-free data give
-       :math:`\phi = 0` (exact recovery). Without the floor, high-b DSI measurements at the
-       noise floor biased ICVF by +0.04 and ODI by +0.015 in white matter.
+       :math:`\phi = \sigma_v^2 / S_{0,v}^2` is each voxel's own noise variance in its own
+       signal units: :math:`\sigma_v` is estimated per voxel (``noise``, see
+       :mod:`microvba.models.noise`: b0 repeats, repeated-direction pairs or fit residuals,
+       pooled 3x3x3 in an image) and recorded as :attr:`NoddiFit.sigma`; the floor term
+       vanishes as :math:`m/\sigma` grows. ``noise="auto"`` uses it on DSI grids and
+       schemes reaching b = 4000 (without it, high-b DSI measurements biased ICVF by +0.04 and
+       ODI by +0.015 in white matter) and least squares on clinical multi-shell schemes
+       (b0 repeats of real scans vary far more than the thermal noise; see
+       :func:`~microvba.models.noise.choose_method`).
+
+    Failed voxels (non-finite data, mean b0 <= 0, all zero) are NaN in the maps and 3 in
+    :attr:`NoddiFit.status`.
 
     See :mod:`microvba.models._noddi_kernels`.
     """
 
     def __init__(self, gtab, d_par: float = D_PAR_WM, d_iso: float = D_ISO,
-                 dti_bmax: float = 1750.0, posterior: bool = False) -> None:
-        from .._validation import InputError, check_in_range
+                 dti_bmax: float = 1750.0, posterior: bool = False, s0: str = "auto",
+                 noise: str = "auto", compat: str | None = None) -> None:
+        from .._validation import InputError, check_choice, check_in_range
 
         self.gtab = gtab
+        s0 = check_choice("s0", s0, S0_MODES)
+        noise = check_choice("noise", noise, METHODS)
+        self.compat = None if compat is None else check_choice("compat", compat, COMPAT)
         self.d_par = check_in_range("d_par", d_par, 1e-4, 5e-3)
         self.d_iso = check_in_range("d_iso", d_iso, 1e-4, 5e-3)
         self.dti_bmax = float(dti_bmax)
@@ -275,12 +345,30 @@ class NoddiModel:
         self._k_nodes = np.unique(np.round((tau_odi - 1.0 / 3.0) * 1.5 * K_FINE)).astype(
             np.int64)
         self._tau_nodes = 1.0 / 3.0 + 2.0 / 3.0 * self._k_nodes / K_FINE
-        kappa = np.interp(self._tau_nodes, self._tau_kappa[0], self._tau_kappa[1])
-        cos = np.linspace(0.0, 1.0, N_COS + 1)
-        table = watson_stick_signal((ub * self.d_par)[:, None, None], kappa[None, None, :],
-                                    cos[None, :, None])
         # (tau node, b, |c|): one tau node's slice stays in L1 cache during a grid pass
-        self._table = np.ascontiguousarray(table.transpose(2, 0, 1), dtype=np.float32)
+        self._table = _stick_table(tuple(float(b) for b in ub), self.d_par,
+                                   tuple(float(t) for t in self._tau_nodes))
+        # noise-floor and S0 settings (see the class notes)
+        n_b0 = int(np.sum(gtab.b0s_mask))
+        self._b0_vol = np.flatnonzero(gtab.b0s_mask)
+        self._pairs = repeated_pairs(gtab.bvals, labels, gtab.b0s_mask)
+        if self.compat == "toolbox":
+            self.s0_mode, self.noise_method = "fixed", "none"
+        else:
+            self.s0_mode = ("fixed" if n_b0 >= S0_FIXED_MIN_B0 else "fit") if s0 == "auto" \
+                else s0
+            self.noise_method = choose_method(n_b0, len(self._pairs), float(gtab.bvals.max())) \
+                if noise == "auto" \
+                else noise
+        if self.noise_method == "b0" and n_b0 < 2:
+            raise InputError(f"noise='b0' needs at least two b0 volumes; this scheme has {n_b0}",
+                             file=gtab.source,
+                             fix="Use noise='auto' (pairs of repeated directions, else fit "
+                                 "residuals) or 'residual'.")
+        if self.noise_method == "pairs" and len(self._pairs) == 0:
+            raise InputError("noise='pairs' needs repeated diffusion-weighted directions "
+                             "(e.g. antipodal pairs of a full DSI grid); this scheme has none",
+                             file=gtab.source, fix="Use noise='auto' or 'residual'.")
 
     def parameters(self) -> dict:
         """Settings recorded in sidecars."""
@@ -293,73 +381,153 @@ class NoddiModel:
                                       "by count (exact for least squares)",
                 "lm_iterations": f"{N_SUB_ITER} on a {self._sub[1].size}-measurement subset "
                                  f"+ {N_DIR_ITER} on all",
-                "noise_floor": f"Rician floor, median of free fits on {N_FLOOR_SAMPLE} "
-                "voxels spread over the mask" if LM_FLOOR else "none",
+                "noise_floor": "none (least squares)" if self.noise_method == "none" else
+                f"Rician floor per voxel, sigma from '{self.noise_method}'",
+                "noise_method": self.noise_method, "s0": self.s0_mode,
+                "compat": self.compat or "none",
                 "algorithm": "microvba variable projection (exact Watson kernels)"}
 
     def _kernel_args(self) -> tuple:
-        return (self._groups, self._count, self._b0_idx, self._pinv, self._xmat_t, self._xprod, self._bvecs,
-                self._q, self._eiso, self._ub, self._sub, self._table, self._k_nodes,
-                self._tau_nodes, K_FINE, N_ICVF, COARSE_STEP, COARSE_J, N_SUB_ITER,
-                N_DIR_ITER, LM_DIRECTION, LM_RTOL)
+        return (self._groups, self._count, self._b0_idx, self._pinv, self._xmat_t, self._xprod,
+                self._bvecs, self._q, self._eiso, self._ub, self._sub, self._table,
+                self._k_nodes, self._tau_nodes, K_FINE, N_ICVF, COARSE_STEP, COARSE_J,
+                N_SUB_ITER, N_DIR_ITER, LM_DIRECTION, LM_RTOL)
 
-    def noise_floor(self, signals: np.ndarray) -> float:
-        r"""Noise variance :math:`\phi` (signal units squared) of the Rician floor model,
-        estimated on ``signals`` (n, n_volumes): the median over :data:`N_FLOOR_SAMPLE`
-        evenly spaced voxels of fits with :math:`\phi` free (0 for noise-free data)."""
-        from ._noddi_kernels import noise_floor
+    @property
+    def fixed_s0(self) -> bool:
+        """True where S0 is held at the mean b0 (the toolbox's choice), False where fitted."""
+        return self.s0_mode == "fixed"
 
-        if not LM_FLOOR:
-            return 0.0
-        signals = np.ascontiguousarray(signals, dtype=np.float32)
-        return noise_floor(signals, N_FLOOR_SAMPLE, self._kernel_args(), self._tau_kappa)
+    def noise_variance(self, signals: np.ndarray) -> np.ndarray:
+        r"""Per-row noise variance :math:`\sigma^2` (signal units squared) of ``signals``
+        (n, n_volumes) by :attr:`noise_method` (:mod:`microvba.models.noise`), before any
+        spatial pooling; zeros for ``"none"``, NaN where a row gives no estimate."""
+        from ._noddi_kernels import free_floor
 
-    def fit_voxels(self, signals: np.ndarray, floor: float | None = None) -> np.ndarray:
+        signals = np.asarray(signals)
+        if self.noise_method == "none":
+            return np.zeros(signals.shape[0])
+        if self.noise_method == "b0":
+            return b0_variance(signals, self._b0_vol)
+        if self.noise_method == "pairs":
+            return pair_variance(signals, self._pairs)
+        return free_floor(signals, self._kernel_args(), self.fixed_s0, self._tau_kappa)
+
+    def fit_voxels(self, signals: np.ndarray, floor: float | None = None,
+                   sigma: np.ndarray | None = None) -> np.ndarray:
         """Fit (n_voxels, n_volumes) signals; returns the raw (n_voxels, 9) parameter rows.
 
-        ``floor``: noise variance of the Rician floor model, in signal units squared
-        (default: estimated on ``signals``, see :meth:`noise_floor`; 0 switches it off)."""
+        ``sigma``: per-row noise sd in signal units (the Rician floor of each voxel);
+        ``floor``: one noise *variance* for every row (0 switches the floor off); neither:
+        estimated per row by :meth:`noise_variance` (no spatial pooling)."""
         from ._noddi_kernels import fit_voxels
 
-        signals = np.ascontiguousarray(signals, dtype=np.float32)
-        return fit_voxels(signals, *self._kernel_args(), LM_FLOOR, N_FLOOR_SAMPLE,
-                          self.posterior, self._tau_kappa,
-                          -1.0 if floor is None else float(floor))
+        if sigma is not None:
+            sigma2 = np.square(np.asarray(sigma, np.float64))
+        elif floor is not None:
+            sigma2 = np.full(signals.shape[0], float(floor))
+        else:
+            sigma2 = self.noise_variance(signals)
+        sigma2 = np.where(np.isfinite(sigma2) & (sigma2 > 0), sigma2, 0.0)
+        return fit_voxels(signals, *self._kernel_args(), sigma2, self.fixed_s0,
+                          self.posterior, self._tau_kappa)
 
     def fit(self, data: np.ndarray, mask: np.ndarray | None = None,
             chunk_size: int = _CHUNK, progress_desc: str | None = None) -> NoddiFit:
         """Fit every voxel of ``data`` (..., n_volumes) inside ``mask``, chunk by chunk.
 
-        The noise floor is estimated once on voxels spread over the whole mask, so the maps
-        do not depend on the chunk size."""
+        Chunks are slabs read in the array's own memory layout (a Fortran-ordered image, as
+        nibabel returns, is never copied whole); each voxel's result depends on its own
+        signal and its noise level only, so the maps do not depend on the chunk size or the
+        number of threads. The noise sd (:attr:`NoddiFit.sigma`) is estimated per voxel and,
+        in a 3-D image, pooled over the mask in a 3x3x3 neighbourhood
+        (:mod:`microvba.models.noise`)."""
         from .._logging import progress
 
         data, mask = check_data(self.gtab, data, mask)
         spatial = data.shape[:-1]
-        idx = np.flatnonzero(mask.ravel())
-        flat = data.reshape(-1, data.shape[-1])
-        sample = idx[np.unique(np.linspace(0, idx.size - 1, min(idx.size, N_FLOOR_SAMPLE))
-                               .astype(np.int64))] if idx.size else idx
-        floor = self.noise_floor(flat[sample])
-        raw = np.full((idx.size, 9), np.nan)
-        starts = range(0, idx.size, chunk_size)
-        for s in progress(starts, desc=progress_desc or "NODDI", total=len(starts),
-                          unit="chunk"):
-            raw[s:s + chunk_size] = self.fit_voxels(flat[idx[s:s + chunk_size]], floor)
-        full = np.full((int(np.prod(spatial)), 9), np.nan)
-        full[idx] = raw
-        return NoddiFit(full.reshape(spatial + (9,)), mask)
+        n_spatial = int(np.prod(spatial))
+        var = np.full(n_spatial, np.nan)
+        if self.noise_method != "none":
+            for idx, sig in _mask_chunks(data, mask, chunk_size):
+                var[idx] = self.noise_variance(sig)
+            if len(spatial) == 3 and mask.sum() > 1:
+                var = pool_variance(var.reshape(spatial), mask).ravel()
+        else:
+            var[np.flatnonzero(mask.ravel())] = 0.0
+        full = np.full((n_spatial, 9), np.nan)
+        chunks = list(_mask_chunks(data, mask, chunk_size, read=False))
+        for idx, _ in progress(chunks, desc=progress_desc or "NODDI", total=len(chunks),
+                               unit="chunk"):
+            sig = _read_voxels(data, idx)
+            full[idx] = self.fit_voxels(sig, sigma=np.sqrt(np.maximum(
+                np.nan_to_num(var[idx]), 0.0)))
+        sigma = np.where(mask.ravel(), np.sqrt(np.maximum(np.nan_to_num(var), 0.0)), np.nan)
+        return NoddiFit(full.reshape(spatial + (9,)), mask, sigma.reshape(spatial),
+                        self.noise_method)
+
+
+def _slab_axis(data: np.ndarray) -> int:
+    """Spatial axis to cut slabs along: the slowest-varying one in memory."""
+    nsp = data.ndim - 1
+    if nsp <= 1:
+        return 0
+    return nsp - 1 if data.flags.f_contiguous and not data.flags.c_contiguous else 0
+
+
+def _mask_chunks(data: np.ndarray, mask: np.ndarray, chunk_size: int, read: bool = True):
+    """Yield (flat C-order voxel indices, (n, n_volumes) signals or None) of the mask in slabs
+    of whole slices along the slowest axis of ``data``, about ``chunk_size`` voxels each
+    (at least one slice)."""
+    axis = _slab_axis(data)
+    flat_index = np.arange(mask.size).reshape(mask.shape)
+    n_slices = mask.shape[axis] if mask.ndim else 1
+    counts = mask.sum(axis=tuple(a for a in range(mask.ndim) if a != axis)) if mask.ndim > 1 \
+        else mask.astype(np.int64)
+    start = 0
+    while start < n_slices:
+        stop, total = start, 0
+        while stop < n_slices and (total == 0 or total + counts[stop] <= chunk_size):
+            total += int(counts[stop])
+            stop += 1
+        if total:
+            sl = (slice(None),) * axis + (slice(start, stop),)
+            m = mask[sl]
+            idx = flat_index[sl][m]
+            order = np.argsort(idx, kind="stable")
+            idx = idx[order]
+            if mask.ndim <= 1 or len(idx) <= chunk_size:
+                yield idx, (data[sl][m][order] if read else None)
+            else:  # a single slice with more than chunk_size voxels
+                for s in range(0, idx.size, chunk_size):
+                    yield idx[s:s + chunk_size], (_read_voxels(data, idx[s:s + chunk_size])
+                                                  if read else None)
+        start = stop
+
+
+def _read_voxels(data: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """(n, n_volumes) float32 signals of the voxels with flat C-order indices ``idx``."""
+    coords = np.unravel_index(idx, data.shape[:-1])
+    return np.ascontiguousarray(data[coords], dtype=np.float32)
 
 
 class NoddiFit:
-    """Fitted NODDI parameters (maps are 0 outside the mask and where the fit failed)."""
+    """Fitted NODDI parameters.
 
-    def __init__(self, params: np.ndarray, mask: np.ndarray) -> None:
+    Maps are 0 outside the mask and **NaN** inside it where the data cannot be fitted
+    (a non-finite value, mean b0 <= 0, all zero) or the fit failed; :attr:`status` says which
+    (codes :data:`STATUS_OUTSIDE`, :data:`STATUS_OK`, :data:`STATUS_BOUND`,
+    :data:`STATUS_FAILED`); :attr:`sigma` is the noise sd used for the Rician floor."""
+
+    def __init__(self, params: np.ndarray, mask: np.ndarray, sigma: np.ndarray | None = None,
+                 noise_method: str | None = None) -> None:
         self.params = params
         self.mask = mask
+        self.sigma = sigma
+        self.noise_method = noise_method
 
     def _col(self, i: int) -> np.ndarray:
-        return np.nan_to_num(self.params[..., i])
+        return np.where(self.mask, self.params[..., i], 0.0)
 
     @property
     def icvf(self) -> np.ndarray:
@@ -375,8 +543,7 @@ class NoddiFit:
 
     @property
     def odi(self) -> np.ndarray:
-        odi = kappa_to_odi(self.params[..., 2])
-        return np.where(self.mask & np.isfinite(odi), odi, 0.0)
+        return np.where(self.mask, kappa_to_odi(self.params[..., 2]), 0.0)
 
     @property
     def nrmse(self) -> np.ndarray:
@@ -388,7 +555,23 @@ class NoddiFit:
 
     @property
     def direction(self) -> np.ndarray:
-        return np.nan_to_num(self.params[..., 6:9])
+        return np.where(self.mask[..., None], self.params[..., 6:9], 0.0)
+
+    @property
+    def failed(self) -> np.ndarray:
+        """Voxels of the mask without a finite fit."""
+        return self.mask & ~np.all(np.isfinite(self.params[..., :3]), axis=-1)
+
+    @property
+    def status(self) -> np.ndarray:
+        """uint8 map: 0 outside the mask, 1 fitted, 2 fitted with ICVF or ISOVF at the
+        :data:`BOUND`, 3 no fit (data that cannot be fitted, or a failed fit)."""
+        st = np.where(self.mask, STATUS_OK, STATUS_OUTSIDE).astype(np.uint8)
+        with np.errstate(invalid="ignore"):
+            at_bound = (self.params[..., 0] >= BOUND) | (self.params[..., 1] >= BOUND)
+        st[self.mask & at_bound] = STATUS_BOUND
+        st[self.failed] = STATUS_FAILED
+        return st
 
     @property
     def icvf_modulated(self) -> np.ndarray:
@@ -402,10 +585,10 @@ class NoddiFit:
 
     @property
     def n_failed(self) -> int:
-        """Voxels in the mask without a fit (non-positive or non-finite b0)."""
-        return int(np.sum(self.mask & ~np.isfinite(self.params[..., 0])))
+        """Voxels in the mask without a fit (data that cannot be fitted, or a failed fit)."""
+        return int(np.sum(self.failed))
 
     @property
     def n_bound(self) -> int:
         """Voxels in the mask with ICVF or ISOVF >= :data:`BOUND` (0.99)."""
-        return int(np.sum(self.mask & ((self.icvf >= BOUND) | (self.isovf >= BOUND))))
+        return int(np.sum(self.status == STATUS_BOUND))

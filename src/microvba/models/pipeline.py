@@ -56,6 +56,10 @@ def planned_outputs(out_dir: str | Path, prefix: str, models: Sequence[str]
             paths[p] = out / map_filename(prefix, "noddi", p)
         for p in ("icvf", "odi"):
             paths[f"{p}_modulated"] = out / map_filename(prefix, "noddi", p, desc="modulated")
+        # noise sd of the Rician floor and the fit status (0 outside, 1 fitted, 2 at a
+        # bound, 3 no fit)
+        paths["sigma"] = out / map_filename(prefix, "noddi", "sigma")
+        paths["status"] = out / map_filename(prefix, "noddi", "status")
     paths["b0"] = out / b0_filename(prefix)
     paths["mask"] = out / mask_filename(prefix)
     return paths
@@ -161,11 +165,14 @@ def _check_finite(data: np.ndarray, mask: np.ndarray, dwi_path: Path, given: boo
 
 
 def _parameters(models, d_par, d_iso, tissue, dti_bmax, dti_method, denoise, mask_path,
-                gtab) -> dict:
-    return {"models": list(models), "d_par": d_par, "d_iso": d_iso, "tissue": tissue,
-            "dti_bmax": dti_bmax, "dti_method": dti_method, "denoise": bool(denoise),
-            "mask": "given" if mask_path else "median_otsu(mean b0)",
-            "scheme": gtab.summary()}
+                gtab, noddi_options=None) -> dict:
+    params = {"models": list(models), "d_par": d_par, "d_iso": d_iso, "tissue": tissue,
+              "dti_bmax": dti_bmax, "dti_method": dti_method, "denoise": bool(denoise),
+              "mask": "given" if mask_path else "median_otsu(mean b0)",
+              "scheme": gtab.summary()}
+    if noddi_options:  # only non-default NODDI options: earlier sidecars stay up to date
+        params["noddi_options"] = dict(noddi_options)
+    return params
 
 
 def fit_image(dwi_path: str | Path, bval_path: str | Path, bvec_path: str | Path,
@@ -173,7 +180,9 @@ def fit_image(dwi_path: str | Path, bval_path: str | Path, bvec_path: str | Path
               models: Sequence[str] = MODELS, d_par: float | None = None, tissue: str = "wm",
               d_iso: float = D_ISO, dti_bmax: float = 1750.0, dti_method: str = "wls",
               denoise: bool = False, force: bool = False,
-              sources: Sequence[str | Path] | None = None) -> dict[str, Path]:
+              sources: Sequence[str | Path] | None = None, noddi_s0: str = "auto",
+              noddi_noise: str = "auto", noddi_compat: str | None = None
+              ) -> dict[str, Path]:
     """Fit the requested models to one DWI series and write the maps.
 
     Parameters
@@ -195,6 +204,11 @@ def fit_image(dwi_path: str | Path, bval_path: str | Path, bvec_path: str | Path
         MP-PCA denoising (DIPY) before fitting.
     force
         Refit even when the outputs are up to date.
+    noddi_s0, noddi_noise, noddi_compat
+        NODDI S0 handling (``auto``, ``fixed`` at the mean b0, ``fit``), noise-floor estimator
+        (``auto``, ``b0``, ``pairs``, ``residual``, ``none``) and a compatibility preset
+        (``toolbox``: the NODDI MATLAB toolbox's choices); see
+        :class:`~microvba.models.noddi.NoddiModel`.
     sources
         The raw files the maps derive from, recorded as ``Sources`` in every sidecar (BIDS
         derivatives); default the DWI, bval and bvec given (a caller that fits a combination
@@ -223,8 +237,11 @@ def fit_image(dwi_path: str | Path, bval_path: str | Path, bvec_path: str | Path
     sources = [str(p) for p in (sources if sources is not None else inputs.values())]
     if mask_path is not None:
         inputs["mask"] = Path(mask_path)
+    noddi_options = {k: v for k, v in (("s0", noddi_s0), ("noise", noddi_noise),
+                                       ("compat", noddi_compat))
+                     if v not in ("auto", None)}
     params = _parameters(models, d_par, d_iso, tissue, dti_bmax, dti_method, denoise,
-                         mask_path, gtab)
+                         mask_path, gtab, noddi_options)
     outputs = planned_outputs(out_dir, prefix, models)
     first = next(p for k, p in outputs.items() if k not in ("mask", "b0"))
     if not force and is_up_to_date(list(outputs.values()), sidecar_path(first), params,
@@ -234,8 +251,8 @@ def fit_image(dwi_path: str | Path, bval_path: str | Path, bvec_path: str | Path
     # build the models first: scheme errors surface before any heavy work
     tensor = TensorModel(gtab, fit_method=dti_method, bmax=dti_bmax) if "tensor" in models \
         else None
-    noddi = NoddiModel(gtab, d_par=d_par, d_iso=d_iso, dti_bmax=dti_bmax) if "noddi" in models \
-        else None
+    noddi = NoddiModel(gtab, d_par=d_par, d_iso=d_iso, dti_bmax=dti_bmax, s0=noddi_s0,
+                       noise=noddi_noise, compat=noddi_compat) if "noddi" in models else None
     log.info("%s: %s", prefix, gtab.describe())
     img, data = _load_dwi(dwi_path, gtab)
     mask = _load_mask(Path(mask_path), img) if mask_path else _auto_mask(data, gtab, dwi_path)
@@ -264,8 +281,12 @@ def fit_image(dwi_path: str | Path, bval_path: str | Path, bvec_path: str | Path
         nf = noddi.fit(data, mask, progress_desc=f"NODDI {prefix}")
         maps.update(icvf=nf.icvf, odi=nf.odi, isovf=nf.isovf, kappa=nf.kappa,
                     nrmse=nf.nrmse, direction=nf.direction, icvf_modulated=nf.icvf_modulated,
-                    odi_modulated=nf.odi_modulated)
+                    odi_modulated=nf.odi_modulated, sigma=nf.sigma, status=nf.status)
+        sig = nf.sigma[mask & np.isfinite(nf.sigma)]
         extra["noddi"] = {"VoxelsAtBound": nf.n_bound, "VoxelsFailed": nf.n_failed,
+                          "VoxelsFitted": int(np.sum(nf.status == 1)),
+                          "NoiseSigmaMethod": nf.noise_method,
+                          "NoiseSigmaMedian": float(np.median(sig)) if sig.size else None,
                           "NoddiSettings": noddi.parameters()}
         log.info("%s: NODDI (d_par=%g, d_iso=%g) in %.1f s; %d voxels at a bound "
                  "(ICVF or ISOVF >= 0.99), %d failed", prefix, d_par, d_iso,
@@ -330,9 +351,12 @@ def _write_maps(maps: dict[str, np.ndarray], mask: np.ndarray, outputs: dict[str
     for key, arr in maps.items():
         model = "tensor" if key in ("fa", "md", "rd", "ad", "colorfa") else \
             None if key == "b0" else "noddi"
-        arr = np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0)
+        if model != "noddi":
+            arr = np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0)
+        # NODDI maps keep NaN inside the mask where a voxel has no fit (see the status map)
+        dtype = np.uint8 if key == "status" else np.float32
         save(np.where(mask[..., None], arr, 0) if arr.ndim == 4 else np.where(mask, arr, 0),
-             outputs[key], model)
+             outputs[key], model, dtype=dtype)
         written[key] = outputs[key]
     save(mask, outputs["mask"], None, dtype=np.uint8)
     written["mask"] = outputs["mask"]

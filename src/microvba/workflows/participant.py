@@ -56,6 +56,14 @@ class ParticipantSettings:
     resolution: float = 2.0
     skip_normalise: bool = False
     force: bool = False
+    noddi_s0: str = "auto"
+    noddi_noise: str = "auto"
+    noddi_compat: str | None = None
+
+    def __post_init__(self) -> None:
+        from ..models.noddi import check_noddi_options
+
+        check_noddi_options(self.noddi_s0, self.noddi_noise, self.noddi_compat)
 
     def __post_init__(self) -> None:
         """Check every value by its command-line name (exit code 2 before any file is read).
@@ -199,7 +207,8 @@ def process_subject(subject, out_dir: Path, settings: ParticipantSettings) -> di
             prefix=f"{subject.prefix}_space-orig",
             models=tuple(settings.models), d_par=settings.d_par, tissue=settings.tissue,
             d_iso=settings.d_iso, dti_bmax=settings.dti_bmax, dti_method=settings.dti_method,
-            denoise=settings.denoise, force=settings.force,
+            denoise=settings.denoise, force=settings.force, noddi_s0=settings.noddi_s0,
+            noddi_noise=settings.noddi_noise, noddi_compat=settings.noddi_compat,
             sources=[str(p) for s in subject.series for p in (s.dwi, s.bval, s.bvec)]
             if subject.combined else None,
         )
@@ -277,7 +286,10 @@ def settings_from_args(args: argparse.Namespace) -> ParticipantSettings:
     return ParticipantSettings(
         models=tuple(args.models), tissue=args.tissue, d_par=args.d_par, d_iso=args.d_iso,
         dti_bmax=args.dti_bmax, dti_method=args.dti_method, denoise=args.denoise,
-        resolution=args.resolution, skip_normalise=args.skip_normalise, force=args.force)
+        resolution=args.resolution, skip_normalise=args.skip_normalise, force=args.force,
+        noddi_s0=getattr(args, "noddi_s0", "auto"),
+        noddi_noise=getattr(args, "noddi_noise", "auto"),
+        noddi_compat=getattr(args, "noddi_compat", None))
 
 
 def executor_settings_from_args(args: argparse.Namespace) -> SlurmOptions:
