@@ -61,11 +61,6 @@ class ParticipantSettings:
     noddi_compat: str | None = None
 
     def __post_init__(self) -> None:
-        from ..models.noddi import check_noddi_options
-
-        check_noddi_options(self.noddi_s0, self.noddi_noise, self.noddi_compat)
-
-    def __post_init__(self) -> None:
         """Check every value by its command-line name (exit code 2 before any file is read).
 
         Ranges: ``--models`` among :data:`microvba.models.KNOWN_MODELS`; ``--d-par`` and
@@ -103,6 +98,9 @@ def check_participant_settings(s: ParticipantSettings) -> None:
                                             "e.g. 1750")
     check_option_number("--resolution", s.resolution, 0.5, 8.0, unit="mm",
                         hint="the MNI grid spacing, e.g. 2")
+    from ..models.noddi import check_noddi_options
+
+    check_noddi_options(s.noddi_s0, s.noddi_noise, s.noddi_compat)
 
 
 def _b0_mean(data: np.ndarray, bvals: np.ndarray) -> float | None:
