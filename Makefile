@@ -4,9 +4,11 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-# public databases and atlases live beside the project, never inside it
+# public databases and atlases live beside the project, never inside it; without that
+# folder (a fresh clone elsewhere) the user cache, where `microvba demo` fetches what is
+# missing on first use (`microvba data fetch` fetches everything)
 SHARED ?= $(abspath ../shared/data)
-export MICROVBA_DATA ?= $(SHARED)
+export MICROVBA_DATA ?= $(if $(wildcard $(SHARED)),$(SHARED),$(HOME)/.cache/microvba)
 DEMO_OUT ?= demo_output
 PYTEST_ARGS ?=
 

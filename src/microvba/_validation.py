@@ -146,3 +146,97 @@ def check_output_dir(path: str | Path, what: str = "output folder") -> Path:
                          file=path, fix="Pass a folder you can write to, or fix the "
                                         "permissions.")
     return path
+
+
+# --- options: checked once, when the settings objects are built -------------------------------
+
+def _as_real(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    return float(value)
+
+
+def check_option_number(option: str, value: object, low: float | None = None,
+                        high: float | None = None, *, low_open: bool = False,
+                        high_open: bool = False, integer: bool = False, unit: str = "",
+                        hint: str = "") -> float | int:
+    """Check one numeric option by its public name (``--fwhm``), in a (half-)open range.
+
+    Parameters
+    ----------
+    option
+        The command-line name shown to the user, e.g. ``"--fwhm"`` (the settings field name,
+        such as ``fwhm_mm``, is never shown).
+    value
+        The value (NaN and infinities are always refused).
+    low, high
+        Bounds (None: unbounded); ``low_open``/``high_open`` exclude them.
+    integer
+        Require an integral value (returned as ``int``).
+    unit, hint
+        Appended to the allowed range (``"mm"``) and to the fix (what the value means).
+
+    Raises
+    ------
+    InputError
+        Naming ``option``, the value and the allowed range.
+    """
+    v = _as_real(value)
+    ok = v is not None and math.isfinite(v)
+    if ok and integer:
+        ok = float(v).is_integer()
+    if ok and low is not None:
+        ok = v > low if low_open else v >= low
+    if ok and high is not None:
+        ok = v < high if high_open else v <= high
+    if not ok:
+        lo = "(-inf" if low is None else ("(" if low_open else "[") + f"{low:g}"
+        hi = "inf)" if high is None else f"{high:g}" + (")" if high_open else "]")
+        kind = "an integer" if integer else "a number"
+        allowed = f"{kind} in {lo}, {hi}" + (f" {unit}" if unit else "")
+        raise InputError(f"{option} must be {allowed}; got {value!r}", file=option,
+                         fix=f"Pass {kind} in {allowed.split(' in ', 1)[1]} to {option}"
+                             + (f" ({hint})" if hint else "") + ".")
+    return int(v) if integer else float(v)
+
+
+def check_option_choice(option: str, value: object, choices: Iterable[str]) -> None:
+    """Check that ``value`` (one name, or a sequence of names) is among ``choices``."""
+    choices = list(choices)
+    values = [value] if isinstance(value, str) else list(value)  # type: ignore[arg-type]
+    bad = [v for v in values if v not in choices]
+    if bad or not values:
+        raise InputError(f"{option}: unknown value(s) {bad or values}; allowed: "
+                         f"{', '.join(choices)}", file=option,
+                         fix=f"Pass {option} with values among {', '.join(choices)}.")
+
+
+def check_output_placement(bids_dir: str | Path, out_dir: str | Path) -> None:
+    """Refuse an output folder that would write into the raw BIDS data.
+
+    Refused: ``OUTPUT_DIR`` equal to ``BIDS_DIR``, inside a raw subject folder
+    (``BIDS_DIR/sub-01/dwi/out``), or a folder named ``sub-*`` at the dataset root
+    (``BIDS_DIR/sub-99`` would be read as a subject by the next run). Allowed: anywhere
+    outside the dataset, and ``BIDS_DIR/derivatives/...`` (BIDS's place for derivatives).
+    """
+    bids = Path(os.path.realpath(bids_dir))
+    out = Path(os.path.realpath(out_dir))
+    fix = (f"Write derivatives outside the dataset or under "
+           f"{Path(bids_dir) / 'derivatives' / 'microvba'}.")
+    if out == bids:
+        raise InputError("the output folder is the BIDS dataset itself", file=out_dir,
+                         fix="Write derivatives elsewhere, e.g. BIDS_DIR/derivatives/microvba.")
+    try:
+        rel = out.relative_to(bids)
+    except ValueError:
+        return
+    top = rel.parts[0]
+    if top == "derivatives":
+        return
+    if top.startswith("sub-"):
+        where = ("is inside the raw subject folder " + str(Path(bids_dir) / top)
+                 if len(rel.parts) > 1 else
+                 "is named like a subject folder (sub-*) at the BIDS root, so it would be "
+                 "read as a subject")
+        raise InputError(f"the output folder {where}; outputs would be mixed with the raw "
+                         "data", file=out_dir, fix=fix)

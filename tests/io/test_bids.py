@@ -185,6 +185,8 @@ def test_real_dwi_validates(shared_data, tmp_path):
     d.mkdir(parents=True)
     for ext in (".nii.gz", ".bval", ".bvec"):
         (d / f"sub-01_dwi{ext}").symlink_to(shared_data / "dwi" / f"msmt_dwi{ext}")
+    (tmp_path / "real" / "dataset_description.json").write_text(
+        '{"Name": "real crops", "BIDSVersion": "1.9.0"}')
     ds = validate_dataset(tmp_path / "real")
     assert ds.subjects[0].dwi.name == "sub-01_dwi.nii.gz"
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 import warnings
 from collections.abc import Sequence
@@ -36,6 +37,40 @@ SUBCOMMANDS: dict[str, str] = {
 }
 
 EXIT_INPUT = 2
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, SLURM's ``scancel`` or time limit): unwinds like Ctrl-C so that
+    temporary files are removed and workers stopped; exit code 128 + 15 = 143."""
+
+    signum = signal.SIGTERM
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    # once: a second SIGTERM while cleaning up must not interrupt the clean-up
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated()
+
+
+def _install_signal_handlers() -> None:
+    try:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # pragma: no cover - not the main thread (e.g. main() from a thread)
+        pass
+
+
+def _interrupted(exc: KeyboardInterrupt, log: logging.Logger) -> int:
+    """Report an interruption in one line (no traceback), clean the temporary folders."""
+    from ..workflows.executor import clean_stale_tempdirs
+
+    term = isinstance(exc, Terminated)
+    try:
+        clean_stale_tempdirs()
+    except Exception:  # noqa: BLE001 - best effort while exiting
+        pass
+    log.error("%s: stopped; finished outputs are kept and a re-run resumes from them",
+              "terminated (SIGTERM)" if term else "interrupted (SIGINT)")
+    return 128 + (signal.SIGTERM if term else signal.SIGINT)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -100,6 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=r"Port \d+ is already in use",
                             category=UserWarning)
     log = logging.getLogger("microvba")
+    _install_signal_handlers()
     try:
         return int(run(args) or 0)
     except InputError as exc:
@@ -107,14 +143,34 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"microvba: error: {exc}", file=sys.stderr)
         return EXIT_INPUT
-    except KeyboardInterrupt:
-        log.error("interrupted")
-        return 130
+    except KeyboardInterrupt as exc:
+        return _interrupted(exc, log)
+    except OSError as exc:
+        if args.debug:
+            raise
+        return _os_error(exc, log)
     except Exception as exc:  # noqa: BLE001 - top level: report, exit non-zero
         if args.debug:
             raise
         log.error("%s: %s (run with --debug for the traceback)", type(exc).__name__, exc)
         return 1
+
+
+def _os_error(exc: OSError, log: logging.Logger) -> int:
+    """An operating-system error (disk full, quota, permission) with the path and a fix."""
+    import errno
+
+    where = f" ({exc.filename})" if exc.filename else ""
+    fixes = {errno.ENOSPC: "free disk space (or choose an OUTPUT_DIR on a disk with room) and "
+                           "re-run: finished outputs are kept and the run resumes",
+             errno.EDQUOT: "free space within your disk quota (or choose another OUTPUT_DIR) "
+                           "and re-run: the run resumes",
+             errno.EACCES: "choose a folder you can write to, or fix the permissions",
+             errno.EROFS: "choose an OUTPUT_DIR on a writable file system"}
+    fix = fixes.get(exc.errno, "check the path and the file system, then re-run")
+    log.error("%s%s: %s (run with --debug for the traceback)",
+              exc.strerror or type(exc).__name__, where, fix)
+    return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

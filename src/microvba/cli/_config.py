@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from .._provenance import write_text
-from .._validation import InputError, ProblemCollector
+from .._resources import read_table_text
+from .._validation import InputError, Problem, ProblemCollector
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -37,11 +38,17 @@ def apply_config(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
     if not known.config:
         return
     path = Path(known.config)
+    if not path.exists():
+        raise InputError("cannot read the config file (No such file or directory)", file=path,
+                         fix="Pass an existing TOML file to --config.")
     try:
-        config = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise InputError(f"cannot read the config file ({exc.strerror})", file=path,
-                         fix="Pass an existing TOML file to --config.") from exc
+        text = read_table_text(path, "--config file")
+    except InputError as exc:
+        raise InputError([Problem(p.file, p.problem, "Pass a TOML text file (UTF-8, key = "
+                                  "value per line) to --config.") for p in exc.problems]
+                         ) from None
+    try:
+        config = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"not valid TOML ({exc})", file=path,
                          fix="Fix the TOML syntax (key = value per line).") from exc
@@ -127,7 +134,28 @@ def _toml_value(v: Any) -> str:
         return repr(v)
     if isinstance(v, list | tuple):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return toml_string(str(v))
+
+
+def toml_string(text: str) -> str:
+    """``text`` as a TOML basic string: backslash, quote and every control character
+    escaped (a newline in a path is written ``\\n``, so the file stays valid TOML)."""
+    out = []
+    for ch in text:
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch == '"':
+            out.append('\\"')
+        elif ch in _TOML_ESCAPES:
+            out.append(_TOML_ESCAPES[ch])
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04X}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+_TOML_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\b": "\\b", "\f": "\\f"}
 
 
 def effective_config(args: argparse.Namespace) -> dict[str, Any]:

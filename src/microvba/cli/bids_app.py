@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from .._logging import get_logger
-from .._validation import InputError, check_output_dir
+from .._validation import InputError, check_output_dir, check_output_placement
 from ..io.derivatives import METRICS, PARAM_MODEL, SPACE_MNI
 from ._config import write_effective_config
 from ._types import diffusivity, parse_models, seed
@@ -55,7 +55,24 @@ def _default_metrics(out_dir: Path) -> list[str]:
     return list(METRICS)
 
 
+def _defaults() -> tuple[dict, dict, dict]:
+    """Each option's default, declared once in its settings dataclass."""
+    from dataclasses import MISSING, fields
+
+    from ..workflows.executor import ExecutionSettings, SlurmOptions
+    from ..workflows.group import GroupSettings
+    from ..workflows.participant import ParticipantSettings
+
+    def of(cls) -> dict:
+        return {f.name: f.default for f in fields(cls) if f.default is not MISSING}
+
+    slurm = of(SlurmOptions)
+    slurm.update(of(ExecutionSettings))
+    return of(ParticipantSettings), of(GroupSettings), slurm
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    pdef, gdef, xdef = _defaults()
     parser.add_argument("bids_dir", type=Path, help="the BIDS dataset (read only)")
     parser.add_argument("output_dir", type=Path, help="the derivatives folder to write")
     parser.add_argument("analysis_level", choices=["participant", "group"],
@@ -78,22 +95,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "scheme; b=0-only series (reverse phase encoding) are left out")
 
     fit = parser.add_argument_group("microstructure fitting (participant)")
-    fit.add_argument("--models", type=parse_models, default=["tensor", "noddi"],
-                     help="comma-separated models: tensor, noddi")
-    fit.add_argument("--tissue", choices=["wm", "gm"], default="wm",
+    fit.add_argument("--models", type=parse_models, default=list(pdef["models"]),
+                     help="comma-separated models: " + ", ".join(_known_models()))
+    fit.add_argument("--tissue", choices=["wm", "gm"], default=pdef["tissue"],
                      help="NODDI intrinsic-diffusivity preset: wm = 1.7e-3, gm = 1.1e-3 mm^2/s")
-    fit.add_argument("--d-par", type=diffusivity, default=None,
+    fit.add_argument("--d-par", type=diffusivity, default=pdef["d_par"],
                      help="NODDI intrinsic parallel diffusivity in mm^2/s (overrides --tissue)")
-    fit.add_argument("--d-iso", type=diffusivity, default=3.0e-3,
+    fit.add_argument("--d-iso", type=diffusivity, default=pdef["d_iso"],
                      help="NODDI isotropic diffusivity in mm^2/s")
-    fit.add_argument("--dti-bmax", type=float, default=1750.0,
+    fit.add_argument("--dti-bmax", type=float, default=pdef["dti_bmax"],
                      help="fit the tensor on volumes with b <= this (s/mm^2), as DSI Studio")
-    fit.add_argument("--dti-method", choices=["wls", "ols"], default="wls")
+    fit.add_argument("--dti-method", choices=["wls", "ols"], default=pdef["dti_method"])
     fit.add_argument("--denoise", action="store_true", help="MP-PCA denoising before fitting")
     add_noddi_options(fit)
 
     reg = parser.add_argument_group("normalisation")
-    reg.add_argument("--resolution", type=float, default=2.0, help="MNI grid spacing in mm")
+    reg.add_argument("--resolution", type=float, default=pdef["resolution"],
+                     help="MNI grid spacing in mm, 0.5 to 8")
     reg.add_argument("--skip-normalise", action="store_true",
                      help="participant stage: fit only, no MNI normalisation")
 
@@ -105,12 +123,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="comma-separated maps to analyse among " + ",".join(METRICS)
                           + " (default: all that the participant stage wrote, i.e. fa,md,rd,ad "
                             "after --models tensor)")
-    grp.add_argument("--n-perm", type=int, default=5000, help="number of permutations")
-    grp.add_argument("--seed", type=seed, default=0)
-    grp.add_argument("--fwhm", type=float, default=6.0, help="smoothing FWHM in mm, 0 = none")
-    grp.add_argument("--gm-threshold", type=float, default=0.3,
-                     help="template GM probability defining the analysis mask")
-    grp.add_argument("--alpha", type=float, default=0.05, help="FWE level for clusters")
+    grp.add_argument("--n-perm", type=int, default=gdef["n_perm"],
+                     help="number of permutations (>= 2; the smallest p is 1/n)")
+    grp.add_argument("--seed", type=seed, default=gdef["seed"])
+    grp.add_argument("--fwhm", type=float, default=gdef["fwhm"],
+                     help="smoothing FWHM in mm, 0 = none (0 to 50)")
+    grp.add_argument("--gm-threshold", type=float, default=gdef["gm_threshold"],
+                     help="template GM probability defining the analysis mask, in (0, 1)")
+    grp.add_argument("--alpha", type=float, default=gdef["alpha"],
+                     help="FWE level for clusters, in (0, 1)")
     grp.add_argument("--correct-across", action="store_true",
                      help="FWE across all metrics and both signs (PALM -corrcon -corrmod)")
     grp.add_argument("--data-dir", type=Path, default=None,
@@ -119,23 +140,62 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     grp.add_argument("--no-decode", action="store_true", help="skip meta-analytic decoding")
 
     ex = parser.add_argument_group("execution")
-    ex.add_argument("--n-jobs", type=int, default=None, help="local workers (default: cores)")
-    ex.add_argument("--scheduler", default=None,
+    ex.add_argument("--n-jobs", type=int, default=xdef["n_jobs"],
+                    help="local workers (default: cores; more than the usable cores are "
+                         "reduced to them unless --oversubscribe)")
+    ex.add_argument("--oversubscribe", action="store_true",
+                    help="start --n-jobs workers even when that is more than the cores")
+    ex.add_argument("--scheduler", default=xdef["scheduler"],
                     help="address of a running Dask scheduler (tcp://HOST:PORT)")
-    ex.add_argument("--cluster", choices=["local", "slurm"], default="local")
-    ex.add_argument("--slurm-queue", default=None)
-    ex.add_argument("--slurm-cores", type=int, default=4)
-    ex.add_argument("--slurm-memory", default="16GB")
-    ex.add_argument("--slurm-walltime", default="02:00:00")
-    ex.add_argument("--slurm-jobs", type=int, default=4, help="number of SLURM jobs to start")
+    ex.add_argument("--cluster", choices=["local", "slurm"], default=xdef["cluster"])
+    ex.add_argument("--slurm-queue", default=xdef["queue"])
+    ex.add_argument("--slurm-cores", type=int, default=xdef["cores"])
+    ex.add_argument("--slurm-memory", default=xdef["memory"])
+    ex.add_argument("--slurm-walltime", default=xdef["walltime"])
+    ex.add_argument("--slurm-jobs", type=int, default=xdef["jobs"],
+                    help="number of SLURM jobs to start")
     ex.add_argument("--force", action="store_true", help="recompute outputs that are up to date")
+
+
+def _known_models() -> tuple[str, ...]:
+    from ..models import KNOWN_MODELS
+
+    return KNOWN_MODELS
+
+
+def build_settings(args: argparse.Namespace) -> None:
+    """Build (and so check) every settings object of the run from the parsed options,
+    before any file is read or written; ``args.n_jobs`` is capped to the usable cores."""
+    from ..workflows.executor import ExecutionSettings
+    from ..workflows.participant import executor_settings_from_args
+    from ..workflows.participant import settings_from_args as participant_settings
+
+    execution = ExecutionSettings(n_jobs=args.n_jobs, oversubscribe=args.oversubscribe,
+                                  scheduler=args.scheduler, cluster=args.cluster)
+    executor_settings_from_args(args)  # SLURM resources
+    args.n_jobs = execution.n_jobs
+    if args.analysis_level == "participant":
+        participant_settings(args)
+        return
+    from ..workflows.group import settings_from_args as group_settings
+
+    metrics = args.metrics
+    try:
+        if metrics is None:  # the default depends on the outputs; check the others now
+            args.metrics = list(METRICS)
+        settings = group_settings(args)
+    finally:
+        args.metrics = metrics
+    if 1.0 / settings.n_perm > settings.alpha:
+        log.warning("--n-perm %d: no FWE p-value can be below 1/%d = %.3g, so nothing can "
+                    "reach --alpha %g; pass --n-perm 5000 (as FSL randomise)", settings.n_perm,
+                    settings.n_perm, 1.0 / settings.n_perm, settings.alpha)
 
 
 def run(args: argparse.Namespace) -> int:
     bids_dir, out_dir = Path(args.bids_dir), Path(args.output_dir)
-    if bids_dir.resolve() == out_dir.resolve():
-        raise InputError("the output folder is the BIDS dataset itself", file=out_dir,
-                         fix="Write derivatives elsewhere, e.g. BIDS_DIR/derivatives/microvba.")
+    build_settings(args)
+    check_output_placement(bids_dir, out_dir)
     check_output_dir(out_dir)
     if args.metrics is None:
         args.metrics = _default_metrics(out_dir) if args.analysis_level == "group" \

@@ -32,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-jobs", type=int, default=None, help="local worker processes")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="databases for decoding (default $MICROVBA_DATA)")
+    parser.add_argument("--base-url", default=None,
+                        help="mirror for the data files missing on first use (as 'microvba "
+                             "data fetch --base-url'; unset: the publishers)")
     parser.add_argument("--no-decode", action="store_true")
     parser.add_argument("--force", action="store_true", help="recompute everything")
 
@@ -43,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
     from ..workflows.participant import ParticipantSettings, run_participant
 
     scale = _effect_scale(args)  # checked before anything is written
+    _check_options(args)
+    _ensure_data(args)  # first use: fetch the atlas (and databases), or name the command
     out = Path(args.out)
     bids = out / "bids"
     deriv = out / "derivatives" / "microvba"
@@ -52,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         log.info("simulating %d subjects into %s", args.n_subjects, bids)
         # subjects in parallel on every core (the cohort is identical for any n_jobs)
         simulate_cohort(bids, n_subjects=args.n_subjects, full=args.full, seed=args.seed,
-                        effect_scale=scale,
+                        effect_scale=scale, data_dir=args.data_dir,
                         n_jobs=-1 if args.n_jobs is None else args.n_jobs)
     else:
         log.info("reusing the simulated cohort in %s", bids)
@@ -76,6 +81,31 @@ def run(args: argparse.Namespace) -> int:
           f"{summary.get('false_clusters', '?')} cluster(s) outside the planted regions; "
           f"report: {deriv / 'group' / 'report.html'}")
     return 0
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """Every option checked by the settings objects before anything is simulated."""
+    from .._validation import check_option_number
+    from ..workflows.executor import ExecutionSettings
+    from ..workflows.group import GroupSettings
+
+    check_option_number("--n-subjects", args.n_subjects, 8, 10000, integer=True,
+                        hint="a cohort needs 8 subjects to plant correlations with 4 covariates")
+    args.n_jobs = ExecutionSettings(n_jobs=args.n_jobs).n_jobs
+    GroupSettings(score="resilience", n_perm=1000 if args.n_perm is None else args.n_perm,
+                  seed=args.seed)
+
+
+def _ensure_data(args: argparse.Namespace) -> None:
+    """Fetch the data files the demo needs that are missing (Brainnetome; the decoding
+    databases unless ``--no-decode``); without a network, InputError naming
+    ``microvba data fetch``."""
+    from ..decode.fetch import ensure_data
+
+    needed = ["brainnetome"] + ([] if args.no_decode else ["neurosynth", "neuroquery"])
+    fetched = ensure_data(needed, args.data_dir, base_url=args.base_url)
+    if fetched:
+        log.info("fetched %d data file(s) on first use", len(fetched))
 
 
 def _effect_scale(args: argparse.Namespace) -> float:

@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields
 from pathlib import Path
 
 from .._validation import InputError, check_output_dir
+from ..workflows.participant import ParticipantSettings
 from ._types import diffusivity, parse_models
+
+#: defaults declared once, in the settings dataclass the participant stage uses too
+_PDEF = {f.name: f.default for f in fields(ParticipantSettings)}
+
+
+def _known_models() -> tuple[str, ...]:
+    from ..models import KNOWN_MODELS
+
+    return KNOWN_MODELS
 
 HELP = ("Fit the diffusion tensor and/or NODDI to one DWI series and write BIDS-derivative "
         "maps (FA, MD, RD, AD, ICVF, ODI, ISOVF, ...) with JSON sidecars.")
@@ -19,19 +30,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mask", type=Path, default=None,
                         help="brain mask (default: median_otsu on the mean b0)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output folder")
-    parser.add_argument("--model", type=parse_models, default=["tensor", "noddi"],
-                        help="comma-separated models: tensor, noddi")
-    parser.add_argument("--tissue", choices=["wm", "gm"], default="wm",
+    parser.add_argument("--model", "--models", dest="model", type=parse_models,
+                        default=list(_PDEF["models"]),
+                        help="comma-separated models: " + ", ".join(_known_models()))
+    parser.add_argument("--tissue", choices=["wm", "gm"], default=_PDEF["tissue"],
                         help="NODDI intrinsic-diffusivity preset: wm = 1.7e-3, gm = 1.1e-3 "
                              "mm^2/s")
     parser.add_argument("--d-par", type=diffusivity, default=None,
                         help="NODDI intrinsic parallel diffusivity in mm^2/s (overrides "
                              "--tissue)")
-    parser.add_argument("--d-iso", type=diffusivity, default=3.0e-3,
+    parser.add_argument("--d-iso", type=diffusivity, default=_PDEF["d_iso"],
                         help="NODDI isotropic diffusivity in mm^2/s")
-    parser.add_argument("--dti-bmax", type=float, default=1750.0,
+    parser.add_argument("--dti-bmax", type=float, default=_PDEF["dti_bmax"],
                         help="fit the tensor on volumes with b <= this (s/mm^2)")
-    parser.add_argument("--dti-method", choices=["wls", "ols"], default="wls",
+    parser.add_argument("--dti-method", choices=["wls", "ols"], default=_PDEF["dti_method"],
                         help="tensor fit method")
     parser.add_argument("--denoise", action="store_true",
                         help="MP-PCA denoising (DIPY) before fitting")
@@ -70,19 +82,44 @@ def prefix_from_dwi(path: Path) -> str:
     return f"{name}_space-orig"
 
 
+def _check_image_size(path: Path) -> None:
+    """Refuse, from the header alone, an image larger than its file or than memory."""
+    import nibabel as nib
+
+    from .._resources import image_size_problem
+
+    try:
+        img = nib.load(str(path))
+    except Exception:  # noqa: BLE001 - unreadable files are reported by the fit itself
+        return
+    too_big = image_size_problem(path, img)
+    if too_big is not None:
+        raise InputError(too_big[0], file=path, fix=too_big[1])
+
+
 def run(args: argparse.Namespace) -> int:
     from .._logging import get_logger
     from ..models.pipeline import fit_image
 
+    # every option checked first (exit 2), before any file is read
+    ParticipantSettings(models=tuple(args.model), tissue=args.tissue, d_par=args.d_par,
+                        d_iso=args.d_iso, dti_bmax=args.dti_bmax, dti_method=args.dti_method,
+                        noddi_s0=args.noddi_s0, noddi_noise=args.noddi_noise,
+                        noddi_compat=args.noddi_compat)
     for label, p in (("DWI", args.dwi), ("b-value", args.bval), ("b-vector", args.bvec),
                      ("mask", args.mask)):
         if p is not None and not Path(p).is_file():
             raise InputError(f"{label} file not found", file=p,
                              fix="Check the path (relative paths start in the current folder).")
+    _check_image_size(Path(args.dwi))
     check_output_dir(args.output)
-    from ..models.noddi import check_noddi_options
+    from ..io.bids import check_image_file
 
-    check_noddi_options(args.noddi_s0, args.noddi_noise, args.noddi_compat)
+    # gzip CRC, voxel sizes, a scaling that leaves no positive signal: before anything is
+    # written (NaN/inf values are judged within the mask by the fit itself)
+    check_image_file(args.dwi, signal=False, scaling=True)
+    if args.mask is not None:
+        check_image_file(args.mask, signal=False)
     paths = fit_image(args.dwi, args.bval, args.bvec, args.output, prefix_from_dwi(args.dwi),
                       mask_path=args.mask, models=args.model, d_par=args.d_par,
                       tissue=args.tissue, d_iso=args.d_iso, dti_bmax=args.dti_bmax,

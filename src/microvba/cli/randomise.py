@@ -28,11 +28,13 @@ from __future__ import annotations
 
 import argparse
 import re
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
-from .._validation import InputError, Problem, check_output_dir
+from .._resources import MAX_TABLE_BYTES, check_regular_file
+from .._validation import InputError, Problem, check_option_number, check_output_dir
 from ..io.fsl import FslContrasts, FslDesign
 from ..stats.tfce import CONNECTIVITY_RANK
 from ._types import seed
@@ -45,6 +47,47 @@ _ID_COLUMNS = ("participant_id", "session_id", "subject", "sub")
 
 def _csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
+
+
+@dataclass(frozen=True)
+class RandomiseOptions:
+    """The inference options of ``microvba randomise`` (defaults declared here only),
+    checked when built, before any file is read: ``-n`` an integer >= 2 whose null
+    distributions fit in memory, TFCE ``H``/``E`` in (0, 10], a finite cluster-forming
+    threshold >= 0, ``--n-jobs`` >= 1 (capped to the usable cores unless
+    ``--oversubscribe``)."""
+
+    n_perm: int = 5000
+    seed: int = 0
+    tfce_H: float = 2.0
+    tfce_E: float = 0.5
+    tfce_connectivity: int = 6
+    cluster_threshold: float = 3.1
+    cluster_connectivity: int = 26
+    n_jobs: int | None = None
+    oversubscribe: bool = False
+    two_sided: bool = True
+
+    def __post_init__(self) -> None:
+        from .._resources import check_permutations
+        from ..workflows.executor import check_n_jobs
+
+        n = check_option_number("-n/--n-perm", self.n_perm, 2, None, integer=True,
+                                hint="5000 as FSL randomise; the smallest p is 1/n")
+        check_option_number("--tfce-H", self.tfce_H, 0.0, 10.0, low_open=True)
+        check_option_number("--tfce-E", self.tfce_E, 0.0, 10.0, low_open=True)
+        check_option_number("--cluster-threshold", self.cluster_threshold, 0.0, None,
+                            hint="a t value, 0 disables cluster inference")
+        object.__setattr__(self, "n_jobs", check_n_jobs(self.n_jobs, self.oversubscribe))
+        check_permutations(n, option="-n/--n-perm", n_signs=2 if self.two_sided else 1)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> RandomiseOptions:
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls)
+                      if f.name != "two_sided"}, two_sided=not args.one_sided)
+
+
+_DEFAULTS = {f.name: f.default for f in fields(RandomiseOptions)}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,17 +122,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="exchangeability blocks: permute only within its levels (TSV "
                             "design only; -e design.grp for a design.mat)")
     inf = parser.add_argument_group("inference")
-    inf.add_argument("-n", "--n-perm", type=int, default=5000,
-                     help="permutations, including the unpermuted data")
-    inf.add_argument("--seed", type=seed, default=0)
+    inf.add_argument("-n", "--n-perm", type=int, default=_DEFAULTS["n_perm"],
+                     help="permutations, including the unpermuted data (>= 2)")
+    inf.add_argument("--seed", type=seed, default=_DEFAULTS["seed"])
     inf.add_argument("--no-tfce", action="store_true", help="skip TFCE")
-    inf.add_argument("--tfce-H", type=float, default=2.0, help="TFCE height exponent")
-    inf.add_argument("--tfce-E", type=float, default=0.5, help="TFCE extent exponent")
-    inf.add_argument("--tfce-connectivity", type=int, default=6,
+    inf.add_argument("--tfce-H", type=float, default=_DEFAULTS["tfce_H"],
+                     help="TFCE height exponent")
+    inf.add_argument("--tfce-E", type=float, default=_DEFAULTS["tfce_E"],
+                     help="TFCE extent exponent")
+    inf.add_argument("--tfce-connectivity", type=int, default=_DEFAULTS["tfce_connectivity"],
                      choices=sorted(CONNECTIVITY_RANK))
-    inf.add_argument("--cluster-threshold", type=float, default=3.1,
+    inf.add_argument("--cluster-threshold", type=float, default=_DEFAULTS["cluster_threshold"],
                      help="cluster-forming threshold on t; 0 disables cluster inference")
-    inf.add_argument("--cluster-connectivity", type=int, default=26,
+    inf.add_argument("--cluster-connectivity", type=int,
+                     default=_DEFAULTS["cluster_connectivity"],
                      choices=sorted(CONNECTIVITY_RANK))
     inf.add_argument("--one-sided", action="store_true",
                      help="test the positive direction only (no tstat2; a design.con's "
@@ -97,7 +143,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     inf.add_argument("--corrcon", action="store_true",
                      help="also write *_famcorrp maps, FWE-corrected over both directions "
                           "(design.con: over the tested contrasts) (PALM -corrcon)")
-    inf.add_argument("--n-jobs", type=int, default=None, help="threads (default: all cores)")
+    inf.add_argument("--n-jobs", type=int, default=_DEFAULTS["n_jobs"],
+                     help="threads (default: all cores; more than the usable cores are "
+                          "reduced to them unless --oversubscribe)")
+    inf.add_argument("--oversubscribe", action="store_true",
+                     help="use --n-jobs threads even when that is more than the cores")
 
 
 _VEST_MARKERS = ("/NumWaves", "/NumPoints", "/NumContrasts", "/Matrix", "/PPheights")
@@ -108,9 +158,10 @@ def _read_design(path: Path):
     (or by ``line N``) so that problems name the subject."""
     import pandas as pd
 
-    if not path.is_file():
+    if not path.exists():
         raise InputError("the design file does not exist", file=path,
                          fix="Pass a TSV with one row per volume.")
+    check_regular_file(path, "design file", MAX_TABLE_BYTES)
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
@@ -150,6 +201,18 @@ def _read_design(path: Path):
     else:
         df.index = pd.Index([f"line {i + 2}" for i in range(len(df))], name="line")
     return df
+
+
+def _is_identifier(column) -> bool:
+    """A column of text with a different value in every row (``subject_id``, file names):
+    never a covariate unless named in ``--covariates`` (dummy-coded, it would take one
+    degree of freedom per row)."""
+    import pandas as pd
+
+    values = column.dropna()
+    if len(values) < 2 or pd.api.types.is_numeric_dtype(column):
+        return False
+    return bool(values.astype(str).str.strip().is_unique)
 
 
 def _nifti_stem(path: Path) -> str:
@@ -208,14 +271,30 @@ def _load_images(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, obje
             raise InputError("file not found", file=path, fix="Check the path.")
 
     def load(path: Path):
+        from ..io.bids import check_image_file
+
+        check_image_file(path, signal=False)  # readable, gzip CRC, truncation, voxel sizes
         try:
             return nib.load(str(path))
         except Exception as exc:  # noqa: BLE001 - nibabel raises many types for bad files
             raise InputError(f"cannot read the image ({exc})", file=path,
                              fix="Pass readable NIfTI files.") from exc
 
+    from .._resources import image_size_problem
+
     imgs = [load(p) for p in inputs]
     mask_img = load(args.mask)
+    for p, im in [*zip(inputs, imgs, strict=True), (args.mask, mask_img)]:
+        too_big = image_size_problem(p, im, itemsize=8 if p == args.mask else 4)
+        if too_big is not None:
+            raise InputError(*too_big[:1], file=p, fix=too_big[1])
+    # the data of every input as float32 together (the stacked subjects x voxels array)
+    total = sum(int(np.prod(im.shape, dtype=np.float64)) for im in imgs) * 4
+    from .._resources import check_memory
+
+    check_memory(int(total), "reading the input images", inputs[0] if len(inputs) == 1
+                 else "inputs", "Analyse fewer or smaller images (e.g. a coarser grid), or "
+                                "run on a machine with more memory.")
     if len(imgs) == 1:
         img = imgs[0]
         if len(img.shape) != 4:
@@ -296,6 +375,7 @@ def run(args: argparse.Namespace) -> int:
     from ..io.fsl import is_vest
 
     log = get_logger(__name__)
+    args.n_jobs = RandomiseOptions.from_args(args).n_jobs  # every option checked first
     out = Path(args.output)
     if str(args.output).endswith(("/", "\\")) or out.is_dir():
         raise InputError("the output prefix is a folder; randomise writes PREFIX_tstat1.nii.gz "
@@ -347,6 +427,12 @@ def _run_table(args: argparse.Namespace, out: Path, log) -> int:
     if covariates is None:
         covariates = [c for c in design_df.columns
                       if c not in (args.contrast, args.blocks, *_ID_COLUMNS)]
+        ids = [c for c in covariates if _is_identifier(design_df[c])]
+        covariates = [c for c in covariates if c not in ids]
+        log.info("design: tested column %r; covariates (every other column): %s%s",
+                 args.contrast, ", ".join(covariates) or "none",
+                 f"; left out as identifiers (text unique to each row): {', '.join(ids)} "
+                 "(name covariates with --covariates)" if ids else "")
     try:
         design = make_design(design_df, args.contrast, covariates, source=str(args.design))
     except InputError as exc:

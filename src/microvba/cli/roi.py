@@ -79,6 +79,9 @@ def _region_means(paths: list[Path], atlas, region: str, hemisphere: str | None
         except (nib.filebasedimages.ImageFileError, OSError, EOFError, ValueError) as exc:
             raise InputError(f"not a readable NIfTI image ({exc})", file=path,
                              fix="Pass NIfTI maps (.nii or .nii.gz).") from exc
+        from ..io.bids import check_image_file
+
+        check_image_file(path, signal=False)  # gzip CRC, truncation, voxel sizes
         if img.ndim not in (3, 4):
             raise InputError(f"expected a 3-D or 4-D image, got {img.ndim}-D", file=path,
                              fix="Pass 3-D maps or one 4-D stack.")

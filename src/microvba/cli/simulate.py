@@ -47,7 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="--cohort: strength of the planted effects in units of the study's "
                              "effect sizes (Fisher z; default 1 = the study's r; the demo uses 3)")
     parser.add_argument("--n-jobs", type=int, default=1,
-                        help="--cohort: worker processes (-1 = all cores)")
+                        help="--cohort: worker processes (-1 = all cores; more than the "
+                             "cores are reduced to them unless --oversubscribe)")
+    parser.add_argument("--oversubscribe", action="store_true",
+                        help="start --n-jobs workers even when that is more than the cores")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="--cohort: folder with atlases/brainnetome "
                              "(default $MICROVBA_DATA, else ~/.cache/microvba)")
@@ -56,6 +59,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..simulate import simulate_cohort, simulate_dataset
 
+    if args.n_jobs != -1:  # -1 = every core; otherwise >= 1, capped to the cores
+        from ..workflows.executor import check_n_jobs
+
+        args.n_jobs = check_n_jobs(args.n_jobs, args.oversubscribe)
     out = Path(args.out)
     if args.cohort:
         if args.box:

@@ -6,7 +6,14 @@ download):
 * Neurosynth v0.7 (July 2018), ODbL, https://github.com/neurosynth/neurosynth-data at commit
   ``209c33cd009d0b069398a802198b41b9c488b9b7`` (repository root);
 * NeuroQuery v1, BSD-3, https://github.com/neuroquery/neuroquery_data at commit
-  ``4580f86267fb7c14ac1f601e298cbed898d79f2d`` (``data/``).
+  ``4580f86267fb7c14ac1f601e298cbed898d79f2d`` (``data/``);
+* the Brainnetome BN-246 1 mm label image (Fan et al. 2016; research use), from the
+  publisher (:data:`~microvba.regions.atlases.BRAINNETOME_URL`), into
+  ``atlases/brainnetome/``. Its label names are not downloaded: the package ships its own
+  corrected look-up and label tables (``microvba/data/``).
+
+:data:`FETCHABLE` lists them all; ``microvba data fetch`` fetches every one by default and
+``microvba demo`` calls :func:`ensure_data` to fetch what it is missing on first use.
 
 Every file is checked against its SHA-256 below and written atomically, so an interrupted
 download never leaves a file the loader would accept. With ``base_url`` (a mirror, or a local
@@ -64,11 +71,45 @@ SHA256 = {
 }
 
 
+#: every external data set microvba reads: the decoding databases and the Brainnetome atlas
+FETCHABLE: tuple[str, ...] = (*DATABASES, "brainnetome")
+
+
+def data_folder(database: str) -> str:
+    """Folder of ``database`` below the data directory (and below a mirror's base URL)."""
+    if database == "brainnetome":
+        from ..regions.atlases import BRAINNETOME_DIR
+
+        return BRAINNETOME_DIR.as_posix()
+    return database
+
+
+def _files(database: str) -> dict[str, str | None]:
+    """File name -> SHA-256 of ``database``."""
+    if database == "brainnetome":
+        from ..regions.atlases import BRAINNETOME_IMAGE, BRAINNETOME_SHA256
+
+        return {BRAINNETOME_IMAGE: BRAINNETOME_SHA256}
+    return {name: SHA256.get(name) for name in FILES[database].values()}
+
+
 def file_url(database: str, name: str, base_url: str | None = None) -> str:
     """Where ``name`` of ``database`` is downloaded from."""
     if base_url:
-        return f"{base_url.rstrip('/')}/{database}/{name}"
+        return f"{base_url.rstrip('/')}/{data_folder(database)}/{name}"
+    if database == "brainnetome":
+        from ..regions.atlases import BRAINNETOME_URL
+
+        return BRAINNETOME_URL
     return PUBLISHER_URLS[database] + name
+
+
+def missing_files(databases: Sequence[str] = FETCHABLE,
+                  data_dir: str | Path | None = None) -> list[Path]:
+    """Files of ``databases`` absent from the data directory (no checksum computed)."""
+    root = resolve_data_dir(data_dir)
+    return [root / data_folder(db) / name for db in databases for name in _files(db)
+            if not (root / data_folder(db) / name).is_file()]
 
 
 def _download(url: str, path: Path, sha256: str | None, timeout: float) -> None:
@@ -90,21 +131,22 @@ def _download(url: str, path: Path, sha256: str | None, timeout: float) -> None:
                              "'microvba data fetch' again.") from exc
 
 
-def fetch_databases(databases: Sequence[str] = DATABASES, data_dir: str | Path | None = None,
+def fetch_databases(databases: Sequence[str] = FETCHABLE, data_dir: str | Path | None = None,
                     base_url: str | None = None, force: bool = False,
                     timeout: float = 120.0) -> list[Path]:
-    """Download the files of ``databases`` into ``<data_dir>/<database>/``.
+    """Download the files of ``databases`` into ``<data_dir>/<folder>/``.
 
-    Files already present with the right checksum are kept unless ``force``. Returns the
-    paths of all the databases' files.
+    ``databases`` are among :data:`FETCHABLE` (``neurosynth``, ``neuroquery``,
+    ``brainnetome``, into ``atlases/brainnetome``). Files already present with the right
+    checksum are kept unless ``force``. Returns the paths of all the databases' files.
     """
     root = resolve_data_dir(data_dir)
+    for db in databases:  # every name checked before any download
+        check_choice("database", db, FETCHABLE)
     out = []
     for db in databases:
-        check_choice("database", db, DATABASES)
-        for name in FILES[db].values():
-            path = root / db / name
-            sha = SHA256.get(name)
+        for name, sha in _files(db).items():
+            path = root / data_folder(db) / name
             if path.is_file() and not force and (sha is None or
                                                  file_hash(path) == f"sha256:{sha}"):
                 log.info("%s: present", path)
@@ -114,3 +156,34 @@ def fetch_databases(databases: Sequence[str] = DATABASES, data_dir: str | Path |
                 _download(url, path, sha, timeout)
             out.append(path)
     return out
+
+
+def ensure_data(databases: Sequence[str], data_dir: str | Path | None = None,
+                base_url: str | None = None, timeout: float = 30.0) -> list[Path]:
+    """Fetch the files of ``databases`` that are missing (first use); return those fetched.
+
+    Nothing is downloaded when every file is present. When the download fails (no network,
+    a firewall), the :class:`~microvba._validation.InputError` names the one command that
+    fixes it, ``microvba data fetch --database ... --data-dir ...``.
+    """
+    missing = missing_files(databases, data_dir)
+    if not missing:
+        return []
+    root = resolve_data_dir(data_dir)
+    wanted = [db for db in databases
+              if any(p.parent == root / data_folder(db) for p in missing)]
+    log.info("fetching %d missing data file(s) (%s) into %s", len(missing),
+             ", ".join(wanted), root)
+    command = f"microvba data fetch --database {','.join(wanted)} --data-dir {root}"
+    try:
+        fetch_databases(wanted, root, base_url=base_url, timeout=timeout)
+    except InputError as exc:
+        detail = exc.problems[0].problem if exc.problems else str(exc)
+        names = ", ".join(p.name for p in missing[:3]) + (", ..." if len(missing) > 3 else "")
+        raise InputError(
+            f"{len(missing)} data file(s) needed are missing ({names}) and could not be "
+            f"downloaded: {detail}",
+            file=missing[0],
+            fix=f"Run '{command}' on a machine with internet access (or copy the folder "
+                f"{root} from one), then run this command again.") from exc
+    return missing

@@ -50,6 +50,7 @@ import numpy as np
 import pandas as pd
 
 from .._logging import get_logger, progress
+from .._resources import image_size_problem
 from .._validation import InputError, ProblemCollector, check_positive_int
 from .gradients import (
     B0_THRESHOLD,
@@ -59,6 +60,7 @@ from .gradients import (
     read_bvals,
     read_bvecs,
 )
+from .nifti import gzip_problem, scaling_problem, scan_nifti, voxel_size_problem
 from .participants import column_problems, read_participants
 
 log = get_logger(__name__)
@@ -525,6 +527,14 @@ def nifti_read_fix(path: Path) -> str:
             "dcm2niix).")
 
 
+def _is_gzip(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(2) == b"\x1f\x8b"
+    except OSError:
+        return False
+
+
 def _load_header(path: Path, problems: ProblemCollector) -> Any:
     import nibabel as nib
 
@@ -533,12 +543,24 @@ def _load_header(path: Path, problems: ProblemCollector) -> Any:
         shape = img.shape
         np.dtype(img.get_data_dtype())
     except nifti_read_errors() as exc:
+        stream = gzip_problem(path) if _is_gzip(path) else None
+        if stream is not None:  # small files: gzip checks the CRC while reading the header
+            problems.add(path, f"truncated or corrupt image data ({stream})",
+                         "Copy or re-export the file again (check the copy with gzip -t).")
+            return None
         problems.add(path, f"not a readable NIfTI image ({_describe(exc)})",
                      nifti_read_fix(path))
         return None
     if any(int(n) <= 0 for n in shape):
         problems.add(path, f"image has an empty dimension (shape {shape})",
                      "Re-export the image; every dimension must be at least 1.")
+        return None
+    found = voxel_size_problem(img, path)
+    if found is not None:
+        problems.add(path, found,
+                     "Fix the header's voxel sizes (pixdim) and qform/sform, e.g. re-export "
+                     "the image with dcm2niix, or set them with nibabel "
+                     "(img.header.set_zooms, img.set_qform / img.set_sform).")
         return None
     return img
 
@@ -567,13 +589,38 @@ def _blocks(shape: tuple[int, ...], chunk_bytes: int) -> Iterator[tuple]:
             yield (slice(None), slice(None), slice(k, min(k + per, nz)), t)
 
 
-def check_image_data(path: Path, img: Any, problems: ProblemCollector,
-                     chunk_bytes: int = CHUNK_BYTES) -> None:
-    """Read every voxel of ``img`` in bounded chunks; report truncation and NaN/inf values.
+def check_image_file(path: str | Path, signal: bool = True, scaling: bool = False) -> None:
+    """Check one NIfTI input file outside a BIDS dataset (``fit``, ``randomise``).
 
-    Blocks are runs of whole volumes (contiguous in a NIfTI file), or runs of z-planes of one
-    volume when a volume alone exceeds ``chunk_bytes``, so about ``chunk_bytes`` of data (as
-    float64) is held at once whatever the image size.
+    The header (readable, no empty dimension, finite positive voxel sizes) and one streamed
+    pass over the file (gzip CRC, truncation; see :func:`check_image_data` for ``signal``
+    and ``scaling``), as :func:`validate_dataset` does for BIDS images.
+
+    Raises
+    ------
+    InputError
+        Naming ``path``, what is wrong and the fix.
+    """
+    path = Path(path)
+    problems = ProblemCollector()
+    img = _load_header(path, problems)
+    if img is not None:
+        check_image_data(path, img, problems, signal=signal, scaling=scaling)
+    problems.raise_if_any()
+
+
+def check_image_data(path: Path, img: Any, problems: ProblemCollector,
+                     chunk_bytes: int = CHUNK_BYTES, signal: bool = True,
+                     scaling: bool = False) -> None:
+    """Read ``path`` to its end once (:func:`~microvba.io.nifti.scan_nifti`) and report it.
+
+    Reported: a gzip CRC or length mismatch, a truncated stream or data block, NaN or
+    infinite values, and a scaling (``scl_slope``, ``scl_inter``) under which no voxel is
+    positive. About ``chunk_bytes`` of data are held at once whatever the image size.
+
+    ``signal`` (an image of signal intensities, DWI or T1w) reports NaN/inf values and an
+    image without any positive voxel; otherwise ``scaling`` reports only a scaling that
+    turns positive stored values into none positive (e.g. ``scl_slope = -1``).
     """
     if path.name.endswith(".nii"):  # uncompressed: the size tells truncation before reading
         offset = getattr(img.dataobj, "offset", None)
@@ -587,21 +634,27 @@ def check_image_data(path: Path, img: Any, problems: ProblemCollector,
                          "Copy or re-export the file again; its data ends before the header "
                          "says.")
             return
-    n_bad = 0
-    try:
-        for index in _blocks(tuple(int(n) for n in img.shape), chunk_bytes):
-            block = np.asanyarray(img.dataobj[index])
-            if block.dtype.kind in "fc":
-                n_bad += int(np.count_nonzero(~np.isfinite(block)))
-    except nifti_read_errors() as exc:
-        problems.add(path, f"truncated or corrupt image data ({_describe(exc)})",
-                     "Copy or re-export the file again; its data ends before the header says "
-                     "or does not decompress.")
+    scan = scan_nifti(path, img, chunk_bytes)
+    if scan.problem is not None:
+        problems.add(path, f"truncated or corrupt image data ({scan.problem})",
+                     "Copy or re-export the file again (check the copy with gzip -t); its "
+                     "data ends before the header says or does not decompress intact.")
         return
-    if n_bad:
-        problems.add(path, f"{n_bad} voxel value(s) are NaN or infinite",
+    if scan.n_nonfinite and signal:
+        problems.add(path, f"{scan.n_nonfinite} voxel value(s) are NaN or infinite",
                      "Re-export the image, or replace non-finite values (e.g. by 0) before "
                      "running microvba.")
+    if signal:  # an image of signal intensities: some voxel must be positive
+        found = scaling_problem(img, scan)
+    elif scaling:  # only a scaling that turns positive stored values into none positive
+        found = scaling_problem(img, scan, any_cause=False)
+    else:
+        found = None
+    if found is not None:
+        problems.add(path, found,
+                     "Fix the header's scaling (e.g. nibabel: img.header.set_slope_inter(1, 0) "
+                     "on the stored data, or fslmaths in.nii.gz -abs out.nii.gz), or "
+                     "re-export the image from the scanner data.")
 
 
 def check_gradients(subject: Subject | DwiSeries, n_volumes: int | None,
@@ -661,6 +714,10 @@ def _check_dwi_image(series: DwiSeries, problems: ProblemCollector) -> Any:
         problems.add(series.dwi, f"the DWI must be 4-D; it has shape {img.shape}",
                      "Re-export the DWI as a 4-D series (x, y, z, volume).")
         return None
+    too_big = image_size_problem(series.dwi, img)  # before reading any voxel
+    if too_big is not None:
+        problems.add(series.dwi, *too_big)
+        return None
     check_image_data(series.dwi, img, problems)
     return img
 
@@ -702,6 +759,8 @@ def _check_subject(subject: Subject, problems: ProblemCollector, check_images: b
             if len(t1.shape) != 3 and not (len(t1.shape) == 4 and t1.shape[3] == 1):
                 found.add(subject.t1w, f"the T1w image must be 3-D; shape {t1.shape}",
                           "Provide a single 3-D T1-weighted volume.")
+            elif (too_big := image_size_problem(subject.t1w, t1)) is not None:
+                found.add(subject.t1w, *too_big)
             else:
                 check_image_data(subject.t1w, t1, found)
     for s, img in zip(subject.series, images, strict=True):
@@ -797,6 +856,53 @@ def _check_participants(root: Path, subjects: list[Subject], all_labels: list[st
     return df.loc[[s.label for s in subjects]]
 
 
+def check_dataset_description(root: Path, problems: ProblemCollector) -> None:
+    """Check ``dataset_description.json`` as the BIDS validator does.
+
+    Errors (the validator's classification, BIDS 1.9): the file is missing
+    (``DATASET_DESCRIPTION_JSON_MISSING``), is not valid JSON (``JSON_INVALID``), is not a
+    JSON object, or lacks the required ``Name`` or ``BIDSVersion`` (``JSON_KEY_REQUIRED``;
+    both must be strings). A missing recommended key (``Authors``, ``DatasetType``...) is a
+    validator warning: it is logged and does not stop the run.
+    """
+    import json
+
+    path = root / "dataset_description.json"
+    fix_new = ('Write a dataset_description.json at the dataset root, at least '
+               '{"Name": "<study name>", "BIDSVersion": "1.9.0"} (BIDS 1.9, section '
+               '"Dataset description").')
+    if not path.is_file():
+        problems.add(path, "missing: the BIDS validator reports the compulsory "
+                           "dataset_description.json as an error "
+                           "(DATASET_DESCRIPTION_JSON_MISSING)", fix_new)
+        return
+    try:
+        text = path.read_bytes()[: 2**20 + 1]
+        if len(text) > 2**20:
+            raise ValueError("larger than 1 MiB")
+        doc = json.loads(text.decode("utf-8"))
+    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError included
+        problems.add(path, f"not valid JSON ({_describe(exc)}; JSON_INVALID)",
+                     "Repair the file (check it with python -m json.tool), or replace it: "
+                     + fix_new)
+        return
+    if not isinstance(doc, dict):
+        problems.add(path, f"the content is a JSON {type(doc).__name__}, not an object "
+                           "(JSON_SCHEMA_VALIDATION_ERROR)", fix_new)
+        return
+    absent = [k for k in ("Name", "BIDSVersion") if not isinstance(doc.get(k), str)
+              or not doc.get(k).strip()]
+    if absent:
+        problems.add(path, f"the required key(s) {', '.join(absent)} are missing or not "
+                           "non-empty strings (JSON_KEY_REQUIRED)",
+                     'Add them, e.g. "Name": "<study name>", "BIDSVersion": "1.9.0".')
+        return
+    recommended = [k for k in ("Authors", "DatasetType", "License") if k not in doc]
+    if recommended:
+        log.warning("%s: recommended key(s) %s missing (a BIDS validator warning)", path,
+                    ", ".join(recommended))
+
+
 def validate_dataset(bids_dir: str | Path, subjects: Sequence[Subject] | Sequence[str] |
                      str | None = None, score: str | None = None,
                      covariates: Sequence[str] = (), check_images: bool = True,
@@ -851,6 +957,7 @@ def validate_dataset(bids_dir: str | Path, subjects: Sequence[Subject] | Sequenc
     if not selected and not problems:
         problems.add(root, "no subject left to process",
                      "Check --participant-label / --session-label.")
+    check_dataset_description(root, problems)
     for found in _check_subjects(selected, check_images, n_jobs):
         problems.problems.extend(found.problems)
     covariates = [covariates] if isinstance(covariates, str) else list(covariates)

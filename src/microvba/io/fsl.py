@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._resources import MAX_TABLE_BYTES, check_regular_file
 from .._validation import InputError, ProblemCollector
 
 #: header keys whose presence marks a file as VEST
@@ -176,7 +177,8 @@ class FslContrasts:
 def is_vest(path: str | Path, n_lines: int = 20) -> bool:
     """Whether the first non-blank lines of a text file hold a VEST header key."""
     try:
-        text = Path(path).read_bytes()[:65536].decode("utf-8-sig", errors="replace")
+        with open(path, "rb") as fh:  # the head only: a design may be large
+            text = fh.read(65536).decode("utf-8-sig", errors="replace")
     except OSError:
         return False
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()][:n_lines]
@@ -187,6 +189,7 @@ def _read_text(path: Path, what: str) -> str:
     if not path.is_file():
         raise InputError(f"the {what} file does not exist", file=path,
                          fix=f"Check the path of the {what} file.")
+    check_regular_file(path, f"{what} file", MAX_TABLE_BYTES)
     try:
         data = path.read_bytes()
     except OSError as exc:

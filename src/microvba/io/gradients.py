@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._resources import MAX_TABLE_BYTES, check_regular_file
 from .._validation import InputError
 
 #: b-values at or below this (s/mm^2) count as b=0 volumes (DIPY's default ``b0_threshold``)
@@ -27,6 +28,8 @@ _SEP = re.compile(r"[\s,;]+")
 
 
 def _rows(path: Path, what: str) -> list[list[str]]:
+    if path.exists():  # a FIFO or a device is refused before it is opened
+        check_regular_file(path, what, MAX_TABLE_BYTES)
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:

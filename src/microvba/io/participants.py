@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .._resources import MAX_TABLE_BYTES, check_regular_file
 from .._validation import InputError, ProblemCollector
 
 #: index name of the table returned by :func:`read_participants` (labels without ``sub-``)
@@ -133,11 +134,14 @@ def read_participants(path: str | Path) -> pd.DataFrame:
     Raises
     ------
     InputError
-        The file is missing or unreadable, is not UTF-8, has no ``participant_id`` column,
+        The file is missing or unreadable, not a regular file (a FIFO, a device), larger
+        than :data:`microvba._resources.MAX_TABLE_BYTES`, is not UTF-8, has no ``participant_id`` column,
         has duplicate columns, rows of the wrong length, empty or duplicate participant ids.
     """
     path = Path(path)
     try:
+        if path.exists():  # a FIFO or /dev/zero is refused before it is opened
+            check_regular_file(path, "file", MAX_TABLE_BYTES)
         text = path.read_bytes().decode("utf-8-sig")
     except FileNotFoundError as exc:
         raise InputError("participants.tsv not found", file=path,

@@ -24,11 +24,14 @@ from .noddi import (
     noddi_signal,
     odi_to_kappa,
 )
-from .pipeline import fit_image
+from .pipeline import MODELS, fit_image
+
+#: every model name ``--models`` accepts (one list: :data:`microvba.models.pipeline.MODELS`)
+KNOWN_MODELS: tuple[str, ...] = tuple(MODELS)
 
 __all__ = [
     "B0_THRESHOLD", "D_ISO", "D_PAR_GM", "D_PAR_WM", "DTI_BMAX", "SHELL_TOLERANCE",
-    "GradientTable", "NoddiFit", "NoddiModel", "TensorFit", "TensorModel", "brain_mask",
+    "GradientTable", "KNOWN_MODELS", "NoddiFit", "NoddiModel", "TensorFit", "TensorModel", "brain_mask",
     "cluster_shells", "denoise", "fit_image", "kappa_to_odi", "noddi_signal", "odi_to_kappa",
     "tensor_signal",
 ]

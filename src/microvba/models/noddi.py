@@ -149,12 +149,12 @@ def check_noddi_options(s0: str = "auto", noise: str = "auto",
     """InputError unless ``s0`` is one of :data:`S0_MODES`, ``noise`` one of
     :data:`~microvba.models.noise.METHODS` and ``compat`` None or one of :data:`COMPAT`
     (the CLI's ``--noddi-s0``, ``--noddi-noise``, ``--noddi-compat``)."""
-    from .._validation import check_choice
+    from .._validation import check_option_choice
 
-    check_choice("noddi_s0", s0, S0_MODES)
-    check_choice("noddi_noise", noise, METHODS)
+    check_option_choice("--noddi-s0", s0, S0_MODES)
+    check_option_choice("--noddi-noise", noise, METHODS)
     if compat is not None:
-        check_choice("noddi_compat", compat, COMPAT)
+        check_option_choice("--noddi-compat", compat, COMPAT)
 
 
 @lru_cache(maxsize=1)

@@ -293,7 +293,34 @@ def fit_image(dwi_path: str | Path, bval_path: str | Path, bvec_path: str | Path
                  time.perf_counter() - t0, nf.n_bound, nf.n_failed)
         del nf
     del data
+    check_failed_fraction(extra, int(mask.sum()), dwi_path, prefix)
     return _write_maps(maps, mask, outputs, img, params, inputs, extra, sources)
+
+
+#: a subject whose NODDI fit fails in more than this fraction of its mask voxels is a failed
+#: subject (no map is written; the participant stage exits 1 naming it)
+MAX_FAILED_FRACTION = 0.5
+
+
+class FitFailedError(RuntimeError):
+    """The fit failed in most of the mask: the subject's maps would be meaningless."""
+
+
+def check_failed_fraction(extra: dict, n_mask: int, dwi_path: Path, prefix: str) -> None:
+    """Raise :class:`FitFailedError` when NODDI failed in most of the mask.
+
+    A voxel fails when its mean b=0 signal is not positive or a measurement is not finite
+    (:attr:`~microvba.models.noddi.NoddiFit.n_failed`); failing in more than
+    :data:`MAX_FAILED_FRACTION` of the mask means the image, not the tissue, is wrong.
+    """
+    n_failed = int(extra.get("noddi", {}).get("VoxelsFailed", 0))
+    if n_mask and n_failed > MAX_FAILED_FRACTION * n_mask:
+        raise FitFailedError(
+            f"{prefix}: the NODDI fit failed in {n_failed} of {n_mask} mask voxels "
+            f"({100.0 * n_failed / n_mask:.0f}% > {100 * MAX_FAILED_FRACTION:.0f}%): the mean "
+            f"b=0 signal of {dwi_path} is not positive there (inverted or empty b=0 volumes, "
+            "a negative scl_slope). No map was written; check the image's b=0 volumes and "
+            "scaling (and the mask).")
 
 
 def _auto_mask(data: np.ndarray, gtab: GradientTable, dwi_path: Path) -> np.ndarray:

