@@ -58,6 +58,8 @@ from .maps import DEFAULT_THRESHOLD, VOCABULARIES, FeatureMaps, feature_maps
 log = get_logger(__name__)
 
 _MIN_INSIDE = 0.8
+#: warn when more than this fraction of an ROI lies outside the brain mask
+MAX_OUTSIDE_WARN = 0.05
 
 
 def fdr_bh(p: np.ndarray) -> np.ndarray:
@@ -236,10 +238,19 @@ class Decoder:
             z (signed sqrt chi2), p, p_method, q, p_null, q_null, r (NiMARE-style),
             significant;
             sorted by ``sort_by`` (recorded in ``table.attrs["statistic"]``).
+            ``table.attrs`` also holds ``roi_voxels`` (decoded, inside the brain mask),
+            ``roi_voxels_outside_mask`` and ``roi_fraction_outside_mask`` (the ROI's voxels
+            on the 2 mm grid that fall outside the brain mask and are dropped; a warning is
+            logged above 5 %).
         """
         check_choice("sort_by", sort_by, ("log_odds", "z", "r"))
         fm = self._check_fitted()
-        roi = roi_voxels(mask_img, fm.grid)
+        roi, n_outside = roi_voxels(mask_img, fm.grid, return_outside=True)
+        frac_outside = n_outside / (n_outside + roi.size)
+        if frac_outside > MAX_OUTSIDE_WARN:
+            log.warning("%d of the ROI's %d voxels (%.1f%%) lie outside the MNI brain mask "
+                        "and are not decoded", n_outside, n_outside + roi.size,
+                        100 * frac_outside)
         rng = np.random.default_rng(self.seed)
         rois = [roi] + (self._null_rois(roi, rng) if self.n_null else [])
         hits = self._hits(rois)
@@ -268,6 +279,8 @@ class Decoder:
         null_ok = (table["q_null"] < self.alpha) if null.shape[1] else True
         table["significant"] = (table["q"] < self.alpha) & null_ok & (table["log_odds"] > 0)
         return self._finish(table, sort_by, roi_voxels=int(roi.size),
+                            roi_voxels_outside_mask=int(n_outside),
+                            roi_fraction_outside_mask=float(frac_outside),
                             studies_in_roi=int(n_hit[0]), n_null=null.shape[1])
 
     def _roi_r(self, roi: np.ndarray) -> np.ndarray:

@@ -18,13 +18,10 @@ For an observed statistic :math:`s` and :math:`N` null statistics :math:`s_1 \\d
   .. math:: p = \\frac{N_{exc}}{N}\\,\\bigl(1 - F_{\\mathrm{GPD}}(s - t)\\bigr),
             \\qquad 1 - F_{\\mathrm{GPD}}(y) = (1 - k y / \\sigma)^{1/k}
 
-  (:math:`\\exp(-y/\\sigma)` at :math:`k = 0`). The shape is constrained to
-  :math:`k \\le 0`: a fitted :math:`k > 0` has a finite end point :math:`\\sigma/k` beyond
-  which p would be 0 just past the largest resample, whereas the statistics here
-  (correlations of smooth maps, log odds of counts) have normal-like tails (the Gumbel
-  domain, :math:`k = 0`), so a fitted :math:`k > 0` falls back to the exponential tail
-  :math:`\\sigma = \\bar y`. The GPD is fitted by probability-weighted moments (Hosking & Wallis 1987, Technometrics 29:339):
-  with the exceedances in ascending order :math:`y_{(1)} \\le \\dots \\le y_{(n)}`,
+  (:math:`\\exp(-y/\\sigma)` at :math:`k = 0`; beyond the fitted upper end point
+  :math:`\\sigma/k` of a light tail, :math:`k > 0`, the estimate is 0 and is reported as the
+  smallest positive double). The GPD is fitted by probability-weighted moments (Hosking &
+  Wallis 1987, Technometrics 29:339): with the exceedances in ascending order :math:`y_{(1)} \\le \\dots \\le y_{(n)}`,
   :math:`a_0 = \\bar y`, :math:`a_1 = \\tfrac1n \\sum_j (1 - p_j) y_{(j)}`,
   :math:`p_j = (j - 0.35)/n`,
   :math:`k = a_0/(a_0 - 2a_1) - 2`, :math:`\\sigma = 2a_0a_1/(a_0 - 2a_1)`. Unlike the
@@ -97,27 +94,6 @@ def gpd_fit_pwm(y: np.ndarray) -> tuple[float, float]:
     return float(a0 / den - 2.0), float(2.0 * a0 * a1 / den)
 
 
-def _tail_fit(y: np.ndarray) -> tuple[float, float]:
-    """PWM GPD fit with the shape constrained to :math:`k \\le 0` (no finite end point;
-    at :math:`k > 0` the exponential tail, :math:`\\sigma = \\bar y`)."""
-    k, sigma = gpd_fit_pwm(y)
-    if np.isfinite(k) and k > 0:
-        return 0.0, float(np.mean(y))
-    return k, sigma
-
-
-def gpd_sf(y: float, k: float, sigma: float) -> float:
-    """Survival function of the GPD (Hosking & Wallis parameterisation)."""
-    if y <= 0:
-        return 1.0
-    if abs(k) < 1e-9:
-        return float(np.exp(-y / sigma))
-    base = 1.0 - k * y / sigma
-    if base <= 0:
-        return 0.0
-    return float(base ** (1.0 / k))
-
-
 def tail_p(observed: np.ndarray, null: np.ndarray) -> np.ndarray:
     """``p_null`` of the module docstring: empirical p, GPD tail when fewer than
     :data:`MIN_EXCEEDANCES` null values reach the observed one."""
@@ -135,7 +111,7 @@ def tail_p(observed: np.ndarray, null: np.ndarray) -> np.ndarray:
             continue
         row = np.sort(row)
         t = 0.5 * (row[-n_exc - 1] + row[-n_exc])
-        k, sigma = _tail_fit(row[-n_exc:] - t)
+        k, sigma = gpd_fit_pwm(row[-n_exc:] - t)
         if not (np.isfinite(k) and np.isfinite(sigma) and sigma > 0):
             continue  # degenerate tail (ties): keep the empirical p
         p[f] = max(n_exc / row.size * gpd_sf(observed[f] - t, k, sigma),
