@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         roi_img = args.roi
         if args.labels is not None or args.roi_threshold is not None:
             roi_img = select_roi(args.roi, labels=args.labels, threshold=args.roi_threshold)
-        check_roi_extent(roi_img, mni_brain_grid(2.0))
+        check_roi_extent(roi_img, mni_brain_grid(2.0, args.cache_dir))
     if args.stat_map is not None:
         values = np.asarray(load_image(args.stat_map, "statistic map").dataobj, np.float64)
         values = values[np.isfinite(values)]

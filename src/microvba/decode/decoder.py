@@ -40,12 +40,14 @@ Spatial null (so that a top-ranked feature is not mistaken for a significant one
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
-from scipy import stats
+import scipy.sparse as sp
+from scipy import special
 
 from .._logging import get_logger
 from .._validation import InputError, check_choice, check_in_range, check_positive_int
@@ -53,7 +55,7 @@ from . import _kernels
 from . import null as _null
 from .database import load_vocabulary
 from .grid import load_image, roi_voxels, to_grid
-from .maps import DEFAULT_THRESHOLD, VOCABULARIES, FeatureMaps, feature_maps
+from .maps import DEFAULT_THRESHOLD, VOCABULARIES, FeatureMaps, cached_feature_maps, feature_maps
 
 log = get_logger(__name__)
 
@@ -87,11 +89,13 @@ def _chi2_or_fisher(a: np.ndarray, b: np.ndarray, c: np.ndarray,
     with np.errstate(divide="ignore", invalid="ignore"):
         chi2 = n * (a * d - b * c) ** 2 / (r0 * r1 * c0 * c1)
     chi2 = np.where(np.isfinite(chi2), chi2, 0.0)
-    p = stats.chi2.sf(chi2, 1)
+    p = special.erfc(np.sqrt(chi2 / 2.0))  # chi-square survival, 1 df
     with np.errstate(divide="ignore", invalid="ignore"):
         expected_min = np.minimum.reduce([r0 * c0, r0 * c1, r1 * c0, r1 * c1]) / n
     small = expected_min < 5
     method = np.where(small, "fisher", "chi2").astype(object)
+    if small.any():
+        from scipy import stats
     for i in np.flatnonzero(small):
         p[i] = stats.fisher_exact([[a[i], b[i]], [c[i], d[i]]]).pvalue
     return chi2, p, method
@@ -164,20 +168,29 @@ class Decoder:
         if self.n_null != 0:
             check_positive_int("n_null", self.n_null)
         check_in_range("alpha", self.alpha, 0.0, 1.0)
-        db = load_vocabulary(self.vocabulary, self.data_dir)
-        self.maps_: FeatureMaps = feature_maps(
-            db, self.vocabulary, kernel_mm=self.kernel_mm, threshold=self.threshold,
-            cache_dir=self.cache_dir)
-        self.database_ = f"{db.name} v{db.version}"
+        fm = cached_feature_maps(self.vocabulary, self.data_dir, kernel_mm=self.kernel_mm,
+                                 threshold=self.threshold, cache_dir=self.cache_dir)
+        if fm is None:  # first call with these parameters: read the database, build
+            db = load_vocabulary(self.vocabulary, self.data_dir)
+            fm = feature_maps(db, self.vocabulary, kernel_mm=self.kernel_mm,
+                              threshold=self.threshold, cache_dir=self.cache_dir)
+        self.maps_: FeatureMaps = fm
+        self.database_ = f"{fm.parameters['database']} v{fm.parameters['version']}"
         self.threshold_ = DEFAULT_THRESHOLD[self.vocabulary] if self.threshold is None \
             else float(self.threshold)
         fm = self.maps_
-        self._a_ptr = fm.activation.indptr.astype(np.int64)
+        self._offsets = _kernels.sphere_offsets(float(self.kernel_mm), fm.grid.resolution)
+        self._pad = int(np.abs(self._offsets).max()) if self._offsets.size else 0
+        self._padded = np.asarray(fm.grid.shape, np.int64) + 2 * self._pad
+        self._peak_ptr, self._peak_studies = _kernels.peak_voxel_index(
+            fm.peaks[:, :3], fm.peaks[:, 3], fm.grid.shape, self._pad)
         self._sel_csr = fm.selection.tocsr().astype(np.float32)
         self._n_sel = np.diff(fm.selection.indptr).astype(float)
-        w = fm.weights.toarray().astype(np.float64)
-        self._w_centred = w - w.mean(axis=0)
-        self._w_norm = np.sqrt((self._w_centred ** 2).sum(axis=0))
+        w = sp.csc_matrix(fm.weights, dtype=np.float64)
+        self._w = w
+        mean = np.asarray(w.mean(axis=0)).ravel()
+        sq = np.asarray(w.multiply(w).sum(axis=0)).ravel()
+        self._w_norm = np.sqrt(np.maximum(sq - w.shape[0] * mean ** 2, 0.0))
         self._vox_ijk = np.argwhere(fm.grid.mask)
         return self
 
@@ -214,15 +227,17 @@ class Decoder:
         return out
 
     def _hits(self, rois: list[np.ndarray]) -> np.ndarray:
-        """(n_studies, n_rois) bool: study's spheres overlap each ROI."""
+        """(n_studies, n_rois) bool: study's spheres overlap each ROI (from the peaks,
+        :func:`microvba.decode._kernels.roi_hits_peaks`)."""
         fm = self.maps_
-        n_vox = fm.grid.n_voxels
-        vox = np.concatenate(rois)
-        roi_of = np.repeat(np.arange(len(rois)), [len(r) for r in rois])
-        order = np.argsort(vox, kind="stable")
-        vox_ptr = np.searchsorted(vox[order], np.arange(n_vox + 1)).astype(np.int64)
-        return _kernels.roi_hits(self._a_ptr, fm.activation.indices, vox_ptr,
-                                 roi_of[order].astype(np.int64), len(rois))
+        ptr = np.zeros(len(rois) + 1, dtype=np.int64)
+        ptr[1:] = np.cumsum([len(r) for r in rois])
+        ijk = self._vox_ijk[np.concatenate(rois)]
+        n_chunks = max(4 * (os.cpu_count() or 1), 1)
+        out = _kernels.roi_hits_peaks(ijk, ptr, self._offsets, self._padded, self._pad,
+                                      self._peak_ptr, self._peak_studies, fm.n_studies,
+                                      min(n_chunks, len(rois)))
+        return np.ascontiguousarray(out.T)
 
     def decode_roi(self, mask_img: str | Path | nib.Nifti1Image,
                    sort_by: str = "log_odds") -> pd.DataFrame:
@@ -286,13 +301,13 @@ class Decoder:
     def _roi_r(self, roi: np.ndarray) -> np.ndarray:
         """NiMARE ROIAssociationDecoder r: corr(fraction of ROI covered, feature weight)."""
         fm = self.maps_
-        in_roi = np.zeros(fm.grid.n_voxels, dtype=bool)
-        in_roi[roi] = True
-        cover = _kernels.roi_cover(self._a_ptr, fm.activation.indices, in_roi) / roi.size
-        cover -= cover.mean()
+        cover = _kernels.roi_cover_peaks(self._vox_ijk[roi], self._offsets, self._padded,
+                                         self._pad, self._peak_ptr, self._peak_studies,
+                                         fm.n_studies) / roi.size
+        cover -= cover.mean()  # centred cover: sum(cover) = 0, so cover @ (w - mean) = cover @ w
         den = np.sqrt((cover ** 2).sum()) * self._w_norm
         with np.errstate(divide="ignore", invalid="ignore"):
-            return (cover @ self._w_centred) / den
+            return np.asarray(self._w.T @ cover).ravel() / den
 
     # ------------------------------------------------------------------ map
     def _map_dots(self, x: np.ndarray, voxels: np.ndarray | None = None) -> np.ndarray:

@@ -16,6 +16,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from .. import _paths
 from .._logging import get_logger
 from .._validation import InputError
 
@@ -66,30 +67,57 @@ class BrainGrid:
         return np.round(ijk).astype(np.int64)
 
 
-def mni_brain_grid(resolution: float = 2.0) -> BrainGrid:
+def mni_brain_grid(resolution: float = 2.0, cache_dir: str | Path | None = None) -> BrainGrid:
     """The ICBM152 2009 brain-mask grid at ``resolution`` mm (from nilearn).
 
-    nilearn resamples its 1 mm template on every call (about a second), so the grid is
-    memoised per resolution (:func:`_mni_brain_grid`); treat it as read-only.
+    nilearn resamples its 1 mm template on every call (about a second, plus the import of
+    ``nilearn.datasets``), so the grid is memoised per resolution in the process and stored
+    in the map cache (``cache_dir``, default ``$MICROVBA_CACHE`` or
+    ``~/.cache/microvba/maps``) as ``mni152-brain-mask_res-<r>mm_nilearn-<version>.npz``;
+    treat it as read-only.
     """
-    return _mni_brain_grid(float(resolution))
+    return _mni_brain_grid(float(resolution), str(_paths.cache_dir(cache_dir)))
+
+
+def _nilearn_version() -> str:
+    from importlib.metadata import version
+
+    return version("nilearn")
 
 
 @functools.lru_cache(maxsize=4)
-def _mni_brain_grid(resolution: float) -> BrainGrid:
-    from nilearn.datasets import load_mni152_brain_mask
-
+def _mni_brain_grid(resolution: float, cache_root: str) -> BrainGrid:
     if float(resolution) != int(resolution):
         raise InputError(f"The 'resolution' parameter must be a whole number of mm. Got "
                          f"{resolution!r} instead.", file="parameter resolution",
                          fix="Pass 1, 2, 3 or 4 (mm).")
-    img = load_mni152_brain_mask(resolution=int(resolution))
-    mask = np.asarray(img.get_fdata()) > 0
+    path = Path(cache_root) / (f"mni152-brain-mask_res-{int(resolution)}mm_nilearn-"
+                               f"{_nilearn_version()}.npz")
+    mask = affine = None
+    if path.is_file():
+        try:
+            with np.load(path) as f:
+                mask, affine = f["mask"].astype(bool), f["affine"].astype(float)
+        except (OSError, ValueError, KeyError):
+            mask = None
+    if mask is None:
+        from nilearn.datasets import load_mni152_brain_mask
+
+        img = load_mni152_brain_mask(resolution=int(resolution))
+        mask = np.asarray(img.get_fdata()) > 0
+        affine = np.asarray(img.affine, float)
+        try:
+            from .._provenance import atomic_path
+
+            with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+                np.savez(fh, mask=mask, affine=affine)
+        except OSError as exc:  # a read-only cache is not an error
+            log.debug("brain-mask grid not cached (%s)", exc)
     flat = np.full(mask.size, -1, dtype=np.int32)
     flat[mask.ravel()] = np.arange(int(mask.sum()), dtype=np.int32)
     mask.setflags(write=False)
     flat.setflags(write=False)
-    return BrainGrid(tuple(int(s) for s in mask.shape), np.asarray(img.affine, float), mask, flat)
+    return BrainGrid(tuple(int(s) for s in mask.shape), affine, mask, flat)
 
 
 def load_image(img: str | Path | nib.Nifti1Image, what: str) -> nib.spatialimages.SpatialImage:
