@@ -156,3 +156,26 @@ def test_cli_atlas_labels(shared_data, map_cache, tmp_path):
     assert table["feature"].iloc[0] == "26_emotional_amygdala_negative"
     side = json.loads((out / "amygdala_L_vocab-lda50_decoding.json").read_text())
     assert side["ROI"]["labels"] == [211, 212]
+
+
+def test_nearest_resampling_equals_nilearn(shared_data):
+    """The ROI path's own nearest-neighbour resampling against nilearn's resample_img."""
+    from nilearn.image import resample_img
+
+    from microvba.decode.grid import resample_nearest
+
+    grid = mni_brain_grid(2.0)
+    img = nib.load(shared_data / ATLAS)
+    data = np.asarray(img.dataobj, np.float32)
+    ref = resample_img(nib.Nifti1Image(data, img.affine), target_affine=grid.affine,
+                       target_shape=grid.shape, interpolation="nearest", force_resample=True,
+                       copy_header=True)
+    np.testing.assert_array_equal(resample_nearest(data, img.affine, grid),
+                                  np.asarray(ref.dataobj))
+    # an oblique, anisotropic source too
+    rot = np.array([[0.0, -1.5, 0, 60], [1.2, 0, 0, -100], [0, 0, 2.5, -70], [0, 0, 0, 1]])
+    blob = _percent_blob((80, 90, 60), 10.0).astype(np.float32)
+    ref = resample_img(nib.Nifti1Image(blob, rot), target_affine=grid.affine,
+                       target_shape=grid.shape, interpolation="nearest", force_resample=True,
+                       copy_header=True)
+    np.testing.assert_array_equal(resample_nearest(blob, rot, grid), np.asarray(ref.dataobj))
