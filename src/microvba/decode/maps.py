@@ -88,7 +88,7 @@ class FeatureMaps:
         computed on first use.
     activation
         (n_studies, n_voxels) boolean CSR: study ``s`` has a peak within ``kernel_mm`` of
-        voxel ``v`` (the MKDA incidence matrix); read from the cache on first use.
+        voxel ``v`` (the MKDA incidence matrix); rebuilt from the peaks on first use.
     peaks
         (n_peaks, 4) int32: grid voxel (i, j, k, possibly outside the grid) and study row
         of every peak, from which ROI association is computed.
@@ -124,14 +124,12 @@ class FeatureMaps:
 
     @property
     def activation(self) -> sp.csr_matrix:
-        """The study x voxel incidence matrix, read from the cache on first use (ROI
-        decoding works from :attr:`peaks` and does not need it)."""
+        """The study x voxel incidence matrix, rebuilt from :attr:`peaks` on first use (ROI
+        decoding works from the peaks and does not need it; not stored in the cache)."""
         if self._activation is None:
-            indptr = np.load(self.path / "activation_indptr.npy")
-            indices = np.load(self.path / "activation_indices.npy")
-            self._activation = sp.csr_matrix(
-                (np.ones(indices.shape[0], dtype=bool), indices, indptr),
-                shape=(indptr.shape[0] - 1, self.grid.n_voxels))
+            self._activation = peak_activation(self.peaks[:, :3], self.peaks[:, 3],
+                                               self.n_studies, self.grid,
+                                               self.parameters["kernel_mm"])
         return self._activation
 
     @functools.cached_property
@@ -207,15 +205,21 @@ def _log_dropped(dropped: pd.DataFrame, vocabulary: str, min_studies: int) -> No
 
 def study_activation(db: Database, grid: BrainGrid, kernel_mm: float) -> sp.csr_matrix:
     """Boolean study x in-mask-voxel MKDA incidence (sphere of ``kernel_mm`` per peak)."""
-    ijk = grid.mm_to_ijk(db.xyz)
-    peak_ptr = np.searchsorted(db.peak_study, np.arange(db.n_studies + 1)).astype(np.int64)
+    return peak_activation(grid.mm_to_ijk(db.xyz), db.peak_study, db.n_studies, grid,
+                           kernel_mm)
+
+
+def peak_activation(ijk: np.ndarray, peak_study: np.ndarray, n_studies: int, grid: BrainGrid,
+                    kernel_mm: float) -> sp.csr_matrix:
+    """:func:`study_activation` from peak voxels ``ijk`` and their (sorted) study rows."""
+    peak_ptr = np.searchsorted(peak_study, np.arange(n_studies + 1)).astype(np.int64)
     offsets = _kernels.sphere_offsets(kernel_mm, grid.resolution)
     n_chunks = max(4 * (os.cpu_count() or 1), 1)
     indptr, indices = _kernels.sphere_incidence(
-        np.ascontiguousarray(ijk), peak_ptr, offsets, np.asarray(grid.shape, np.int64),
-        grid.flat_to_masked, grid.n_voxels, n_chunks)
+        np.ascontiguousarray(ijk, dtype=np.int64), peak_ptr, offsets,
+        np.asarray(grid.shape, np.int64), grid.flat_to_masked, grid.n_voxels, n_chunks)
     data = np.ones(indices.shape[0], dtype=bool)
-    return sp.csr_matrix((data, indices, indptr), shape=(db.n_studies, grid.n_voxels))
+    return sp.csr_matrix((data, indices, indptr), shape=(n_studies, grid.n_voxels))
 
 
 def _compute_maps(activation: sp.csr_matrix, selection: sp.csc_matrix, out_assoc, out_unif,
@@ -284,10 +288,10 @@ def _cache_key(name: str, version: str, vocabulary: str, kernel_mm: float, thres
     return params, folder
 
 
-#: files of a cache entry: the maps, their feature table, and what ROI decoding needs
-#: without the database (incidence matrix, kept weights, dropped features)
-_BUNDLE = ("z_association.npy", "z_uniformity.npy", "features.tsv", "activation_indptr.npy",
-           "activation_indices.npy", "weights.npz", "dropped.tsv", "peaks.npy")
+#: files of a cache entry: the maps, their feature table, and what decoding needs without
+#: the database (kept weights, dropped features, peak voxels and studies)
+_BUNDLE = ("z_association.npy", "z_uniformity.npy", "features.tsv", "weights.npz",
+           "dropped.tsv", "peaks.npy")
 
 
 def _stamps(files: dict[str, Path]) -> dict[str, list[int]]:
@@ -391,7 +395,9 @@ def feature_maps(db: Database, vocabulary: str = "lda50", kernel_mm: float = 6.0
                                 resolution, min_studies, grid, cache_dir)
     if _bundle_valid(folder, params, db.files):
         return _load_bundle(folder, params, grid)
-    activation = study_activation(db, grid, float(kernel_mm))
+    peaks = np.column_stack([grid.mm_to_ijk(db.xyz), db.peak_study]).astype(np.int32)
+    activation = peak_activation(peaks[:, :3], peaks[:, 3], db.n_studies, grid,
+                                 float(kernel_mm))
     weights = sp.csc_matrix(db.weights)
     n_sel = np.diff(_selection(weights, threshold).indptr)
     keep, dropped = _drop_table(db, n_sel, min_studies)
@@ -402,18 +408,16 @@ def feature_maps(db: Database, vocabulary: str = "lda50", kernel_mm: float = 6.0
     files = [folder / f for f in _BUNDLE]
     _build_cache(activation, selection, features, labels, files[:3], grid)
     with atomic_path(files[3]) as tmp, open(tmp, "wb") as fh:
-        np.save(fh, activation.indptr.astype(np.int64))
-    with atomic_path(files[4]) as tmp, open(tmp, "wb") as fh:
-        np.save(fh, activation.indices.astype(np.int32))
-    with atomic_path(files[5]) as tmp, open(tmp, "wb") as fh:
-        sp.save_npz(fh, sp.csc_matrix(weights))
-    with atomic_path(files[6]) as tmp:
+        sp.save_npz(fh, sp.csc_matrix(weights), compressed=False)
+    with atomic_path(files[4]) as tmp:
         dropped.to_csv(tmp, sep="\t", index=False)
-    with atomic_path(files[7]) as tmp, open(tmp, "wb") as fh:
-        np.save(fh, np.column_stack([grid.mm_to_ijk(db.xyz), db.peak_study]).astype(np.int32))
+    with atomic_path(files[5]) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, peaks)
     write_json(folder / "maps.json", make_sidecar(params, db.files, n_dropped=len(dropped),
                                                   InputStamps=_stamps(db.files)))
-    return _load_bundle(folder, params, grid)
+    fm = _load_bundle(folder, params, grid)
+    fm._activation = activation
+    return fm
 
 
 def _build_cache(activation: sp.csr_matrix, selection: sp.csc_matrix, features: list[str],
