@@ -49,6 +49,7 @@ def test_report_figures_are_embedded_pngs(built_report, report_out):
                 + 12  # QC mosaics (one per subject)
                 + n_sig_metrics  # corrected maps, one figure per metric with a result
                 + n_clusters  # scatter plots
+                + 2  # decoding summary heatmaps, regions x top features (lda50, terms)
                 + n_clusters * 3)  # decoding: bar + polar PNGs (lda50) + drawn bar (terms)
     assert len(images) == expected
     # one corrected-map figure per significant metric, and a statement for the others

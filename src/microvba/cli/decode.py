@@ -18,6 +18,13 @@ HELP = ("Meta-analytic decoding of an ROI (ROI association: log-odds, chi-square
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--roi", type=Path, default=None,
                         help="binary ROI mask in MNI space (nonzero = inside)")
+    parser.add_argument("--labels", type=int, nargs="+", default=None, metavar="L",
+                        help="decode the union of these labels of the --roi image (a label "
+                             "atlas); also the way to decode an integer image that looks "
+                             "like a percent probability map as labels")
+    parser.add_argument("--roi-threshold", type=float, default=None, metavar="P",
+                        help="decode the voxels of the --roi image >= P (a probability "
+                             "map, e.g. 50 for an integer-percent map, 0.5 for 0-1)")
     parser.add_argument("--map", type=Path, default=None, dest="stat_map",
                         help="unthresholded statistic map in MNI space")
     parser.add_argument("--vocabulary", choices=["lda50", "terms"], default="lda50",
@@ -61,19 +68,32 @@ def _show(table, title: str, n: int = 10) -> None:
 def run(args: argparse.Namespace) -> int:
     from .._provenance import make_sidecar, save_figure, write_json
     from ..decode import Decoder, bar_chart, polar_plot
-    from ..decode.grid import check_roi_extent, load_image, mni_brain_grid
+    from ..decode.grid import check_roi_extent, load_image, mni_brain_grid, select_roi
     from ..decode.stage import write_table
 
     if args.roi is None and args.stat_map is None:
         raise InputError("Nothing to decode.", file="command line",
                          fix="Pass --roi MASK.nii.gz and/or --map STAT.nii.gz.")
     check_positive_int("top", args.top)  # before any output: the figures need it
+    if args.labels is not None and args.roi_threshold is not None:
+        raise InputError("--labels and --roi-threshold cannot be combined.",
+                         file="command line",
+                         fix="Pass --labels for a label atlas, --roi-threshold for a "
+                             "probability map.")
+    if (args.labels is not None or args.roi_threshold is not None) and args.roi is None:
+        raise InputError("--labels / --roi-threshold select voxels of the --roi image, and "
+                         "no --roi was given.", file="command line",
+                         fix="Add --roi IMAGE.nii.gz.")
     check_output_dir(args.output_dir)
     if args.cache_dir is not None:
         check_output_dir(args.cache_dir, "map cache folder")
     # fail before loading the database (seconds to minutes)
+    roi_img = None
     if args.roi is not None:  # values (stat map?), emptiness and extent, in one pass
-        check_roi_extent(args.roi, mni_brain_grid(2.0))
+        roi_img = args.roi
+        if args.labels is not None or args.roi_threshold is not None:
+            roi_img = select_roi(args.roi, labels=args.labels, threshold=args.roi_threshold)
+        check_roi_extent(roi_img, mni_brain_grid(2.0, args.cache_dir))
     if args.stat_map is not None:
         values = np.asarray(load_image(args.stat_map, "statistic map").dataobj, np.float64)
         values = values[np.isfinite(values)]
@@ -88,10 +108,12 @@ def run(args: argparse.Namespace) -> int:
     out = args.output_dir
     stem = out / f"{prefix}_vocab-{args.vocabulary}"
     # decode every input before writing anything: a bad map leaves no partial output
-    tables = [(kind, image, method(image))
-              for kind, image, method in (("decoding", args.roi, dec.decode_roi),
-                                          ("mapdecoding", args.stat_map, dec.decode_map))
+    tables = [(kind, image, method(source))
+              for kind, image, source, method in (
+                  ("decoding", args.roi, roi_img, dec.decode_roi),
+                  ("mapdecoding", args.stat_map, args.stat_map, dec.decode_map))
               if image is not None]
+    dropped = dec.maps_.dropped
     outputs = {}
     for kind, image, table in tables:
         outputs[kind] = write_table(table, f"{stem}_{kind}.tsv")
@@ -102,6 +124,29 @@ def run(args: argparse.Namespace) -> int:
     params = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
               if k not in ("verbose", "quiet", "debug", "config")}
     inputs = {k: v for k, v in (("roi", args.roi), ("map", args.stat_map)) if v is not None}
-    write_json(f"{stem}_decoding.json", make_sidecar(params, inputs))
+    extra = {"DroppedFeatures": {"n": int(len(dropped)),
+                                 "table": f"{stem.name}_dropped-features.tsv"
+                                 if len(dropped) else None,
+                                 "reasons": {str(k): int(v) for k, v in
+                                             dropped["reason"].value_counts().items()}}}
+    for kind, _, table in tables:
+        if kind == "decoding":
+            extra["ROI"] = {"voxels_decoded": table.attrs["roi_voxels"],
+                            "voxels_outside_brain_mask": table.attrs["roi_voxels_outside_mask"],
+                            "fraction_outside_brain_mask":
+                                round(table.attrs["roi_fraction_outside_mask"], 6),
+                            "labels": args.labels, "threshold": args.roi_threshold}
+        extra.setdefault("Null", {})[kind] = {
+            "n_null": table.attrs.get("n_null"),
+            "method": "ROI translations" if kind == "decoding" else
+                      "in-support Gaussian-field surrogates, rank-matched",
+            "p_null": "empirical (k+1)/(n+1); GPD tail below 10 exceedances"}
+    if len(dropped):
+        outputs["dropped"] = write_table(dropped[["feature", "n_selected", "reason", "label"]],
+                                         f"{stem}_dropped-features.tsv")
+        print(f"{len(dropped)} {args.vocabulary} feature(s) have no map and are not decoded "
+              f"({', '.join(f'{v} {k}' for k, v in extra['DroppedFeatures']['reasons'].items())}"
+              f"); listed in {outputs['dropped']}")
+    write_json(f"{stem}_decoding.json", make_sidecar(params, inputs, **extra))
     print(f"\nwrote {', '.join(str(p) for p in outputs.values())}")
     return 0

@@ -264,3 +264,77 @@ def mean_and_centred_norm(x):
         mean[i] = m
         norm[i] = math.sqrt(ss)
     return mean, norm
+
+
+def peak_voxel_index(ijk: np.ndarray, peak_study: np.ndarray, shape, pad: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """CSR (ptr, studies) over the voxels of the grid padded by ``pad`` on every side: the
+    studies with a peak in each voxel (one entry per peak). Peaks further than ``pad``
+    voxels outside the grid cannot reach it and are left out."""
+    shape = np.asarray(shape, dtype=np.int64)
+    padded = shape + 2 * pad
+    ijk = np.asarray(ijk, dtype=np.int64) + pad
+    keep = np.all((ijk >= 0) & (ijk < padded), axis=1)
+    key = np.ravel_multi_index(ijk[keep].T, tuple(padded))
+    order = np.argsort(key, kind="stable")
+    studies = np.asarray(peak_study, dtype=np.int32)[keep][order]
+    ptr = np.searchsorted(key[order], np.arange(int(np.prod(padded)) + 1)).astype(np.int64)
+    return ptr, studies
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def roi_hits_peaks(roi_ijk, roi_ptr, offsets, padded_shape, pad, vox_ptr, studies,
+                   n_studies, n_chunks):
+    """(n_rois, n_studies) bool: a study has a peak within the kernel of a voxel of ROI ``j``
+    (rows ``roi_ptr[j]:roi_ptr[j+1]`` of ``roi_ijk``, in-mask voxels), i.e. one of its MKDA
+    spheres overlaps the ROI.
+
+    The same relation as :func:`roi_hits` on the incidence matrix (a study's sphere covers
+    in-mask voxel ``v`` iff it has a peak at ``v + o`` for an offset ``o`` of the symmetric
+    sphere), computed from the ROI side: the ROI is dilated by the sphere (each dilated
+    voxel visited once per ROI, a per-thread stamp) and the peaks found there are read from
+    the voxel -> studies index of :func:`peak_voxel_index`. The cost is the ROI size times
+    the sphere size per ROI, not a pass over the whole incidence matrix.
+    """
+    n_rois = roi_ptr.shape[0] - 1
+    px, py, pz = padded_shape[0], padded_shape[1], padded_shape[2]
+    out = np.zeros((n_rois, n_studies), dtype=np.bool_)
+    bounds = np.linspace(0, n_rois, n_chunks + 1).astype(np.int64)
+    for c in numba.prange(n_chunks):
+        stamp = np.full(px * py * pz, -1, dtype=np.int32)
+        for j in range(bounds[c], bounds[c + 1]):
+            row = out[j]
+            for r in range(roi_ptr[j], roi_ptr[j + 1]):
+                i0 = roi_ijk[r, 0] + pad
+                j0 = roi_ijk[r, 1] + pad
+                k0 = roi_ijk[r, 2] + pad
+                for o in range(offsets.shape[0]):
+                    flat = ((i0 + offsets[o, 0]) * py + (j0 + offsets[o, 1])) * pz \
+                        + (k0 + offsets[o, 2])
+                    if stamp[flat] == j:
+                        continue
+                    stamp[flat] = j
+                    for q in range(vox_ptr[flat], vox_ptr[flat + 1]):
+                        row[studies[q]] = True
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def roi_cover_peaks(roi_ijk, offsets, padded_shape, pad, vox_ptr, studies, n_studies):
+    """(n_studies,) number of ROI voxels inside a study's spheres (:func:`roi_cover` from
+    the peaks; each (study, voxel) pair counted once)."""
+    py, pz = padded_shape[1], padded_shape[2]
+    cover = np.zeros(n_studies, dtype=np.int64)
+    last = np.full(n_studies, -1, dtype=np.int64)
+    for r in range(roi_ijk.shape[0]):
+        i0 = roi_ijk[r, 0] + pad
+        j0 = roi_ijk[r, 1] + pad
+        k0 = roi_ijk[r, 2] + pad
+        for o in range(offsets.shape[0]):
+            flat = ((i0 + offsets[o, 0]) * py + (j0 + offsets[o, 1])) * pz + (k0 + offsets[o, 2])
+            for q in range(vox_ptr[flat], vox_ptr[flat + 1]):
+                s = studies[q]
+                if last[s] != r:
+                    last[s] = r
+                    cover[s] += 1
+    return cover

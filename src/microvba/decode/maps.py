@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +48,7 @@ import scipy.sparse as sp
 
 from .. import _paths
 from .._logging import get_logger
-from .._provenance import atomic_path, is_up_to_date, make_sidecar, params_hash, write_json
+from .._provenance import atomic_path, file_hash, make_sidecar, params_hash, write_json
 from .._validation import InputError, check_choice, check_in_range, check_positive_int
 from . import _kernels
 from .grid import BrainGrid, mni_brain_grid
@@ -61,7 +62,7 @@ VOCABULARIES = ("lda50", "terms")
 DEFAULT_THRESHOLD = {"lda50": 0.05, "terms": 0.001}
 FDR_Q = 0.01
 #: bump when the map computation changes, so old caches are not reused
-ALGORITHM_VERSION = 2
+ALGORITHM_VERSION = 3
 #: maps larger than this (bytes as float32) are stored as float16
 _FLOAT16_ABOVE = 512 * 2**20
 _CHUNK_BYTES = 384 * 2**20
@@ -87,7 +88,10 @@ class FeatureMaps:
         computed on first use.
     activation
         (n_studies, n_voxels) boolean CSR: study ``s`` has a peak within ``kernel_mm`` of
-        voxel ``v`` (the MKDA incidence matrix), kept for ROI association.
+        voxel ``v`` (the MKDA incidence matrix); rebuilt from the peaks on first use.
+    peaks
+        (n_peaks, 4) int32: grid voxel (i, j, k, possibly outside the grid) and study row
+        of every peak, from which ROI association is computed.
     selection, weights
         (n_studies, n_features) CSC: binary selection and continuous weights of kept features.
     dropped
@@ -103,7 +107,7 @@ class FeatureMaps:
     n_selected: np.ndarray
     z_association: np.ndarray
     z_uniformity: np.ndarray
-    activation: sp.csr_matrix
+    _activation: sp.csr_matrix | None
     selection: sp.csc_matrix
     weights: sp.csc_matrix
     dropped: pd.DataFrame
@@ -112,10 +116,21 @@ class FeatureMaps:
     z_mean: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
     z_norm: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
     path: Path | None = None
+    peaks: np.ndarray = field(repr=False, default_factory=lambda: np.zeros((0, 4), np.int32))
 
     @property
     def n_studies(self) -> int:
-        return int(self.activation.shape[0])
+        return int(self.weights.shape[0])
+
+    @property
+    def activation(self) -> sp.csr_matrix:
+        """The study x voxel incidence matrix, rebuilt from :attr:`peaks` on first use (ROI
+        decoding works from the peaks and does not need it; not stored in the cache)."""
+        if self._activation is None:
+            self._activation = peak_activation(self.peaks[:, :3], self.peaks[:, 3],
+                                               self.n_studies, self.grid,
+                                               self.parameters["kernel_mm"])
+        return self._activation
 
     @functools.cached_property
     def fdr_z(self) -> pd.DataFrame:
@@ -173,28 +188,38 @@ def _drop_table(db: Database, n_sel: np.ndarray, min_studies: int) -> tuple[np.n
     dropped = pd.DataFrame({"feature": np.asarray(db.features)[~keep],
                             "label": np.asarray(db.labels)[~keep],
                             "n_selected": n_sel[~keep], "reason": reason[~keep]})
+    _log_dropped(dropped, db.vocabulary, min_studies)
+    return keep, dropped
+
+
+def _log_dropped(dropped: pd.DataFrame, vocabulary: str, min_studies: int) -> None:
     extreme = dropped[dropped["reason"].str.startswith("threshold")]
     if len(extreme):
         log.warning("%d %s feature(s) get no map because the threshold selects all or no "
-                    "studies: %s", len(extreme), db.vocabulary,
+                    "studies: %s", len(extreme), vocabulary,
                     ", ".join(extreme["feature"].astype(str)[:10]))
     if len(dropped) > len(extreme):
         log.info("%d %s feature(s) get no map (fewer than %d studies on one side)",
-                 len(dropped) - len(extreme), db.vocabulary, min_studies)
-    return keep, dropped
+                 len(dropped) - len(extreme), vocabulary, min_studies)
 
 
 def study_activation(db: Database, grid: BrainGrid, kernel_mm: float) -> sp.csr_matrix:
     """Boolean study x in-mask-voxel MKDA incidence (sphere of ``kernel_mm`` per peak)."""
-    ijk = grid.mm_to_ijk(db.xyz)
-    peak_ptr = np.searchsorted(db.peak_study, np.arange(db.n_studies + 1)).astype(np.int64)
+    return peak_activation(grid.mm_to_ijk(db.xyz), db.peak_study, db.n_studies, grid,
+                           kernel_mm)
+
+
+def peak_activation(ijk: np.ndarray, peak_study: np.ndarray, n_studies: int, grid: BrainGrid,
+                    kernel_mm: float) -> sp.csr_matrix:
+    """:func:`study_activation` from peak voxels ``ijk`` and their (sorted) study rows."""
+    peak_ptr = np.searchsorted(peak_study, np.arange(n_studies + 1)).astype(np.int64)
     offsets = _kernels.sphere_offsets(kernel_mm, grid.resolution)
     n_chunks = max(4 * (os.cpu_count() or 1), 1)
     indptr, indices = _kernels.sphere_incidence(
-        np.ascontiguousarray(ijk), peak_ptr, offsets, np.asarray(grid.shape, np.int64),
-        grid.flat_to_masked, grid.n_voxels, n_chunks)
+        np.ascontiguousarray(ijk, dtype=np.int64), peak_ptr, offsets,
+        np.asarray(grid.shape, np.int64), grid.flat_to_masked, grid.n_voxels, n_chunks)
     data = np.ones(indices.shape[0], dtype=bool)
-    return sp.csr_matrix((data, indices, indptr), shape=(db.n_studies, grid.n_voxels))
+    return sp.csr_matrix((data, indices, indptr), shape=(n_studies, grid.n_voxels))
 
 
 def _compute_maps(activation: sp.csr_matrix, selection: sp.csc_matrix, out_assoc, out_unif,
@@ -249,6 +274,95 @@ def _check_args(db: Database, vocabulary: str, kernel_mm: float, threshold: floa
     return check_in_range("threshold", threshold, 0.0, 1.0)
 
 
+def _cache_key(name: str, version: str, vocabulary: str, kernel_mm: float, threshold: float,
+               resolution: float, min_studies: int, grid: BrainGrid,
+               cache_dir: str | Path | None) -> tuple[dict[str, Any], Path]:
+    params = {"database": name, "version": version, "vocabulary": vocabulary,
+              "kernel_mm": float(kernel_mm), "threshold": float(threshold),
+              "resolution": float(resolution), "min_studies": int(min_studies),
+              "fdr_q": FDR_Q, "n_voxels": grid.n_voxels, "algorithm": ALGORITHM_VERSION}
+    folder = resolve_cache_dir(cache_dir) / (
+        f"{name}-v{version}_vocab-{vocabulary}_kernel-{kernel_mm:g}mm"
+        f"_thr-{threshold:g}_res-{resolution:g}mm_min-{min_studies}"
+        f"_{params_hash(params)[7:19]}")
+    return params, folder
+
+
+#: files of a cache entry: the maps, their feature table, and what decoding needs without
+#: the database (kept weights, dropped features, peak voxels and studies)
+_BUNDLE = ("z_association.npy", "z_uniformity.npy", "features.tsv", "weights.npz",
+           "dropped.tsv", "peaks.npy")
+
+
+def _stamps(files: dict[str, Path]) -> dict[str, list[int]]:
+    """Size and modification time (ns) of each input: a change of either re-hashes it."""
+    out = {}
+    for k, v in files.items():
+        st = Path(v).stat()
+        out[k] = [int(st.st_size), int(st.st_mtime_ns)]
+    return out
+
+
+def _bundle_valid(folder: Path, params: dict[str, Any], inputs: dict[str, Path]) -> bool:
+    """The entry exists for these parameters and inputs; inputs whose size and mtime match
+    those recorded are not hashed again (a warm call reads no database file)."""
+    sidecar = folder / "maps.json"
+    if not sidecar.exists() or not all((folder / f).exists() for f in _BUNDLE):
+        return False
+    try:
+        recorded = json.loads(sidecar.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    if recorded.get("ParametersHash") != params_hash(params):
+        return False
+    stamps = recorded.get("InputStamps", {})
+    hashes = recorded.get("InputHashes", {})
+    if set(hashes) != set(inputs):
+        return False
+    now = _stamps(inputs)
+    return all(stamps.get(k) == now[k] or hashes[k] == file_hash(v)
+               for k, v in inputs.items())
+
+
+def _load_bundle(folder: Path, params: dict[str, Any], grid: BrainGrid) -> FeatureMaps:
+    table = pd.read_table(folder / "features.tsv", keep_default_na=False)
+    dropped = pd.read_table(folder / "dropped.tsv", keep_default_na=False,
+                            dtype={"feature": str, "label": str})
+    _log_dropped(dropped, params["vocabulary"], params["min_studies"])
+    weights = sp.load_npz(folder / "weights.npz").tocsc()
+    selection = _selection(weights, params["threshold"])
+    return FeatureMaps(features=table["feature"].astype(str).tolist(),
+                       labels=table["label"].astype(str).tolist(),
+                       n_selected=np.diff(selection.indptr),
+                       z_association=np.load(folder / "z_association.npy", mmap_mode="r"),
+                       z_uniformity=np.load(folder / "z_uniformity.npy", mmap_mode="r"),
+                       _activation=None, selection=selection, weights=weights,
+                       dropped=dropped, grid=grid, parameters=params,
+                       z_mean=table["z_mean"].to_numpy(float),
+                       z_norm=table["z_norm"].to_numpy(float), path=folder,
+                       peaks=np.load(folder / "peaks.npy"))
+
+
+def cached_feature_maps(vocabulary: str = "lda50", data_dir: str | Path | None = None,
+                        kernel_mm: float = 6.0, threshold: float | None = None,
+                        resolution: float = 2.0, min_studies: int = 50,
+                        cache_dir: str | Path | None = None) -> FeatureMaps | None:
+    """The cached :class:`FeatureMaps` of these parameters without loading the database
+    (``None`` when the cache entry is missing or stale; then call :func:`feature_maps`)."""
+    from .database import VERSIONS, VOCABULARY_DATABASE, database_files
+
+    check_choice("vocabulary", vocabulary, VOCABULARIES)
+    name = VOCABULARY_DATABASE[vocabulary]
+    inputs = database_files(name, data_dir)
+    threshold = DEFAULT_THRESHOLD[vocabulary] if threshold is None else float(threshold)
+    grid = mni_brain_grid(resolution, cache_dir)
+    params, folder = _cache_key(name, VERSIONS[name], vocabulary, kernel_mm, threshold,
+                                resolution, min_studies, grid, cache_dir)
+    if not _bundle_valid(folder, params, inputs):
+        return None
+    return _load_bundle(folder, params, grid)
+
+
 def feature_maps(db: Database, vocabulary: str = "lda50", kernel_mm: float = 6.0,
                  threshold: float | None = None, resolution: float = 2.0,
                  min_studies: int = 50, cache_dir: str | Path | None = None) -> FeatureMaps:
@@ -271,19 +385,19 @@ def feature_maps(db: Database, vocabulary: str = "lda50", kernel_mm: float = 6.0
         Smallest number of selected (and of other) studies for a feature to get a map.
     cache_dir
         Cache root; default ``$MICROVBA_CACHE`` or ``~/.cache/microvba/maps``. Entries are
-        keyed by database version, parameters and input-file hashes.
+        keyed by database version, parameters and input-file hashes. An entry also holds
+        the study x voxel incidence matrix, the kept weights and the dropped features, so
+        :func:`cached_feature_maps` serves a warm call without reading the database.
     """
     threshold = _check_args(db, vocabulary, kernel_mm, threshold, resolution, min_studies)
-    grid = mni_brain_grid(resolution)
-    cache = resolve_cache_dir(cache_dir)
-    params = {"database": db.name, "version": db.version, "vocabulary": vocabulary,
-              "kernel_mm": float(kernel_mm), "threshold": float(threshold),
-              "resolution": float(resolution), "min_studies": int(min_studies),
-              "fdr_q": FDR_Q, "n_voxels": grid.n_voxels, "algorithm": ALGORITHM_VERSION}
-    folder = cache / (f"{db.name}-v{db.version}_vocab-{vocabulary}_kernel-{kernel_mm:g}mm"
-                      f"_thr-{threshold:g}_res-{resolution:g}mm_min-{min_studies}"
-                      f"_{params_hash(params)[7:19]}")
-    activation = study_activation(db, grid, float(kernel_mm))
+    grid = mni_brain_grid(resolution, cache_dir)
+    params, folder = _cache_key(db.name, db.version, vocabulary, kernel_mm, threshold,
+                                resolution, min_studies, grid, cache_dir)
+    if _bundle_valid(folder, params, db.files):
+        return _load_bundle(folder, params, grid)
+    peaks = np.column_stack([grid.mm_to_ijk(db.xyz), db.peak_study]).astype(np.int32)
+    activation = peak_activation(peaks[:, :3], peaks[:, 3], db.n_studies, grid,
+                                 float(kernel_mm))
     weights = sp.csc_matrix(db.weights)
     n_sel = np.diff(_selection(weights, threshold).indptr)
     keep, dropped = _drop_table(db, n_sel, min_studies)
@@ -291,20 +405,19 @@ def feature_maps(db: Database, vocabulary: str = "lda50", kernel_mm: float = 6.0
     selection = _selection(weights, threshold)
     features = [f for f, k in zip(db.features, keep, strict=True) if k]
     labels = [lab for lab, k in zip(db.labels, keep, strict=True) if k]
-    files = [folder / "z_association.npy", folder / "z_uniformity.npy", folder / "features.tsv"]
-    sidecar = folder / "maps.json"
-    if not is_up_to_date(files, sidecar, params, db.files):
-        _build_cache(activation, selection, features, labels, files, grid)
-        write_json(sidecar, make_sidecar(params, db.files, n_dropped=len(dropped)))
-    table = pd.read_table(files[2], keep_default_na=False)
-    z_assoc = np.load(files[0], mmap_mode="r")
-    z_unif = np.load(files[1], mmap_mode="r")
-    return FeatureMaps(features=features, labels=labels, n_selected=np.diff(selection.indptr),
-                       z_association=z_assoc, z_uniformity=z_unif,
-                       activation=activation, selection=selection, weights=weights,
-                       dropped=dropped, grid=grid, parameters=params,
-                       z_mean=table["z_mean"].to_numpy(float),
-                       z_norm=table["z_norm"].to_numpy(float), path=folder)
+    files = [folder / f for f in _BUNDLE]
+    _build_cache(activation, selection, features, labels, files[:3], grid)
+    with atomic_path(files[3]) as tmp, open(tmp, "wb") as fh:
+        sp.save_npz(fh, sp.csc_matrix(weights), compressed=False)
+    with atomic_path(files[4]) as tmp:
+        dropped.to_csv(tmp, sep="\t", index=False)
+    with atomic_path(files[5]) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, peaks)
+    write_json(folder / "maps.json", make_sidecar(params, db.files, n_dropped=len(dropped),
+                                                  InputStamps=_stamps(db.files)))
+    fm = _load_bundle(folder, params, grid)
+    fm._activation = activation
+    return fm
 
 
 def _build_cache(activation: sp.csr_matrix, selection: sp.csc_matrix, features: list[str],

@@ -52,7 +52,10 @@ def decode_clusters(label_img: str | Path | nib.Nifti1Image, out_dir: str | Path
     ``{prefix}_cluster-{id}_vocab-{v}_decoding.tsv`` (ROI association table),
     ``..._bar.png`` and ``..._polar.png``; with ``stat_img``, also
     ``..._mapdecoding.tsv`` (the map masked to the cluster, correlated with the association
-    maps). A ``{prefix}_decoding.json`` sidecar records parameters and versions.
+    maps). A ``{prefix}_decoding.json`` sidecar records parameters and versions, each
+    cluster's voxels outside the brain mask (``ClusterVoxels``) and the features without a
+    map (``DroppedFeatures``), which are listed in
+    ``{prefix}_vocab-{v}_dropped-features.tsv`` (feature, n_selected, reason, label).
 
     ``decoders``: a dict the caller keeps across calls (e.g. one per metric of a group
     analysis): fitted decoders are stored in it and reused, instead of loading the
@@ -81,6 +84,8 @@ def decode_clusters(label_img: str | Path | nib.Nifti1Image, out_dir: str | Path
         return outputs
     thresholds: dict[str, float] = {}
     kernel_mm = 6.0
+    outside: dict[int, dict[str, float]] = {}
+    dropped: dict[str, dict] = {}
     for vocab in vocabularies:
         key = (vocab, str(data_dir), str(cache_dir), n_null, seed)
         dec = decoders.get(key) if decoders is not None else None
@@ -90,10 +95,20 @@ def decode_clusters(label_img: str | Path | nib.Nifti1Image, out_dir: str | Path
             if decoders is not None:
                 decoders[key] = dec
         thresholds[vocab], kernel_mm = dec.threshold_, float(dec.kernel_mm)
+        lost = dec.maps_.dropped
+        dropped[vocab] = {"n": int(len(lost)), "table": None}
+        if len(lost):
+            path = write_table(lost[["feature", "n_selected", "reason", "label"]],
+                               out_dir / f"{prefix}_vocab-{vocab}_dropped-features.tsv")
+            dropped[vocab]["table"] = path.name
         for cid in ids:
             mask = nib.Nifti1Image((labels == cid).astype(np.uint8), labels_img.affine)
             stem = out_dir / f"{prefix}_cluster-{cid}_vocab-{vocab}"
             table = dec.decode_roi(mask)
+            outside[cid] = {"voxels_decoded": table.attrs["roi_voxels"],
+                            "voxels_outside_brain_mask": table.attrs["roi_voxels_outside_mask"],
+                            "fraction_outside_brain_mask":
+                                round(table.attrs["roi_fraction_outside_mask"], 6)}
             files = outputs[cid]
             files[f"{vocab}_tsv"] = write_table(table, f"{stem}_decoding.tsv")
             files[f"{vocab}_bar"] = save_figure(bar_chart(table), f"{stem}_bar.png", dpi=150)
@@ -116,7 +131,9 @@ def decode_clusters(label_img: str | Path | nib.Nifti1Image, out_dir: str | Path
     params = {"vocabularies": list(vocabularies), "n_null": n_null, "seed": seed,
               "kernel_mm": kernel_mm, "kernel_radius": kernel_mm, "thresholds": thresholds,
               "clusters": ids, "stat_img": str(stat_img) if stat_img is not None else None}
-    write_json(out_dir / f"{prefix}_decoding.json", make_sidecar(params))
+    write_json(out_dir / f"{prefix}_decoding.json",
+               make_sidecar(params, ClusterVoxels={str(k): v for k, v in outside.items()},
+                            DroppedFeatures=dropped))
     return outputs
 
 

@@ -333,37 +333,109 @@ def _decoding_panel(inputs: ReportInputs, d: DecodingResult) -> tuple[list[bytes
     return [png], text + "."
 
 
+def _decoded_regions(inputs: ReportInputs) -> list[tuple[str, list[tuple[str, str, str,
+                                                                        list[DecodingResult]]]]]:
+    """Decoded clusters grouped into distinct regions: clusters of different metrics (and
+    signs) in the same atlas region are one region, decoded once (the first metric's
+    cluster, in the order of the analysis, represents it). Clusters without a region label
+    stay on their own."""
+    order = {m: i for i, m in enumerate(inputs.metrics)}
+    clusters: dict[tuple[str, str, str], list[DecodingResult]] = {}
+    for d in sorted(inputs.decoding, key=lambda d: (order.get(d.metric, len(order)), d.metric,
+                                                   d.sign, _norm_key(d.cluster_id),
+                                                   d.vocabulary)):
+        clusters.setdefault((d.metric, d.sign, d.cluster_id), []).append(d)
+    regions: dict[str, list] = {}
+    for (metric, sign, cid), results in clusters.items():
+        region = _cluster_region(inputs, metric, sign, cid)
+        key = region or f"{_metric_label(metric)} {sign} cluster {cid}"
+        regions.setdefault(key, []).append((metric, sign, cid, results))
+    return list(regions.items())
+
+
+def _summary_heatmap(inputs: ReportInputs, regions, vocabulary: str,
+                     n_top: int = 3) -> tuple[bytes, str] | None:
+    """Heatmap of regions x the union of each region's top features in ``vocabulary``."""
+    tables = {}
+    stat = None
+    for name, members in regions:
+        d = next((d for d in members[0][3] if d.vocabulary == vocabulary), None)
+        t = read_tsv(inputs, d.table_path) if d is not None else None
+        if t is None or t.empty:
+            continue
+        stat = stat or _pick(t, "log_odds", "r", "z")
+        label = _pick(t, "feature", "label")
+        if stat is None or label is None:
+            continue
+        tables[name] = t.set_index(label)
+    if not tables or stat is None:
+        return None
+    cols: list[str] = []
+    for t in tables.values():
+        for f in pd.to_numeric(t[stat], errors="coerce").sort_values(
+                ascending=False).index[:n_top]:
+            if f not in cols:
+                cols.append(f)
+    values = pd.DataFrame({f: [pd.to_numeric(t[stat], errors="coerce").get(f, np.nan)
+                               for t in tables.values()] for f in cols},
+                          index=list(tables))
+    sig = pd.DataFrame({f: [_is_true(t["significant"].get(f, False))
+                            if "significant" in t else False for t in tables.values()]
+                        for f in cols}, index=list(tables))
+    fig = figures.decoding_heatmap_figure(values, sig, statistic=stat,
+                                          title=f"{vocabulary}: top {n_top} per region")
+    return figures.figure_png(fig, dpi=FIGURE_DPI), stat
+
+
 def decoding_section(inputs: ReportInputs, numbering: Numbering) -> str:
     if not inputs.decoding:
         return ('<p class="empty">No decoding results (group/decoding/*_decoding.tsv) were '
                 "found.</p>")
-    order = {m: i for i, m in enumerate(inputs.metrics)}
-    groups: dict[tuple[str, str, str], list[DecodingResult]] = {}
-    for d in sorted(inputs.decoding, key=lambda d: (order.get(d.metric, len(order)), d.metric,
-                                                   d.sign, _norm_key(d.cluster_id),
-                                                   d.vocabulary)):
-        groups.setdefault((d.metric, d.sign, d.cluster_id), []).append(d)
+    regions = _decoded_regions(inputs)
+    n_clusters = sum(len(m) for _, m in regions)
     parts = []
-    for (metric, sign, cluster_id), results in groups.items():
-        region = _cluster_region(inputs, metric, sign, cluster_id)
-        head = f"{_metric_label(metric)} {_sign_html(sign)} cluster {escape(str(cluster_id))}"
-        if region:
-            head += f" · {escape(region)}"
+    vocabularies = sorted({d.vocabulary for d in inputs.decoding},
+                          key=lambda v: (v != "lda50", v))
+    for vocab in vocabularies:
+        summary = _summary_heatmap(inputs, regions, vocab)
+        if summary is None:
+            continue
+        png, stat = summary
+        n = numbering.next_figure()
+        parts.append(
+            f'<figure class="fig" id="fig-{n}">{_img_tag(png, f"decoding summary {vocab}")}'
+            f"<figcaption><b>Figure {n}.</b> Meta-analytic decoding ({escape(vocab)}) of the "
+            f"{len(regions)} distinct region{'s' if len(regions) != 1 else ''} of the "
+            f"{n_clusters} significant cluster{'s' if n_clusters != 1 else ''} (clusters of "
+            "different metrics in the same region decoded once): "
+            f"{escape(stat)} of each region's top features; * significant against the "
+            "spatial null and FDR.</figcaption></figure>")
+    detail = []
+    for name, members in regions:
+        metric, sign, cluster_id, results = members[0]
+        merged = ", ".join(f"{_metric_label(m)} {_sign_html(s)} cluster {escape(str(c))}"
+                           for m, s, c, _ in members)
+        head = escape(name)
         images, sentences = [], []
         for d in results:
             pngs, text = _decoding_panel(inputs, d)
             images += [(png, d.vocabulary) for png in pngs]
             sentences.append(text)
-        parts.append(f"<h3>{head}</h3>")
+        detail.append(f"<h3>{head}</h3><p>Clusters: {merged}"
+                      + (" (decoded once, from the first)" if len(members) > 1 else "")
+                      + ".</p>")
         if not images:
-            parts.append(f'<p class="empty">{" ".join(sentences)}</p>')
+            detail.append(f'<p class="empty">{" ".join(sentences)}</p>')
             continue
         n = numbering.next_figure()
         cells = "".join(f"<div>{_img_tag(png, f'{metric} {sign} {cluster_id} {v}')}</div>"
                         for png, v in images)
-        parts.append(f'<figure class="fig" id="fig-{n}"><div class="grid">{cells}</div>'
-                     f"<figcaption><b>Figure {n}.</b> Meta-analytic decoding of {head}. "
-                     f"{' '.join(sentences)}</figcaption></figure>")
+        detail.append(f'<figure class="fig" id="fig-{n}"><div class="grid">{cells}</div>'
+                      f"<figcaption><b>Figure {n}.</b> Meta-analytic decoding of {head} "
+                      f"({_metric_label(metric)} {_sign_html(sign)} cluster "
+                      f"{escape(str(cluster_id))}). {' '.join(sentences)}</figcaption></figure>")
+    parts.append(f"<details><summary>Decoding of each of the {len(regions)} regions (bar "
+                 f"and polar plots)</summary>{''.join(detail)}</details>")
     return "\n".join(parts)
 
 
@@ -372,12 +444,27 @@ def _not_planted(row: pd.Series) -> bool:
     return str(row.get("region", "")).strip().lower() in ("(not planted)", "not planted")
 
 
-def _planted_counts(t: pd.DataFrame) -> tuple[int, int, int]:
-    """(found, planted, clusters outside the planted regions)."""
-    false = t.apply(_not_planted, axis=1) if len(t) else pd.Series(dtype=bool)
-    planted = t[~false]
+def _planted_counts(t: pd.DataFrame) -> tuple[int, int, int, int]:
+    """(found, planted, false-positive clusters outside the planted regions, expected
+    side-effect clusters): the "(not planted)" rows are split by their ``status``, as the
+    command line counts them (``false_clusters``)."""
+    extra = t.apply(_not_planted, axis=1) if len(t) else pd.Series(dtype=bool)
+    planted = t[~extra]
     found = int(planted["found"].map(_is_true).sum()) if "found" in t else 0
-    return found, len(planted), int(false.sum())
+    if "status" in t:
+        side = int((extra & (t["status"].astype(str) == "expected side effect")).sum())
+    else:
+        side = 0
+    return found, len(planted), int(extra.sum()) - side, side
+
+
+def planted_sentence(n_false: int, n_side: int) -> str:
+    """One wording for the report and the command line."""
+    text = f"{n_false} cluster{'s' if n_false != 1 else ''} outside the planted regions"
+    if n_side:
+        text += (f" ({n_side} more {'are' if n_side != 1 else 'is an'} expected side "
+                 f"effect{'s' if n_side != 1 else ''} inside planted regions)")
+    return text
 
 
 def planted_section(inputs: ReportInputs, numbering: Numbering) -> str:
@@ -411,12 +498,12 @@ def planted_section(inputs: ReportInputs, numbering: Numbering) -> str:
                        numeric=True))
     if _pick(t, "fwe_p", "min_fwe_p"):
         cols.append(Column("FWE p", _cell(_pick(t, "fwe_p", "min_fwe_p"), p=True), numeric=True))
-    k, n, n_false = _planted_counts(t)
+    k, n, n_false, n_side = _planted_counts(t)
     caption = (f"Simulation check: planted effects and what the analysis found ({k} of {n} "
                "recovered: a significant cluster of the same metric and sign with its peak "
-               f"near the planted region; {n_false} significant cluster"
-               f"{'s' if n_false != 1 else ''} outside the planted regions, listed as "
-               "“(not planted)”)."
+               f"near the planted region; {planted_sentence(n_false, n_side)}: a metric "
+               "that moves mechanically with the planted one, e.g. MD with AD; both listed "
+               "as “(not planted)”)."
                + (" The effects were planted stronger than the study's r (in Fisher z, as if "
                   "the study's r had been measured in a larger cohort): at the study's "
                   "n = 64 its weakest effects cannot survive whole-brain FWE correction."

@@ -29,6 +29,7 @@ from ._results import (
     maps_section,
     normalise_clusters,
     planted_section,
+    planted_sentence,
 )
 from .html import (
     Column,
@@ -107,11 +108,11 @@ def summary_section(inputs: ReportInputs, numbering: Numbering) -> str:
         body += "<h3>Findings</h3><ul class=\"findings\">" + "".join(
             f"<li>{f}</li>" for f in findings) + "</ul>"
     if inputs.planted is not None and not inputs.planted.empty:
-        k, n, n_false = _planted_counts(inputs.planted)
+        k, n, n_false, n_side = _planted_counts(inputs.planted)
         if n:
             body += (f"<p>Simulation check: <b>{k} of {n}</b> planted effects recovered, "
-                     f"{n_false} cluster{'s' if n_false != 1 else ''} outside the planted "
-                     "regions (see <a href=\"#planted\">planted vs found</a>).</p>")
+                     f"{planted_sentence(n_false, n_side)} "
+                     "(see <a href=\"#planted\">planted vs found</a>).</p>")
     body += notice_html("Missing inputs (the sections that need them are left out or shortened):",
                         inputs.missing)
     body += notice_html("Unreadable inputs:", inputs.unreadable)

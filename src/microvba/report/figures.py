@@ -209,6 +209,29 @@ def decoding_bar_figure(table: pd.DataFrame, *, title: str = "", n_top: int = 10
     return fig
 
 
+def decoding_heatmap_figure(values: pd.DataFrame, significant: pd.DataFrame | None = None,
+                            *, statistic: str = "log_odds", title: str = "") -> Figure:
+    """Regions (rows) x top features (columns) heatmap of the decoding statistic, as the
+    study-level Neurosynth figures show it; ``significant`` cells are starred."""
+    with mpl.rc_context(STYLE):
+        n_r, n_c = values.shape
+        fig = Figure(figsize=(max(4.0, 0.32 * n_c + 2.6), max(1.6, 0.32 * n_r + 1.6)))
+        ax = fig.subplots()
+        data = values.to_numpy(float)
+        lim = np.nanmax(np.abs(data)) if np.isfinite(data).any() else 1.0
+        im = ax.imshow(data, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
+        ax.set_xticks(range(n_c), [str(c)[:28] for c in values.columns], rotation=60,
+                      ha="right")
+        ax.set_yticks(range(n_r), [str(r)[:40] for r in values.index])
+        if significant is not None:
+            for i, j in np.argwhere(significant.to_numpy(bool)):
+                ax.text(j, i, "*", ha="center", va="center", fontsize=9)
+        fig.colorbar(im, ax=ax, label=statistic, shrink=0.8)
+        ax.set_title(title)
+        fig.tight_layout()
+    return fig
+
+
 def figure_png(fig: Figure, dpi: int = 90) -> bytes:
     """PNG bytes of a figure."""
     buf = io.BytesIO()

@@ -1,0 +1,145 @@
+"""Decoding speed as users meet it: fresh processes, warm and cold caches.
+
+    MICROVBA_DATA=... .venv/bin/python benchmarks/bench_decode_speed.py [--runs 5]
+        [--terms] [--nimare]
+
+1. Warm command line: ``microvba decode --roi A23c --labels ... -o OUT`` (1,000-ROI spatial
+   null, bar and polar figures, TSV and JSON sidecars), each run a fresh process on a warm
+   map cache; median of ``--runs``. Also the same ROI through the API in one process.
+2. Cold build in a fresh process: ``Decoder("lda50").fit()`` on an empty map cache (imports,
+   database parsing, incidence matrix, 50 maps written); median of ``--runs``. With
+   ``--terms`` also the 2,003 NeuroQuery term maps (one run).
+3. ``--nimare``: NiMARE's fast route in this process, side by side: ``CorrelationDecoder``
+   (MKDAChi2, same 6 mm kernel and 0.05 threshold) fitted on a Studyset (the conversion
+   timed apart), and the ratio fit / microvba's fresh-process cold build.
+
+Every figure is printed with ``os.getloadavg()`` (the machine is shared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("MICROVBA_DATA", ROOT.parent / "shared" / "data"))
+ATLAS = DATA / "atlases" / "brainnetome" / "BN_Atlas_246_1mm_spmgrid.nii.gz"
+CLI = [sys.executable, "-m", "microvba"]
+
+
+def _load() -> str:
+    return "loadavg " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+#: CPU seconds (user + sys) of every finished child process, per call of :func:`_timed`
+CPU: list[float] = []
+
+
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def _timed(cmd: list[str], env: dict) -> float:
+    """Wall seconds of a fresh process; its CPU seconds (user + sys, all threads) are
+    appended to :data:`CPU` (the figure a loaded machine distorts least)."""
+    c0 = _children_cpu()
+    t0 = time.perf_counter()
+    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - t0
+    CPU.append(_children_cpu() - c0)
+    return wall
+
+
+def _cpu(n: int) -> str:
+    return f"CPU (user+sys) median {statistics.median(CPU[-n:]):.2f} s"
+
+
+def _build_cmd(vocabulary: str) -> list[str]:
+    return [sys.executable, "-c",
+            f"from microvba.decode import Decoder; Decoder({vocabulary!r}).fit()"]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--terms", action="store_true", help="also build the term maps")
+    ap.add_argument("--nimare", action="store_true", help="NiMARE's fit side by side")
+    args = ap.parse_args()
+    env = dict(os.environ, MICROVBA_PROGRESS="0")
+    with tempfile.TemporaryDirectory(prefix="bench-decode-") as tmp:
+        tmp = Path(tmp)
+        # 1. warm CLI ------------------------------------------------------------
+        env_warm = dict(env, MICROVBA_CACHE=str(tmp / "warm"))
+        cmd = CLI + ["decode", "--roi", str(ATLAS), "--labels", "185", "186",
+                     "--prefix", "A23c", "-o", str(tmp / "out"), "-q"]
+        first = _timed(cmd, env_warm)  # builds the cache (and numba's)
+        print(f"first CLI call (builds the map cache): {first:.2f} s; {_load()}")
+        warm = [_timed(cmd, env_warm) for _ in range(args.runs)]
+        print(f"warm CLI decode --roi, 1,000-ROI null, median of {args.runs} fresh processes: "
+              f"{statistics.median(warm):.2f} s (min {min(warm):.2f}, max {max(warm):.2f}); "
+              f"{_cpu(args.runs)}; {_load()}")
+        imp = [_timed([sys.executable, "-c", "import microvba.cli.decode, microvba.decode"],
+                      env_warm) for _ in range(args.runs)]
+        print(f"  of which python + imports: median {statistics.median(imp):.2f} s; "
+              f"{_cpu(args.runs)}")
+        os.environ["MICROVBA_CACHE"] = str(tmp / "warm")
+        from microvba.decode import Decoder
+        from microvba.decode.grid import atlas_roi
+
+        t0 = time.perf_counter()
+        dec = Decoder("lda50", n_null=1000).fit()
+        fit_s = time.perf_counter() - t0
+        roi = atlas_roi(ATLAS, [185, 186])
+        dec.decode_roi(roi)
+        api, api_cpu = [], []
+        for _ in range(args.runs):
+            t0, c0 = time.perf_counter(), time.process_time()
+            dec.decode_roi(roi)
+            api.append(time.perf_counter() - t0)
+            api_cpu.append(time.process_time() - c0)
+        print(f"API: Decoder.fit on a warm cache {fit_s:.2f} s; decode_roi with the null, "
+              f"median of {args.runs}: {statistics.median(api):.3f} s (CPU "
+              f"{statistics.median(api_cpu):.3f} s); {_load()}")
+        # 2. cold builds in fresh processes ----------------------------------------
+        cold = []
+        for i in range(args.runs):
+            env_cold = dict(env, MICROVBA_CACHE=str(tmp / f"cold{i}"))
+            cold.append(_timed(_build_cmd("lda50"), env_cold))
+        cold_s = statistics.median(cold)
+        cold_cpu = statistics.median(CPU[-args.runs:])
+        print(f"cold build of the 50 LDA topic maps, fresh process (imports, database, "
+              f"incidence, maps), median of {args.runs}: {cold_s:.2f} s "
+              f"(min {min(cold):.2f}); {_cpu(args.runs)}; {_load()}")
+        if args.terms:
+            t = _timed(_build_cmd("terms"), dict(env, MICROVBA_CACHE=str(tmp / "terms")))
+            print(f"cold build of the NeuroQuery term maps, fresh process: {t:.2f} s; "
+                  f"{_cpu(1)}; {_load()}")
+        # 3. NiMARE side by side ------------------------------------------------------
+        if args.nimare:
+            sys.path.insert(0, str(Path(__file__).parent))
+            import _nimare_decode as nd
+
+            t0 = time.perf_counter()
+            studyset = nd.load_studyset(DATA / "neurosynth")
+            conv = time.perf_counter() - t0
+            c0 = time.process_time()
+            _, fit = nd.run_correlation_decoder(studyset, 6.0, 0.05)
+            fit_cpu = time.process_time() - c0
+            print(f"NiMARE CorrelationDecoder fit {fit:.1f} s wall, {fit_cpu:.1f} s CPU (+ "
+                  f"Studyset conversion {conv:.1f} s); microvba fresh-process cold build "
+                  f"{cold_s:.2f} s wall, {cold_cpu:.2f} s CPU -> {fit / cold_s:.0f}x wall, "
+                  f"{fit_cpu / cold_cpu:.0f}x CPU ({(fit + conv) / cold_s:.0f}x wall with "
+                  f"the conversion); {_load()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
