@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from .._validation import InputError, check_output_dir
+from ..models import registry
 from ._types import diffusivity, parse_models
 
 HELP = ("Fit the diffusion tensor and/or NODDI to one DWI series and write BIDS-derivative "
@@ -20,7 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="brain mask (default: median_otsu on the mean b0)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     parser.add_argument("--model", type=parse_models, default=["tensor", "noddi"],
-                        help="comma-separated models: tensor, noddi")
+                        help="comma-separated models: " + ", ".join(registry.REGISTRY)
+                             + " (gqi: QA, GFA, ISO; mapmri: RTOP, RTAP, RTPP, MSD, NG; "
+                               "both need a DSI grid or several shells)")
     parser.add_argument("--tissue", choices=["wm", "gm"], default="wm",
                         help="NODDI intrinsic-diffusivity preset: wm = 1.7e-3, gm = 1.1e-3 "
                              "mm^2/s")
@@ -37,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="MP-PCA denoising (DIPY) before fitting")
     parser.add_argument("--force", action="store_true",
                         help="refit even if the outputs are up to date")
+    registry.add_cli_options(parser.add_argument_group("per-model options"))
 
 
 def prefix_from_dwi(path: Path) -> str:
@@ -64,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
     paths = fit_image(args.dwi, args.bval, args.bvec, args.output, prefix_from_dwi(args.dwi),
                       mask_path=args.mask, models=args.model, d_par=args.d_par,
                       tissue=args.tissue, d_iso=args.d_iso, dti_bmax=args.dti_bmax,
-                      dti_method=args.dti_method, denoise=args.denoise, force=args.force)
+                      dti_method=args.dti_method, denoise=args.denoise, force=args.force,
+                      options=registry.options_from_args(args))
     log = get_logger(__name__)
     for key, path in paths.items():
         log.info("%-16s %s", key, path)

@@ -15,14 +15,24 @@ SPACE_NATIVE = "orig"
 #: nilearn ships the ICBM152 2009a nonlinear symmetric template (mni_icbm152_*_tal_nlin_sym_09a)
 SPACE_MNI = "MNI152NLin2009aSym"
 
-#: which model produces which parameter map
-MODEL_PARAMS: dict[str, tuple[str, ...]] = {
-    "tensor": ("fa", "md", "rd", "ad"),
-    "noddi": ("icvf", "odi", "isovf"),
-}
-#: the seven metrics of the study, in report order
+#: the seven metrics of the study, in report order (the default analysis)
 METRICS: tuple[str, ...] = ("fa", "md", "rd", "ad", "icvf", "odi", "isovf")
-PARAM_MODEL: dict[str, str] = {p: m for m, ps in MODEL_PARAMS.items() for p in ps}
+#: ``MODEL_PARAMS`` (model -> its group metrics), ``PARAM_MODEL`` (map -> model) and
+#: ``ALL_METRICS`` (every group metric of every model) come from the model registry
+#: (:mod:`microvba.models.registry`), read when first used (no import cycle with models/)
+_FROM_REGISTRY = ("MODEL_PARAMS", "PARAM_MODEL", "ALL_METRICS")
+
+
+def __getattr__(name: str):
+    if name in _FROM_REGISTRY:
+        from ..models import registry
+
+        if name == "MODEL_PARAMS":
+            return {m: spec.metrics for m, spec in registry.REGISTRY.items()}
+        if name == "PARAM_MODEL":
+            return registry.metric_model()
+        return registry.all_metrics()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def entities_prefix(subject: str, session: str | None = None) -> str:
@@ -47,8 +57,13 @@ def map_name(subject: str, param: str, space: str = SPACE_NATIVE,
 
     >>> map_name("01", "icvf", space="MNI152NLin2009cSym")
     'sub-01_space-MNI152NLin2009cSym_model-noddi_param-icvf_dwimap.nii.gz'
+    >>> map_name("01", "rtop", space="MNI152NLin2009aSym")
+    'sub-01_space-MNI152NLin2009aSym_model-mapmri_param-rtop_dwimap.nii.gz'
     """
-    model = model or PARAM_MODEL.get(param)
+    if model is None:
+        from ..models.registry import metric_model
+
+        model = metric_model().get(param)
     parts = [entities_prefix(subject, session), f"space-{space}"]
     if desc:
         parts.append(f"desc-{desc}")

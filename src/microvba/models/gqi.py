@@ -144,3 +144,17 @@ class GqiModel:
         flat_maps[3, idx] = stats[:, 1] - stats[:, 2]
         return GqiFit(gfa=maps[0], qa=maps[1], iso=maps[2], qa_raw=maps[3],
                       normalisation=norm, mask=mask)
+
+
+class GqiFitter:
+    """Registry adapter (:class:`microvba.models.registry.Fitter`): GFA, QA and ISO maps."""
+
+    def __init__(self, gtab: GradientTable, sampling_length: float = SAMPLING_LENGTH) -> None:
+        self.model = GqiModel(gtab, sampling_length=sampling_length)
+
+    def fit_maps(self, data: np.ndarray, mask: np.ndarray
+                 ) -> tuple[dict[str, np.ndarray], dict]:
+        f = self.model.fit(data, mask)
+        return ({"qa": f.qa, "gfa": f.gfa, "iso": f.iso},
+                {"GqiSettings": self.model.parameters(),
+                 "QANormalisationValue": f.normalisation})

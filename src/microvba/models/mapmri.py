@@ -95,6 +95,16 @@ def check_multishell(gtab: GradientTable, model: str, fix: str) -> None:
             file=gtab.source, fix=fix)
 
 
+def _default_threads() -> int:
+    import os
+
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        n = os.cpu_count() or 1
+    return max(1, min(8, n))
+
+
 def _hermite_functions(x: np.ndarray, order: int) -> np.ndarray:
     r"""(order + 1, ...) real parts :math:`e^{-x^2/2} H_n(x) / \sqrt{2^n n!}` (physicists')."""
     from math import factorial
@@ -145,6 +155,9 @@ class MapmriModel:
         Volumes with :math:`b <` this fit the tensor that sets the scales and frame.
     eigenvalue_threshold
         Lower clip of the tensor eigenvalues (mm²/s), as DIPY.
+    n_threads
+        Threads fitting blocks of voxels in parallel (default: the CPUs this process may
+        use, at most 8); results do not depend on it.
 
     Notes
     -----
@@ -156,7 +169,8 @@ class MapmriModel:
     def __init__(self, gtab: GradientTable, radial_order: int = RADIAL_ORDER,
                  laplacian_weighting: str | float = "GCV",
                  bval_threshold: float = BVAL_THRESHOLD,
-                 eigenvalue_threshold: float = EIGENVALUE_THRESHOLD) -> None:
+                 eigenvalue_threshold: float = EIGENVALUE_THRESHOLD,
+                 n_threads: int | None = None) -> None:
         from dipy.reconst import mapmri as dm
         from dipy.reconst.dti import TensorModel as DipyTensorModel
 
@@ -178,6 +192,7 @@ class MapmriModel:
                                  file="parameter mapmri_laplacian",
                                  fix="Pass GCV or a weight such as 0.2.")
         self.gtab = gtab
+        self.n_threads = int(n_threads) if n_threads else _default_threads()
         self.radial_order = int(radial_order)
         self.laplacian_weighting = laplacian_weighting
         self.bval_threshold = float(bval_threshold)
@@ -367,11 +382,42 @@ class MapmriModel:
         idx = np.flatnonzero(mask.ravel())
         flat = data.reshape(-1, data.shape[-1])
         res = np.full((idx.size, 6), np.nan)
-        for s in range(0, idx.size, 32 * _CHUNK):  # gather a bounded copy at a time
-            res[s:s + 32 * _CHUNK] = self.fit_voxels(flat[idx[s:s + 32 * _CHUNK]])
+        starts = range(0, idx.size, _CHUNK)
+
+        def work(s: int) -> None:  # NumPy/LAPACK release the GIL: blocks run in parallel
+            res[s:s + _CHUNK] = self.fit_voxels(flat[idx[s:s + _CHUNK]])
+
+        if self.n_threads > 1 and len(starts) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(self.n_threads) as pool:
+                list(pool.map(work, starts))
+        else:
+            for s in starts:
+                work(s)
         maps = []
         for k in range(6):
             full = np.zeros(spatial)
             full.reshape(-1)[idx] = res[:, k]
             maps.append(full)
         return MapmriFit(*maps, mask=mask)
+
+
+class MapmriFitter:
+    """Registry adapter (:class:`microvba.models.registry.Fitter`): RTOP, RTAP, RTPP, MSD,
+    NG and the Laplacian weight used per voxel (``lambda``)."""
+
+    def __init__(self, gtab: GradientTable, radial_order: int = RADIAL_ORDER,
+                 laplacian: str | float = "GCV",
+                 bval_threshold: float = BVAL_THRESHOLD) -> None:
+        self.model = MapmriModel(gtab, radial_order=radial_order,
+                                 laplacian_weighting=laplacian, bval_threshold=bval_threshold)
+
+    def fit_maps(self, data: np.ndarray, mask: np.ndarray
+                 ) -> tuple[dict[str, np.ndarray], dict]:
+        f = self.model.fit(data, mask)
+        lam = f.lopt[mask & np.isfinite(f.lopt)]
+        return ({"rtop": f.rtop, "rtap": f.rtap, "rtpp": f.rtpp, "msd": f.msd, "ng": f.ng,
+                 "lambda": f.lopt},
+                {"MapmriSettings": self.model.parameters(), "VoxelsFailed": f.n_failed,
+                 "LaplacianWeightMedian": float(np.median(lam)) if lam.size else None})

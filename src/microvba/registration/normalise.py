@@ -105,7 +105,7 @@ def _load_inputs(native_maps: Mapping[str, str | Path], t1w: str | Path | None
     """Load and check the native maps (exist, 3-D, one grid); one error lists all problems."""
     problems = ProblemCollector()
     images: dict[str, nib.Nifti1Image] = {}
-    allowed = set(derivatives.METRICS) | set(EXTRA_KEYS)
+    allowed = set(derivatives.ALL_METRICS) | set(EXTRA_KEYS)  # every registry metric
     ignored = sorted(set(native_maps) - allowed)
     if ignored:  # fit extras (colorfa, kappa, nrmse, ...) stay in native space
         log.debug("normalise: not normalising %s", ", ".join(ignored))

@@ -21,7 +21,7 @@ import argparse
 import contextlib
 import functools
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +55,8 @@ class ParticipantSettings:
     resolution: float = 2.0
     skip_normalise: bool = False
     force: bool = False
+    #: per-model options of registry models (``{"mapmri": {"laplacian": 0.2}}``)
+    model_options: dict = field(default_factory=dict)
 
 
 def _b0_mean(data: np.ndarray, bvals: np.ndarray) -> float | None:
@@ -162,6 +164,7 @@ def process_subject(subject, out_dir: Path, settings: ParticipantSettings) -> di
             denoise=settings.denoise, force=settings.force,
             sources=[str(p) for s in subject.series for p in (s.dwi, s.bval, s.bvec)]
             if subject.combined else None,
+            options=settings.model_options or None,
         )
     result = {"native": {k: str(v) for k, v in native.items()}}
     if subject.combined:
@@ -218,7 +221,14 @@ def settings_from_args(args: argparse.Namespace) -> ParticipantSettings:
     return ParticipantSettings(
         models=tuple(args.models), tissue=args.tissue, d_par=args.d_par, d_iso=args.d_iso,
         dti_bmax=args.dti_bmax, dti_method=args.dti_method, denoise=args.denoise,
-        resolution=args.resolution, skip_normalise=args.skip_normalise, force=args.force)
+        resolution=args.resolution, skip_normalise=args.skip_normalise, force=args.force,
+        model_options=_registry_options(args))
+
+
+def _registry_options(args: argparse.Namespace) -> dict:
+    from ..models.registry import options_from_args
+
+    return options_from_args(args)
 
 
 def executor_from_args(args: argparse.Namespace):
