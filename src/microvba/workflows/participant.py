@@ -226,9 +226,11 @@ def settings_from_args(args: argparse.Namespace) -> ParticipantSettings:
 
 
 def _registry_options(args: argparse.Namespace) -> dict:
-    from ..models.registry import options_from_args
+    """Every option of the requested registry models (defaults filled in: recorded in
+    ``logs/participant_settings.json`` and quoted by the report's methods)."""
+    from ..models.registry import model_options, options_from_args
 
-    return options_from_args(args)
+    return model_options(args.models, options_from_args(args))
 
 
 def executor_from_args(args: argparse.Namespace):
