@@ -29,7 +29,7 @@ def test_registry_entries_are_consistent():
     # the derived tables of io.derivatives follow the registry
     assert derivatives.PARAM_MODEL["rtop"] == "mapmri"
     assert derivatives.MODEL_PARAMS["gqi"] == ("qa", "gfa", "iso")
-    assert set(derivatives.METRICS) < set(derivatives.ALL_METRICS)
+    assert set(derivatives.METRICS) < set(derivatives.all_metrics())
     assert derivatives.map_name("01", "qa", space="MNI152NLin2009aSym") == \
         "sub-01_space-MNI152NLin2009aSym_model-gqi_param-qa_dwimap.nii.gz"
 

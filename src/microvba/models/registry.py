@@ -21,6 +21,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ..io import derivatives as _derivatives
+
 
 @dataclass(frozen=True)
 class ModelOption:
@@ -207,6 +209,8 @@ REGISTRY: dict[str, ModelSpec] = {
 }
 #: the study's models, fitted when none are named
 DEFAULT_MODELS: tuple[str, ...] = ("tensor", "noddi")
+for _spec in REGISTRY.values():  # BIDS names of every model's maps (io.derivatives)
+    _derivatives.register_model_params(_spec.name, _spec.metrics)
 
 
 def model_names() -> tuple[str, ...]:
