@@ -131,3 +131,20 @@ def test_fit_image_default_models_unchanged(shared_data, tmp_path):
     side = json.loads((tmp_path / "x_model-tensor_param-fa_dwimap.json").read_text())
     assert "model_options" not in side["Parameters"]  # sidecars of older runs still match
     assert "rtop" not in paths
+
+
+def test_participant_refuses_single_shell_for_gqi_mapmri(tmp_path, capsys):
+    bids, out = tmp_path / "bids", tmp_path / "out"
+    assert main(["simulate", str(bids), "--box", "--scheme", "multishell", "-q"]) == 0
+    bvals = sorted(bids.rglob("*_dwi.bval"))
+    assert bvals
+    for path in bvals:  # make every scheme single-shell (b = 0 or 1000)
+        b = np.loadtxt(path)
+        np.savetxt(path, np.where(b > 50, 1000.0, 0.0)[None], fmt="%g")
+    code = main([str(bids), str(out), "participant", "--models", "tensor,mapmri",
+                 "--skip-normalise", "--n-jobs", "1"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "MAP-MRI needs q-space sampled along the radius" in err
+    assert all(p.name.replace(".bval", ".bvec") in err for p in bvals)
+    assert not any(out.rglob("*_dwimap.nii.gz"))

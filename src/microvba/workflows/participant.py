@@ -241,6 +241,32 @@ def executor_from_args(args: argparse.Namespace):
                          slurm=slurm)
 
 
+def check_schemes(dataset, models) -> None:
+    """Before any work: every subject's scheme must suit the requested q-space models
+    (GQI and MAP-MRI need a DSI grid or several shells); one InputError lists them all."""
+    from .._validation import InputError, ProblemCollector
+    from ..io.gradients import read_bvals, read_bvecs
+    from ..models.gradients import GradientTable
+    from ..models.mapmri import check_multishell
+    from ..models.registry import get
+
+    needy = [get(m).label for m in models if m in ("gqi", "mapmri")]
+    if not needy:
+        return
+    problems = ProblemCollector()
+    for subject in dataset.subjects:
+        try:
+            gtab = GradientTable(np.concatenate([read_bvals(s.bval) for s in subject.series]),
+                                 np.concatenate([read_bvecs(s.bvec) for s in subject.series]),
+                                 source=str(subject.series[0].bvec))
+            check_multishell(gtab, " and ".join(needy),
+                             "Leave gqi and mapmri out of --models for this dataset, or "
+                             "acquire a DSI grid or several shells.")
+        except InputError as exc:
+            problems.extend(exc)
+    problems.raise_if_any()
+
+
 def run_participant_cli(args: argparse.Namespace) -> int:
     from ..io.bids import validate_dataset
 
@@ -250,6 +276,7 @@ def run_participant_cli(args: argparse.Namespace) -> int:
                                session_label=args.session_label, score=args.score,
                                covariates=list(args.covariates),
                                dwi_filter=getattr(args, "dwi_filter", None))
+    check_schemes(dataset, settings.models)
     with executor_from_args(args) as executor:
         results = run_participant(args.bids_dir, args.output_dir, settings,
                                   executor=executor, dataset=dataset)
