@@ -148,3 +148,16 @@ def test_participant_refuses_single_shell_for_gqi_mapmri(tmp_path, capsys):
     assert "MAP-MRI needs q-space sampled along the radius" in err
     assert all(p.name.replace(".bval", ".bvec") in err for p in bvals)
     assert not any(out.rglob("*_dwimap.nii.gz"))
+
+
+def test_methods_cite_the_models_of_the_analysed_metrics():
+    from microvba.report.methods import methods_paragraph
+
+    html = methods_paragraph({"metrics": ["fa", "qa", "rtop"], "model_options": {
+        "gqi": {"sampling_length": 1.25}, "mapmri": {"laplacian": "GCV", "radial_order": 6}}})
+    for doi in ("10.1109/TMI.2010.2045126", "10.1371/journal.pone.0080713",
+                "10.1016/j.neuroimage.2013.04.016", "10.1016/j.neuroimage.2016.03.046"):
+        assert doi in html
+    assert "QA" in html and "RTOP" in html and "diffusion sampling length 1.25" in html
+    assert "Laplacian regularisation (GCV)" in html
+    assert "Yeh et al." not in methods_paragraph({"metrics": ["fa"]})

@@ -59,11 +59,14 @@ REFERENCES: dict[str, str] = {
 _METRIC_NAMES = {"fa": "FA", "md": "MD", "rd": "RD", "ad": "AD", "icvf": "ICVF", "odi": "ODI",
                  "isovf": "ISOVF"}
 # every other model of the registry (GQI, MAP-MRI, ...): its metric names and citations
+#: (cited only when one of its metrics was analysed)
+MODEL_REFERENCES: dict[str, str] = {}
 for _spec in _registry.REGISTRY.values():
     for _m, _label in _spec.metric_names.items():
         _METRIC_NAMES.setdefault(_m, _label)
     for _key, _ref in _spec.citations.items():
-        REFERENCES.setdefault(_key, _ref)
+        if _key not in REFERENCES:
+            MODEL_REFERENCES[_key] = _ref
 #: registry options quoted in the methods text, if recorded: (model, option) -> wording
 _OPTION_WORDS = {("gqi", "sampling_length"): "diffusion sampling length {}",
                  ("mapmri", "radial_order"): "radial order {}",
@@ -343,6 +346,7 @@ def methods_paragraph(analysis: Mapping[str, Any]) -> str:
     if versions:
         listed = [f"{escape(k)} {escape(v)}" for k, v in versions.items() if k != "platform"]
         sentences.append(f"Software: {', '.join(listed)}.")
-    refs = "".join(f"<li>{escape(REFERENCES[c])}</li>" for c in cited)
+    refs = "".join(f"<li>{escape(REFERENCES.get(c) or MODEL_REFERENCES[c])}</li>"
+                   for c in cited)
     return (f'<p class="methods">{"".join(sentences).strip()}</p>\n'
             f'<ol class="references">{refs}</ol>')
