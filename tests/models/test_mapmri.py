@@ -144,3 +144,9 @@ def test_single_shell_and_bad_options_refused():
         MapmriModel(two, laplacian_weighting="LOO")
     with pytest.raises(InputError, match="6 or more are needed"):
         MapmriModel(two, bval_threshold=500)
+
+
+def test_gcv_equal_to_dipy_on_the_full_dsi515_grid(dsi515, rng):
+    """The study's q-space reach (b up to 11538 s/mm^2)."""
+    signals, _ = _simulated(dsi515, rng, 3)
+    _compare(dsi515, signals, "GCV", rtol=1e-3)
