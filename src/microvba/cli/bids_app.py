@@ -8,6 +8,7 @@ from pathlib import Path
 from .._logging import get_logger
 from .._validation import InputError, check_output_dir, check_output_placement
 from ..io.derivatives import METRICS, PARAM_MODEL, SPACE_MNI
+from ..models import registry
 from ._config import write_effective_config
 from ._types import diffusivity, parse_models, seed
 from .fit import add_noddi_options
@@ -36,23 +37,28 @@ def _dwi_filter(text: str) -> list[str]:
 
 def _metrics(text: str) -> list[str]:
     names = [m.lower() for m in _csv(text)]
-    unknown = [m for m in names if m not in METRICS]
+    known = registry.all_metrics()
+    unknown = [m for m in names if m not in known]
     if unknown or not names:
         raise argparse.ArgumentTypeError(f"unknown metric(s) {unknown or [text]}; choose among "
-                                         f"{','.join(METRICS)}")
+                                         f"{','.join(known)}")
     return list(dict.fromkeys(names))
 
 
 def _default_metrics(out_dir: Path) -> list[str]:
-    """Every metric, or the tensor ones when the participant stage wrote no NODDI map."""
+    """Every metric of the study (the tensor ones only when the participant stage wrote no
+    NODDI map), plus those of the other registry models (gqi, mapmri, ...) it normalised."""
     tensor = [m for m in METRICS if PARAM_MODEL.get(m) == "tensor"]
     space = f"_space-{SPACE_MNI}_"
+    more = [m for name, spec in registry.REGISTRY.items() if name not in ("tensor", "noddi")
+            and any(out_dir.glob(f"sub-*/**/*{space}model-{name}_param-{spec.metrics[0]}_"
+                                 "dwimap.nii.gz")) for m in spec.metrics]
     noddi = any(out_dir.glob(f"sub-*/**/*{space}model-noddi_param-icvf_dwimap.nii.gz"))
     if not noddi and any(out_dir.glob(f"sub-*/**/*{space}model-tensor_param-fa_dwimap.nii.gz")):
         log.warning("no NODDI map in %s (participant stage run with --models tensor): "
-                    "analysing %s", out_dir, ",".join(tensor))
-        return tensor
-    return list(METRICS)
+                    "analysing %s", out_dir, ",".join(tensor + more))
+        return tensor + more
+    return list(METRICS) + more
 
 
 def _defaults() -> tuple[dict, dict, dict]:
@@ -96,7 +102,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     fit = parser.add_argument_group("microstructure fitting (participant)")
     fit.add_argument("--models", type=parse_models, default=list(pdef["models"]),
-                     help="comma-separated models: " + ", ".join(_known_models()))
+                     help="comma-separated models: " + ", ".join(registry.REGISTRY)
+                          + " (gqi and mapmri need a DSI grid or several shells)")
     fit.add_argument("--tissue", choices=["wm", "gm"], default=pdef["tissue"],
                      help="NODDI intrinsic-diffusivity preset: wm = 1.7e-3, gm = 1.1e-3 mm^2/s")
     fit.add_argument("--d-par", type=diffusivity, default=pdef["d_par"],
@@ -108,6 +115,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     fit.add_argument("--dti-method", choices=["wls", "ols"], default=pdef["dti_method"])
     fit.add_argument("--denoise", action="store_true", help="MP-PCA denoising before fitting")
     add_noddi_options(fit)
+    registry.add_cli_options(fit)
 
     reg = parser.add_argument_group("normalisation")
     reg.add_argument("--resolution", type=float, default=pdef["resolution"],
@@ -120,7 +128,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     grp.add_argument("--covariates", type=_csv, default=[],
                      help="comma-separated participants.tsv columns to control for")
     grp.add_argument("--metrics", type=_metrics, default=None,
-                     help="comma-separated maps to analyse among " + ",".join(METRICS)
+                     help="comma-separated maps to analyse among "
+                          + ",".join(registry.all_metrics())
                           + " (default: all that the participant stage wrote, i.e. fa,md,rd,ad "
                             "after --models tensor)")
     grp.add_argument("--n-perm", type=int, default=gdef["n_perm"],
@@ -156,11 +165,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     help="number of SLURM jobs to start")
     ex.add_argument("--force", action="store_true", help="recompute outputs that are up to date")
 
-
-def _known_models() -> tuple[str, ...]:
-    from ..models import KNOWN_MODELS
-
-    return KNOWN_MODELS
 
 
 def build_settings(args: argparse.Namespace) -> None:

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from .._logging import get_logger
+from ._types import parse_models
 
 HELP = ("Simulate a DSI cohort with the study's five findings planted, run the participant and "
         "group stages, and write an HTML report with a planted-vs-found table.")
@@ -37,9 +38,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "data fetch --base-url'; unset: the publishers)")
     parser.add_argument("--no-decode", action="store_true")
     parser.add_argument("--force", action="store_true", help="recompute everything")
+    parser.add_argument("--models", type=parse_models, default=["tensor", "noddi"],
+                        help="models the participant stage fits, e.g. tensor,noddi,gqi,mapmri "
+                             "(the cohort's DSI grid allows all; gqi and mapmri have no "
+                             "planted effect, their maps are analysed and reported too)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..models import registry
     from ..simulate import simulate_cohort
     from ..workflows.executor import make_executor
     from ..workflows.group import GroupSettings, run_group
@@ -48,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     scale = _effect_scale(args)  # checked before anything is written
     _check_options(args)
     _ensure_data(args)  # first use: fetch the atlas (and databases), or name the command
+    models = [registry.get(m).name for m in getattr(args, "models", ["tensor", "noddi"])]
     out = Path(args.out)
     bids = out / "bids"
     deriv = out / "derivatives" / "microvba"
@@ -63,8 +70,9 @@ def run(args: argparse.Namespace) -> int:
         log.info("reusing the simulated cohort in %s", bids)
     with make_executor(n_jobs=args.n_jobs) as executor:
         results = run_participant(
-            bids, deriv, ParticipantSettings(tissue="gm", resolution=resolution,
-                                             force=args.force), executor=executor)
+            bids, deriv, ParticipantSettings(models=tuple(models), tissue="gm",
+                                             resolution=resolution, force=args.force),
+            executor=executor)
         failed = [r for r in results if not r.ok]
         if failed:
             for r in failed:
@@ -74,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
             score="resilience", covariates=("age", "sex", "education", "severity"),
             n_perm=args.n_perm or (5000 if args.full else 1000), seed=args.seed,
             fwhm=6.0, resolution=resolution, decode=not args.no_decode,
-            data_dir=str(args.data_dir) if args.data_dir else None)
+            data_dir=str(args.data_dir) if args.data_dir else None,
+            metrics=tuple(m for name in models for m in registry.get(name).metrics))
         analysis = run_group(bids, deriv, settings, executor=executor)
     summary = analysis["summary"]
     print(f"demo finished: {summary.get('planted_found', '?')}/5 planted effects found, "

@@ -7,17 +7,13 @@ from dataclasses import fields
 from pathlib import Path
 
 from .._validation import InputError, check_output_dir
+from ..models import registry
 from ..workflows.participant import ParticipantSettings
 from ._types import diffusivity, parse_models
 
 #: defaults declared once, in the settings dataclass the participant stage uses too
 _PDEF = {f.name: f.default for f in fields(ParticipantSettings)}
 
-
-def _known_models() -> tuple[str, ...]:
-    from ..models import KNOWN_MODELS
-
-    return KNOWN_MODELS
 
 HELP = ("Fit the diffusion tensor and/or NODDI to one DWI series and write BIDS-derivative "
         "maps (FA, MD, RD, AD, ICVF, ODI, ISOVF, ...) with JSON sidecars.")
@@ -32,7 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     parser.add_argument("--model", "--models", dest="model", type=parse_models,
                         default=list(_PDEF["models"]),
-                        help="comma-separated models: " + ", ".join(_known_models()))
+                        help="comma-separated models: " + ", ".join(registry.REGISTRY)
+                             + " (gqi: QA, GFA, ISO; mapmri: RTOP, RTAP, RTPP, MSD, NG; "
+                               "both need a DSI grid or several shells)")
     parser.add_argument("--tissue", choices=["wm", "gm"], default=_PDEF["tissue"],
                         help="NODDI intrinsic-diffusivity preset: wm = 1.7e-3, gm = 1.1e-3 "
                              "mm^2/s")
@@ -50,6 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_noddi_options(parser)
     parser.add_argument("--force", action="store_true",
                         help="refit even if the outputs are up to date")
+    registry.add_cli_options(parser.add_argument_group("per-model options"))
 
 
 def add_noddi_options(parser) -> None:
@@ -125,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
                       tissue=args.tissue, d_iso=args.d_iso, dti_bmax=args.dti_bmax,
                       dti_method=args.dti_method, denoise=args.denoise, force=args.force,
                       noddi_s0=args.noddi_s0, noddi_noise=args.noddi_noise,
-                      noddi_compat=args.noddi_compat)
+                      noddi_compat=args.noddi_compat,
+                      options=registry.options_from_args(args))
     log = get_logger(__name__)
     for key, path in paths.items():
         log.info("%-16s %s", key, path)

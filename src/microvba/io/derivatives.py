@@ -15,14 +15,28 @@ SPACE_NATIVE = "orig"
 #: nilearn ships the ICBM152 2009a nonlinear symmetric template (mni_icbm152_*_tal_nlin_sym_09a)
 SPACE_MNI = "MNI152NLin2009aSym"
 
-#: which model produces which parameter map
+#: which model produces which parameter map: the study's two here; every model of
+#: :mod:`microvba.models.registry` (gqi, mapmri, ...) adds its own when that module is
+#: imported (:func:`register_model_params`; io/ may not import models/)
 MODEL_PARAMS: dict[str, tuple[str, ...]] = {
     "tensor": ("fa", "md", "rd", "ad"),
     "noddi": ("icvf", "odi", "isovf"),
 }
-#: the seven metrics of the study, in report order
+#: the seven metrics of the study, in report order (the default analysis)
 METRICS: tuple[str, ...] = ("fa", "md", "rd", "ad", "icvf", "odi", "isovf")
 PARAM_MODEL: dict[str, str] = {p: m for m, ps in MODEL_PARAMS.items() for p in ps}
+
+
+def register_model_params(model: str, params: tuple[str, ...]) -> None:
+    """Record that ``model`` writes the group metrics ``params`` (names its maps
+    ``_model-<model>_param-<param>``); called by the model registry."""
+    MODEL_PARAMS[model] = tuple(params)
+    PARAM_MODEL.update({p: model for p in params})
+
+
+def all_metrics() -> tuple[str, ...]:
+    """Every registered group metric (the study's seven first)."""
+    return tuple(p for ps in MODEL_PARAMS.values() for p in ps)
 
 
 def entities_prefix(subject: str, session: str | None = None) -> str:
@@ -47,6 +61,8 @@ def map_name(subject: str, param: str, space: str = SPACE_NATIVE,
 
     >>> map_name("01", "icvf", space="MNI152NLin2009cSym")
     'sub-01_space-MNI152NLin2009cSym_model-noddi_param-icvf_dwimap.nii.gz'
+    >>> map_name("01", "rtop", space="MNI152NLin2009aSym", model="mapmri")
+    'sub-01_space-MNI152NLin2009aSym_model-mapmri_param-rtop_dwimap.nii.gz'
     """
     model = model or PARAM_MODEL.get(param)
     parts = [entities_prefix(subject, session), f"space-{space}"]

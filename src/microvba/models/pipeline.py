@@ -21,10 +21,11 @@ from ..io.gradients import no_b0_problem, non_unit_problem, read_bvals, read_bve
 from .dti import TensorModel
 from .gradients import GradientTable
 from .noddi import D_ISO, D_PAR_GM, D_PAR_WM, NoddiModel
+from .registry import DEFAULT_MODELS, REGISTRY, model_of_map, model_options
 
 log = get_logger(__name__)
 
-MODELS = ("tensor", "noddi")
+MODELS = DEFAULT_MODELS  # fitted by default; every registry model can be asked for
 TISSUE_D_PAR = {"wm": D_PAR_WM, "gm": D_PAR_GM}
 
 
@@ -60,6 +61,11 @@ def planned_outputs(out_dir: str | Path, prefix: str, models: Sequence[str]
         # bound, 3 no fit)
         paths["sigma"] = out / map_filename(prefix, "noddi", "sigma")
         paths["status"] = out / map_filename(prefix, "noddi", "status")
+    for name in models:  # models fitted through the registry (gqi, mapmri, ...)
+        spec = REGISTRY[name]
+        if spec.fitter is not None:
+            for p in spec.metrics + spec.extras:
+                paths[p] = out / map_filename(prefix, name, p)
     paths["b0"] = out / b0_filename(prefix)
     paths["mask"] = out / mask_filename(prefix)
     return paths
@@ -71,7 +77,7 @@ def _check_models(models: Sequence[str]) -> tuple[str, ...]:
         raise InputError("no model requested", file="parameter models",
                          fix="Pass --model tensor, noddi or tensor,noddi.")
     for m in models:
-        check_choice("model", m, MODELS)
+        check_choice("model", m, list(REGISTRY))
     return models
 
 
@@ -165,13 +171,15 @@ def _check_finite(data: np.ndarray, mask: np.ndarray, dwi_path: Path, given: boo
 
 
 def _parameters(models, d_par, d_iso, tissue, dti_bmax, dti_method, denoise, mask_path,
-                gtab, noddi_options=None) -> dict:
+                gtab, noddi_options=None, options: dict | None = None) -> dict:
     params = {"models": list(models), "d_par": d_par, "d_iso": d_iso, "tissue": tissue,
               "dti_bmax": dti_bmax, "dti_method": dti_method, "denoise": bool(denoise),
               "mask": "given" if mask_path else "median_otsu(mean b0)",
               "scheme": gtab.summary()}
     if noddi_options:  # only non-default NODDI options: earlier sidecars stay up to date
         params["noddi_options"] = dict(noddi_options)
+    if options:  # only registry models with options (gqi, mapmri): older sidecars match
+        params["model_options"] = options
     return params
 
 
@@ -181,8 +189,8 @@ def fit_image(dwi_path: str | Path, bval_path: str | Path, bvec_path: str | Path
               d_iso: float = D_ISO, dti_bmax: float = 1750.0, dti_method: str = "wls",
               denoise: bool = False, force: bool = False,
               sources: Sequence[str | Path] | None = None, noddi_s0: str = "auto",
-              noddi_noise: str = "auto", noddi_compat: str | None = None
-              ) -> dict[str, Path]:
+              noddi_noise: str = "auto", noddi_compat: str | None = None,
+              options: dict[str, dict] | None = None) -> dict[str, Path]:
     """Fit the requested models to one DWI series and write the maps.
 
     Parameters
@@ -194,7 +202,8 @@ def fit_image(dwi_path: str | Path, bval_path: str | Path, bvec_path: str | Path
     mask_path
         Brain mask; default: DIPY ``median_otsu`` on the mean b0 (written too).
     models
-        Any of ``"tensor"``, ``"noddi"``.
+        Names in :data:`microvba.models.registry.REGISTRY`: ``"tensor"``, ``"noddi"``,
+        ``"gqi"``, ``"mapmri"``.
     d_par, tissue
         NODDI intrinsic diffusivity; ``d_par`` overrides the ``tissue`` preset
         (``wm`` = 1.7e-3, ``gm`` = 1.1e-3 mm²/s).
@@ -213,6 +222,9 @@ def fit_image(dwi_path: str | Path, bval_path: str | Path, bvec_path: str | Path
         The raw files the maps derive from, recorded as ``Sources`` in every sidecar (BIDS
         derivatives); default the DWI, bval and bvec given (a caller that fits a combination
         of several series passes the original files).
+    options
+        Per-model options of registry models, e.g. ``{"gqi": {"sampling_length": 1.25},
+        "mapmri": {"laplacian": "GCV"}}`` (defaults from the registry; recorded).
 
     Returns
     -------
@@ -240,8 +252,9 @@ def fit_image(dwi_path: str | Path, bval_path: str | Path, bvec_path: str | Path
     noddi_options = {k: v for k, v in (("s0", noddi_s0), ("noise", noddi_noise),
                                        ("compat", noddi_compat))
                      if v not in ("auto", None)}
+    options = model_options(models, options)
     params = _parameters(models, d_par, d_iso, tissue, dti_bmax, dti_method, denoise,
-                         mask_path, gtab, noddi_options)
+                         mask_path, gtab, noddi_options, options)
     outputs = planned_outputs(out_dir, prefix, models)
     first = next(p for k, p in outputs.items() if k not in ("mask", "b0"))
     if not force and is_up_to_date(list(outputs.values()), sidecar_path(first), params,
@@ -253,6 +266,8 @@ def fit_image(dwi_path: str | Path, bval_path: str | Path, bvec_path: str | Path
         else None
     noddi = NoddiModel(gtab, d_par=d_par, d_iso=d_iso, dti_bmax=dti_bmax, s0=noddi_s0,
                        noise=noddi_noise, compat=noddi_compat) if "noddi" in models else None
+    fitters = {m: REGISTRY[m].load_fitter()(gtab, **options.get(m, {}))
+               for m in models if REGISTRY[m].fitter is not None}
     log.info("%s: %s", prefix, gtab.describe())
     img, data = _load_dwi(dwi_path, gtab)
     mask = _load_mask(Path(mask_path), img) if mask_path else _auto_mask(data, gtab, dwi_path)
@@ -267,7 +282,7 @@ def fit_image(dwi_path: str | Path, bval_path: str | Path, bvec_path: str | Path
     from .mask import mean_b0
 
     maps: dict[str, np.ndarray] = {"b0": mean_b0(data, gtab)}
-    extra: dict[str, dict] = {"tensor": {}, "noddi": {}}
+    extra: dict[str, dict] = {m: {} for m in REGISTRY}
     if tensor is not None:
         t0 = time.perf_counter()
         tf = tensor.fit(data, mask)
@@ -292,6 +307,12 @@ def fit_image(dwi_path: str | Path, bval_path: str | Path, bvec_path: str | Path
                  "(ICVF or ISOVF >= 0.99), %d failed", prefix, d_par, d_iso,
                  time.perf_counter() - t0, nf.n_bound, nf.n_failed)
         del nf
+    for name, fitter in fitters.items():
+        t0 = time.perf_counter()
+        fitted, extra[name] = fitter.fit_maps(data, mask)
+        maps.update(fitted)
+        log.info("%s: %s in %.1f s", prefix, REGISTRY[name].label, time.perf_counter() - t0)
+        del fitted
     del data
     check_failed_fraction(extra, int(mask.sum()), dwi_path, prefix)
     return _write_maps(maps, mask, outputs, img, params, inputs, extra, sources)
@@ -334,6 +355,24 @@ def _auto_mask(data: np.ndarray, gtab: GradientTable, dwi_path: Path) -> np.ndar
     return mask
 
 
+def _model_of(key: str, path: Path) -> str:
+    """The model a map belongs to: the ``model-`` entity of its planned name, which must
+    agree with the registry (a map no model declares is an error, never labelled 'noddi')."""
+    import re
+
+    found = re.search(r"_model-([A-Za-z0-9]+)_", path.name)
+    if found is None:
+        raise KeyError(f"map {key!r} ({path.name}) has no model- entity")
+    try:
+        declared = model_of_map(key)
+    except KeyError:  # a map added to a model's planned outputs only: its name decides
+        return found.group(1)
+    if declared != found.group(1):
+        raise KeyError(f"map {key!r} is written as model-{found.group(1)} but the registry "
+                       f"declares it for {declared!r}")
+    return declared
+
+
 def _write_maps(maps: dict[str, np.ndarray], mask: np.ndarray, outputs: dict[str, Path],
                 img, params: dict, inputs: dict, extra: dict,
                 sources: list[str]) -> dict[str, Path]:
@@ -349,8 +388,7 @@ def _write_maps(maps: dict[str, np.ndarray], mask: np.ndarray, outputs: dict[str
     written: dict[str, Path] = {}
     # write the mask last: the up-to-date check keys on the first map's sidecar
     for key, arr in maps.items():
-        model = "tensor" if key in ("fa", "md", "rd", "ad", "colorfa") else \
-            None if key == "b0" else "noddi"
+        model = None if key == "b0" else _model_of(key, outputs[key])
         if model != "noddi":
             arr = np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0)
         # NODDI maps keep NaN inside the mask where a voxel has no fit (see the status map)

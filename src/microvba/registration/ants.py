@@ -40,6 +40,7 @@ from scipy import ndimage
 from .._logging import get_logger
 from .._provenance import atomic_path, write_json
 from .._validation import InputError, check_choice
+from ..models import registry as _registry
 from .contrast import brain_mask_from_maps, synthetic_t1
 from .template import Template, load_template
 
@@ -51,6 +52,8 @@ os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "1")
 log = get_logger(__name__)
 
 MOVING_KEYS = ("b0", "fa", "md", "rd", "ad", "isovf", "icvf", "odi", "mask")
+# ... and every other metric of the model registry (qa, rtop, ...)
+MOVING_KEYS += tuple(m for m in _registry.all_metrics() if m not in MOVING_KEYS)
 _INTERP = {"linear": "linear", "nearest": "nearestNeighbor"}
 
 

@@ -31,6 +31,7 @@ from .._logging import get_logger
 from .._provenance import is_up_to_date, make_sidecar, save_figure, save_nifti, write_json
 from .._validation import InputError, ProblemCollector
 from ..io import derivatives
+from ..models import registry as _registry
 from .ants import SubjectTransform, register_subject
 from .contrast import (
     brain_mask_from_maps,
@@ -90,7 +91,8 @@ def _output_paths(out_dir: Path, prefix: str, params: list[str], space: str) -> 
     folder = derivatives.subject_dir(out_dir, subject, session)
     return {
         "folder": folder,
-        "maps": {p: derivatives.map_path(out_dir, subject, p, space=space, session=session)
+        "maps": {p: derivatives.map_path(out_dir, subject, p, space=space, session=session,
+                                         model=_registry.model_of_map(p))
                  for p in params},
         "mask": folder / f"{prefix}_space-{space}_desc-brain_mask.nii.gz",
         "qc": folder / f"{prefix}_space-{space}_desc-registration_qc.json",
@@ -105,7 +107,7 @@ def _load_inputs(native_maps: Mapping[str, str | Path], t1w: str | Path | None
     """Load and check the native maps (exist, 3-D, one grid); one error lists all problems."""
     problems = ProblemCollector()
     images: dict[str, nib.Nifti1Image] = {}
-    allowed = set(derivatives.METRICS) | set(EXTRA_KEYS)
+    allowed = set(_registry.all_metrics()) | set(EXTRA_KEYS)  # every registry metric
     ignored = sorted(set(native_maps) - allowed)
     if ignored:  # fit extras (colorfa, kappa, nrmse, ...) stay in native space
         log.debug("normalise: not normalising %s", ", ".join(ignored))

@@ -190,6 +190,19 @@ def _subject_of(path: Path) -> str:
     return m.group(1) if m else path.parent.parent.name
 
 
+def _add_model_options(analysis: dict, settings_path: Path) -> None:
+    """The participant stage's per-model options (GQI sampling length, MAP-MRI order and
+    Laplacian weight) for the methods paragraph, when recorded and not already there."""
+    if not isinstance(analysis, dict) or "model_options" in analysis:
+        return
+    try:
+        options = json.loads(settings_path.read_text(encoding="utf-8")).get("model_options")
+    except (OSError, ValueError, AttributeError):
+        return
+    if isinstance(options, dict) and options:
+        analysis["model_options"] = options
+
+
 def load_inputs(out_dir: str | Path) -> ReportInputs:
     """Read the derivatives folder ``out_dir`` for the report.
 
@@ -208,6 +221,7 @@ def load_inputs(out_dir: str | Path) -> ReportInputs:
     group = inputs.group_dir
     inputs.dataset_description = _read_json(inputs, out_dir / "dataset_description.json")
     inputs.analysis = _read_json(inputs, group / "analysis.json")
+    _add_model_options(inputs.analysis, out_dir / "logs" / "participant_settings.json")
     inputs.participants = read_tsv(inputs, group / "participants.tsv")
     if inputs.participants is not None and "participant_id" in inputs.participants:
         inputs.participants = inputs.participants.set_index("participant_id")

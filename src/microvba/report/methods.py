@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping
 from html import escape
 from typing import Any
 
+from ..models import registry as _registry
+
 #: in-text citation -> full reference (Vancouver-like, with DOI)
 REFERENCES: dict[str, str] = {
     "Basser et al., 1994": (
@@ -56,6 +58,19 @@ REFERENCES: dict[str, str] = {
 
 _METRIC_NAMES = {"fa": "FA", "md": "MD", "rd": "RD", "ad": "AD", "icvf": "ICVF", "odi": "ODI",
                  "isovf": "ISOVF"}
+# every other model of the registry (GQI, MAP-MRI, ...): its metric names and citations
+#: (cited only when one of its metrics was analysed)
+MODEL_REFERENCES: dict[str, str] = {}
+for _spec in _registry.REGISTRY.values():
+    for _m, _label in _spec.metric_names.items():
+        _METRIC_NAMES.setdefault(_m, _label)
+    for _key, _ref in _spec.citations.items():
+        if _key not in REFERENCES:
+            MODEL_REFERENCES[_key] = _ref
+#: registry options quoted in the methods text, if recorded: (model, option) -> wording
+_OPTION_WORDS = {("gqi", "sampling_length"): "diffusion sampling length {}",
+                 ("mapmri", "radial_order"): "radial order {}",
+                 ("mapmri", "laplacian"): "Laplacian regularisation ({})"}
 _DTI = ("fa", "md", "rd", "ad")
 _NODDI = ("icvf", "odi", "isovf")
 _CORRECTION = {"tfce": "threshold-free cluster enhancement (TFCE)",
@@ -140,6 +155,23 @@ def _models_sentence(metrics: list[str], params: Mapping[str, Any],
         parts.append(f"NODDI metrics ({_join(_METRIC_NAMES[m] for m in noddi)}; "
                      f"{escape('Zhang et al., 2012')}{fixed})")
         cites.append("Zhang et al., 2012")
+    for name, spec in _registry.REGISTRY.items():
+        if name in ("tensor", "noddi"):
+            continue
+        chosen = [m for m in metrics if m in spec.metrics]
+        if not chosen:
+            continue
+        keys = list(spec.citations)
+        words = []
+        for (model, option), wording in _OPTION_WORDS.items():
+            value = lookup(params, f"model_options.{name}.{option}", f"{name}.{option}",
+                           f"models.{name}.{option}") if model == name else None
+            if value is not None:
+                words.append(wording.format(_fmt(value)))
+        settings = f", with {_join(words)}" if words else ""
+        parts.append(f"{escape(spec.description)} ({_join(_METRIC_NAMES[m] for m in chosen)}; "
+                     f"{_cite(*keys)[1:-1]}{settings})")
+        cites.extend(keys)
     if not parts:
         return "", cites
     return (f"In each subject, {_join(parts)} were estimated voxel-wise with "
@@ -314,6 +346,7 @@ def methods_paragraph(analysis: Mapping[str, Any]) -> str:
     if versions:
         listed = [f"{escape(k)} {escape(v)}" for k, v in versions.items() if k != "platform"]
         sentences.append(f"Software: {', '.join(listed)}.")
-    refs = "".join(f"<li>{escape(REFERENCES[c])}</li>" for c in cited)
+    refs = "".join(f"<li>{escape(REFERENCES.get(c) or MODEL_REFERENCES[c])}</li>"
+                   for c in cited)
     return (f'<p class="methods">{"".join(sentences).strip()}</p>\n'
             f'<ol class="references">{refs}</ol>')

@@ -27,6 +27,7 @@ from .._validation import (
     check_option_number,
 )
 from ..io import derivatives
+from ..models import registry as _registry
 
 log = get_logger(__name__)
 
@@ -119,6 +120,7 @@ def _mni_paths(out_dir: Path, subjects: list, metrics: tuple[str, ...]) -> list[
         entry = {}
         for m in metrics:
             p = derivatives.map_path(out_dir, s.label, m, space=derivatives.SPACE_MNI,
+                                     model=_registry.metric_model().get(m),
                                      session=s.session)
             if not p.exists():
                 problems.add(p, f"the normalised {m.upper()} map of {s.prefix} is missing",

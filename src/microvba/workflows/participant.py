@@ -21,7 +21,7 @@ import argparse
 import contextlib
 import functools
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +59,8 @@ class ParticipantSettings:
     noddi_s0: str = "auto"
     noddi_noise: str = "auto"
     noddi_compat: str | None = None
+    #: per-model options of registry models (``{"mapmri": {"laplacian": 0.2}}``)
+    model_options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         """Check every value by its command-line name (exit code 2 before any file is read).
@@ -209,6 +211,7 @@ def process_subject(subject, out_dir: Path, settings: ParticipantSettings) -> di
             noddi_noise=settings.noddi_noise, noddi_compat=settings.noddi_compat,
             sources=[str(p) for s in subject.series for p in (s.dwi, s.bval, s.bvec)]
             if subject.combined else None,
+            options=settings.model_options or None,
         )
     result = {"native": {k: str(v) for k, v in native.items()}}
     if subject.combined:
@@ -287,7 +290,8 @@ def settings_from_args(args: argparse.Namespace) -> ParticipantSettings:
         resolution=args.resolution, skip_normalise=args.skip_normalise, force=args.force,
         noddi_s0=getattr(args, "noddi_s0", "auto"),
         noddi_noise=getattr(args, "noddi_noise", "auto"),
-        noddi_compat=getattr(args, "noddi_compat", None))
+        noddi_compat=getattr(args, "noddi_compat", None),
+        model_options=_registry_options(args))
 
 
 def executor_settings_from_args(args: argparse.Namespace) -> SlurmOptions:
@@ -297,10 +301,44 @@ def executor_settings_from_args(args: argparse.Namespace) -> SlurmOptions:
                         jobs=args.slurm_jobs)
 
 
+def _registry_options(args: argparse.Namespace) -> dict:
+    """Every option of the requested registry models (defaults filled in: recorded in
+    ``logs/participant_settings.json`` and quoted by the report's methods)."""
+    from ..models.registry import model_options, options_from_args
+
+    return model_options(args.models, options_from_args(args))
+
+
 def executor_from_args(args: argparse.Namespace):
     slurm = executor_settings_from_args(args)
     return make_executor(n_jobs=args.n_jobs, scheduler=args.scheduler, cluster=args.cluster,
                          slurm=slurm)
+
+
+def check_schemes(dataset, models) -> None:
+    """Before any work: every subject's scheme must suit the requested q-space models
+    (GQI and MAP-MRI need a DSI grid or several shells); one InputError lists them all."""
+    from .._validation import InputError, ProblemCollector
+    from ..io.gradients import read_bvals, read_bvecs
+    from ..models.gradients import GradientTable
+    from ..models.mapmri import check_multishell
+    from ..models.registry import get
+
+    needy = [get(m).label for m in models if m in ("gqi", "mapmri")]
+    if not needy:
+        return
+    problems = ProblemCollector()
+    for subject in dataset.subjects:
+        try:
+            gtab = GradientTable(np.concatenate([read_bvals(s.bval) for s in subject.series]),
+                                 np.concatenate([read_bvecs(s.bvec) for s in subject.series]),
+                                 source=str(subject.series[0].bvec))
+            check_multishell(gtab, " and ".join(needy),
+                             "Leave gqi and mapmri out of --models for this dataset, or "
+                             "acquire a DSI grid or several shells.")
+        except InputError as exc:
+            problems.extend(exc)
+    problems.raise_if_any()
 
 
 def run_participant_cli(args: argparse.Namespace) -> int:
@@ -312,6 +350,7 @@ def run_participant_cli(args: argparse.Namespace) -> int:
                                session_label=args.session_label, score=args.score,
                                covariates=list(args.covariates),
                                dwi_filter=getattr(args, "dwi_filter", None))
+    check_schemes(dataset, settings.models)
     with executor_from_args(args) as executor:
         results = run_participant(args.bids_dir, args.output_dir, settings,
                                   executor=executor, dataset=dataset)
