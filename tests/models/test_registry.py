@@ -36,12 +36,13 @@ def test_registry_entries_are_consistent():
 
 def test_unknown_map_is_an_error_not_noddi(tmp_path):
     with pytest.raises(KeyError, match="no model- entity"):
-        _model_of("sigma", tmp_path / "x_desc-brain_mask.nii.gz")
+        _model_of("foo", tmp_path / "x_desc-brain_mask.nii.gz")
     with pytest.raises(KeyError, match="declares it for 'mapmri'"):
         _model_of("rtop", tmp_path / "x_model-noddi_param-rtop_dwimap.nii.gz")
     assert _model_of("qa", tmp_path / "x_model-gqi_param-qa_dwimap.nii.gz") == "gqi"
     with pytest.raises(KeyError, match="declared by no model"):
-        registry.model_of_map("sigma")
+        registry.model_of_map("foo")
+    assert registry.model_of_map("sigma") == registry.model_of_map("status") == "noddi"
 
 
 def test_options_defaults_and_unknown():

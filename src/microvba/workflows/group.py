@@ -77,7 +77,7 @@ def check_group_settings(s: GroupSettings) -> None:
     if not isinstance(s.score, str) or not s.score.strip():
         raise InputError("the group stage needs the score to correlate with",
                          file="--score", fix="Pass --score COLUMN (a participants.tsv column).")
-    check_option_choice("--metrics", s.metrics, derivatives.METRICS)
+    check_option_choice("--metrics", s.metrics, _registry.all_metrics())
     n_perm = check_option_number("--n-perm", s.n_perm, 2, None, integer=True,
                                  hint="5000 as FSL randomise; the smallest p is 1/n_perm")
     check_option_number("--fwhm", s.fwhm, 0.0, 50.0, unit="mm", hint="0 = no smoothing")

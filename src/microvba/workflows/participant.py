@@ -304,8 +304,10 @@ def executor_settings_from_args(args: argparse.Namespace) -> SlurmOptions:
 def _registry_options(args: argparse.Namespace) -> dict:
     """Every option of the requested registry models (defaults filled in: recorded in
     ``logs/participant_settings.json`` and quoted by the report's methods)."""
+    from ..models import KNOWN_MODELS
     from ..models.registry import model_options, options_from_args
 
+    check_option_choice("--models", args.models, KNOWN_MODELS)  # before the registry looks
     return model_options(args.models, options_from_args(args))
 
 
