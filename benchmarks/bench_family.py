@@ -1,0 +1,189 @@
+"""Family-wise error over 7 metrics x 2 directions: per-map, max-statistic, min-p and NPC.
+
+Each cohort: 64 subjects, 7 "metrics" of smooth Gaussian noise in an ellipsoid of ~4,000
+voxels, with different smoothness per metric (so that their TFCE scales differ, as FA vs
+ISOVF do) and correlated metrics (MD, RD, AD share a component; FA is anti-correlated with
+RD), a score and two covariates; ``--n-perm`` Freedman-Lane permutations shared by all maps
+(:func:`microvba.stats.randomise_family`, min-p over all 14 maps, NPC Fisher and Tippett).
+
+Per cohort and mode, "a false finding" = any voxel with TFCE FWE p < 0.05 (also the voxel
+max-t statistic). Modes:
+
+* ``per-map``   : each map at its own FWE (``--correct-across none``, the study's analysis),
+* ``max``       : max of the raw statistic over the 14 maps (the old ``--correct-across``),
+* ``minp``      : Westfall-Young min-p over the 14 maps (the new default),
+* ``npc-fisher`` / ``npc-tippett`` : the combined map's FWE.
+
+``--effect E`` plants a score effect (peak correlation-scale amplitude ``E``) in a blob:
+``--effect-metrics icvf`` (one metric) or ``fa,md,rd,icvf`` (a weak, shared one); then the
+rates are the power (detection anywhere inside the blob; and false findings outside it).
+
+Usage (run cohorts in parts, then summarise)::
+
+    .venv/bin/python benchmarks/bench_family.py run --cohorts 0:400 --out /tmp/fam/null.jsonl
+    .venv/bin/python benchmarks/bench_family.py run --cohorts 0:100 --effect 0.5 \
+        --effect-metrics icvf --out /tmp/fam/icvf.jsonl
+    .venv/bin/python benchmarks/bench_family.py summary /tmp/fam/null.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage, stats
+
+from microvba.stats import randomise_family
+from microvba.stats.inference import fwe_p
+
+METRICS = ("fa", "md", "rd", "ad", "icvf", "odi", "isovf")
+#: smoothing sigma (voxels) per metric: different TFCE scales
+SIGMA = {"fa": 1.0, "md": 1.6, "rd": 1.6, "ad": 1.3, "icvf": 2.0, "odi": 2.4, "isovf": 2.8}
+SHAPE = (24, 24, 18)
+N_SUBJECTS = 64
+ALPHA = 0.05
+MODES = ("per-map", "max", "minp", "npc-fisher", "npc-tippett")
+
+
+def ellipsoid() -> np.ndarray:
+    g = np.indices(SHAPE, dtype=float)
+    c = [(s - 1) / 2 for s in SHAPE]
+    r = [s / 2 - 1.5 for s in SHAPE]
+    return sum(((g[i] - c[i]) / r[i]) ** 2 for i in range(3)) <= 1.0
+
+
+def blob(mask: np.ndarray) -> np.ndarray:
+    """A smooth effect profile (max 1) around an off-centre point, 0 far away."""
+    g = np.indices(SHAPE, dtype=float)
+    centre = (8, 15, 9)
+    d2 = sum((g[i] - centre[i]) ** 2 for i in range(3))
+    prof = np.exp(-d2 / (2 * 2.5 ** 2))
+    prof[prof < 0.05] = 0.0
+    return prof[mask]
+
+
+def cohort(seed: int, mask: np.ndarray, effect: float, effect_metrics: tuple[str, ...]):
+    rng = np.random.default_rng(seed)
+    n = N_SUBJECTS
+    X = np.column_stack([np.ones(n), rng.normal(size=n), rng.normal(40, 10, n),
+                         rng.integers(0, 2, n)])
+    score = (X[:, 1] - X[:, 1].mean()) / X[:, 1].std()
+
+    def noise(sigma):
+        v = np.stack([ndimage.gaussian_filter(rng.standard_normal(SHAPE), sigma)[mask]
+                      for _ in range(n)])
+        return v / v.std()
+
+    shared = noise(1.6)
+    Ys = {}
+    for m in METRICS:
+        own = noise(SIGMA[m])
+        if m in ("md", "rd", "ad"):
+            own = 0.6 * shared + 0.8 * own
+        Ys[m] = own
+    Ys["fa"] = 0.8 * Ys["fa"] - 0.6 * Ys["rd"]
+    prof = blob(mask)
+    for m in effect_metrics:
+        Ys[m] = Ys[m] + effect * np.outer(score, prof) * (1 if m != "md" else -1)
+    return Ys, X, prof > 0
+
+
+def run(args) -> None:
+    mask = ellipsoid()
+    start, stop = (int(x) for x in args.cohorts.split(":"))
+    effect_metrics = tuple(m for m in args.effect_metrics.split(",") if m) if args.effect else ()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("a") as fh:
+        for c in range(start, stop):
+            t0 = time.perf_counter()
+            Ys, X, inside = cohort(10_000 + c, mask, args.effect, effect_metrics)
+            res = randomise_family(Ys, X, np.array([0, 1.0, 0, 0]), mask, n_perm=args.n_perm,
+                                   seed=c, cluster_threshold=None, family_method="minp",
+                                   correct_across="all", npc=("fisher", "tippett"),
+                                   n_jobs=args.n_jobs)
+            row = {"cohort": c, "effect": args.effect, "effect_metrics": list(effect_metrics),
+                   "n_voxels": int(mask.sum()), "n_perm": args.n_perm}
+            for stat in ("tfce", "vox"):
+                fam_max = np.max([res[m].null_max[f"{stat}_tstat{k}"] for m in METRICS
+                                  for k in (1, 2)], axis=0)
+                for m in METRICS:
+                    for k in (1, 2):
+                        r = res[m]
+                        obs = r.maps[f"tfce_tstat{k}"] if stat == "tfce" else r.maps[f"tstat{k}"]
+                        p_map = 1 - r.maps[f"{stat}_corrp_tstat{k}"]
+                        p_max = fwe_p(obs, fam_max)
+                        p_minp = 1 - r.maps[f"{stat}_famcorrp_tstat{k}"]
+                        for mode, p in (("per-map", p_map), ("max", p_max), ("minp", p_minp)):
+                            sig = p < ALPHA
+                            row[f"{stat}|{mode}|{m}{'+-'[k - 1]}|in"] = bool(sig[inside].any())
+                            row[f"{stat}|{mode}|{m}{'+-'[k - 1]}|out"] = bool(sig[~inside].any())
+                for f in ("fisher", "tippett"):
+                    sig = (1 - res[f"npc_{f}"].maps[f"{stat}_corrp_tstat1"]) < ALPHA
+                    row[f"{stat}|npc-{f}|all|in"] = bool(sig[inside].any())
+                    row[f"{stat}|npc-{f}|all|out"] = bool(sig[~inside].any())
+            row["seconds"] = time.perf_counter() - t0
+            fh.write(json.dumps(row) + "\n")
+            fh.flush()
+            print(f"cohort {c}: {row['seconds']:.1f} s", file=sys.stderr, flush=True)
+
+
+def ci(k: int, n: int) -> str:
+    lo, hi = stats.binomtest(k, n).proportion_ci(0.95, method="exact")
+    return f"{k / n:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def summary(args) -> None:
+    rows = [json.loads(line) for f in args.files for line in Path(f).read_text().splitlines()]
+    n = len(rows)
+    effect = rows[0]["effect"]
+    where = "in" if effect else "out"
+    what = (f"power (any FWE-significant voxel in the planted blob), {rows[0]['effect_metrics']}"
+            f" effect {effect}" if effect else "family-wise false-positive rate")
+    print(f"{n} cohorts, {rows[0]['n_voxels']} voxels, {rows[0]['n_perm']} permutations, "
+          f"median {np.median([r['seconds'] for r in rows]):.1f} s/cohort; {what}\n")
+    for stat in ("tfce", "vox"):
+        print(f"### {stat}\n")
+        print("| mode | any map (family) | " + " | ".join(METRICS) + " |")
+        print("|---|---|" + "---|" * len(METRICS))
+        for mode in MODES:
+            if mode.startswith("npc"):
+                k = sum(r[f"{stat}|{mode}|all|{where}"] for r in rows)
+                print(f"| {mode} | {ci(k, n)} |" + " |" * len(METRICS))
+                continue
+            anyk = sum(any(r[f"{stat}|{mode}|{m}{s}|{where}"] for m in METRICS for s in "+-")
+                       for r in rows)
+            per = [sum(r[f"{stat}|{mode}|{m}{s}|{where}"] for r in rows for s in "+-")
+                   for m in METRICS]
+            print(f"| {mode} | {ci(anyk, n)} | "
+                  + " | ".join(f"{p / (2 * n):.4f}" for p in per) + " |")
+        print()
+    if effect:
+        k = sum(any(r[f"tfce|minp|{m}{s}|out"] for m in METRICS for s in "+-") for r in rows)
+        print(f"false findings outside the blob (tfce, minp): {ci(k, n)}")
+    print("per-metric columns: share of cohort x direction pairs with a finding "
+          "(mean over + and -)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--cohorts", default="0:400")
+    r.add_argument("--n-perm", type=int, default=500)
+    r.add_argument("--effect", type=float, default=0.0)
+    r.add_argument("--effect-metrics", default="icvf")
+    r.add_argument("--n-jobs", type=int, default=1)
+    r.add_argument("--out", required=True)
+    s = sub.add_parser("summary")
+    s.add_argument("files", nargs="+")
+    args = ap.parse_args()
+    run(args) if args.cmd == "run" else summary(args)
+
+
+if __name__ == "__main__":
+    main()
