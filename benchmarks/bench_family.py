@@ -24,6 +24,7 @@ Usage (run cohorts in parts, then summarise)::
     .venv/bin/python benchmarks/bench_family.py run --cohorts 0:100 --effect 0.5 \
         --effect-metrics icvf --out /tmp/fam/icvf.jsonl
     .venv/bin/python benchmarks/bench_family.py summary /tmp/fam/null.jsonl
+    .venv/bin/python benchmarks/bench_family.py speed --nilearn   # 7 metrics, 166k voxels
 """
 
 from __future__ import annotations
@@ -169,6 +170,50 @@ def summary(args) -> None:
           "(mean over + and -)")
 
 
+def speed(args) -> None:
+    """The whole study's inference: 7 metrics x 2 signs at 2 mm, shared permutations."""
+    import os
+
+    from bench_randomise import design, gm_mask, smooth_cohort, time_nilearn
+
+    rng = np.random.default_rng(0)
+    mask, affine = gm_mask()
+    n = N_SUBJECTS
+    V = int(mask.sum())
+    print(f"data: {n} subjects x {V} gray-matter voxels (MNI152 2 mm), 7 metrics of FWHM 6 mm "
+          f"noise; load avg {os.getloadavg()}")
+    Ys = {m: smooth_cohort(mask, n, rng) for m in METRICS}
+    X = design(n, rng)
+    c = np.array([0, 1.0, 0, 0])
+    small = mask & (np.cumsum(mask).reshape(mask.shape) <= 3000)
+    randomise_family({m: Y[:, :3000] for m, Y in Ys.items()}, X, c, small, n_perm=10,
+                     family_method="minp", npc=("fisher",), n_jobs=1)  # compile
+    runs = {}
+    for k in args.perms:
+        t0, c0 = time.perf_counter(), time.process_time()
+        randomise_family(Ys, X, c, mask, n_perm=k, seed=0, family_method="minp",
+                         correct_across="all", npc=tuple(args.npc), n_jobs=args.n_jobs)
+        runs[k] = (time.perf_counter() - t0, time.process_time() - c0)
+        print(f"microvba randomise_family, 7 metrics, {args.n_jobs} threads, n_perm={k}: "
+              f"wall {runs[k][0]:.1f} s, CPU {runs[k][1]:.1f} s; load {os.getloadavg()[0]:.1f}",
+              flush=True)
+    (k0, (w0, c0)), (k1, (w1, c1)) = sorted(runs.items())
+    slope_w, slope_c = (w1 - w0) / (k1 - k0), (c1 - c0) / (k1 - k0)
+    setup_w, setup_c = w0 - slope_w * k0, c0 - slope_c * k0
+    print(f"per permutation (all 14 maps{' + NPC ' + ','.join(args.npc) if args.npc else ''}):"
+          f" wall {slope_w * 1e3:.0f} ms, CPU {slope_c * 1e3:.0f} ms; setup wall "
+          f"{setup_w:.0f} s, CPU {setup_c:.0f} s")
+    full_w = setup_w + 5000 * slope_w
+    full_c = setup_c + 5000 * slope_c
+    print(f"extrapolated 5,000 permutations: wall {full_w / 60:.1f} min at this load; CPU "
+          f"{full_c / 60:.1f} min = {full_c / 120:.1f} min on 2 idle cores (CPU / 2)")
+    if args.nilearn:
+        nl = time_nilearn(Ys["fa"], X, mask, affine, (1, 3))
+        print(f"nilearn permuted_ols(tfce=True), 1 metric, 1 job: {nl:.2f} s/perm -> 7 metrics "
+              f"x 5,000: {7 * 5000 * nl / 3600:.1f} h; ratio per metric-permutation (wall, "
+              f"microvba {args.n_jobs} threads): {nl / (slope_w / 7):.0f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -181,8 +226,13 @@ def main() -> None:
     r.add_argument("--out", required=True)
     s = sub.add_parser("summary")
     s.add_argument("files", nargs="+")
+    sp = sub.add_parser("speed", help="the whole study's inference at 2 mm, beside nilearn")
+    sp.add_argument("--perms", type=int, nargs=2, default=[20, 60])
+    sp.add_argument("--n-jobs", type=int, default=2)
+    sp.add_argument("--npc", nargs="*", default=[])
+    sp.add_argument("--nilearn", action="store_true")
     args = ap.parse_args()
-    run(args) if args.cmd == "run" else summary(args)
+    {"run": run, "summary": summary, "speed": speed}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -118,6 +118,38 @@ class Family(str, Enum):
         }[self]
 
 
+#: family-wise false-positive rate over the 14 maps (7 metrics x 2 signs) with per-map FWE
+#: only, measured on null cohorts by ``benchmarks/bench_family.py`` (see RESULTS.md)
+PER_MAP_FAMILY_RATE = "0.45 [0.40, 0.50] (14 maps, 400 null cohorts)"
+
+
+def family_sentence(value: object, n_metrics: int | None, alpha: float = 0.05,
+                    method: str | None = "minp") -> str:
+    """Plain-text statement of the corrected family (methods text and report summary)."""
+    try:
+        fam = Family.parse(value)
+    except InputError:
+        return f"family: {value}"
+    if value is True and method != "minp":  # analyses written before min-p (max statistic)
+        return "family-wise error controlled over all metrics and both directions (maximum " \
+               "statistic over the family)"
+    k = n_metrics or 0
+    if fam is Family.NONE:
+        m = 2 * k
+        bound = 1.0 - (1.0 - alpha) ** m if m else None
+        return ("family-wise error controlled within each map only (metric and direction), "
+                "not across maps" + (f": with {m} maps the chance of at least one false "
+                                     f"positive among them exceeds {alpha:g} (up to "
+                                     f"{bound:.2f} for independent maps; measured "
+                                     f"{PER_MAP_FAMILY_RATE} for the study's design)"
+                                     if m > 2 else ""))
+    return ("family-wise error controlled " + fam.describe(k) + " by the Westfall-Young "
+            "min-p procedure: each map's maximum statistic converted to a p-value against "
+            "its own permutation distribution, the family corrected on the minimum p "
+            "(same permutations for every map), so each map has the same chance of a false "
+            "positive")
+
+
 #: combining functions of the non-parametric combination
 NPC_FUNCTIONS = ("fisher", "tippett")
 
