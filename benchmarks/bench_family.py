@@ -20,17 +20,16 @@ rates are the power (detection anywhere inside the blob; and false findings outs
 
 Usage (run cohorts in parts, then summarise)::
 
-    .venv/bin/python benchmarks/bench_family.py run --cohorts 0:400 --out /tmp/fam/null.jsonl
-    .venv/bin/python benchmarks/bench_family.py run --cohorts 0:100 --effect 0.5 \
-        --effect-metrics icvf --out /tmp/fam/icvf.jsonl
-    .venv/bin/python benchmarks/bench_family.py summary /tmp/fam/null.jsonl
+    .venv/bin/python benchmarks/bench_family.py run --cohorts 0:400 --out /tmp/fam/null
+    .venv/bin/python benchmarks/bench_family.py run --cohorts 0:100 --effect 0.4 \
+        --effect-metrics icvf --out /tmp/fam/icvf
+    .venv/bin/python benchmarks/bench_family.py summary /tmp/fam/null
     .venv/bin/python benchmarks/bench_family.py speed --nilearn   # 7 metrics, 166k voxels
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -44,7 +43,7 @@ from microvba.stats.inference import fwe_p
 METRICS = ("fa", "md", "rd", "ad", "icvf", "odi", "isovf")
 #: smoothing sigma (voxels) per metric: different TFCE scales
 SIGMA = {"fa": 1.0, "md": 1.6, "rd": 1.6, "ad": 1.3, "icvf": 2.0, "odi": 2.4, "isovf": 2.8}
-SHAPE = (24, 24, 18)
+SHAPE = (20, 20, 16)
 N_SUBJECTS = 64
 ALPHA = 0.05
 MODES = ("per-map", "max", "minp", "npc-fisher", "npc-tippett")
@@ -94,43 +93,38 @@ def cohort(seed: int, mask: np.ndarray, effect: float, effect_metrics: tuple[str
 
 
 def run(args) -> None:
+    """Run cohorts; save per cohort the permutation maxima of every map (and NPC map) and
+    the observed maxima inside/outside the planted blob, so that every correction mode is
+    computed afterwards from the same permutations (``summary``)."""
     mask = ellipsoid()
     start, stop = (int(x) for x in args.cohorts.split(":"))
     effect_metrics = tuple(m for m in args.effect_metrics.split(",") if m) if args.effect else ()
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("a") as fh:
-        for c in range(start, stop):
-            t0 = time.perf_counter()
-            Ys, X, inside = cohort(10_000 + c, mask, args.effect, effect_metrics)
-            res = randomise_family(Ys, X, np.array([0, 1.0, 0, 0]), mask, n_perm=args.n_perm,
-                                   seed=c, cluster_threshold=None, family_method="minp",
-                                   correct_across="all", npc=("fisher", "tippett"),
-                                   n_jobs=args.n_jobs)
-            row = {"cohort": c, "effect": args.effect, "effect_metrics": list(effect_metrics),
-                   "n_voxels": int(mask.sum()), "n_perm": args.n_perm}
-            for stat in ("tfce", "vox"):
-                fam_max = np.max([res[m].null_max[f"{stat}_tstat{k}"] for m in METRICS
-                                  for k in (1, 2)], axis=0)
-                for m in METRICS:
-                    for k in (1, 2):
-                        r = res[m]
-                        obs = r.maps[f"tfce_tstat{k}"] if stat == "tfce" else r.maps[f"tstat{k}"]
-                        p_map = 1 - r.maps[f"{stat}_corrp_tstat{k}"]
-                        p_max = fwe_p(obs, fam_max)
-                        p_minp = 1 - r.maps[f"{stat}_famcorrp_tstat{k}"]
-                        for mode, p in (("per-map", p_map), ("max", p_max), ("minp", p_minp)):
-                            sig = p < ALPHA
-                            row[f"{stat}|{mode}|{m}{'+-'[k - 1]}|in"] = bool(sig[inside].any())
-                            row[f"{stat}|{mode}|{m}{'+-'[k - 1]}|out"] = bool(sig[~inside].any())
-                for f in ("fisher", "tippett"):
-                    sig = (1 - res[f"npc_{f}"].maps[f"{stat}_corrp_tstat1"]) < ALPHA
-                    row[f"{stat}|npc-{f}|all|in"] = bool(sig[inside].any())
-                    row[f"{stat}|npc-{f}|all|out"] = bool(sig[~inside].any())
-            row["seconds"] = time.perf_counter() - t0
-            fh.write(json.dumps(row) + "\n")
-            fh.flush()
-            print(f"cohort {c}: {row['seconds']:.1f} s", file=sys.stderr, flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    for c in range(start, stop):
+        if (out / f"cohort-{c:04d}.npz").exists():
+            continue
+        t0 = time.perf_counter()
+        Ys, X, inside = cohort(10_000 + c, mask, args.effect, effect_metrics)
+        res = randomise_family(Ys, X, np.array([0, 1.0, 0, 0]), mask, n_perm=args.n_perm,
+                               seed=c, cluster_threshold=None, family_maps=False,
+                               npc=("fisher", "tippett"), n_jobs=args.n_jobs)
+        names = [*METRICS, "npc_fisher", "npc_tippett"]
+        null = np.zeros((len(names), 2, 2, args.n_perm))  # map, sign, (tfce, vox), perm
+        obs = np.zeros((len(names), 2, 2, 2))  # map, sign, stat, (inside, outside)
+        for i, name in enumerate(names):
+            r = res[name]
+            for k in ((1, 2) if i < len(METRICS) else (1,)):
+                for j, (stat, key) in enumerate((("tfce", "tfce_tstat"), ("vox", "tstat"))):
+                    null[i, k - 1, j] = r.null_max[f"{stat}_tstat{k}"]
+                    values = np.maximum(r.maps[f"{key}{k}"], 0.0)
+                    obs[i, k - 1, j] = values[inside].max(), values[~inside].max()
+        tmp = out / f".cohort-{c:04d}.npz"
+        np.savez_compressed(tmp, null=null, obs=obs, effect=args.effect,
+                            effect_metrics=np.array(effect_metrics, dtype=str),
+                            n_voxels=int(mask.sum()), seconds=time.perf_counter() - t0)
+        tmp.rename(out / f"cohort-{c:04d}.npz")
+        print(f"cohort {c}: {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
 
 
 def ci(k: int, n: int) -> str:
@@ -138,34 +132,62 @@ def ci(k: int, n: int) -> str:
     return f"{k / n:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
+def _mode_p(null: np.ndarray, obs: np.ndarray, mode: str, tail: bool) -> np.ndarray:
+    """(n_metrics, 2, 2, 2) p of the observed maxima (inside, outside) under a mode."""
+    from microvba.stats.family import Family, minp_null, minp_p
+
+    K = len(METRICS)
+    p = np.ones(obs[:K].shape)
+    if mode == "per-map":
+        for m in range(K):
+            for s in range(2):
+                for j in range(2):
+                    p[m, s, j] = fwe_p(obs[m, s, j], null[m, s, j])
+    elif mode == "max":
+        fam = null[:K].max(axis=(0, 1))
+        for m in range(K):
+            for s in range(2):
+                for j in range(2):
+                    p[m, s, j] = fwe_p(obs[m, s, j], fam[j])
+    else:
+        counts = minp_null(null[:K], Family.ALL.groups(K, 2), tail=tail)
+        for m in range(K):
+            for s in range(2):
+                for j in range(2):
+                    p[m, s, j] = minp_p(obs[m, s, j], null[m, s, j], counts[m, s, j],
+                                        tail=tail)
+    return p
+
+
 def summary(args) -> None:
-    rows = [json.loads(line) for f in args.files for line in Path(f).read_text().splitlines()]
-    n = len(rows)
-    effect = rows[0]["effect"]
-    where = "in" if effect else "out"
-    what = (f"power (any FWE-significant voxel in the planted blob), {rows[0]['effect_metrics']}"
-            f" effect {effect}" if effect else "family-wise false-positive rate")
-    print(f"{n} cohorts, {rows[0]['n_voxels']} voxels, {rows[0]['n_perm']} permutations, "
-          f"median {np.median([r['seconds'] for r in rows]):.1f} s/cohort; {what}\n")
-    for stat in ("tfce", "vox"):
+    files = sorted(f for d in args.dirs for f in Path(d).glob("cohort-*.npz"))
+    data = [np.load(f) for f in files]
+    n = len(data)
+    effect = float(data[0]["effect"])
+    where = 0 if effect else 1  # inside the blob (power) or outside it (false positives)
+    what = (f"power (any FWE-significant voxel in the planted blob), "
+            f"{list(data[0]['effect_metrics'])} effect {effect}" if effect
+            else "family-wise false-positive rate (any map, anywhere)")
+    n_perm = data[0]["null"].shape[-1]
+    print(f"{n} cohorts, {int(data[0]['n_voxels'])} voxels, {n_perm} permutations, "
+          f"median {np.median([float(d['seconds']) for d in data]):.1f} s/cohort; {what}\n")
+    modes = {"per-map": ("per-map", False), "max": ("max", False),
+             "minp (ranks)": ("minp", False), "minp (default: tail)": ("minp", True)}
+    for j, stat in enumerate(("tfce", "vox")):
         print(f"### {stat}\n")
         print("| mode | any map (family) | " + " | ".join(METRICS) + " |")
         print("|---|---|" + "---|" * len(METRICS))
-        for mode in MODES:
-            if mode.startswith("npc"):
-                k = sum(r[f"{stat}|{mode}|all|{where}"] for r in rows)
-                print(f"| {mode} | {ci(k, n)} |" + " |" * len(METRICS))
-                continue
-            anyk = sum(any(r[f"{stat}|{mode}|{m}{s}|{where}"] for m in METRICS for s in "+-")
-                       for r in rows)
-            per = [sum(r[f"{stat}|{mode}|{m}{s}|{where}"] for r in rows for s in "+-")
-                   for m in METRICS]
-            print(f"| {mode} | {ci(anyk, n)} | "
-                  + " | ".join(f"{p / (2 * n):.4f}" for p in per) + " |")
+        for label, (mode, tail) in modes.items():
+            sig = np.array([_mode_p(d["null"], d["obs"], mode, tail)[:, :, j, where] < ALPHA
+                            for d in data])  # (n, K, 2)
+            anyk = int(sig.any(axis=(1, 2)).sum())
+            per = sig.sum(axis=(0, 2)) / (2 * n)
+            print(f"| {label} | {ci(anyk, n)} | " + " | ".join(f"{x:.4f}" for x in per) + " |")
+        for i, f in enumerate(("fisher", "tippett")):
+            k = sum(fwe_p(d["obs"][len(METRICS) + i, 0, j, where],
+                          d["null"][len(METRICS) + i, 0, j]) < ALPHA for d in data)
+            print(f"| NPC {f} | {ci(int(k), n)} |" + " |" * len(METRICS))
         print()
-    if effect:
-        k = sum(any(r[f"tfce|minp|{m}{s}|out"] for m in METRICS for s in "+-") for r in rows)
-        print(f"false findings outside the blob (tfce, minp): {ci(k, n)}")
     print("per-metric columns: share of cohort x direction pairs with a finding "
           "(mean over + and -)")
 
@@ -223,9 +245,9 @@ def main() -> None:
     r.add_argument("--effect", type=float, default=0.0)
     r.add_argument("--effect-metrics", default="icvf")
     r.add_argument("--n-jobs", type=int, default=1)
-    r.add_argument("--out", required=True)
+    r.add_argument("--out", required=True, help="folder of the per-cohort .npz files")
     s = sub.add_parser("summary")
-    s.add_argument("files", nargs="+")
+    s.add_argument("dirs", nargs="+")
     sp = sub.add_parser("speed", help="the whole study's inference at 2 mm, beside nilearn")
     sp.add_argument("--perms", type=int, nargs=2, default=[20, 60])
     sp.add_argument("--n-jobs", type=int, default=2)

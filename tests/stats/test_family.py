@@ -14,7 +14,9 @@ from microvba.stats.family import (
     combine,
     combine_reference,
     minp_null,
+    minp_p,
     npc_tables,
+    perm_p,
 )
 from microvba.stats.glm import enumerate_rearrangements
 
@@ -66,29 +68,46 @@ def brute_force_maxima(Ys, X, mask, n_perm):
     return out, obs
 
 
-def brute_force_minp(M, obs, groups):
-    """Family-wise p of every voxel, straight from the definition (Westfall & Young)."""
+def brute_force_minp(M, obs, groups, tail=False):
+    """Family-wise p of every voxel, straight from the definition (Westfall & Young).
+
+    With ``tail`` the maps' p-values come from :func:`perm_p` (checked against scipy's
+    generalised Pareto in ``test_tail_p_values``), the rest is the definition."""
     n_img, n_sign, n_stat, N = M.shape
-    p = np.array([[[[np.mean(M[m, s, k] >= M[m, s, k, j]) for j in range(N)]
-                    for k in range(n_stat)] for s in range(n_sign)] for m in range(n_img)])
+
+    def pfun(null, xs):
+        if tail:  # one fit per map, shared by every value
+            return perm_p(null, np.asarray(xs), tail=True)
+        return np.array([np.mean(null >= x) for x in xs])
+
+    p = np.array([[[pfun(M[m, s, k], M[m, s, k]) for k in range(n_stat)]
+                   for s in range(n_sign)] for m in range(n_img)])
     out = {}
     for group in groups:
         minp = np.min([p[m, s] for m, s in group], axis=0)  # (n_stat, N)
         for m, s in group:
             for k in range(n_stat):
-                p_map = np.array([np.mean(M[m, s, k] >= x) for x in obs[m, s][k]])
-                out[m, s, k] = np.array([np.mean(minp[k] <= q) for q in p_map])
+                p_map = pfun(M[m, s, k], obs[m, s][k])
+                out[m, s, k] = np.array([np.mean(minp[k] <= q * (1 + 1e-9)) for q in p_map])
     return out
 
 
-@pytest.mark.parametrize("across", ["all", "metrics", "signs"])
-def test_minp_equals_brute_force(rng, across):
-    Ys, X, mask = tiny_problem(rng)
+@pytest.fixture(scope="module")
+def brute_force_case():
+    """A tiny problem and its brute-force maxima (computed once for the module)."""
+    Ys, X, mask = tiny_problem(np.random.default_rng(7))
     n_perm = 720  # 6! : exhaustive, so the rearrangements are known
+    return Ys, X, mask, n_perm, brute_force_maxima(Ys, X, mask, n_perm)
+
+
+@pytest.mark.parametrize(("across", "method"), [("all", "minp"), ("metrics", "minp"),
+                                               ("signs", "minp"), ("all", "minp-tail")])
+def test_minp_equals_brute_force(brute_force_case, across, method):
+    Ys, X, mask, n_perm, (M, obs) = brute_force_case
+    M, obs = M.copy(), dict(obs)
     res = randomise_family(Ys, X, C, mask, n_perm=n_perm, cluster_threshold=None,
-                           family_method="minp", correct_across=across, n_jobs=1)
+                           family_method=method, correct_across=across, n_jobs=1)
     assert res["m0"].params["exhaustive"] and res["m0"].params["n_perm"] == n_perm
-    M, obs = brute_force_maxima(Ys, X, mask, n_perm)
     for m, name in enumerate(Ys):
         for s in range(2):
             np.testing.assert_allclose(res[name].null_max[f"vox_tstat{s + 1}"], M[m, s, 0],
@@ -98,13 +117,24 @@ def test_minp_equals_brute_force(rng, across):
         for s in range(2):
             M[m, s, 0] = res[name].null_max[f"vox_tstat{s + 1}"]
             M[m, s, 1] = res[name].null_max[f"tfce_tstat{s + 1}"]
-    expected = brute_force_minp(M, obs, Family(across).groups(len(Ys), 2))
+            # ... and its observed maps (equal to the lstsq ones to rounding, but a voxel at
+            # the map's maximum must compare equal to the null's entry 0)
+            t_obs, tf_obs = obs[m, s]
+            np.testing.assert_allclose(res[name].maps[f"tstat{s + 1}"], t_obs, rtol=1e-8,
+                                       atol=1e-10)
+            np.testing.assert_allclose(res[name].maps[f"tfce_tstat{s + 1}"], tf_obs,
+                                       rtol=1e-8, atol=1e-10)
+            obs[m, s] = (res[name].maps[f"tstat{s + 1}"], res[name].maps[f"tfce_tstat{s + 1}"])
+    expected = brute_force_minp(M, obs, Family(across).groups(len(Ys), 2),
+                                tail=method == "minp-tail")
     for m, name in enumerate(Ys):
         for s in range(2):
             for k, stat in enumerate(("vox", "tfce")):
                 got = 1.0 - res[name].maps[f"{stat}_famcorrp_tstat{s + 1}"]
                 np.testing.assert_allclose(got, expected[m, s, k], atol=1e-12,
                                            err_msg=f"{name} {stat} sign {s}")
+                if method == "minp-tail":
+                    continue
                 # never below the per-map p (the family is larger)
                 assert np.all(got >= 1.0 - res[name].maps[f"{stat}_corrp_tstat{s + 1}"] - 1e-12)
 
@@ -126,8 +156,8 @@ def test_minp_is_balanced_where_max_is_not(rng):
     null = np.zeros((2, 1, 1, N))
     null[0, 0, 0] = rng.gumbel(3.0, 0.3, N)
     null[1, 0, 0] = rng.gumbel(300.0, 80.0, N)  # e.g. a smoother metric's TFCE
-    counts = minp_null(null, Family.ALL.groups(2, 1))
-    crit = np.quantile(counts[0, 0, 0] / N, 0.05)  # 5% family critical p
+    minp = minp_null(null, Family.ALL.groups(2, 1))
+    crit = np.quantile(minp[0, 0, 0], 0.05)  # 5% family critical p
     p_own = np.stack([(null[m, 0, 0][None, :] >= null[m, 0, 0][:, None]).mean(1)
                       for m in range(2)])
     rates = (p_own <= crit).mean(axis=1)
@@ -136,6 +166,49 @@ def test_minp_is_balanced_where_max_is_not(rng):
     crit_max = np.quantile(fam_max, 0.95)
     max_rates = (null[:, 0, 0] > crit_max).mean(axis=1)
     assert max_rates[0] == 0.0 and max_rates[1] > 0.04
+
+
+def test_tail_p_values(rng):
+    """Tail p-values: scipy's generalised Pareto above the 90th percentile, ranks below."""
+    N = 500
+    null = rng.gumbel(10.0, 2.0, N)
+    x = np.linspace(0, 30, 200)
+    p = perm_p(null, x, tail=True)
+    u = np.sort(null)[N - 50 - 1]
+    exc = null[null > u] - u
+    xi, _, scale = stats.genpareto.fit(exc, floc=0)
+    above = x > u
+    np.testing.assert_allclose(p[above], 50 / N * stats.genpareto.sf(x[above] - u, xi, 0, scale),
+                               rtol=1e-6)
+    np.testing.assert_array_equal(p[~above], perm_p(null, x[~above]))
+    assert np.all(np.diff(p) <= 1e-15)  # monotone
+    # beyond the permutations: close to the true Gumbel tail, not stuck at 1/N (with 5,000
+    # maxima, i.e. 500 exceedances; with 50 the fit is valid but much less precise)
+    big = rng.gumbel(10.0, 2.0, 5000)
+    q = stats.gumbel_r.isf([0.01, 0.001, 1e-5], 10.0, 2.0)
+    ratio = perm_p(big, q[:2], tail=True) / np.array([0.01, 0.001])
+    assert np.all((ratio > 0.4) & (ratio < 2.5)), ratio
+    assert perm_p(big, q[-1:])[0] == 0.0 and 0 < perm_p(big, q[-1:], tail=True)[0] < 1e-4
+    # too few distinct values in the tail (e.g. many zero cluster maxima): the ranks
+    ties = np.r_[np.zeros(480), np.arange(20.0)]
+    np.testing.assert_array_equal(perm_p(ties, x, tail=True), perm_p(ties, x))
+
+
+def test_minp_tail_reaches_the_level_ranks_cannot():
+    """14 exchangeable maps, 200 permutations: rank min-p can never reject (floor(0.05 x 200
+    / 14) = 0) while tail min-p rejects in about 5% of null experiments."""
+    rng = np.random.default_rng(3)
+    F, N, reps = 14, 200, 300
+    hits = {False: 0, True: 0}
+    for _ in range(reps):
+        null = rng.gumbel(5.0, 1.0, (F, 1, 1, N))  # entry 0 (observed) exchangeable
+        for tail in (False, True):
+            fam = minp_null(null, Family.ALL.groups(F, 1), tail=tail)
+            p = min(minp_p(null[m, 0, 0, :1], null[m, 0, 0], fam[m, 0, 0], tail)[0]
+                    for m in range(F))
+            hits[tail] += p < 0.05
+    assert hits[False] == 0
+    assert 0.02 < hits[True] / reps < 0.09, hits
 
 
 def test_settings_validation():

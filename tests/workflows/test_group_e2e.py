@@ -42,7 +42,7 @@ def test_simulate_participant_group(tmp_path, shared_data, monkeypatch, capsys):
         assert (group / metric).is_dir()
     assert (group / "report.html").exists()
     # the unchanged command controls the family of 4 metrics x 2 signs (min-p)
-    assert analysis["correct_across"] == "all" and analysis["family_method"] == "minp"
+    assert analysis["correct_across"] == "all" and analysis["family_method"] == "minp-tail"
     assert (group / "fa" / "fa_tfce_famcorrp_tstat2.nii.gz").exists()
     html = (group / "report.html").read_text()
     assert "Family corrected" in html and "Westfall-Young min-p" in html

@@ -44,13 +44,14 @@ def assemble_maps(*, t: np.ndarray, signs: Sequence[int], null: np.ndarray,
                   stats: Sequence[str], vox_counts: np.ndarray, tfce_obs: np.ndarray | None,
                   clusters: dict[int, Clusters] | None,
                   family_null: np.ndarray | None, n_perm: int, params: dict,
-                  family_counts: np.ndarray | None = None) -> RandomiseResult:
+                  family_minp: np.ndarray | None = None, tail: bool = False
+                  ) -> RandomiseResult:
     """Build the :class:`RandomiseResult` of one image from its permutation summaries.
 
     ``null`` is ``(n_signs, len(stats), n_perm)``; ``vox_counts`` ``(n_signs, V)`` exceedance counts including the unpermuted data; ``family_null``
-    ``(len(stats), n_perm)`` the maximum over the family (or None); ``family_counts``
-    ``(n_signs, len(stats), n_perm)`` the min-p null counts of each direction's family
-    (:func:`microvba.stats.family.minp_null`; or None). Either one gives the
+    ``(len(stats), n_perm)`` the maximum over the family (or None); ``family_minp``
+    ``(n_signs, len(stats), n_perm)`` the min-p null of each direction's family
+    (:func:`microvba.stats.family.minp_null` with the same ``tail``; or None). Either one gives the
     ``*_famcorrp``/``*_famlogp`` maps.
     """
     maps: dict[str, np.ndarray] = {}
@@ -80,9 +81,9 @@ def assemble_maps(*, t: np.ndarray, signs: Sequence[int], null: np.ndarray,
             pf = None
             if family_null is not None:
                 pf = fwe_p(obs, family_null[idx[stat]])
-            elif family_counts is not None:
-                pf = minp_p(obs, nl, family_counts[s, idx[stat]])
-                null_max[f"{stat}_famminp_{k}"] = family_counts[s, idx[stat]] / n_perm
+            elif family_minp is not None:
+                pf = minp_p(obs, nl, family_minp[s, idx[stat]], tail)
+                null_max[f"{stat}_famminp_{k}"] = family_minp[s, idx[stat]]
             if pf is not None:
                 maps[f"{stat}_famcorrp_{k}"] = 1.0 - pf
                 maps[f"{stat}_famlogp_{k}"] = _logp(pf)
@@ -97,11 +98,11 @@ def assemble_maps(*, t: np.ndarray, signs: Sequence[int], null: np.ndarray,
             if family_null is not None:
                 fam = _cluster_maps(cl, family_null[idx["clustere"]],
                                     family_null[idx["clusterm"]])
-            elif family_counts is not None:
+            elif family_minp is not None:
                 fam = {}
                 for stat, values, nl in (("clustere", cl.extent, ne), ("clusterm", cl.mass, nm)):
-                    p = minp_p(values, nl, family_counts[s, idx[stat]])
-                    null_max[f"{stat}_famminp_{k}"] = family_counts[s, idx[stat]] / n_perm
+                    p = minp_p(values, nl, family_minp[s, idx[stat]], tail)
+                    null_max[f"{stat}_famminp_{k}"] = family_minp[s, idx[stat]]
                     fam[f"{stat}_corrp"] = cl.voxel_map(1.0 - p)
                     fam[f"{stat}_logp"] = cl.voxel_map(_logp(p))
             for name, arr in (fam or {}).items():

@@ -311,9 +311,10 @@ def _randomise_images(
     npc: Sequence[str] = (),
 ) -> dict[str, RandomiseResult]:
     """Shared implementation of :func:`randomise` and :func:`randomise_family`."""
-    if family_method not in ("max", "minp"):
+    if family_method not in ("max", "minp", "minp-tail"):
         raise InputError(f"unknown family_method {family_method!r}", file="family_method",
-                         fix="Use 'minp' (balanced, Westfall-Young) or 'max' (max statistic).")
+                         fix="Use 'minp-tail' or 'minp' (balanced, Westfall-Young; with or "
+                             "without tail p-values) or 'max' (max statistic).")
     correction = Correction(across=correct_across, npc=tuple(npc))
     if not isinstance(Ys, dict) or not Ys:
         raise InputError("Ys must be a non-empty dict of name -> (n_subjects, n_voxels) array.",
@@ -412,10 +413,11 @@ def _randomise_images(
     }
     multi = family_maps and (n_img > 1 or len(signs) > 1)
     family_null = null.max(axis=(0, 1)) if multi and family_method == "max" else None
-    family_counts = (minp_null(null, correction.across.groups(n_img, len(signs)))
-                     if multi and family_method == "minp" else None)
-    if family_counts is not None:
-        params.update(family_method="minp", correct_across=correction.across.value)
+    tail = family_method == "minp-tail"
+    family_minp = (minp_null(null, correction.across.groups(n_img, len(signs)), tail=tail)
+                   if multi and family_method.startswith("minp") else None)
+    if family_minp is not None:
+        params.update(family_method=family_method, correct_across=correction.across.value)
     elif family_null is not None:
         params.update(family_method="max", correct_across=Family.ALL.value)
     results = {}
@@ -426,7 +428,7 @@ def _randomise_images(
             tfce_obs=ctx.tfce_obs[m] if tfce else None,
             clusters={s: clusters[m, s] for s in range(len(signs))} if clusters else None,
             family_null=family_null,
-            family_counts=None if family_counts is None else family_counts[m],
+            family_minp=None if family_minp is None else family_minp[m], tail=tail,
             n_perm=n_perm, params={**params, "image": name},
         )
     for c, function in enumerate(correction.npc):

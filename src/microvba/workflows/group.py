@@ -25,6 +25,10 @@ from ..io import derivatives
 
 log = get_logger(__name__)
 
+#: Westfall-Young min-p with generalised-Pareto tail p-values of the permutation maxima
+#: (:func:`microvba.stats.family.perm_p`): exact, and free of rank ties at any n_perm
+FAMILY_METHOD = "minp-tail"
+
 
 @dataclass(frozen=True)
 class GroupSettings:
@@ -239,7 +243,7 @@ def run_group(bids_dir: Path, out_dir: Path, settings: GroupSettings,
 
     analysis = {
         **asdict(settings),
-        "family_method": "minp",
+        "family_method": FAMILY_METHOD,
         "subjects": [s.prefix for s in subjects],
         "excluded_outliers": [str(i) for i in qc.index[qc["outlier"].to_numpy(bool)]],
         "space": derivatives.SPACE_MNI,
@@ -274,7 +278,7 @@ def _run_statistics(paths, mask, voxel_size, design, contrast, settings, executo
         cluster_threshold=settings.cluster_threshold,
         # remote workers get the permutation batches; locally, threads are faster
         batch_map=executor.batch_map if getattr(executor, "remote", False) else None,
-        family_maps=corr.across is not Family.NONE, family_method="minp",
+        family_maps=corr.across is not Family.NONE, family_method=FAMILY_METHOD,
         correct_across=corr.across, npc=corr.npc if len(Ys) > 1 else ())
 
 
