@@ -159,12 +159,20 @@ def _mode_p(null: np.ndarray, obs: np.ndarray, mode: str, tail: bool) -> np.ndar
     return p
 
 
+def _obs(d, effect: float) -> np.ndarray:
+    """Observed maxima; without an effect, "outside" means anywhere (max of both parts)."""
+    obs = np.array(d["obs"])
+    if not effect:
+        obs[..., 1] = obs.max(axis=-1)
+    return obs
+
+
 def summary(args) -> None:
     files = sorted(f for d in args.dirs for f in Path(d).glob("cohort-*.npz"))
     data = [np.load(f) for f in files]
     n = len(data)
     effect = float(data[0]["effect"])
-    where = 0 if effect else 1  # inside the blob (power) or outside it (false positives)
+    where = 0 if effect else 1  # inside the blob (power) or anywhere (false positives)
     what = (f"power (any FWE-significant voxel in the planted blob), "
             f"{list(data[0]['effect_metrics'])} effect {effect}" if effect
             else "family-wise false-positive rate (any map, anywhere)")
@@ -178,13 +186,13 @@ def summary(args) -> None:
         print("| mode | any map (family) | " + " | ".join(METRICS) + " |")
         print("|---|---|" + "---|" * len(METRICS))
         for label, (mode, tail) in modes.items():
-            sig = np.array([_mode_p(d["null"], d["obs"], mode, tail)[:, :, j, where] < ALPHA
-                            for d in data])  # (n, K, 2)
+            sig = np.array([_mode_p(d["null"], _obs(d, effect), mode, tail)[:, :, j, where]
+                            < ALPHA for d in data])  # (n, K, 2)
             anyk = int(sig.any(axis=(1, 2)).sum())
             per = sig.sum(axis=(0, 2)) / (2 * n)
             print(f"| {label} | {ci(anyk, n)} | " + " | ".join(f"{x:.4f}" for x in per) + " |")
         for i, f in enumerate(("fisher", "tippett")):
-            k = sum(fwe_p(d["obs"][len(METRICS) + i, 0, j, where],
+            k = sum(fwe_p(_obs(d, effect)[len(METRICS) + i, 0, j, where],
                           d["null"][len(METRICS) + i, 0, j]) < ALPHA for d in data)
             print(f"| NPC {f} | {ci(int(k), n)} |" + " |" * len(METRICS))
         print()

@@ -120,7 +120,7 @@ class Family(str, Enum):
 
 #: family-wise false-positive rate over the 14 maps (7 metrics x 2 signs) with per-map FWE
 #: only, measured on null cohorts by ``benchmarks/bench_family.py`` (see RESULTS.md)
-PER_MAP_FAMILY_RATE = "0.42 [0.37, 0.47] (14 maps, 400 null cohorts)"
+PER_MAP_FAMILY_RATE = "0.49 [0.44, 0.54] (14 maps, 400 null cohorts)"
 
 
 def family_sentence(value: object, n_metrics: int | None, alpha: float = 0.05,
