@@ -55,8 +55,8 @@ def _family(text: str) -> str:
 def _npc(text: str) -> list[str]:
     from ..stats.family import NPC_FUNCTIONS
 
-    names = [t.lower() for t in _csv(text)]
-    bad = [t for t in names if t not in NPC_FUNCTIONS] or ([] if names else [text])
+    names = [t.lower() for t in _csv(text)]  # empty (e.g. npc = [] in a config): no NPC
+    bad = [t for t in names if t not in NPC_FUNCTIONS]
     if bad:
         raise argparse.ArgumentTypeError(f"unknown combining function(s) {bad}; choose among "
                                          f"{','.join(NPC_FUNCTIONS)}")
