@@ -14,7 +14,7 @@ ANALYSIS = {
     "resolution": 2, "gm_threshold": 0.3, "n_voxels": 166012, "n_subjects": 64,
     "correlation": {"method": "spearman", "n_boot": 5000},
     "decoding": {"vocabularies": ["lda50", "terms"], "kernel_radius": 10},
-    "correct_across_metrics": True,
+    "correct_across": "all", "family_method": "minp", "npc": ["fisher"],
     "software_versions": {"microvba": "0.1.0", "antspyx": "0.5.4", "dipy": "1.12.0",
                           "platform": "Linux-x"},
 }
@@ -25,7 +25,8 @@ def test_paragraph_reports_the_parameters():
     for text in ("5000 permutations", "seed 7", "H = 2", "E = 0.5", "26-connectivity",
                  "6 mm FWHM", "MNI152NLin2009cSym", "at 2 mm", "≥ 0.3", "166012 voxels",
                  "across 64 subjects", "controlling for age, sex, education and depression",
-                 "p &lt; 0.05", "over all metrics and both directions", "Spearman partial",
+                 "p &lt; 0.05", "across all 7 metrics and both directions (14 maps)",
+                 "Westfall-Young min-p", "Fisher combining", "Spearman partial",
                  "5000 bootstrap resamples", "leave-one-subject-out", "MKDA spheres of 10 mm",
                  "ANTsPy 0.5.4", "DIPY 1.12.0", "microvba 0.1.0"):
         assert text in html, text
@@ -41,6 +42,17 @@ def test_paragraph_cites_every_method_once():
                  "Yarkoni et al., 2011", "Dockès et al., 2020", "Fan et al., 2016"):
         assert cite in html, cite
     assert "doi:10.1016/j.neuroimage.2012.03.072" in html  # NODDI
+
+
+def test_paragraph_states_the_family():
+    """Which family was corrected; for per-map FWE, what the family-wise rate is."""
+    none = methods_paragraph({**ANALYSIS, "correct_across": "none", "npc": []})
+    assert "within each map only" in none and "14 maps" in none
+    assert "up to 0.51 for independent maps" in none and "Westfall" not in none
+    old = methods_paragraph({**ANALYSIS, "correct_across": True, "family_method": None})
+    assert "maximum statistic over the family" in old  # analyses written before min-p
+    signs = methods_paragraph({**ANALYSIS, "correct_across": "signs"})
+    assert "across both directions, each metric separately" in signs
 
 
 def test_missing_parameters_drop_their_clause():

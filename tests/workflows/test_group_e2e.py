@@ -41,6 +41,23 @@ def test_simulate_participant_group(tmp_path, shared_data, monkeypatch, capsys):
     for metric in ("fa", "md", "rd", "ad"):
         assert (group / metric).is_dir()
     assert (group / "report.html").exists()
+    # the unchanged command controls the family of 4 metrics x 2 signs (min-p)
+    assert analysis["correct_across"] == "all" and analysis["family_method"] == "minp-tail"
+    assert (group / "fa" / "fa_tfce_famcorrp_tstat2.nii.gz").exists()
+    html = (group / "report.html").read_text()
+    assert "Family corrected" in html and "Westfall-Young min-p" in html
+    # per-map FWE, as the study reported, plus the NPC maps across the 4 metrics
+    rc = main([str(bids), str(out), "group", "--score", "resilience", "--resolution", "6",
+               "--n-perm", "20", "--no-decode", "--n-jobs", "1", "-q",
+               "--correct-across", "none", "--npc", "fisher"])
+    assert rc == 0, capsys.readouterr().err
+    analysis = json.loads((group / "analysis.json").read_text())
+    assert analysis["correct_across"] == "none" and analysis["npc"] == ["fisher"]
+    assert analysis["summary"]["npc"]["fisher"]["n_significant_voxels"] >= 0
+    assert (group / "npc" / "npc-fisher_tfce_corrp_tstat1.nii.gz").exists()
+    assert (group / "npc" / "npc_clusters.tsv").exists()
+    html = (group / "report.html").read_text()
+    assert "within each map only" in html and "Fisher combining" in html
 
 
 @pytest.mark.slow

@@ -45,6 +45,27 @@ def _metrics(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def _family(text: str) -> str:
+    from ..stats.family import Family
+
+    try:
+        return Family.parse(text).value
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(f"invalid family {text!r}: choose all, metrics, "
+                                         "signs or none") from exc
+
+
+def _npc(text: str) -> list[str]:
+    from ..stats.family import NPC_FUNCTIONS
+
+    names = [t.lower() for t in _csv(text)]  # empty (e.g. npc = [] in a config): no NPC
+    bad = [t for t in names if t not in NPC_FUNCTIONS]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown combining function(s) {bad}; choose among "
+                                         f"{','.join(NPC_FUNCTIONS)}")
+    return list(dict.fromkeys(names))
+
+
 def _default_metrics(out_dir: Path) -> list[str]:
     """Every metric of the study (the tensor ones only when the participant stage wrote no
     NODDI map), plus those of the other registry models (gqi, mapmri, ...) it normalised."""
@@ -141,8 +162,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="template GM probability defining the analysis mask, in (0, 1)")
     grp.add_argument("--alpha", type=float, default=gdef["alpha"],
                      help="FWE level for clusters, in (0, 1)")
-    grp.add_argument("--correct-across", action="store_true",
-                     help="FWE across all metrics and both signs (PALM -corrcon -corrmod)")
+    grp.add_argument("--correct-across", type=_family, nargs="?", const="all", default="all",
+                     metavar="{all,metrics,signs,none}",
+                     help="family over which the family-wise error is controlled, balanced by "
+                          "Westfall-Young min-p (each map's statistic as a p-value against its "
+                          "own permutation distribution): all = every metric and both signs "
+                          "(default; a bare --correct-across also means all), metrics, signs, "
+                          "or none = each map on its own (per-map FWE)")
+    grp.add_argument("--npc", type=_npc, default=[], metavar="fisher[,tippett]",
+                     help="also run a non-parametric combination across metrics (Winkler et "
+                          "al. 2016) with these combining functions: one corrected map of "
+                          "where microstructure as a whole tracks the score (group/npc/)")
     grp.add_argument("--data-dir", type=Path, default=None,
                      help="folder with the Neurosynth/NeuroQuery databases "
                           "(default $MICROVBA_DATA, else ~/.cache/microvba)")

@@ -64,6 +64,18 @@ def _cell(col: str | None, decimals: int = 2, p: bool = False):
     return render
 
 
+def _family_corrected(value: Any) -> bool:
+    """True when the analysis corrected a family of maps (``correct_across`` not none)."""
+    from ..stats.family import Family
+
+    if value is None:
+        return False
+    try:
+        return Family.parse(value) is not Family.NONE
+    except ValueError:
+        return _is_true(value)
+
+
 def _is_true(value: Any) -> bool:
     return str(value).strip().lower() in ("true", "1", "1.0", "yes", "y")
 
@@ -90,7 +102,7 @@ def _kind(inputs: ReportInputs, maps: MetricMaps) -> str | None:
     wanted = str(lookup(inputs.analysis, "correction", "inference", default="tfce")).lower()
     wanted = {"voxel": "vox", "cluster": "clustere"}.get(wanted, wanted)
     family = lookup(inputs.analysis, "correct_across", "correct_across_metrics", "family")
-    if _is_true(family) and f"{wanted}_fam" in maps.corrp:
+    if _family_corrected(family) and f"{wanted}_fam" in maps.corrp:
         return f"{wanted}_fam"
     if wanted in maps.corrp:
         return wanted

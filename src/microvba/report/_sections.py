@@ -102,6 +102,13 @@ def summary_section(inputs: ReportInputs, numbering: Numbering) -> str:
         inference += f", {escape(str(n_perm))} permutations"
     if a or inputs.metrics:
         rows.append(("Inference", inference))
+    family = lookup(a, "correct_across", "correct_across_metrics", "family")
+    if family is not None:
+        from ..stats.family import family_sentence
+
+        rows.append(("Family corrected", escape(family_sentence(
+            family, len(metrics) or None, _alpha(inputs),
+            lookup(a, "family_method")))))
     body = '<dl class="summary">' + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in rows) + "</dl>"
     findings = _findings(inputs)
     if findings:

@@ -39,6 +39,13 @@ REFERENCES: dict[str, str] = {
         "Winkler AM, Ridgway GR, Webster MA, Smith SM, Nichols TE. Permutation inference for the "
         "general linear model. NeuroImage. 2014;92:381-397. "
         "doi:10.1016/j.neuroimage.2014.01.060"),
+    "Westfall & Young, 1993": (
+        "Westfall PH, Young SS. Resampling-Based Multiple Testing: Examples and Methods for "
+        "p-Value Adjustment. New York: Wiley; 1993."),
+    "Winkler et al., 2016": (
+        "Winkler AM, Webster MA, Brooks JC, Tracey I, Smith SM, Nichols TE. Non-parametric "
+        "combination and related permutation tests for neuroimaging. Hum Brain Mapp. "
+        "2016;37(4):1486-1511. doi:10.1002/hbm.23115"),
     "Smith & Nichols, 2009": (
         "Smith SM, Nichols TE. Threshold-free cluster enhancement: addressing problems of "
         "smoothing, threshold dependence and localisation in cluster inference. NeuroImage. "
@@ -265,8 +272,24 @@ def _inference_sentence(params: Mapping[str, Any], metrics: list[str],
     else:
         text += kind
     text += (f"; maps were thresholded at family-wise error corrected p &lt; {_fmt(alpha)}")
-    if family in (True, "true", "True", "all", "metrics"):
-        text += ", with the correction extended over all metrics and both directions"
+    if family is not None:
+        from ..stats.family import family_sentence
+
+        sentence = family_sentence(family, len(metrics) or None, float(alpha),
+                                   lookup(params, "family_method"))
+        text += "; " + escape(sentence)
+        if "min-p" in sentence:
+            text += f" {_cite('Westfall & Young, 1993', 'Winkler et al., 2016')}"
+            cites += ["Westfall & Young, 1993", "Winkler et al., 2016"]
+    npc = _as_list(lookup(params, "npc", default=[]))
+    if npc:
+        text += (". A non-parametric combination across metrics "
+                 f"({_join(escape(str(f).capitalize()) for f in npc)} combining functions on "
+                 "two-sided partial t tests, the combined statistic as a z score with TFCE, "
+                 "assessed with the same permutations) gave a map of where microstructure as "
+                 f"a whole tracks the score {_cite('Winkler et al., 2016')}")
+        if "Winkler et al., 2016" not in cites:
+            cites.append("Winkler et al., 2016")
     text += ". "
     return text, cites
 

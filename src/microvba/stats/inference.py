@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .clusters import Clusters, fdr_bh
+from .family import minp_p
 from .result import RandomiseResult
 
 
@@ -42,12 +43,16 @@ def _cluster_maps(cl: Clusters, null_ext: np.ndarray, null_mass: np.ndarray
 def assemble_maps(*, t: np.ndarray, signs: Sequence[int], null: np.ndarray,
                   stats: Sequence[str], vox_counts: np.ndarray, tfce_obs: np.ndarray | None,
                   clusters: dict[int, Clusters] | None,
-                  family_null: np.ndarray | None, n_perm: int, params: dict
+                  family_null: np.ndarray | None, n_perm: int, params: dict,
+                  family_minp: np.ndarray | None = None, tail: bool = False
                   ) -> RandomiseResult:
     """Build the :class:`RandomiseResult` of one image from its permutation summaries.
 
     ``null`` is ``(n_signs, len(stats), n_perm)``; ``vox_counts`` ``(n_signs, V)`` exceedance counts including the unpermuted data; ``family_null``
-    ``(len(stats), n_perm)`` the maximum over the family (or None).
+    ``(len(stats), n_perm)`` the maximum over the family (or None); ``family_minp``
+    ``(n_signs, len(stats), n_perm)`` the min-p null of each direction's family
+    (:func:`microvba.stats.family.minp_null` with the same ``tail``; or None). Either one gives the
+    ``*_famcorrp``/``*_famlogp`` maps.
     """
     maps: dict[str, np.ndarray] = {}
     null_max: dict[str, np.ndarray] = {}
@@ -73,8 +78,13 @@ def assemble_maps(*, t: np.ndarray, signs: Sequence[int], null: np.ndarray,
             p = fwe_p(obs, nl)
             maps[f"{stat}_corrp_{k}"] = 1.0 - p
             maps[f"{stat}_logp_{k}"] = _logp(p)
+            pf = None
             if family_null is not None:
                 pf = fwe_p(obs, family_null[idx[stat]])
+            elif family_minp is not None:
+                pf = minp_p(obs, nl, family_minp[s, idx[stat]], tail)
+                null_max[f"{stat}_famminp_{k}"] = family_minp[s, idx[stat]]
+            if pf is not None:
                 maps[f"{stat}_famcorrp_{k}"] = 1.0 - pf
                 maps[f"{stat}_famlogp_{k}"] = _logp(pf)
         if clusters is not None:
@@ -84,11 +94,20 @@ def assemble_maps(*, t: np.ndarray, signs: Sequence[int], null: np.ndarray,
             null_max[f"clustere_{k}"], null_max[f"clusterm_{k}"] = ne, nm
             for name, arr in _cluster_maps(cl, ne, nm).items():
                 maps[f"{name}_{k}"] = arr
+            fam = None
             if family_null is not None:
-                for name, arr in _cluster_maps(cl, family_null[idx["clustere"]],
-                                               family_null[idx["clusterm"]]).items():
-                    maps[f"{name.replace('_corrp', '_famcorrp').replace('_logp', '_famlogp')}"
-                         f"_{k}"] = arr
+                fam = _cluster_maps(cl, family_null[idx["clustere"]],
+                                    family_null[idx["clusterm"]])
+            elif family_minp is not None:
+                fam = {}
+                for stat, values, nl in (("clustere", cl.extent, ne), ("clusterm", cl.mass, nm)):
+                    p = minp_p(values, nl, family_minp[s, idx[stat]], tail)
+                    null_max[f"{stat}_famminp_{k}"] = family_minp[s, idx[stat]]
+                    fam[f"{stat}_corrp"] = cl.voxel_map(1.0 - p)
+                    fam[f"{stat}_logp"] = cl.voxel_map(_logp(p))
+            for name, arr in (fam or {}).items():
+                maps[f"{name.replace('_corrp', '_famcorrp').replace('_logp', '_famlogp')}"
+                     f"_{k}"] = arr
     if family_null is not None:
         for stat in stats:
             if stat == "tfce" and tfce_obs is None or stat.startswith("cluster") and not clusters:

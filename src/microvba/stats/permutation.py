@@ -45,6 +45,17 @@ from .._validation import InputError, check_positive_int
 from ._kernels import count_exceed, freedman_lane_t
 from .clusters import ClusterWorkspace, find_clusters
 from .design import check_design_matrix
+from .family import (
+    LP_STEP,
+    T_STEP,
+    Correction,
+    Family,
+    NpcTables,
+    combine,
+    minp_null,
+    npc_combine,
+    npc_tables,
+)
 from .glm import (
     FreedmanLane,
     check_blocks,
@@ -89,6 +100,9 @@ class _Context:
     tfce_E: float
     cluster_threshold: float | None
     exhaustive: bool = False  # every distinct rearrangement, in enumeration order
+    npc: tuple[str, ...] = ()  # NPC combining functions (across images)
+    npc_tables: NpcTables | None = None
+    z_obs: tuple[np.ndarray, ...] = ()  # per combining function: observed z (V,)
 
 
 @dataclass(frozen=True)
@@ -105,6 +119,19 @@ class _BatchResult:
     start: int
     null: np.ndarray  # (n_images, n_signs, len(STATS), size)
     vox_counts: np.ndarray  # (n_images, n_signs, V) int32
+    npc_null: np.ndarray | None = None  # (n_functions, 1, len(STATS), size)
+    npc_counts: np.ndarray | None = None  # (n_functions, 1, V) int32
+
+
+def _summarise(t, order, sign, s, i, m, ctx, null, counts, t_obs, tws, cws, neigh_tfce):
+    """Maxima (voxel, TFCE, cluster) and voxel exceedances of one permuted map."""
+    null[m, s, 0, i] = max(0.0, float(np.max(sign * t)))
+    count_exceed(t, t_obs, float(sign), counts[m, s])
+    if tws is not None:
+        null[m, s, 1, i] = tws.sweep(t, order, sign, neigh_tfce, ctx.tfce_H)
+    if cws is not None:
+        null[m, s, 2:, i] = cws.sweep(t, order, sign, ctx.cluster_threshold,
+                                      ctx.neigh_cluster)
 
 
 def _run_batch(batch: _Batch) -> _BatchResult:
@@ -121,31 +148,41 @@ def _run_batch(batch: _Batch) -> _BatchResult:
                                           ctx.sign_flip, ctx.blocks)
     null = np.zeros((n_img, n_sign, len(STATS), batch.size))
     vox_counts = np.zeros((n_img, n_sign, V), dtype=np.int32)
+    n_npc = len(ctx.npc)
+    npc_null = np.zeros((n_npc, 1, len(STATS), batch.size)) if n_npc else None
+    npc_counts = np.zeros((n_npc, 1, V), dtype=np.int32) if n_npc else None
     sub = min(GLM_BLOCK, batch.size)
-    t_block = np.empty((sub, V), dtype=np.float32)
+    # every image's t maps of a block of rearrangements (NPC combines them per rearrangement)
+    t_block = np.empty((n_img if n_npc else 1, sub, V), dtype=np.float32)
+    z = np.empty(V) if n_npc else None
     tws = TfceWorkspace(V, ctx.tfce_E) if ctx.neigh_tfce is not None else None
     cws = ClusterWorkspace(V) if ctx.neigh_cluster is not None else None
     Ws = np.stack([projection_weights(ctx.basis, perm[i], flips[i]) for i in range(batch.size)])
     Ws = Ws.astype(np.float32)
-    for m in range(n_img):
-        for i0 in range(0, batch.size, sub):
-            i1 = min(batch.size, i0 + sub)
+    for i0 in range(0, batch.size, sub):
+        i1 = min(batch.size, i0 + sub)
+        for m in range(n_img):
+            tb = t_block[m if n_npc else 0]
             freedman_lane_t(Ws[i0:i1], ctx.residuals[m], ctx.ee[m], float(ctx.df),
-                            t_block[:i1 - i0])
+                            tb[:i1 - i0])
             for i in range(i0, i1):
                 if batch.start + i == 0:  # the unpermuted data: filled in from the observed maps
                     continue
-                t = t_block[i - i0]
+                t = tb[i - i0]
                 order = np.argsort(t)
                 for s, sign in enumerate(ctx.signs):
-                    null[m, s, 0, i] = max(0.0, float(np.max(sign * t)))
-                    count_exceed(t, ctx.t_obs[m], float(sign), vox_counts[m, s])
-                    if tws is not None:
-                        null[m, s, 1, i] = tws.sweep(t, order, sign, ctx.neigh_tfce, ctx.tfce_H)
-                    if cws is not None:
-                        null[m, s, 2:, i] = cws.sweep(t, order, sign, ctx.cluster_threshold,
-                                                      ctx.neigh_cluster)
-    return _BatchResult(batch.start, null, vox_counts)
+                    _summarise(t, order, sign, s, i, m, ctx, null, vox_counts, ctx.t_obs[m],
+                               tws, cws, ctx.neigh_tfce)
+        for c, function in enumerate(ctx.npc):
+            tab = ctx.npc_tables
+            for i in range(i0, i1):
+                if batch.start + i == 0:
+                    continue
+                npc_combine(t_block[:, i - i0], function == "fisher", tab.partial, T_STEP,
+                            tab.zscore, LP_STEP, z)
+                _summarise(z, np.argsort(z), 1, 0, i, c, ctx, npc_null, npc_counts,
+                           ctx.z_obs[c], tws, cws, ctx.neigh_tfce)
+    return _BatchResult(batch.start, null, vox_counts, npc_null, npc_counts)
 
 
 def _check_inputs(Ys: dict[str, np.ndarray], X: np.ndarray, mask: np.ndarray,
@@ -269,8 +306,16 @@ def _randomise_images(
     n_jobs: int | None = None,
     batch_size: int = BATCH_SIZE,
     family_maps: bool = True,
+    family_method: str = "max",
+    correct_across: Family | str | bool = Family.ALL,
+    npc: Sequence[str] = (),
 ) -> dict[str, RandomiseResult]:
     """Shared implementation of :func:`randomise` and :func:`randomise_family`."""
+    if family_method not in ("max", "minp", "minp-tail"):
+        raise InputError(f"unknown family_method {family_method!r}", file="family_method",
+                         fix="Use 'minp-tail' or 'minp' (balanced, Westfall-Young; with or "
+                             "without tail p-values) or 'max' (max statistic).")
+    correction = Correction(across=correct_across, npc=tuple(npc))
     if not isinstance(Ys, dict) or not Ys:
         raise InputError("Ys must be a non-empty dict of name -> (n_subjects, n_voxels) array.",
                          file="Ys", fix="Pass e.g. {'fa': Y_fa, 'md': Y_md}.")
@@ -306,6 +351,18 @@ def _randomise_images(
     parts: dict[str, list] = {"residuals": [], "ee": [], "t_obs": [], "tfce_obs": []}
     for Y in Ys.values():
         _observed(parts, fl, Y, signs, (neigh_tfce, tfce_H, tfce_E) if tfce else None)
+    tables = npc_tables(fl.df) if correction.npc else None
+    if correction.npc and len(Ys) < 2:
+        raise InputError("non-parametric combination needs at least two images (metrics)",
+                         file="npc", fix="Give several metrics, or no NPC.")
+    z_obs = tuple(combine(np.stack(parts["t_obs"]), f, tables) for f in correction.npc)
+    npc_parts: dict[str, list] = {"t_obs": list(z_obs), "tfce_obs": []}
+    if tfce:
+        for z in z_obs:
+            ws = TfceWorkspace(z.shape[0], tfce_E)
+            tf = np.zeros((1, z.shape[0]))
+            ws.sweep(z, np.argsort(z), 1, neigh_tfce, tfce_H, tf[0])
+            npc_parts["tfce_obs"].append(tf)
     ctx = _Context(basis=fl.basis, df=fl.df, sign_flip=fl.sign_flip, blocks=blocks,
                    residuals=tuple(parts["residuals"]), ee=tuple(parts["ee"]),
                    t_obs=tuple(parts["t_obs"]),
@@ -313,34 +370,33 @@ def _randomise_images(
                    neigh_tfce=neigh_tfce, neigh_cluster=neigh_cluster, tfce_H=float(tfce_H),
                    tfce_E=float(tfce_E),
                    cluster_threshold=None if cluster_threshold is None
-                   else float(cluster_threshold), exhaustive=exhaustive)
+                   else float(cluster_threshold), exhaustive=exhaustive,
+                   npc=correction.npc, npc_tables=tables, z_obs=z_obs)
     n_img, V = len(Ys), int(mask.sum())
     null = np.zeros((n_img, len(signs), len(STATS), n_perm))
     vox_counts = np.zeros((n_img, len(signs), V), dtype=np.int64)
+    n_npc = len(correction.npc)
+    npc_null = np.zeros((n_npc, 1, len(STATS), n_perm))
+    npc_counts = np.zeros((n_npc, 1, V), dtype=np.int64)
 
     def reduce(res: _BatchResult) -> None:
         null[..., res.start:res.start + res.null.shape[-1]] = res.null
         vox_counts[...] += res.vox_counts
+        if n_npc:
+            npc_null[..., res.start:res.start + res.null.shape[-1]] = res.npc_null
+            npc_counts[...] += res.npc_counts
 
     log.info("randomise: %d image(s), %d subjects, %d voxels, %d permutations (%s)",
              n_img, X.shape[0], V, n_perm, "sign flips" if fl.sign_flip else "Freedman-Lane")
     _execute(_batches(ctx, n_perm, seed, batch_size), batch_map, n_jobs, reduce)
 
     # permutation 0: the unpermuted data
-    clusters = {}
-    for m in range(n_img):
-        t = ctx.t_obs[m]
-        order = np.argsort(t)
-        for s, sign in enumerate(signs):
-            null[m, s, 0, 0] = max(0.0, float(np.max(sign * t)))
-            if tfce:
-                null[m, s, 1, 0] = float(ctx.tfce_obs[m][s].max())
-            if cluster_threshold is not None:
-                cl = find_clusters(t, neigh_cluster, cluster_threshold, sign, order)
-                clusters[m, s] = cl
-                null[m, s, 2, 0] = float(cl.extent.max()) if cl.n_clusters else 0.0
-                null[m, s, 3, 0] = float(cl.mass.max()) if cl.n_clusters else 0.0
+    clusters = _observed_maxima(null, ctx.t_obs, ctx.tfce_obs, signs, neigh_cluster,
+                                cluster_threshold)
+    npc_clusters = _observed_maxima(npc_null, z_obs, tuple(npc_parts["tfce_obs"]) or None,
+                                    (1,), neigh_cluster, cluster_threshold)
     vox_counts += 1
+    npc_counts += 1
 
     params = {
         "n_perm": int(n_perm), "seed": int(seed), "tfce": bool(tfce), "tfce_H": float(tfce_H),
@@ -355,8 +411,15 @@ def _randomise_images(
         "family": list(Ys), "n_possible_rearrangements": possible,
         "exhaustive": bool(exhaustive), "n_perm_requested": int(n_requested),
     }
-    family_null = (null.max(axis=(0, 1))
-                   if family_maps and (n_img > 1 or len(signs) > 1) else None)
+    multi = family_maps and (n_img > 1 or len(signs) > 1)
+    family_null = null.max(axis=(0, 1)) if multi and family_method == "max" else None
+    tail = family_method == "minp-tail"
+    family_minp = (minp_null(null, correction.across.groups(n_img, len(signs)), tail=tail)
+                   if multi and family_method.startswith("minp") else None)
+    if family_minp is not None:
+        params.update(family_method=family_method, correct_across=correction.across.value)
+    elif family_null is not None:
+        params.update(family_method="max", correct_across=Family.ALL.value)
     results = {}
     for m, name in enumerate(Ys):
         results[name] = assemble_maps(
@@ -365,10 +428,39 @@ def _randomise_images(
             tfce_obs=ctx.tfce_obs[m] if tfce else None,
             clusters={s: clusters[m, s] for s in range(len(signs))} if clusters else None,
             family_null=family_null,
+            family_minp=None if family_minp is None else family_minp[m], tail=tail,
             n_perm=n_perm, params={**params, "image": name},
         )
+    for c, function in enumerate(correction.npc):
+        results[f"npc_{function}"] = assemble_maps(
+            t=z_obs[c], signs=(1,), null=npc_null[c], stats=STATS, vox_counts=npc_counts[c],
+            tfce_obs=npc_parts["tfce_obs"][c] if tfce else None,
+            clusters={0: npc_clusters[c, 0]} if npc_clusters else None,
+            family_null=None, n_perm=n_perm,
+            params={**params, "image": f"npc_{function}", "npc": function,
+                    "npc_partial": "two-sided parametric t p-values (Winkler et al. 2016)",
+                    "npc_statistic": "z of the combined p (tstat1 holds z)"})
     return results
 
+
+def _observed_maxima(null: np.ndarray, t_obs: Sequence[np.ndarray],
+                     tfce_obs: Sequence[np.ndarray] | None, signs: Sequence[int],
+                     neigh_cluster: np.ndarray | None, cluster_threshold: float | None
+                     ) -> dict:
+    """Fill permutation 0 (the unpermuted data) of ``null``; return the observed clusters."""
+    clusters = {}
+    for m, t in enumerate(t_obs):
+        order = np.argsort(t)
+        for s, sign in enumerate(signs):
+            null[m, s, 0, 0] = max(0.0, float(np.max(sign * t)))
+            if tfce_obs is not None:
+                null[m, s, 1, 0] = float(tfce_obs[m][s].max())
+            if cluster_threshold is not None:
+                cl = find_clusters(t, neigh_cluster, cluster_threshold, sign, order)
+                clusters[m, s] = cl
+                null[m, s, 2, 0] = float(cl.extent.max()) if cl.n_clusters else 0.0
+                null[m, s, 3, 0] = float(cl.mass.max()) if cl.n_clusters else 0.0
+    return clusters
 
 def randomise(
     Y: np.ndarray,

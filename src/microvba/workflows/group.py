@@ -31,6 +31,10 @@ from ..models import registry as _registry
 
 log = get_logger(__name__)
 
+#: Westfall-Young min-p with generalised-Pareto tail p-values of the permutation maxima
+#: (:func:`microvba.stats.family.perm_p`): exact, and free of rank ties at any n_perm
+FAMILY_METHOD = "minp-tail"
+
 
 @dataclass(frozen=True)
 class GroupSettings:
@@ -50,7 +54,11 @@ class GroupSettings:
     tfce_E: float = 0.5
     tfce_connectivity: int = 6
     cluster_threshold: float = 3.1
-    correct_across: bool = False
+    #: family corrected by min-p: "all" (every metric and sign; default), "metrics",
+    #: "signs" or "none" (per-map FWE); True/False (the old flag) mean "all"/"none"
+    correct_across: str = "all"
+    #: NPC combining functions across metrics ("fisher", "tippett"); empty: no NPC
+    npc: tuple[str, ...] = ()
     exclude_outliers: bool = True
     decode: bool = True
     vocabularies: tuple[str, ...] = ("lda50", "terms")
@@ -66,7 +74,17 @@ class GroupSettings:
         ``--metrics`` among :data:`microvba.io.derivatives.METRICS`; TFCE ``H``, ``E`` > 0;
         connectivity 6, 18 or 26; cluster-forming threshold >= 0.
         """
+        corr = self.correction  # validates both (InputError naming the option)
+        object.__setattr__(self, "correct_across", corr.across.value)
+        object.__setattr__(self, "npc", corr.npc)
         check_group_settings(self)
+
+    @property
+    def correction(self):
+        """The multiplicity setting (:class:`microvba.stats.family.Correction`)."""
+        from ..stats.family import Correction
+
+        return Correction(across=self.correct_across, npc=self.npc)
 
 
 def check_group_settings(s: GroupSettings) -> None:
@@ -93,7 +111,8 @@ def check_group_settings(s: GroupSettings) -> None:
     check_option_number("--tfce-E", s.tfce_E, 0.0, 10.0, low_open=True)
     check_option_choice("--tfce-connectivity", [str(s.tfce_connectivity)], ("6", "18", "26"))
     check_option_number("--cluster-threshold", s.cluster_threshold, 0.0, None)
-    n_images = len(s.metrics) * (2 if s.correct_across else 1)
+    # per-map nulls, the family's min-p copies and one null per NPC combining function
+    n_images = len(s.metrics) * (2 if s.correct_across != "none" else 1) + len(s.npc)
     check_permutations(n_perm, n_images=n_images, n_signs=2)
 
 
@@ -251,8 +270,12 @@ def run_group(bids_dir: Path, out_dir: Path, settings: GroupSettings,
     design = make_design(participants, settings.score, list(settings.covariates))
     contrast = design.contrast(settings.score)
     results = _run_statistics(paths, mask, voxel_size, design, contrast, settings, executor)
+    npc_results = {k: results.pop(k) for k in list(results) if k.startswith("npc_")}
 
-    summary = {"n_subjects": len(subjects), "n_voxels": int(mask.sum()), "metrics": {}}
+    summary = {"n_subjects": len(subjects), "n_voxels": int(mask.sum()), "metrics": {},
+               "family": settings.correction.across.describe(len(results))}
+    if npc_results:
+        summary["npc"] = _save_npc(npc_results, group_dir, mask, affine, settings.alpha)
     cluster_tables, corr_tables = [], []
     decoders: dict = {}  # fitted once, reused for every metric and sign
     for metric, res in results.items():
@@ -281,6 +304,7 @@ def run_group(bids_dir: Path, out_dir: Path, settings: GroupSettings,
 
     analysis = {
         **asdict(settings),
+        "family_method": FAMILY_METHOD,
         "subjects": [s.prefix for s in subjects],
         "excluded_outliers": [str(i) for i in qc.index[qc["outlier"].to_numpy(bool)]],
         "space": derivatives.SPACE_MNI,
@@ -297,21 +321,56 @@ def run_group(bids_dir: Path, out_dir: Path, settings: GroupSettings,
 
 
 def _run_statistics(paths, mask, voxel_size, design, contrast, settings, executor) -> dict:
-    """Permutation inference of every metric (optionally FWE across the whole family)."""
-    from ..stats.permutation import randomise, randomise_family
+    """Permutation inference of every metric with the same permutations.
 
-    common = dict(n_perm=settings.n_perm, seed=settings.seed, tfce=True,
-                  tfce_H=settings.tfce_H, tfce_E=settings.tfce_E,
-                  tfce_connectivity=settings.tfce_connectivity,
-                  cluster_threshold=settings.cluster_threshold,
-                  # remote workers get the permutation batches; locally, threads are faster
-                  batch_map=executor.batch_map if getattr(executor, "remote", False) else None)
+    Family-wise error over ``settings.correct_across`` by Westfall-Young min-p
+    (``*_famcorrp`` maps), and NPC maps (``npc_<function>`` entries) when asked.
+    """
+    from ..stats.family import Family
+    from ..stats.permutation import randomise_family
+
+    corr = settings.correction
     Ys = {m: _smooth(paths, m, mask, settings.fwhm, voxel_size)
           for m in progress(settings.metrics, "smoothing metrics")}
-    if settings.correct_across:
-        return randomise_family(Ys, design.matrix, contrast, mask, **common)
-    return {m: randomise(Y, design.matrix, contrast, mask, **common)
-            for m, Y in Ys.items()}
+    return randomise_family(
+        Ys, design.matrix, contrast, mask, n_perm=settings.n_perm, seed=settings.seed,
+        tfce=True, tfce_H=settings.tfce_H, tfce_E=settings.tfce_E,
+        tfce_connectivity=settings.tfce_connectivity,
+        cluster_threshold=settings.cluster_threshold,
+        # remote workers get the permutation batches; locally, threads are faster
+        batch_map=executor.batch_map if getattr(executor, "remote", False) else None,
+        family_maps=corr.across is not Family.NONE, family_method=FAMILY_METHOD,
+        correct_across=corr.across, npc=corr.npc if len(Ys) > 1 else ())
+
+
+def _save_npc(results: dict, group_dir: Path, mask: np.ndarray, affine: np.ndarray,
+              alpha: float) -> dict:
+    """Write the NPC maps (``group/npc/npc-<function>_*.nii.gz``) and their clusters."""
+    from ..stats.clusters import label_clusters
+
+    out, rows = {}, []
+    for name, res in results.items():
+        function = name.removeprefix("npc_")
+        saved = res.save(group_dir / "npc", f"npc-{function}", mask, affine)
+        sig = res.maps["tfce_corrp_tstat1"] > 1.0 - alpha
+        vol = np.zeros(mask.shape)
+        vol[mask] = np.where(sig, res.maps["tstat1"], 0.0)
+        labels, cl = label_clusters(np.where(vol > 0, 1.0, 0.0), 0.5, 26)
+        for k in range(cl.n_clusters):
+            idx = np.argwhere(labels == k + 1)
+            peak = idx[np.argmax(vol[tuple(idx.T)])]
+            x, y, z = (affine @ np.r_[peak, 1.0])[:3]
+            p = 1.0 - res.maps["tfce_corrp_tstat1"][labels[mask] == k + 1].max()
+            rows.append({"combining": function, "cluster": k + 1, "n_voxels": int(cl.extent[k]),
+                         "peak_z": float(vol[tuple(peak)]), "peak_x": x, "peak_y": y,
+                         "peak_z_mm": z, "min_p_fwe": p})
+        out[function] = {"maps": {k: str(v) for k, v in saved.items()},
+                         "n_significant_voxels": int(sig.sum()), "n_clusters": cl.n_clusters}
+    write_text(group_dir / "npc" / "npc_clusters.tsv",
+               pd.DataFrame(rows, columns=["combining", "cluster", "n_voxels", "peak_z",
+                                           "peak_x", "peak_y", "peak_z_mm", "min_p_fwe"])
+               .to_csv(sep="\t", index=False))
+    return out
 
 
 def _follow_up(metric, saved, paths, affine, participants, settings, mdir, out_dir, atlases,
@@ -325,7 +384,7 @@ def _follow_up(metric, saved, paths, affine, participants, settings, mdir, out_d
     clusters, corrs = [], []
     for k, sign in ((1, "+"), (2, "-")):
         stat = nib.load(saved[f"tstat{k}"])
-        kind = "famcorrp" if settings.correct_across else "corrp"
+        kind = "corrp" if settings.correct_across == "none" else "famcorrp"
         corrp = nib.load(saved[f"tfce_{kind}_tstat{k}"])
         res = follow_up(stat, corrp, raw_img, participants, settings.score,
                         list(settings.covariates), metric, sign, mdir, atlases=atlases,
@@ -360,6 +419,7 @@ def settings_from_args(args: argparse.Namespace) -> GroupSettings:
         score=args.score, covariates=tuple(args.covariates), metrics=tuple(args.metrics),
         n_perm=args.n_perm, seed=args.seed, fwhm=args.fwhm, gm_threshold=args.gm_threshold,
         resolution=args.resolution, alpha=args.alpha, correct_across=args.correct_across,
+        npc=tuple(getattr(args, "npc", None) or ()),
         decode=not args.no_decode,
         data_dir=str(args.data_dir) if args.data_dir else None)
 
