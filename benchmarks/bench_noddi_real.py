@@ -12,7 +12,7 @@ a regularised (lambda1 0.5, lambda2 1e-3) non-negative mixture of 12 x 12 grid a
 that the toolbox fits. Each sampled voxel's AMICO solution (ICVF, ODI, ISOVF, its DTI
 direction) is refined by ``scipy.optimize.least_squares`` under the exact Watson NODDI model
 with S0 fixed at the mean b0 (the toolbox's objective; the forward model is checked against
-an independent quadrature simulator in ``tests/models``), and both tools are compared with
+brute-force numerical integration in ``tests/models/test_forward.py``), and both tools are compared with
 that optimum: r and the median residual sum of squares (SSE) of each tool's own parameters.
 
 Usage::
