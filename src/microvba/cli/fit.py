@@ -81,21 +81,6 @@ def prefix_from_dwi(path: Path) -> str:
     return f"{name}_space-orig"
 
 
-def _check_image_size(path: Path) -> None:
-    """Refuse, from the header alone, an image larger than its file or than memory."""
-    import nibabel as nib
-
-    from .._resources import image_size_problem
-
-    try:
-        img = nib.load(str(path))
-    except Exception:  # noqa: BLE001 - unreadable files are reported by the fit itself
-        return
-    too_big = image_size_problem(path, img)
-    if too_big is not None:
-        raise InputError(too_big[0], file=path, fix=too_big[1])
-
-
 def run(args: argparse.Namespace) -> int:
     from .._logging import get_logger
     from ..models.pipeline import fit_image
@@ -110,15 +95,15 @@ def run(args: argparse.Namespace) -> int:
         if p is not None and not Path(p).is_file():
             raise InputError(f"{label} file not found", file=p,
                              fix="Check the path (relative paths start in the current folder).")
-    _check_image_size(Path(args.dwi))
-    check_output_dir(args.output)
     from ..io.bids import check_image_file
 
-    # gzip CRC, voxel sizes, a scaling that leaves no positive signal: before anything is
-    # written (NaN/inf values are judged within the mask by the fit itself)
+    # header size vs file and memory, gzip CRC, voxel sizes, a scaling that leaves no
+    # positive signal: before anything is written (NaN/inf values are judged within the
+    # mask by the fit itself)
     check_image_file(args.dwi, signal=False, scaling=True)
     if args.mask is not None:
         check_image_file(args.mask, signal=False)
+    check_output_dir(args.output)
     paths = fit_image(args.dwi, args.bval, args.bvec, args.output, prefix_from_dwi(args.dwi),
                       mask_path=args.mask, models=args.model, d_par=args.d_par,
                       tissue=args.tissue, d_iso=args.d_iso, dti_bmax=args.dti_bmax,

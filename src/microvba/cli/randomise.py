@@ -273,21 +273,17 @@ def _load_images(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, obje
     def load(path: Path):
         from ..io.bids import check_image_file
 
-        check_image_file(path, signal=False)  # readable, gzip CRC, truncation, voxel sizes
+        # readable, size vs file and memory (the mask is read as float64), gzip CRC,
+        # truncation, voxel sizes
+        check_image_file(path, signal=False, itemsize=8 if path == args.mask else 4)
         try:
             return nib.load(str(path))
         except Exception as exc:  # noqa: BLE001 - nibabel raises many types for bad files
             raise InputError(f"cannot read the image ({exc})", file=path,
                              fix="Pass readable NIfTI files.") from exc
 
-    from .._resources import image_size_problem
-
     imgs = [load(p) for p in inputs]
     mask_img = load(args.mask)
-    for p, im in [*zip(inputs, imgs, strict=True), (args.mask, mask_img)]:
-        too_big = image_size_problem(p, im, itemsize=8 if p == args.mask else 4)
-        if too_big is not None:
-            raise InputError(*too_big[:1], file=p, fix=too_big[1])
     # the data of every input as float32 together (the stacked subjects x voxels array)
     total = sum(int(np.prod(im.shape, dtype=np.float64)) for im in imgs) * 4
     from .._resources import check_memory

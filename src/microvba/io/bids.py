@@ -589,12 +589,15 @@ def _blocks(shape: tuple[int, ...], chunk_bytes: int) -> Iterator[tuple]:
             yield (slice(None), slice(None), slice(k, min(k + per, nz)), t)
 
 
-def check_image_file(path: str | Path, signal: bool = True, scaling: bool = False) -> None:
-    """Check one NIfTI input file outside a BIDS dataset (``fit``, ``randomise``).
+def check_image_file(path: str | Path, signal: bool = True, scaling: bool = False,
+                     itemsize: int = 4) -> None:
+    """Check one NIfTI input file outside a BIDS dataset (``fit``, ``randomise``, ``roi``).
 
-    The header (readable, no empty dimension, finite positive voxel sizes) and one streamed
-    pass over the file (gzip CRC, truncation; see :func:`check_image_data` for ``signal``
-    and ``scaling``), as :func:`validate_dataset` does for BIDS images.
+    The header (readable, no empty dimension, finite positive voxel sizes), its size against
+    the file and against available memory as ``itemsize``-byte floats
+    (:func:`~microvba._resources.image_size_problem`, before any voxel is read), then one
+    streamed pass over the file (gzip CRC, truncation; see :func:`check_image_data` for
+    ``signal`` and ``scaling``), as :func:`validate_dataset` does for BIDS images.
 
     Raises
     ------
@@ -605,7 +608,11 @@ def check_image_file(path: str | Path, signal: bool = True, scaling: bool = Fals
     problems = ProblemCollector()
     img = _load_header(path, problems)
     if img is not None:
-        check_image_data(path, img, problems, signal=signal, scaling=scaling)
+        too_big = image_size_problem(path, img, itemsize)
+        if too_big is not None:
+            problems.add(path, *too_big)
+        else:
+            check_image_data(path, img, problems, signal=signal, scaling=scaling)
     problems.raise_if_any()
 
 

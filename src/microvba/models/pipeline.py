@@ -363,10 +363,7 @@ def _model_of(key: str, path: Path) -> str:
     found = re.search(r"_model-([A-Za-z0-9]+)_", path.name)
     if found is None:
         raise KeyError(f"map {key!r} ({path.name}) has no model- entity")
-    try:
-        declared = model_of_map(key)
-    except KeyError:  # a map added to a model's planned outputs only: its name decides
-        return found.group(1)
+    declared = model_of_map(key)  # KeyError for a map no model declares
     if declared != found.group(1):
         raise KeyError(f"map {key!r} is written as model-{found.group(1)} but the registry "
                        f"declares it for {declared!r}")
