@@ -71,8 +71,10 @@ class GroupSettings:
         Ranges: ``--n-perm`` an integer >= 2 whose null distributions (metrics x 2 signs x 4
         statistics x n_perm doubles) fit in memory; ``--fwhm`` in [0, 50] mm (0 = none);
         ``--gm-threshold`` in (0, 1); ``--alpha`` in (0, 1); ``--resolution`` in [0.5, 8] mm;
-        ``--metrics`` among :data:`microvba.io.derivatives.METRICS`; TFCE ``H``, ``E`` > 0;
-        connectivity 6, 18 or 26; cluster-forming threshold >= 0.
+        ``--metrics`` among the registry's metrics
+        (:func:`microvba.models.registry.all_metrics`); TFCE ``H``, ``E`` > 0; connectivity
+        6, 18 or 26; cluster-forming threshold >= 0; ``--correct-across`` and ``--npc``
+        (:class:`microvba.stats.family.Correction`).
         """
         corr = self.correction  # validates both (InputError naming the option)
         object.__setattr__(self, "correct_across", corr.across.value)
