@@ -25,7 +25,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage, stats
 
-from microvba.regions._cohort import simulate_region_cohort
+from microvba.simulate.region_cohort import simulate_region_cohort
 from microvba.regions.correlation import loso_r, partial_corr
 
 

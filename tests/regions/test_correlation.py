@@ -9,7 +9,7 @@ import pytest
 from scipy import stats
 
 from microvba._validation import InputError
-from microvba.regions._cohort import simulate_region_cohort
+from microvba.simulate.region_cohort import simulate_region_cohort
 from microvba.regions.correlation import (
     IN_SAMPLE_NOTE,
     cluster_means,

