@@ -72,6 +72,7 @@ from scipy import stats
 
 from .._validation import InputError, check_choice, check_in_range
 from ..stats.clusters import fdr_bh
+from ..stats.design import dummy_code, is_categorical
 from .means import cluster_means, subject_matrix
 
 __all__ = ["IN_SAMPLE_NOTE", "METHODS", "bootstrap_ci", "cluster_means", "covariate_matrix",
@@ -93,15 +94,14 @@ def covariate_matrix(covariates: pd.DataFrame | np.ndarray | None, n: int) -> np
     if isinstance(covariates, pd.Series):
         covariates = covariates.to_frame()
     if isinstance(covariates, pd.DataFrame):
-        cat = [c for c in covariates.columns
-               if not pd.api.types.is_numeric_dtype(covariates[c])
-               or pd.api.types.is_bool_dtype(covariates[c])]
-        frame = covariates
-        if cat:
-            na = covariates[cat].isna().any(axis=1)
-            frame = pd.get_dummies(covariates, columns=cat, drop_first=True, dtype=float)
-            frame.loc[na.to_numpy()] = np.nan
-        c = frame.to_numpy(dtype=float)
+        cols = []
+        for name in covariates.columns:
+            column = covariates[name]
+            if is_categorical(column):
+                cols.append(dummy_code(column, str(name))[0])
+            else:
+                cols.append(column.to_numpy(dtype=float)[:, None])
+        c = np.column_stack(cols) if cols else np.empty((len(covariates), 0))
     else:
         c = np.asarray(covariates, dtype=float)
     if c.ndim == 1:

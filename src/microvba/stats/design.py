@@ -54,12 +54,25 @@ class Design:
         return c
 
 
-def _dummy_code(column: pd.Series, name: str) -> tuple[np.ndarray, list[str], list[str]]:
-    levels = sorted(column.astype(str).unique())
+def dummy_code(column: pd.Series, name: str) -> tuple[np.ndarray, list[str], list[str]]:
+    """Treatment (dummy) coding of a categorical column: one 0/1 column per level but the
+    first in sorted order (the reference, absorbed by the intercept).
+
+    Returns ``(matrix (n, n_levels - 1), names "<name>[<level>]", levels)``; missing values
+    are no level and give NaN rows. The one dummy coding of the package (the design of the
+    voxel-wise GLM and the covariates of the cluster partial correlations).
+    """
+    na = column.isna().to_numpy()
+    levels = sorted(column[~na].astype(str).unique())
     values = column.astype(str).to_numpy()
-    cols = [(values == lev).astype(np.float64) for lev in levels[1:]]
+    cols = [np.where(na, np.nan, (values == lev).astype(np.float64)) for lev in levels[1:]]
     mat = np.column_stack(cols) if cols else np.zeros((len(values), 0))
     return mat, [f"{name}[{lev}]" for lev in levels[1:]], levels
+
+
+def is_categorical(column: pd.Series) -> bool:
+    """Text, boolean or category columns: dummy-coded (:func:`dummy_code`)."""
+    return not _is_numeric(column)
 
 
 def _is_numeric(column: pd.Series) -> bool:
@@ -124,7 +137,7 @@ def make_design(participants: pd.DataFrame, score: str, covariates: Sequence[str
             columns.append(values)
             names.append(col)
         else:
-            mat, dummy_names, lev = _dummy_code(series, col)
+            mat, dummy_names, lev = dummy_code(series, col)
             if not dummy_names:
                 problems.add(source, f"categorical covariate {col!r} has a single level "
                              f"({lev[0]!r})", "Drop the covariate.")
