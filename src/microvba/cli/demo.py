@@ -46,10 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..models import registry
+    from ..report import build_report
     from ..simulate import simulate_cohort
     from ..workflows.executor import make_executor
     from ..workflows.group import GroupSettings, run_group
     from ..workflows.participant import ParticipantSettings, run_participant
+    from ..workflows.planted import check_planted
 
     scale = _effect_scale(args)  # checked before anything is written
     _check_options(args)
@@ -84,8 +86,9 @@ def run(args: argparse.Namespace) -> int:
             fwhm=6.0, resolution=resolution, decode=not args.no_decode,
             data_dir=str(args.data_dir) if args.data_dir else None,
             metrics=tuple(m for name in models for m in registry.get(name).metrics))
-        analysis = run_group(bids, deriv, settings, executor=executor)
-    summary = analysis["summary"]
+        run_group(bids, deriv, settings, executor=executor, report=False)
+    summary = check_planted(bids, deriv) or {}
+    log.info("report written to %s", build_report(deriv))
     print(f"demo finished: {summary.get('planted_found', '?')}/5 planted effects found, "
           f"{summary.get('false_clusters', '?')} cluster(s) outside the planted regions; "
           f"report: {deriv / 'group' / 'report.html'}")

@@ -30,6 +30,7 @@ import argparse
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from .. import _defaults as defaults
 from .._logging import get_logger
 from .._resources import check_permutations
 from .._validation import InputError, check_option_number, check_output_dir
@@ -43,7 +44,6 @@ from ..io.fsl import (
     read_design_mat,
 )
 from ..io.image_stack import check_subject_order, read_image_stack
-from ..stats import defaults
 from ..stats.design import check_design_matrix
 from ..stats.family import Correction, Family
 from ..stats.randomise import (

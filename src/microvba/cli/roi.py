@@ -17,22 +17,12 @@ else by order (the rows of participants.tsv in file order, e.g. for one 4-D map)
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
-import nibabel as nib
-import numpy as np
-import pandas as pd
-
-from .._provenance import make_sidecar, write_json, write_text
-from .._validation import InputError, ProblemCollector
 from ._types import seed
 
 HELP = "Mean of a named atlas region in each map (a priori ROI), with a partial correlation."
-
-_SUB = re.compile(r"sub-([A-Za-z0-9]+)")
-
 
 def _csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
@@ -63,107 +53,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="TSV to write (default: print to stdout)")
 
 
-def _region_means(paths: list[Path], atlas, region: str, hemisphere: str | None
-                  ) -> pd.DataFrame:
-    problems = ProblemCollector()
-    for p in paths:
-        if not p.is_file():
-            problems.add(p, "map not found", "Check the path of --map.")
-    problems.raise_if_any()
-    atlas.find(region, hemisphere)  # unknown region: InputError with close matches
-    rows = []
-    masks: dict[tuple, np.ndarray] = {}  # one resampling per grid
-    for path in paths:
-        try:
-            img = nib.load(str(path))
-        except (nib.filebasedimages.ImageFileError, OSError, EOFError, ValueError) as exc:
-            raise InputError(f"not a readable NIfTI image ({exc})", file=path,
-                             fix="Pass NIfTI maps (.nii or .nii.gz).") from exc
-        from ..io.bids import check_image_file
-
-        check_image_file(path, signal=False)  # gzip CRC, truncation, voxel sizes
-        if img.ndim not in (3, 4):
-            raise InputError(f"expected a 3-D or 4-D image, got {img.ndim}-D", file=path,
-                             fix="Pass 3-D maps or one 4-D stack.")
-        grid = (img.shape[:3], img.affine.round(6).tobytes())
-        if grid not in masks:
-            masks[grid] = np.asarray(atlas.region_mask(region, hemisphere, img).dataobj) > 0
-        mask = masks[grid]
-        if not mask.any():
-            raise InputError(f"region {region!r} has no voxel inside this map's field of view",
-                             file=path, fix="Pass maps in MNI space covering the region.")
-        n_vol = img.shape[3] if img.ndim == 4 else 1
-        m = _SUB.search(path.name)
-        for v in range(n_vol):
-            vol = np.asarray(img.dataobj[..., v] if img.ndim == 4 else img.dataobj, float)
-            vals = vol[mask]
-            vals = vals[np.isfinite(vals)]
-            rows.append({"map": str(path), "volume": v,
-                         "participant": m.group(1) if m and n_vol == 1 else None,
-                         "n_voxels": int(vals.size),
-                         "mean": float(vals.mean()) if vals.size else float("nan")})
-    return pd.DataFrame(rows)
-
-
-def _align(table: pd.DataFrame, participants: pd.DataFrame, path: Path) -> pd.DataFrame:
-    """Participants row of each map row (by sub-<label> in the name, else by order)."""
-    labels = table["participant"]
-    if labels.notna().all():
-        unknown = sorted(set(labels) - set(participants.index))
-        if unknown:
-            raise InputError(f"maps of participants not in the table: {unknown[:10]}",
-                             file=path, fix="Add them to participants.tsv or drop their maps.")
-        return participants.loc[list(labels)]
-    if len(table) != len(participants):
-        raise InputError(f"{len(table)} map volumes but {len(participants)} participants, and "
-                         "the map names carry no sub-<label> to match them",
-                         file=path, fix="Pass one volume per participant in the table's order, "
-                                        "or maps named sub-<label>_*.nii.gz.")
-    table["participant"] = list(participants.index)
-    return participants
-
-
 def run(args: argparse.Namespace) -> int:
-    from ..io.participants import read_participants
-    from ..regions.atlases import load_atlas
-    from ..regions.correlation import partial_corr
+    from ..regions.roi import roi_analysis
 
-    if args.score and args.participants is None:
-        raise InputError("--score needs --participants", file="--participants",
-                         fix="Pass --participants participants.tsv.")
-    atlas = load_atlas(args.atlas, args.data_dir)
-    table = _region_means(list(args.map), atlas, args.region, args.hemisphere)
-    table.insert(0, "region", args.region + (f"_{args.hemisphere}" if args.hemisphere else ""))
-    result = None
-    if args.score:
-        participants = read_participants(args.participants)
-        problems = ProblemCollector()
-        for col in [args.score, *args.covariates]:
-            if col not in participants.columns:
-                problems.add(args.participants, f"column {col!r} is missing",
-                             f"Use one of: {', '.join(participants.columns)}.")
-        problems.raise_if_any()
-        rows = _align(table, participants, args.participants)
-        table[args.score] = rows[args.score].to_numpy()
-        for c in args.covariates:
-            table[c] = rows[c].to_numpy()
-        cov = rows[args.covariates].reset_index(drop=True) if args.covariates else None
-        result = partial_corr(table["mean"].to_numpy(float), rows[args.score].to_numpy(float),
-                              cov, method=args.method, n_boot=args.n_boot, seed=args.seed)
-        print(f"{args.region}: partial {args.method} r = {result['r']:.3f} "
-              f"[{result['ci_low']:.3f}, {result['ci_high']:.3f}], p = {result['p']:.3g}, "
-              f"n = {result['n']}, bootstrap CI [{result['boot_ci_low']:.3f}, "
-              f"{result['boot_ci_high']:.3f}]", file=sys.stderr)
-    text = table.to_csv(sep="\t", index=False)
+    result = roi_analysis(args.map, args.atlas, args.region, hemisphere=args.hemisphere,
+                          participants=args.participants, score=args.score,
+                          covariates=args.covariates, method=args.method,
+                          n_boot=args.n_boot, seed=args.seed, data_dir=args.data_dir)
+    r = result.correlation
+    if r is not None:
+        print(f"{args.region}: partial {args.method} r = {r['r']:.3f} "
+              f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}], p = {r['p']:.3g}, "
+              f"n = {r['n']}, bootstrap CI [{r['boot_ci_low']:.3f}, "
+              f"{r['boot_ci_high']:.3f}]", file=sys.stderr)
     if args.output is None:
-        sys.stdout.write(text)
+        sys.stdout.write(result.to_tsv())
         return 0
-    write_text(args.output, text)
-    params = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-              if k in ("atlas", "region", "hemisphere", "score", "covariates", "method",
-                       "n_boot", "seed")}
-    sidecar = make_sidecar(params, correlation=result, maps=[str(p) for p in args.map])
-    name = args.output.name
-    stem = name[: -len(".tsv")] if name.endswith(".tsv") else args.output.stem
-    write_json(args.output.with_name(stem + ".json"), sidecar)
+    result.save(args.output)
     return 0

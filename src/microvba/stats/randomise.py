@@ -44,11 +44,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .._logging import get_logger
-from .._validation import InputError, Problem
-from ..io.design_table import ID_COLUMNS, is_identifier
-from ..io.fsl import FslDesign
-from .defaults import (
+from .._defaults import (
     CLUSTER_CONNECTIVITY,
     CLUSTER_THRESHOLD,
     N_PERM,
@@ -57,6 +53,10 @@ from .defaults import (
     TFCE_E,
     TFCE_H,
 )
+from .._logging import get_logger
+from .._validation import InputError, Problem
+from ..io.design_table import ID_COLUMNS, is_identifier
+from ..io.fsl import FslDesign
 from .design import Design, make_design
 from .family import Correction, Family
 from .glm import freedman_lane

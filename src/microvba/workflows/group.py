@@ -18,8 +18,16 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from .. import _defaults
 from .._logging import get_logger, progress
-from .._provenance import clean_temporaries, software_versions, write_json, write_text
+from .._provenance import (
+    clean_temporaries,
+    save_nifti,
+    software_versions,
+    write_json,
+    write_text,
+)
+from .._resources import check_memory, check_permutations, permutation_bytes
 from .._validation import (
     InputError,
     ProblemCollector,
@@ -27,7 +35,12 @@ from .._validation import (
     check_option_number,
 )
 from ..io import derivatives
+from ..io.bids import validate_dataset
 from ..models import registry as _registry
+from .participant import executor_from_args
+
+# stats (numba), registration, regions, decode and report are imported inside the functions
+# that use them: the command line imports this module (GroupSettings) to parse its options
 
 log = get_logger(__name__)
 
@@ -43,17 +56,17 @@ class GroupSettings:
     score: str
     covariates: tuple[str, ...] = ()
     metrics: tuple[str, ...] = derivatives.METRICS
-    n_perm: int = 5000
-    seed: int = 0
+    n_perm: int = _defaults.N_PERM
+    seed: int = _defaults.SEED
     fwhm: float = 6.0
     gm_threshold: float = 0.3
     isovf_max: float | None = None
     resolution: float = 2.0
     alpha: float = 0.05
-    tfce_H: float = 2.0
-    tfce_E: float = 0.5
-    tfce_connectivity: int = 6
-    cluster_threshold: float = 3.1
+    tfce_H: float = _defaults.TFCE_H
+    tfce_E: float = _defaults.TFCE_E
+    tfce_connectivity: int = _defaults.TFCE_CONNECTIVITY
+    cluster_threshold: float = _defaults.CLUSTER_THRESHOLD
     #: family corrected by min-p: "all" (every metric and sign; default), "metrics",
     #: "signs" or "none" (per-map FWE); True/False (the old flag) mean "all"/"none"
     correct_across: str = "all"
@@ -92,8 +105,6 @@ class GroupSettings:
 def check_group_settings(s: GroupSettings) -> None:
     """Raise :class:`InputError` naming the first invalid option of ``s`` (see
     :meth:`GroupSettings.__post_init__`)."""
-    from .._resources import check_permutations
-
     if not isinstance(s.score, str) or not s.score.strip():
         raise InputError("the group stage needs the score to correlate with",
                          file="--score", fix="Pass --score COLUMN (a participants.tsv column).")
@@ -122,8 +133,6 @@ def _check_stack_memory(n_subjects: int, n_voxels: int, settings: GroupSettings)
     """Refuse, before stacking, data that cannot fit in memory: every metric's subjects x
     voxels float64 array (smoothed, held together), plus one unsmoothed copy and the
     permutation nulls (:func:`microvba._resources.permutation_bytes`)."""
-    from .._resources import check_memory, permutation_bytes
-
     n_metrics = len(settings.metrics)
     needed = 8 * n_subjects * n_voxels * (n_metrics + 1) + permutation_bytes(
         settings.n_perm, n_images=n_metrics)
@@ -202,27 +211,29 @@ def _smooth(paths, metric, mask, fwhm, voxel_size) -> np.ndarray:
     return np.stack(out)
 
 
-def run_group(bids_dir: Path, out_dir: Path, settings: GroupSettings,
-              participant_label: list[str] | None = None,
-              session_label: list[str] | None = None, executor=None,
-              dataset=None) -> dict:
-    """Run the group analysis; return a summary dict (also written as analysis.json)."""
-    from ..io.bids import validate_dataset
-    from ..registration.masks import group_gm_mask
-    from ..registration.template import load_template
-    from ..stats.design import make_design
+def check_decoding_data(settings: GroupSettings) -> None:
+    """With ``settings.decode``, the databases of ``settings.vocabularies`` must be in the data
+    folder before the group stage starts: one InputError (exit 2) naming every missing file
+    and the ``microvba data fetch`` command that downloads it."""
+    if not settings.decode:
+        return
+    from ..decode.database import VOCABULARY_DATABASE, database_files
 
-    out_dir = Path(out_dir)
-    if dataset is None:
-        dataset = validate_dataset(bids_dir, subjects=participant_label,
-                                   session_label=session_label, score=settings.score,
-                                   covariates=list(settings.covariates), check_images=False)
-    subjects = dataset.subjects
-    participants = dataset.participants
-    paths = _mni_paths(out_dir, subjects, settings.metrics)
-    group_dir = out_dir / "group"
+    problems = ProblemCollector()
+    check_option_choice("--vocabularies", settings.vocabularies, tuple(VOCABULARY_DATABASE))
+    for database in dict.fromkeys(VOCABULARY_DATABASE[v] for v in settings.vocabularies):
+        try:
+            database_files(database, settings.data_dir)
+        except InputError as exc:
+            problems.extend(exc)
+    problems.raise_if_any()
 
-    qc = _qc_table(out_dir, subjects)
+
+def _exclude_outliers(qc: pd.DataFrame, subjects: list, paths: list[dict[str, Path]],
+                     participants: pd.DataFrame, settings: GroupSettings, out_dir: Path
+                     ) -> tuple[list, list[dict[str, Path]], pd.DataFrame]:
+    """The subjects, map paths and participants rows left after leaving out the registration
+    outliers of ``qc`` (when ``settings.exclude_outliers``); InputError when none is left."""
     keep = np.ones(len(subjects), bool)
     if settings.exclude_outliers and qc["outlier"].any():
         keep = ~qc["outlier"].to_numpy(bool)
@@ -241,8 +252,39 @@ def run_group(bids_dir: Path, out_dir: Path, settings: GroupSettings,
                 "(a small field of view, e.g. a 'microvba simulate' box dataset, cannot be "
                 "normalised to MNI); fix the inputs (orientation, brain mask, coverage) and "
                 "re-run the participant stage with --force.")
+    return subjects, paths, participants
+
+
+def run_group(bids_dir: Path, out_dir: Path, settings: GroupSettings, *,
+              participant_label: list[str] | None = None,
+              session_label: list[str] | None = None, executor=None,
+              dataset=None, report: bool = True) -> dict:
+    """Run the group analysis; return a summary dict (also written as analysis.json).
+
+    Everything that can be refused is checked before anything is written: the settings, the
+    dataset, the normalised maps, the decoding databases (with ``settings.decode``), the
+    design of the subjects left after QC exclusion and the labelling atlases. ``report``:
+    build ``group/report.html`` at the end (the demo builds it after its planted-vs-found
+    check, :func:`microvba.workflows.planted.check_planted`).
+    """
+    from ..registration.masks import group_gm_mask
+    from ..registration.template import load_template
+    from ..stats.design import make_design
+
+    out_dir = Path(out_dir)
+    check_decoding_data(settings)
+    if dataset is None:
+        dataset = validate_dataset(bids_dir, subjects=participant_label,
+                                   session_label=session_label, score=settings.score,
+                                   covariates=list(settings.covariates), check_images=False)
+    paths = _mni_paths(out_dir, dataset.subjects, settings.metrics)
+    group_dir = out_dir / "group"
+
+    qc = _qc_table(out_dir, dataset.subjects)
+    subjects, paths, participants = _exclude_outliers(qc, dataset.subjects, paths,
+                                                     dataset.participants, settings, out_dir)
     # a design the remaining subjects cannot support fails here, before anything is written
-    make_design(participants, settings.score, list(settings.covariates))
+    design = make_design(participants, settings.score, list(settings.covariates))
     from ..regions.atlases import ATLASES, as_atlases
 
     # the labelling atlases too (a missing one would fail only after the permutations)
@@ -263,13 +305,10 @@ def run_group(bids_dir: Path, out_dir: Path, settings: GroupSettings,
     affine = mask_img.affine
     voxel_size = tuple(float(v) for v in mask_img.header.get_zooms()[:3])
     mask_path = group_dir / f"space-{derivatives.SPACE_MNI}_desc-gm_mask.nii.gz"
-    from .._provenance import save_nifti
-
     save_nifti(nib.Nifti1Image(mask.astype(np.uint8), affine), mask_path)
     log.info("group analysis: %d subjects, %d gray-matter voxels, metrics %s",
              len(subjects), int(mask.sum()), ",".join(settings.metrics))
 
-    design = make_design(participants, settings.score, list(settings.covariates))
     contrast = design.contrast(settings.score)
     results = _run_statistics(paths, mask, voxel_size, design, contrast, settings, executor)
     npc_results = {k: results.pop(k) for k in list(results) if k.startswith("npc_")}
@@ -295,15 +334,6 @@ def run_group(bids_dir: Path, out_dir: Path, settings: GroupSettings,
     write_text(group_dir / "correlations.tsv", corrs.to_csv(sep="\t", index=False))
     summary["n_clusters"] = len(clusters)
 
-    truth = Path(bids_dir) / "code" / "ground_truth.json"
-    if truth.exists():
-        from .planted import planted_vs_found
-
-        table = planted_vs_found(json.loads(truth.read_text()), clusters, corrs, bids_dir)
-        write_text(group_dir / "planted_vs_found.tsv", table.to_csv(sep="\t", index=False))
-        summary["planted_found"] = int(table["found"].sum())
-        summary["false_clusters"] = int(table.attrs.get("false_clusters", 0))
-
     analysis = {
         **asdict(settings),
         "family_method": FAMILY_METHOD,
@@ -315,10 +345,10 @@ def run_group(bids_dir: Path, out_dir: Path, settings: GroupSettings,
         "summary": summary,
     }
     write_json(group_dir / "analysis.json", analysis)
-    from ..report import build_report
+    if report:
+        from ..report import build_report
 
-    report = build_report(out_dir)
-    log.info("report written to %s", report)
+        log.info("report written to %s", build_report(out_dir))
     return analysis
 
 
@@ -379,6 +409,7 @@ def _follow_up(metric, saved, paths, affine, participants, settings, mdir, out_d
                decoders):
     """Clusters, labels, partial correlations and decoding of one metric, both signs."""
     from ..regions.followup import follow_up
+    from ..stats.family import Family
 
     raw = np.stack([np.asarray(nib.load(p[metric]).dataobj, dtype=np.float32)
                     for p in paths], axis=-1)
@@ -386,7 +417,7 @@ def _follow_up(metric, saved, paths, affine, participants, settings, mdir, out_d
     clusters, corrs = [], []
     for k, sign in ((1, "+"), (2, "-")):
         stat = nib.load(saved[f"tstat{k}"])
-        kind = "corrp" if settings.correct_across == "none" else "famcorrp"
+        kind = "corrp" if settings.correction.across is Family.NONE else "famcorrp"
         corrp = nib.load(saved[f"tfce_{kind}_tstat{k}"])
         res = follow_up(stat, corrp, raw_img, participants, settings.score,
                         list(settings.covariates), metric, sign, mdir, atlases=atlases,
@@ -408,7 +439,7 @@ def _decode(label_img, metric, sign, stat_img, settings, out_dir, decoders):
     try:
         decode_clusters(label_img, out_dir / "group" / "decoding", f"{metric}_{name}",
                         vocabularies=settings.vocabularies, data_dir=settings.data_dir,
-                        stat_img=stat_img, decoders=decoders)
+                        stat_img=stat_img, decoders=decoders, seed=settings.seed)
     except InputError as exc:
         log.warning("decoding skipped: %s", exc)
 
@@ -427,10 +458,8 @@ def settings_from_args(args: argparse.Namespace) -> GroupSettings:
 
 
 def run_group_cli(args: argparse.Namespace) -> int:
-    from ..io.bids import validate_dataset
-    from .participant import executor_from_args
-
     settings = settings_from_args(args)
+    check_decoding_data(settings)  # missing databases: exit 2 before any work
     # the same series selection as the participant stage, so that a dataset it accepted
     # with --dwi-filter is not refused here
     dataset = validate_dataset(args.bids_dir, subjects=args.participant_label,

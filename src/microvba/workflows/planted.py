@@ -6,15 +6,22 @@ label image is available, else of its centre of mass). A significant cluster tha
 planted effect is *expected* when it lies on a planted region in a metric the ground truth
 lists as a mechanical side effect (e.g. MD moves with AD, since MD = (AD + 2 RD) / 3), and
 *false* otherwise; the demo must have no false cluster.
+
+:func:`check_planted` is the demo's step after the group stage: it reads the ground truth the
+simulator wrote (``BIDS_DIR/code/ground_truth.json``) and the group stage's tables, and writes
+``group/planted_vs_found.tsv`` (the group stage itself knows nothing of simulations).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
+
+from .._provenance import write_json, write_text
 
 #: a secondary effect at least this strong (|true regional r|) explains a cluster
 SECONDARY_MIN_R = 0.1
@@ -110,3 +117,36 @@ def _found_r(correlations: pd.DataFrame, metric: str, sign: str, cid) -> dict:
         return {}
     first = c.iloc[0]
     return {"found_r": float(first["r"]), "loso_r": float(first.get("loso_r", np.nan))}
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    """A group-stage TSV (empty when the stage found no cluster)."""
+    try:
+        return pd.read_csv(path, sep="\t")
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+
+
+def check_planted(bids_dir: str | Path, out_dir: str | Path) -> dict | None:
+    """Compare a finished group analysis of a simulated cohort with its ground truth.
+
+    Writes ``OUT/group/planted_vs_found.tsv`` (:func:`planted_vs_found` of
+    ``group/clusters.tsv`` and ``group/correlations.tsv``) and adds ``planted_found`` and
+    ``false_clusters`` to the summary of ``group/analysis.json``. Returns those two counts,
+    or None when ``BIDS_DIR/code/ground_truth.json`` does not exist (not a simulation).
+    """
+    truth = Path(bids_dir) / "code" / "ground_truth.json"
+    if not truth.exists():
+        return None
+    group = Path(out_dir) / "group"
+    table = planted_vs_found(json.loads(truth.read_text()),
+                             _read_table(group / "clusters.tsv"),
+                             _read_table(group / "correlations.tsv"), bids_dir)
+    write_text(group / "planted_vs_found.tsv", table.to_csv(sep="\t", index=False))
+    counts = {"planted_found": int(table["found"].sum()),
+              "false_clusters": int(table.attrs.get("false_clusters", 0))}
+    analysis_path = group / "analysis.json"
+    analysis = json.loads(analysis_path.read_text())
+    analysis.setdefault("summary", {}).update(counts)
+    write_json(analysis_path, analysis)
+    return counts

@@ -1,8 +1,10 @@
-"""Defaults of permutation inference, declared once (FSL randomise's where it has one).
+"""Defaults declared once, referred to by the functions, settings and command-line options.
 
-The engine (:mod:`microvba.stats.permutation`), the multi-contrast entry point
-(:mod:`microvba.stats.randomise`), the group stage's settings and the command-line options
-all refer to these names.
+Permutation inference (FSL randomise's values where it has one): the engine
+(:mod:`microvba.stats.permutation`), the multi-contrast entry point
+(:mod:`microvba.stats.randomise`), the group stage's settings and the ``randomise`` options.
+A module of constants only (no import), so that the command line can read it without
+loading the numerical stages.
 """
 
 #: permutations including the unpermuted data (FSL randomise ``-n``; smallest p = 1 / n)
