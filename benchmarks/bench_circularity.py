@@ -25,8 +25,8 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage, stats
 
-from microvba.simulate.region_cohort import simulate_region_cohort
 from microvba.regions.correlation import loso_r, partial_corr
+from microvba.simulate.region_cohort import simulate_region_cohort
 
 
 def _partial_r_map(Y: np.ndarray, score: np.ndarray, cov: np.ndarray) -> np.ndarray:

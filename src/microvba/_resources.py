@@ -183,7 +183,7 @@ def image_size_problem(path: str | Path, img, itemsize: int = 4) -> tuple[str, s
     return None
 
 
-def permutation_bytes(n_perm: int, n_images: int = 1, n_signs: int = 2, n_stats: int = 4,
+def permutation_bytes(n_perm: int, *, n_images: int = 1, n_signs: int = 2, n_stats: int = 4,
                       n_subjects: int = 0, n_voxels: int = 0) -> int:
     """Memory of a permutation run: the null distributions of the maxima (float64, one per
     image, sign, statistic and permutation, as :func:`microvba.stats.randomise_family` keeps

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from microvba._validation import InputError
 from microvba.cli import main
 from microvba.regions.correlation import partial_corr
 
@@ -110,3 +111,24 @@ def test_roi_stdout_and_errors(maps, shared_data, capsys):
     assert main(["roi", "--map", str(bad), "--region", "A23c", "--data-dir",
                  str(shared_data), "-q"]) == 2
     assert "not a readable NIfTI image" in capsys.readouterr().err
+
+
+def test_roi_analysis_library_matches_pingouin(maps, bn_atlas, tmp_path):
+    """The library function behind ``microvba roi``: region means computed here by hand, the
+    partial r against pingouin's, and ``save`` writing the table and its sidecar."""
+    pingouin = pytest.importorskip("pingouin")
+    from microvba.regions.roi import roi_analysis
+
+    folder, paths, _, tsv, level, region, vols = maps
+    res = roi_analysis(paths, bn_atlas, "A23c", hemisphere="L", participants=tsv,
+                       score="resilience", covariates=["age"], n_boot=50, seed=1)
+    np.testing.assert_allclose(res.table["mean"], [v[region].mean() for v in vols], atol=1e-6)
+    ref = pingouin.partial_corr(res.table, x="mean", y="resilience", covar=["age"])
+    assert res.correlation["r"] == pytest.approx(float(ref["r"].iloc[0]), abs=1e-10)
+    assert res.params["atlas"] == "brainnetome" and res.params["n_boot"] == 50
+    written = res.save(tmp_path / "roi.tsv")
+    assert [p.name for p in written] == ["roi.tsv", "roi.json"]
+    side = json.loads((tmp_path / "roi.json").read_text())
+    assert side["correlation"]["r"] == pytest.approx(res.correlation["r"])
+    with pytest.raises(InputError, match="--score needs --participants"):
+        roi_analysis(paths, bn_atlas, "A23c", score="resilience")

@@ -9,7 +9,6 @@ import pytest
 from scipy import stats
 
 from microvba._validation import InputError
-from microvba.simulate.region_cohort import simulate_region_cohort
 from microvba.regions.correlation import (
     IN_SAMPLE_NOTE,
     cluster_means,
@@ -19,6 +18,7 @@ from microvba.regions.correlation import (
     partial_corr,
     residualise,
 )
+from microvba.simulate.region_cohort import simulate_region_cohort
 
 
 @pytest.fixture

@@ -147,7 +147,7 @@ def check_image_file(path: str | Path, signal: bool = True, scaling: bool = Fals
 
 
 def check_image_data(path: Path, img: Any, problems: ProblemCollector,
-                     chunk_bytes: int = CHUNK_BYTES, signal: bool = True,
+                     *, chunk_bytes: int = CHUNK_BYTES, signal: bool = True,
                      scaling: bool = False) -> None:
     """Read ``path`` to its end once (:func:`~microvba.io.nifti.scan_nifti`) and report it.
 

@@ -283,7 +283,7 @@ def check_dataset_description(root: Path, problems: ProblemCollector) -> None:
                     ", ".join(recommended))
 
 
-def validate_dataset(bids_dir: str | Path, subjects: Sequence[Subject] | Sequence[str] |
+def validate_dataset(bids_dir: str | Path, *, subjects: Sequence[Subject] | Sequence[str] |
                      str | None = None, score: str | None = None,
                      covariates: Sequence[str] = (), check_images: bool = True,
                      session_label: Sequence[str] | str | None = None,

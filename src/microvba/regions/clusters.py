@@ -145,7 +145,7 @@ def _significant(stat: np.ndarray, corrp_img, alpha: float, threshold: float | N
 
 def cluster_table(stat_img: nib.spatialimages.SpatialImage,
                   mask_img: nib.spatialimages.SpatialImage | None = None,
-                  threshold: float | None = None,
+                  *, threshold: float | None = None,
                   corrp_img: nib.spatialimages.SpatialImage | None = None,
                   alpha: float = 0.05, connectivity: int = 26, min_distance_mm: float = 8.0,
                   two_sided: bool = False, min_voxels: int = 1, max_subpeaks: int = 3,

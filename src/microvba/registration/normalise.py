@@ -166,7 +166,7 @@ def _warp_maps(xfm: SubjectTransform, images: Mapping[str, nib.Nifti1Image],
 
 
 def normalise_subject(native_maps: Mapping[str, str | Path], out_dir: str | Path, prefix: str,
-                      t1w: str | Path | None = None, resolution: float = 2.0,
+                      *, t1w: str | Path | None = None, resolution: float = 2.0,
                       force: bool = False, n_threads: int | None = None) -> NormaliseResult:
     """Register one subject to the MNI template and write its maps in template space.
 

@@ -186,7 +186,7 @@ def tissue_fractions(gm: np.ndarray, wm: np.ndarray, csf: np.ndarray
 
 
 def fibre_directions(gm: np.ndarray, wm: np.ndarray, csf: np.ndarray,
-                     voxel_size: np.ndarray, sigma_mm: float = 4.0) -> np.ndarray:
+                     voxel_size: np.ndarray, *, sigma_mm: float = 4.0) -> np.ndarray:
     """Unit fibre directions ``shape + (3,)`` in voxel axes (see the module docstring)."""
     vox = np.asarray(voxel_size, dtype=float)
     contrast = ndimage.gaussian_filter((wm - csf).astype(np.float32), 0.5 * sigma_mm / vox)

@@ -131,7 +131,7 @@ def _true_tensors(sim: NoddiSimulator, params: dict[str, np.ndarray], mean_maps:
                                   p["delta_planar"])
 
 
-def simulate_cohort(out_dir: str | Path, n_subjects: int = 64, resolution: float | None = None,
+def simulate_cohort(out_dir: str | Path, *, n_subjects: int = 64, resolution: float | None = None,
                     full: bool = False, seed: int = 0, snr: float | None = None,
                     scheme: str | None = None, data_dir: str | Path | None = None,
                     effects: tuple[PlantedEffect, ...] = STUDY_EFFECTS,

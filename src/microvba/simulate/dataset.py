@@ -119,7 +119,7 @@ def _brain_subjects(resolution: float):
     return subject
 
 
-def simulate_dataset(out_dir: str | Path, n_subjects: int = 4, scheme: str = "dsi515",
+def simulate_dataset(out_dir: str | Path, *, n_subjects: int = 4, scheme: str = "dsi515",
                      shape: tuple[int, int, int] | None = None, seed: int = 0,
                      noise_snr: float | None = None, anatomy: str | None = None,
                      resolution: float = BRAIN_RESOLUTION_MM) -> Path:

@@ -160,7 +160,7 @@ def _resample_at(img: nib.spatialimages.SpatialImage, points_mm: np.ndarray,
 def random_warp(
     reference_img: nib.spatialimages.SpatialImage,
     rng: np.random.Generator,
-    max_displacement_mm: float = 4.0,
+    *, max_displacement_mm: float = 4.0,
     smoothness_mm: float = 20.0,
     rotation_deg: float = 5.0,
     translation_mm: float = 5.0,

@@ -102,7 +102,7 @@ class NoddiSimulator:
         return out
 
     def signal(self, icvf: np.ndarray, odi: np.ndarray, isovf: np.ndarray, mu: np.ndarray,
-               d_par: np.ndarray | float = 1.7e-3, delta_axial: np.ndarray | float = 0.0,
+               *, d_par: np.ndarray | float = 1.7e-3, delta_axial: np.ndarray | float = 0.0,
                delta_radial: np.ndarray | float = 0.0,
                delta_planar: np.ndarray | float = 0.0) -> np.ndarray:
         """Normalised signal :math:`S/S_0`, ``(n_vox, n_meas)`` float32.

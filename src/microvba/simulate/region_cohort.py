@@ -48,7 +48,7 @@ def region_noise_variance(shape, region: np.ndarray, sigma: float) -> float:
     return float(np.sum(lr ** 2) / region.sum() ** 2 / voxel_var)
 
 
-def simulate_region_cohort(n: int = 64, planted_r: float = 0.45, shape=(18, 18, 18),
+def simulate_region_cohort(n: int = 64, *, planted_r: float = 0.45, shape=(18, 18, 18),
                            region_size: int = 5, amplitude: float = 1.0,
                            smooth_vox: float = 1.0, seed: int = 0) -> RegionCohort:
     """Cohort with one cubic region whose mean correlates with the score at ``planted_r``."""

@@ -247,7 +247,7 @@ def _check_registration(prefix: str, norm) -> None:
 
 
 def run_participant(bids_dir: Path, out_dir: Path, settings: ParticipantSettings,
-                    participant_label: list[str] | None = None,
+                    *, participant_label: list[str] | None = None,
                     session_label: list[str] | None = None,
                     executor=None, dataset=None,
                     dwi_filter: str | list[str] | None = None) -> list[TaskResult]:

@@ -55,7 +55,7 @@ def _distance(peak: np.ndarray, points: np.ndarray) -> float:
 
 def planted_vs_found(truth: dict, clusters: pd.DataFrame, correlations: pd.DataFrame,
                      bids_dir: str | Path | None = None,
-                     max_distance_mm: float = 10.0) -> pd.DataFrame:
+                     *, max_distance_mm: float = 10.0) -> pd.DataFrame:
     """One row per planted effect (found or not, found r, peak distance), then one row per
     significant cluster outside the planted effects (``status`` expected or false)."""
     effects = truth.get("effects", [])
