@@ -20,3 +20,14 @@ TFCE_CONNECTIVITY = 6
 CLUSTER_THRESHOLD = 3.1
 #: cluster neighbourhood (FSL randomise: 26)
 CLUSTER_CONNECTIVITY = 26
+
+# NODDI (Zhang et al. 2012): the fit (:mod:`microvba.models.noddi`), the simulator
+# (:mod:`microvba.simulate.forward`), the participant stage's settings and the ``fit`` options
+#: intrinsic parallel diffusivity presets (mm^2/s): white and gray matter
+D_PAR_WM = 1.7e-3
+D_PAR_GM = 1.1e-3
+#: free-water diffusivity at body temperature (mm^2/s)
+D_ISO = 3.0e-3
+#: the ``--tissue`` presets of the intrinsic parallel diffusivity, and the default one
+TISSUE_D_PAR = {"wm": D_PAR_WM, "gm": D_PAR_GM}
+TISSUE = "wm"

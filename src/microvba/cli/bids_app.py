@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .._defaults import TISSUE_D_PAR
 from .._logging import get_logger
 from .._validation import InputError, check_output_dir, check_output_placement
 from ..io.derivatives import METRICS, PARAM_MODEL, SPACE_MNI
@@ -125,7 +126,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     fit.add_argument("--models", type=parse_models, default=list(pdef["models"]),
                      help="comma-separated models: " + ", ".join(registry.REGISTRY)
                           + " (gqi and mapmri need a DSI grid or several shells)")
-    fit.add_argument("--tissue", choices=["wm", "gm"], default=pdef["tissue"],
+    fit.add_argument("--tissue", choices=list(TISSUE_D_PAR), default=pdef["tissue"],
                      help="NODDI intrinsic-diffusivity preset: wm = 1.7e-3, gm = 1.1e-3 mm^2/s")
     fit.add_argument("--d-par", type=diffusivity, default=pdef["d_par"],
                      help="NODDI intrinsic parallel diffusivity in mm^2/s (overrides --tissue)")

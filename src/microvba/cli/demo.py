@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from .._defaults import N_PERM
 from .._logging import get_logger
 from ._types import parse_models
 
@@ -82,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
             return 1
         settings = GroupSettings(
             score="resilience", covariates=("age", "sex", "education", "severity"),
-            n_perm=args.n_perm or (5000 if args.full else 1000), seed=args.seed,
+            n_perm=args.n_perm or (N_PERM if args.full else 1000), seed=args.seed,
             fwhm=6.0, resolution=resolution, decode=not args.no_decode,
             data_dir=str(args.data_dir) if args.data_dir else None,
             metrics=tuple(m for name in models for m in registry.get(name).metrics))

@@ -6,6 +6,7 @@ import argparse
 from dataclasses import fields
 from pathlib import Path
 
+from .._defaults import TISSUE_D_PAR
 from .._validation import InputError, check_output_dir
 from ..models import registry
 from ..workflows.participant import ParticipantSettings
@@ -31,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated models: " + ", ".join(registry.REGISTRY)
                              + " (gqi: QA, GFA, ISO; mapmri: RTOP, RTAP, RTPP, MSD, NG; "
                                "both need a DSI grid or several shells)")
-    parser.add_argument("--tissue", choices=["wm", "gm"], default=_PDEF["tissue"],
+    parser.add_argument("--tissue", choices=list(TISSUE_D_PAR), default=_PDEF["tissue"],
                         help="NODDI intrinsic-diffusivity preset: wm = 1.7e-3, gm = 1.1e-3 "
                              "mm^2/s")
     parser.add_argument("--d-par", type=diffusivity, default=None,

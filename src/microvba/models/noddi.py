@@ -29,6 +29,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from .._defaults import D_ISO, D_PAR_GM, D_PAR_WM  # presets, declared once (mm^2/s)
 from .gradients import antipodal_groups, check_data
 from .noise import (
     METHODS,
@@ -45,12 +46,6 @@ from .watson import (
     watson_tau,
     watson_zeppelin_signal,
 )
-
-#: intrinsic parallel diffusivity presets (mm^2/s)
-D_PAR_WM = 1.7e-3
-D_PAR_GM = 1.1e-3
-#: free-water diffusivity at body temperature (mm^2/s)
-D_ISO = 3.0e-3
 
 __all__ = ["D_ISO", "D_PAR_GM", "D_PAR_WM", "kappa_to_odi", "noddi_signal", "odi_to_kappa"]
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import _defaults
 from .._logging import get_logger
 from .._provenance import is_up_to_date, make_sidecar, save_nifti, write_json
 from .._validation import InputError, check_choice
@@ -20,13 +21,13 @@ from ..io.derivatives import image_like, sidecar_path
 from ..io.gradients import no_b0_problem, non_unit_problem, read_bvals, read_bvecs
 from .dti import TensorModel
 from .gradients import GradientTable
-from .noddi import D_ISO, D_PAR_GM, D_PAR_WM, NoddiModel
+from .noddi import D_ISO, NoddiModel
 from .registry import DEFAULT_MODELS, REGISTRY, model_of_map, model_options
 
 log = get_logger(__name__)
 
 MODELS = DEFAULT_MODELS  # fitted by default; every registry model can be asked for
-TISSUE_D_PAR = {"wm": D_PAR_WM, "gm": D_PAR_GM}
+TISSUE_D_PAR = _defaults.TISSUE_D_PAR
 
 
 def map_filename(prefix: str, model: str, param: str, desc: str | None = None) -> str:
@@ -185,7 +186,8 @@ def _parameters(models, d_par, d_iso, tissue, dti_bmax, dti_method, denoise, mas
 
 def fit_image(dwi_path: str | Path, bval_path: str | Path, bvec_path: str | Path,
               out_dir: str | Path, prefix: str, mask_path: str | Path | None = None,
-              models: Sequence[str] = MODELS, d_par: float | None = None, tissue: str = "wm",
+              models: Sequence[str] = MODELS, d_par: float | None = None,
+              tissue: str = _defaults.TISSUE,
               d_iso: float = D_ISO, dti_bmax: float = 1750.0, dti_method: str = "wls",
               denoise: bool = False, force: bool = False,
               sources: Sequence[str | Path] | None = None, noddi_s0: str = "auto",

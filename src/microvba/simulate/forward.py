@@ -46,10 +46,10 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from .._defaults import D_ISO
 from ..models.watson import odi_to_kappa, watson_tau
 from .schemes import fibonacci_hemisphere
 
-D_ISO = 3.0e-3
 #: quadrature orientations on the hemisphere
 N_QUADRATURE = 1000
 #: voxels per block (bounds the (voxels, orientations) weight array to ~32 MB float32)

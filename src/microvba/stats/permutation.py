@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import _defaults
 from .._logging import get_logger, progress
 from .._validation import InputError, check_positive_int
 from ._kernels import count_exceed, freedman_lane_t
@@ -292,14 +293,14 @@ def _randomise_images(
     contrast: np.ndarray,
     mask: np.ndarray,
     *,
-    n_perm: int = 5000,
-    seed: int = 0,
+    n_perm: int = _defaults.N_PERM,
+    seed: int = _defaults.SEED,
     tfce: bool = True,
-    tfce_H: float = 2.0,
-    tfce_E: float = 0.5,
-    tfce_connectivity: int = 6,
-    cluster_threshold: float | None = 3.1,
-    cluster_connectivity: int = 26,
+    tfce_H: float = _defaults.TFCE_H,
+    tfce_E: float = _defaults.TFCE_E,
+    tfce_connectivity: int = _defaults.TFCE_CONNECTIVITY,
+    cluster_threshold: float | None = _defaults.CLUSTER_THRESHOLD,
+    cluster_connectivity: int = _defaults.CLUSTER_CONNECTIVITY,
     exchangeability_blocks: np.ndarray | None = None,
     two_sided: bool = True,
     batch_map: BatchMap | None = None,
@@ -468,14 +469,14 @@ def randomise(
     contrast: np.ndarray,
     mask: np.ndarray,
     *,
-    n_perm: int = 5000,
-    seed: int = 0,
+    n_perm: int = _defaults.N_PERM,
+    seed: int = _defaults.SEED,
     tfce: bool = True,
-    tfce_H: float = 2.0,
-    tfce_E: float = 0.5,
-    tfce_connectivity: int = 6,
-    cluster_threshold: float | None = 3.1,
-    cluster_connectivity: int = 26,
+    tfce_H: float = _defaults.TFCE_H,
+    tfce_E: float = _defaults.TFCE_E,
+    tfce_connectivity: int = _defaults.TFCE_CONNECTIVITY,
+    cluster_threshold: float | None = _defaults.CLUSTER_THRESHOLD,
+    cluster_connectivity: int = _defaults.CLUSTER_CONNECTIVITY,
     exchangeability_blocks: np.ndarray | None = None,
     two_sided: bool = True,
     batch_map: BatchMap | None = None,

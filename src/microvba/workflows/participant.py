@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import _defaults
 from .._logging import get_logger
 from .._provenance import (
     _tmp_prefix,
@@ -47,9 +48,9 @@ class ParticipantSettings:
     """What the participant stage computes (recorded with every run)."""
 
     models: tuple[str, ...] = ("tensor", "noddi")
-    tissue: str = "wm"
+    tissue: str = _defaults.TISSUE
     d_par: float | None = None
-    d_iso: float = 3.0e-3
+    d_iso: float = _defaults.D_ISO
     dti_bmax: float = 1750.0
     dti_method: str = "wls"
     denoise: bool = False
@@ -84,7 +85,7 @@ def check_participant_settings(s: ParticipantSettings) -> None:
         raise InputError(f"--models must be a comma-separated list of names; got {s.models!r}",
                          file="--models", fix=f"Pass e.g. --models {','.join(KNOWN_MODELS)}.")
     check_option_choice("--models", s.models, KNOWN_MODELS)
-    check_option_choice("--tissue", s.tissue, ("wm", "gm"))
+    check_option_choice("--tissue", s.tissue, tuple(_defaults.TISSUE_D_PAR))
     check_option_choice("--dti-method", s.dti_method, ("wls", "ols"))
     d_iso = check_option_number("--d-iso", s.d_iso, 1e-4, 5e-3, unit="mm^2/s",
                                 hint="free water at body temperature is 3.0e-3")
