@@ -211,3 +211,21 @@ def test_bad_inputs(cohort):
         cluster_means(np.zeros((3, 2, 2, 4)), np.ones((2, 2, 2)))
     with pytest.raises(InputError, match="3 subject labels for 4 images"):
         cluster_means(np.zeros((2, 2, 2, 4)), np.ones((2, 2, 2)), subjects=list("abc"))
+
+
+def test_covariate_dummies_equal_pandas_get_dummies():
+    """The one dummy coding (stats.design.dummy_code) gives the covariate matrix pandas'
+    ``get_dummies(drop_first=True)`` gives; a missing category leaves the subject out."""
+    from microvba.regions.correlation import covariate_matrix
+
+    rng = np.random.default_rng(3)
+    n = 30
+    df = pd.DataFrame({"age": rng.normal(size=n), "sex": rng.choice(["F", "M"], n),
+                       "edu": rng.normal(size=n), "site": rng.choice(["a", "b", "c"], n),
+                       "flag": rng.choice([True, False], n)})
+    df.loc[3, "site"] = np.nan
+    df.loc[5, "age"] = np.nan
+    cat = ["sex", "site", "flag"]
+    ref = pd.get_dummies(df, columns=cat, drop_first=True, dtype=float)
+    ref.loc[df[cat].isna().any(axis=1).to_numpy()] = np.nan
+    np.testing.assert_array_equal(covariate_matrix(df, n), ref.to_numpy(float))

@@ -94,14 +94,14 @@ def covariate_matrix(covariates: pd.DataFrame | np.ndarray | None, n: int) -> np
     if isinstance(covariates, pd.Series):
         covariates = covariates.to_frame()
     if isinstance(covariates, pd.DataFrame):
-        cols = []
-        for name in covariates.columns:
-            column = covariates[name]
-            if is_categorical(column):
-                cols.append(dummy_code(column, str(name))[0])
-            else:
-                cols.append(column.to_numpy(dtype=float)[:, None])
+        # numeric columns as they are, then the dummies of the categorical ones
+        cat = [name for name in covariates.columns if is_categorical(covariates[name])]
+        cols = [covariates[name].to_numpy(dtype=float)[:, None]
+                for name in covariates.columns if name not in cat]
+        cols += [dummy_code(covariates[name], str(name))[0] for name in cat]
         c = np.column_stack(cols) if cols else np.empty((len(covariates), 0))
+        if cat:  # a subject missing a category is missing from the analysis
+            c[covariates[cat].isna().any(axis=1).to_numpy()] = np.nan
     else:
         c = np.asarray(covariates, dtype=float)
     if c.ndim == 1:
