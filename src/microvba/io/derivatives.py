@@ -1,15 +1,44 @@
-"""BIDS-derivatives names and the ``dataset_description.json`` of an output folder.
+"""The output contract: every derivative name, table column and ``analysis.json`` key.
+
+One module owns the spelling of what microvba writes; every stage writes through it and the
+report reads through it, so a name cannot drift between a writer and its reader (a test
+greps ``src/`` for these fragments outside this module). Names and columns are those of
+microvba 0.1 (users' scripts read them); ``tests/io/test_contract.py`` pins them.
+
+Layout of an output folder ``OUT`` (``<p>`` = ``sub-<label>[_ses-<label>]``)::
+
+    OUT/dataset_description.json
+    OUT/sub-<label>[/ses-<label>]/dwi/
+        <p>_space-orig_model-<model>_param-<param>_dwimap.nii.gz (+ .json)   native maps
+        <p>_space-orig_desc-brain_mask.nii.gz, <p>_space-orig_desc-meanb0_dwiref.nii.gz
+        <p>_space-<MNI>_model-<model>_param-<param>_dwimap.nii.gz (+ .json) normalised maps
+        <p>_space-<MNI>_desc-brain_mask.nii.gz, <p>_space-<MNI>_desc-registration_qc.json
+        <p>_from-dwi_to-<MNI>_{mode-image_xfm.json,desc-warp_xfm.nii.gz,desc-affine_xfm.mat}
+    OUT/sub-<label>/figures/<p>_space-<MNI>_desc-qc_dwimap.png             registration QC
+    OUT/group/analysis.json, participants.tsv, qc.tsv, clusters.tsv, correlations.tsv,
+              planted_vs_found.tsv (simulations), report.html,
+              space-<MNI>_desc-gm_mask.nii.gz
+    OUT/group/<metric>/<metric>_<map>.nii.gz, <metric>_randomise.json   randomise names
+    OUT/group/<metric>/<metric>_<pos|neg>_{clusters.tsv,cluster-labels.tsv,
+              cluster-means.tsv,correlations.tsv,clusters.nii.gz,regions.json,
+              cluster-<k>_scatter.png}
+    OUT/group/npc/npc-<function>_<map>.nii.gz, npc_clusters.tsv
+    OUT/group/decoding/<metric>_<pos|neg>_cluster-<k>_vocab-<v>_{decoding.tsv,
+              mapdecoding.tsv,bar.png,polar.png}, <metric>_<pos|neg>_decoding.json
 
 Map names follow the BIDS diffusion-derivatives proposal (BEP016):
-``sub-<label>[_ses-<label>]_space-<space>_model-<model>_param-<param>_dwimap.nii.gz``.
+``sub-<label>[_ses-<label>]_space-<space>_model-<model>_param-<param>_dwimap.nii.gz``;
+statistic maps follow FSL randomise (``<prefix>_tfce_corrp_tstat1.nii.gz``: 1 - p).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from .. import __version__
 from .._provenance import write_json
+from .._validation import InputError
 
 SPACE_NATIVE = "orig"
 #: nilearn ships the ICBM152 2009a nonlinear symmetric template (mni_icbm152_*_tal_nlin_sym_09a)
@@ -119,3 +148,328 @@ def write_dataset_description(out_dir: str | Path, source: str | Path | None = N
     if source is not None:
         desc["SourceDatasets"] = [{"URL": Path(source).resolve().as_uri()}]
     return write_json(Path(out_dir) / "dataset_description.json", desc)
+
+
+# =============================================================================== the contract
+# --------------------------------------------------------------------- per-subject names
+#: suffixes and ``desc-`` labels of the participant stage's files
+DESC_BRAIN_MASK = "brain"
+DESC_QC = "qc"
+
+
+def space_prefix(prefix: str, space: str = SPACE_NATIVE) -> str:
+    """``<prefix>_space-<space>`` (``sub-01_space-orig``): the prefix of a subject's maps."""
+    return f"{prefix}_space-{space}"
+
+
+def model_map_name(prefix: str, model: str, param: str, desc: str | None = None) -> str:
+    """``{prefix}[_desc-{desc}]_model-{model}_param-{param}_dwimap.nii.gz`` (a fitted map).
+
+    >>> model_map_name("sub-01_space-orig", "noddi", "icvf")
+    'sub-01_space-orig_model-noddi_param-icvf_dwimap.nii.gz'
+    """
+    d = f"_desc-{desc}" if desc else ""
+    return f"{prefix}{d}_model-{model}_param-{param}_dwimap.nii.gz"
+
+
+def model_of_name(name: str) -> str | None:
+    """The ``model-`` entity of a map name (``None`` when it has none)."""
+    for part in Path(name).name.split("_"):
+        if part.startswith("model-") and len(part) > len("model-"):
+            return part[len("model-"):]
+    return None
+
+
+def brain_mask_name(prefix: str) -> str:
+    """``{prefix}_desc-brain_mask.nii.gz`` (valid voxels of a subject, native or MNI)."""
+    return f"{prefix}_desc-{DESC_BRAIN_MASK}_mask.nii.gz"
+
+
+def meanb0_name(prefix: str) -> str:
+    """``{prefix}_desc-meanb0_dwiref.nii.gz``: the mean b=0 image (registration contrast)."""
+    return f"{prefix}_desc-meanb0_dwiref.nii.gz"
+
+
+def combined_dwi_stem(prefix: str) -> str:
+    """``{prefix}_desc-combined_dwi``: work files of several concatenated DWI series."""
+    return f"{prefix}_desc-combined_dwi"
+
+
+def registration_qc_name(prefix: str, space: str = SPACE_MNI) -> str:
+    """``{prefix}_space-{space}_desc-registration_qc.json`` (similarity to the template)."""
+    return f"{space_prefix(prefix, space)}_desc-registration_qc.json"
+
+
+def qc_mosaic_name(prefix: str, space: str = SPACE_MNI) -> str:
+    """``{prefix}_space-{space}_desc-qc_dwimap.png`` (registration QC mosaic)."""
+    return f"{space_prefix(prefix, space)}_desc-{DESC_QC}_dwimap.png"
+
+
+def qc_mosaic_path(out_dir: str | Path, prefix: str, space: str = SPACE_MNI) -> Path:
+    """``OUT/sub-<label>/figures/<qc_mosaic_name>`` (``prefix`` = ``sub-<label>[_ses-..]``)."""
+    return Path(out_dir) / prefix.split("_")[0] / "figures" / qc_mosaic_name(prefix, space)
+
+
+def xfm_names(prefix: str, space: str) -> dict[str, str]:
+    """Names of the saved registration: ``json`` index, ``warp``, ``affine``, ``rigid``."""
+    to = f"{prefix}_from-dwi_to-{space}"
+    return {"json": f"{to}_mode-image_xfm.json", "warp": f"{to}_desc-warp_xfm.nii.gz",
+            "affine": f"{to}_desc-affine_xfm.mat",
+            "rigid": f"{prefix}_from-dwi_to-T1w_desc-rigid_xfm.mat"}
+
+
+def dwi_series_log_name(prefix: str) -> str:
+    """``logs/<prefix>_dwi-series.json``: how several DWI series were combined."""
+    return f"{prefix}_dwi-series.json"
+
+
+# --------------------------------------------------------------------- group folder
+GROUP_DIR = "group"
+ANALYSIS_JSON = "analysis.json"
+GROUP_PARTICIPANTS_TSV = "participants.tsv"
+QC_TSV = "qc.tsv"
+CLUSTERS_TSV = "clusters.tsv"
+CORRELATIONS_TSV = "correlations.tsv"
+PLANTED_TSV = "planted_vs_found.tsv"
+REPORT_HTML = "report.html"
+DECODING_DIR = "decoding"
+NPC_DIR = "npc"
+NPC_CLUSTERS_TSV = "npc_clusters.tsv"
+PARTICIPANT_SETTINGS_JSON = "participant_settings.json"
+LOGS_DIR = "logs"
+
+
+def group_dir(out_dir: str | Path) -> Path:
+    """``OUT/group``."""
+    return Path(out_dir) / GROUP_DIR
+
+
+def group_mask_name(space: str = SPACE_MNI) -> str:
+    """``space-<space>_desc-gm_mask.nii.gz``: the gray-matter analysis mask."""
+    return f"space-{space}_desc-gm_mask.nii.gz"
+
+
+def npc_prefix(function: str) -> str:
+    """``npc-<function>``: prefix of the NPC maps of one combining function."""
+    return f"npc-{function}"
+
+
+# --------------------------------------------------------------------- randomise maps
+#: statistics of a permutation analysis, most preferred correction first
+STATS: tuple[str, ...] = ("tfce", "vox", "clustere", "clusterm")
+#: the t map's own name token and the "no statistic" entry of :data:`STATS`
+TSTAT = "tstat"
+#: FWE-corrected 1 - p within the map / over a family of maps
+CORRP, FAMCORRP = "corrp", "famcorrp"
+LOGP, FAMLOGP = "logp", "famlogp"
+#: one-sided contrasts of a group analysis: 1 tests +score, 2 tests -score
+SIGNS: tuple[str, ...] = ("+", "-")
+CONTRAST_OF_SIGN = {"+": 1, "-": 2}
+SIGN_TAG = {"+": "pos", "-": "neg"}
+
+
+def tstat_key(contrast: int = 1) -> str:
+    """``tstat<k>``: the t map of contrast ``k``."""
+    return f"{TSTAT}{contrast}"
+
+
+def stat_key(stat: str, contrast: int = 1) -> str:
+    """``<stat>_tstat<k>`` (``tfce_tstat1``): a statistic map of contrast ``k``."""
+    return f"{stat}_{tstat_key(contrast)}"
+
+
+def corrp_key(stat: str, contrast: int = 1, *, family: bool = False) -> str:
+    """``<stat>_corrp_tstat<k>`` (``_famcorrp_`` for the family-wise map): 1 - FWE p."""
+    return f"{stat}_{FAMCORRP if family else CORRP}_{tstat_key(contrast)}"
+
+
+def logp_key(stat: str, contrast: int = 1, *, family: bool = False) -> str:
+    """``<stat>_logp_tstat<k>`` (``_famlogp_``): -log10 of the FWE p."""
+    return f"{stat}_{FAMLOGP if family else LOGP}_{tstat_key(contrast)}"
+
+
+def map_key_kind(key: str, kind: str, family: bool = False) -> str:
+    """Rename a ``<stat>_corrp_tstat<k>``/``<stat>_logp_tstat<k>`` key to its family
+    spelling (``famcorrp``/``famlogp``) or keep it."""
+    if not family:
+        return key
+    return key.replace(f"_{CORRP}_", f"_{FAMCORRP}_").replace(f"_{LOGP}_", f"_{FAMLOGP}_")
+
+
+def renumber_key(key: str, contrast: int) -> str:
+    """``tfce_corrp_tstat1`` -> ``tfce_corrp_tstat<k>`` (FSL numbers outputs by contrast)."""
+    head, sep, _ = key.rpartition(TSTAT)
+    return f"{head}{sep}{contrast}" if sep else key
+
+
+def randomise_map_name(prefix: str, key: str) -> str:
+    """``<prefix>_<key>.nii.gz`` (``fa_tfce_corrp_tstat1.nii.gz``)."""
+    return f"{prefix}_{key}.nii.gz"
+
+
+def randomise_sidecar_name(prefix: str) -> str:
+    """``<prefix>_randomise.json``: settings and methods of one permutation analysis."""
+    return f"{prefix}_randomise.json"
+
+
+# --------------------------------------------------------------------- regions follow-up
+#: what :meth:`microvba.regions.followup.RegionsResult.save` writes, per ``<tag>``
+REGION_FILES: dict[str, str] = {
+    "clusters": "clusters.tsv", "labels": "cluster-labels.tsv", "means": "cluster-means.tsv",
+    "correlations": "correlations.tsv", "label_img": "clusters.nii.gz",
+    "sidecar": "regions.json"}
+
+
+def sign_tag(sign: str) -> str:
+    """``pos``/``neg`` of a sign (``+``/``-``); an error for any other spelling."""
+    return SIGN_TAG[parse_sign(sign)]
+
+
+def parse_sign(value: object, file: str | Path = "sign") -> str:
+    """The one spelling of a direction: ``+`` or ``-`` (the ``sign`` column of every table).
+
+    Raises
+    ------
+    InputError
+        For any other value (a table written by another tool or an edited one).
+    """
+    text = str(value).strip()
+    if text not in SIGNS:
+        raise InputError(f"the sign {value!r} is not one of {', '.join(SIGNS)}", file=file,
+                         fix="Re-run the group stage: its tables write the sign as + or -.")
+    return text
+
+
+def region_tag(metric: str, sign: str) -> str:
+    """``<metric>_<pos|neg>`` (``fa_pos``): the prefix of one metric and direction."""
+    return f"{metric}_{sign_tag(sign)}"
+
+
+def region_file(tag: str, what: str) -> str:
+    """``<tag>_<file>`` of :data:`REGION_FILES` (``fa_pos_clusters.tsv``)."""
+    return f"{tag}_{REGION_FILES[what]}"
+
+
+def cluster_figure_key(cluster_id: object) -> str:
+    """``cluster-<k>``: one cluster's entity (figures, decoding stems)."""
+    return f"cluster-{int(float(cluster_id))}"
+
+
+def scatter_name(tag: str, figure_key: str) -> str:
+    """``<tag>_cluster-<k>_scatter.png``: residualised metric vs score of one cluster."""
+    return f"{tag}_{figure_key}_scatter.png"
+
+
+def cluster_mean_column(cluster_id: object) -> str:
+    """``cluster_<k>``: column of one cluster's per-subject mean in ``cluster-means.tsv``."""
+    return f"cluster_{int(float(cluster_id))}"
+
+
+# --------------------------------------------------------------------- decoding
+VOCABULARIES: tuple[str, ...] = ("lda50", "terms")
+#: kinds of decoding table: ROI association and unthresholded-map correlation
+DECODING, MAP_DECODING = "decoding", "mapdecoding"
+FIGURE_KINDS: tuple[str, ...] = ("bar", "polar")
+
+
+def decoding_stem(prefix: str, vocabulary: str, cluster_id: object | None = None) -> str:
+    """``<prefix>[_cluster-<k>]_vocab-<v>``: one decoded ROI in one vocabulary."""
+    cl = f"_{cluster_figure_key(cluster_id)}" if cluster_id is not None else ""
+    return f"{prefix}{cl}_vocab-{vocabulary}"
+
+
+def decoding_table_name(stem: str, kind: str = DECODING) -> str:
+    """``<stem>_decoding.tsv`` / ``<stem>_mapdecoding.tsv``."""
+    return f"{stem}_{kind}.tsv"
+
+
+def decoding_figure_name(stem: str, figure: str, kind: str = DECODING) -> str:
+    """``<stem>_bar.png`` / ``<stem>_polar.png`` (``<stem>_map_bar.png`` for a map decoded
+    by the ``decode`` subcommand)."""
+    return f"{stem}{'_map' if kind == MAP_DECODING else ''}_{figure}.png"
+
+
+def decoding_sidecar_name(stem: str) -> str:
+    """``<stem>_decoding.json``: parameters of one decoding call."""
+    return f"{stem}_{DECODING}.json"
+
+
+def dropped_features_name(stem: str) -> str:
+    """``<stem>_dropped-features.tsv``: the vocabulary's features without a map."""
+    return f"{stem}_dropped-features.tsv"
+
+
+# --------------------------------------------------------------------- table columns
+#: ``<tag>_clusters.tsv`` of one map: one row per cluster (regions/clusters.py)
+CLUSTER_COLUMNS: tuple[str, ...] = (
+    "cluster_id", "tail", "n_voxels", "volume_mm3", "peak_stat", "peak_x", "peak_y", "peak_z",
+    "com_x", "com_y", "com_z", "n_subpeaks", "subpeaks")
+#: where the follow-up inserts the metric and the sign (after ``cluster_id``)
+METRIC, SIGN, CLUSTER_ID, REGION = "metric", "sign", "cluster_id", "region"
+PEAK_XYZ: tuple[str, ...] = ("peak_x", "peak_y", "peak_z")
+#: ``clusters.tsv``: the columns every row has (atlas columns follow, :func:`atlas_columns`)
+GROUP_CLUSTER_COLUMNS: tuple[str, ...] = (
+    CLUSTER_ID, METRIC, SIGN, *CLUSTER_COLUMNS[1:])
+#: ``<tag>_cluster-labels.tsv``: percentage of each cluster in each atlas label (long)
+CLUSTER_LABEL_COLUMNS: tuple[str, ...] = (
+    "cluster_id", "atlas", "label_id", "label", "n_voxels", "percent", "rank")
+#: ``<tag>_correlations.tsv`` and ``correlations.tsv`` (+ metric, sign)
+CORRELATION_COLUMNS: tuple[str, ...] = (
+    "cluster_id", "method", "n", "k", "r", "ci_low", "ci_high", "p", "q_fdr", "boot_ci_low",
+    "boot_ci_high", "loso_r", "loso_ci_low", "loso_ci_high", "loso_p", "loso_n", "loso_rank",
+    "loso_mean_overlap", "r_interpretation")
+#: ``npc/npc_clusters.tsv``
+NPC_CLUSTER_COLUMNS: tuple[str, ...] = (
+    "combining", "cluster", "n_voxels", "peak_z", "peak_x", "peak_y", "peak_z_mm", "min_p_fwe")
+#: ``qc.tsv``: participant_id, the similarity measures of the QC JSON, then ``outlier``
+PARTICIPANT_ID, OUTLIER = "participant_id", "outlier"
+#: ``<stem>_decoding.tsv`` (ROI association), in this order
+DECODING_COLUMNS: tuple[str, ...] = (
+    "feature", "label", "log_odds", "z", "p", "q", "p_null", "q_null", "significant")
+#: ``planted_vs_found.tsv`` (simulations): the columns the report shows
+PLANTED_COLUMNS: tuple[str, ...] = (
+    "region", "metric", "sign", "planted_r", "found", "found_r", "peak_distance_mm")
+#: ``roi`` subcommand table
+ROI_COLUMNS: tuple[str, ...] = ("map", "participant", "volume", "region", "n_voxels", "mean")
+
+
+def atlas_columns(atlas: str) -> tuple[str, str, str]:
+    """Columns an atlas adds to ``clusters.tsv``: ``<atlas>`` (percent of the cluster per
+    label), ``<atlas>_top`` (its main label) and ``peak_<atlas>`` (label at the peak)."""
+    return atlas, f"{atlas}_top", f"peak_{atlas}"
+
+
+def atlases_in(columns: Iterable[str]) -> list[str]:
+    """The atlases whose three :func:`atlas_columns` a cluster table holds, in its order (a
+    new atlas appears here without any change to the reader)."""
+    cols = list(columns)
+    return [c for c in cols if all(x in cols for x in atlas_columns(c))]
+
+
+def check_columns(columns: Iterable[str], required: Sequence[str], file: str | Path) -> None:
+    """Refuse a table whose columns lack any of ``required`` (a renamed or missing column is
+    an error, never blank cells).
+
+    Raises
+    ------
+    InputError
+        Naming the file, the missing columns and the columns it has.
+    """
+    have = [str(c) for c in columns]
+    missing = [c for c in required if c not in have]
+    if missing:
+        raise InputError(
+            f"the table lacks the column(s) {', '.join(missing)} (it has: "
+            f"{', '.join(have) or 'none'})", file=file,
+            fix="Re-run the stage that writes it (microvba ... group); tables written by "
+                "another version or edited by hand are not read.")
+
+
+# --------------------------------------------------------------------- analysis.json
+#: keys the group stage adds to its settings (``asdict(GroupSettings)``) in analysis.json
+ANALYSIS_EXTRA_KEYS: tuple[str, ...] = (
+    "family_method", "subjects", "excluded_outliers", "space", "design_columns",
+    "SoftwareVersions", "summary")
+#: keys of ``analysis["summary"]`` (``npc``, ``planted_found``/``false_clusters`` when present)
+SUMMARY_KEYS: tuple[str, ...] = ("n_subjects", "n_voxels", "metrics", "family", "n_clusters")
+SUMMARY_OPTIONAL_KEYS: tuple[str, ...] = ("npc", "planted_found", "false_clusters")
