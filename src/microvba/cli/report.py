@@ -15,10 +15,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .._validation import InputError
+    from ..io import derivatives
     from ..report import build_report
 
-    group = Path(args.output_dir) / "group"
-    if Path(args.output_dir).is_dir() and not (group / "analysis.json").is_file():
+    group = derivatives.group_dir(args.output_dir)
+    if Path(args.output_dir).is_dir() and not (group / derivatives.ANALYSIS_JSON).is_file():
         raise InputError("no group results to report (group/analysis.json is missing)",
                          file=args.output_dir,
                          fix="Run the group stage first: microvba BIDS_DIR OUTPUT_DIR group "
