@@ -418,6 +418,15 @@ CORRELATION_COLUMNS: tuple[str, ...] = (
     "cluster_id", "method", "n", "k", "r", "ci_low", "ci_high", "p", "q_fdr", "boot_ci_low",
     "boot_ci_high", "loso_r", "loso_ci_low", "loso_ci_high", "loso_p", "loso_n", "loso_rank",
     "loso_mean_overlap", "r_interpretation")
+#: keys of :func:`microvba.regions.correlation.partial_corr`'s result (the statistics
+#: columns of the correlation tables and of the ``roi`` sidecar)
+PARTIAL_CORR_KEYS: tuple[str, ...] = (
+    "n", "k", "dof", "r", "ci_low", "ci_high", "p", "boot_ci_low", "boot_ci_high", "method")
+#: the leave-one-subject-out columns of the correlation tables
+LOSO_COLUMNS: tuple[str, ...] = CORRELATION_COLUMNS[11:18]
+#: the first five LOSO columns hold these keys of the held-out partial correlation
+LOSO_OF_PARTIAL: dict[str, str] = dict(zip(LOSO_COLUMNS[:5], ("r", "ci_low", "ci_high", "p",
+                                                               "n"), strict=True))
 #: ``npc/npc_clusters.tsv``
 NPC_CLUSTER_COLUMNS: tuple[str, ...] = (
     "combining", "cluster", "n_voxels", "peak_z", "peak_x", "peak_y", "peak_z_mm", "min_p_fwe")
@@ -425,12 +434,18 @@ NPC_CLUSTER_COLUMNS: tuple[str, ...] = (
 PARTICIPANT_ID, OUTLIER = "participant_id", "outlier"
 #: ``<stem>_decoding.tsv`` (ROI association), in this order
 DECODING_COLUMNS: tuple[str, ...] = (
-    "feature", "label", "log_odds", "z", "p", "q", "p_null", "q_null", "significant")
+    "feature", "label", "n_selected", "p_roi_given_feature", "p_roi_given_other", "log_odds",
+    "z", "p", "p_method", "q", "p_perm", "p_null", "q_null", "r", "significant")
+#: ``<stem>_mapdecoding.tsv`` (correlation of an unthresholded map with each feature's map)
+MAP_DECODING_COLUMNS: tuple[str, ...] = (
+    "feature", "label", "n_selected", "r", "p_perm", "p_null", "q_null", "significant")
+#: ``<stem>_dropped-features.tsv``: features of the vocabulary without an association map
+DROPPED_FEATURE_COLUMNS: tuple[str, ...] = ("feature", "n_selected", "reason", "label")
 #: ``planted_vs_found.tsv`` (simulations): the columns the report shows
 PLANTED_COLUMNS: tuple[str, ...] = (
     "region", "metric", "sign", "planted_r", "found", "found_r", "peak_distance_mm")
-#: ``roi`` subcommand table
-ROI_COLUMNS: tuple[str, ...] = ("map", "participant", "volume", "region", "n_voxels", "mean")
+#: ``roi`` subcommand table (then the score and covariates when given)
+ROI_COLUMNS: tuple[str, ...] = ("region", "map", "volume", "participant", "n_voxels", "mean")
 
 
 def atlas_columns(atlas: str) -> tuple[str, str, str]:
@@ -473,3 +488,26 @@ ANALYSIS_EXTRA_KEYS: tuple[str, ...] = (
 #: keys of ``analysis["summary"]`` (``npc``, ``planted_found``/``false_clusters`` when present)
 SUMMARY_KEYS: tuple[str, ...] = ("n_subjects", "n_voxels", "metrics", "family", "n_clusters")
 SUMMARY_OPTIONAL_KEYS: tuple[str, ...] = ("npc", "planted_found", "false_clusters")
+
+
+def voxel_key(kind: str, contrast: int = 1) -> str:
+    """``vox_<kind>_tstat<k>`` of the voxel-wise maps: ``p`` (1 - uncorrected p), ``unclogp``,
+    ``fdrp`` (1 - FDR q), ``fdrlogp``."""
+    return f"vox_{kind}_{tstat_key(contrast)}"
+
+
+# --------------------------------------------------------------------- simulation truth
+def truth_map_name(space: str, metric: str) -> str:
+    """``space-<space>_param-<metric>_desc-truth_dwimap.nii.gz``: a simulated cohort's
+    planted effect map (``BIDS/derivatives/truth``)."""
+    return f"space-{space}_param-{metric}_desc-truth_dwimap.nii.gz"
+
+
+def planted_seg_name(space: str) -> str:
+    """``space-<space>_desc-planted_dseg.nii.gz``: the planted regions of a simulation."""
+    return f"space-{space}_desc-planted_dseg.nii.gz"
+
+
+#: glob patterns of the two truth files (any space)
+TRUTH_MAP_GLOB = "*param-{metric}_desc-truth_*"
+PLANTED_SEG_GLOB = "*desc-planted_dseg.nii*"

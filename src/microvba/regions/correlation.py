@@ -71,6 +71,7 @@ import pandas as pd
 from scipy import stats
 
 from .._validation import InputError, check_choice, check_in_range
+from ..io import derivatives
 from .means import cluster_means, subject_matrix
 
 __all__ = ["IN_SAMPLE_NOTE", "METHODS", "bootstrap_ci", "cluster_means", "covariate_matrix",
@@ -244,9 +245,9 @@ def partial_corr(x, y, covariates: pd.DataFrame | np.ndarray | None = None,
     lo, hi = fisher_ci(r, n, k, ci) if np.isfinite(r) else (np.nan, np.nan)
     blo, bhi = (bootstrap_ci(x, y, c, method, ci, int(n_boot), seed) if n_boot
                 else (float("nan"), float("nan")))
-    return {"n": n, "k": k, "dof": n - k - 2, "r": r, "ci_low": lo, "ci_high": hi,
-            "p": _pvalue(r, n - k - 2) if np.isfinite(r) else float("nan"),
-            "boot_ci_low": blo, "boot_ci_high": bhi, "method": method}
+    p = _pvalue(r, n - k - 2) if np.isfinite(r) else float("nan")
+    return dict(zip(derivatives.PARTIAL_CORR_KEYS,
+                    (n, k, n - k - 2, r, lo, hi, p, blo, bhi, method), strict=True))
 
 
 def partial_corr_or_nan(x, y, covariates=None, method: str = "pearson", ci: float = 0.95,
@@ -257,8 +258,8 @@ def partial_corr_or_nan(x, y, covariates=None, method: str = "pearson", ci: floa
     n = int(np.isfinite(x).sum())
     if n - k - 3 < 1:
         nan = float("nan")
-        return {"n": n, "k": k, "dof": n - k - 2, "r": nan, "ci_low": nan, "ci_high": nan,
-                "p": nan, "boot_ci_low": nan, "boot_ci_high": nan, "method": method}
+        return dict(zip(derivatives.PARTIAL_CORR_KEYS,
+                        (n, k, n - k - 2, nan, nan, nan, nan, nan, nan, method), strict=True))
     return partial_corr(x, y, covariates, method, ci, n_boot, seed)
 
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from .._provenance import make_sidecar, save_nifti, write_json
 from .._validation import InputError
+from ..io import derivatives
 
 #: how each map family is defined (written into the JSON sidecar)
 MAP_DOCS = {
@@ -116,7 +117,7 @@ class RandomiseResult:
         out_dir = Path(out_dir)
         paths: dict[str, Path] = {}
         for name, img in self.to_images(mask, affine, header).items():
-            paths[name] = save_nifti(img, out_dir / f"{prefix}_{name}.nii.gz")
+            paths[name] = save_nifti(img, out_dir / derivatives.randomise_map_name(prefix, name))
         sidecar = make_sidecar(
             self.params, inputs,
             Maps={name: p.name for name, p in paths.items()},
@@ -127,5 +128,6 @@ class RandomiseResult:
             NullMaxima={k: {"n": int(v.size), "q95": float(np.quantile(v, 0.95))}
                         for k, v in self.null_max.items()},
         )
-        paths["sidecar"] = write_json(out_dir / f"{prefix}_randomise.json", sidecar)
+        paths["sidecar"] = write_json(out_dir / derivatives.randomise_sidecar_name(prefix),
+                                      sidecar)
         return paths
