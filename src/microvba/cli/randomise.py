@@ -35,6 +35,7 @@ import numpy as np
 
 from .._resources import MAX_TABLE_BYTES, check_regular_file
 from .._validation import InputError, Problem, check_option_number, check_output_dir
+from ..io import derivatives
 from ..io.fsl import FslContrasts, FslDesign
 from ..stats.tfce import CONNECTIVITY_RANK
 from ._types import seed
@@ -225,7 +226,6 @@ def _nifti_stem(path: Path) -> str:
 
 def _subject_of(path: Path) -> str | None:
     """``sub-<label>`` named in a file name, or None."""
-    import re
 
     m = re.search(r"(?:^|_)(sub-[A-Za-z0-9]+)", _nifti_stem(path))
     return m.group(1) if m else None
@@ -457,19 +457,16 @@ def _run_table(args: argparse.Namespace, out: Path, log) -> int:
     paths = result.save(out.parent, out.name, mask, img.affine, inputs=inputs)
     log.info("wrote %d files to %s", len(paths), out.parent)
     for k in (1, 2):
-        key = f"tfce_corrp_tstat{k}" if not args.no_tfce else f"vox_corrp_tstat{k}"
+        key = derivatives.corrp_key("vox" if args.no_tfce else "tfce", k)
         if key in result.maps:
             n_sig = int((result.maps[key] > 0.95).sum())
             log.info("%s: %d voxel(s) with FWE p < 0.05", key, n_sig)
     return 0
 
 
-_TSTAT1 = re.compile(r"(^|_)tstat1(?=$|_)")
-
-
 def _renumber(name: str, k: int) -> str:
     """``tfce_corrp_tstat1`` -> ``tfce_corrp_tstat<k>`` (FSL numbers outputs by contrast)."""
-    return _TSTAT1.sub(rf"\g<1>tstat{k}", name)
+    return derivatives.renumber_key(name, k)
 
 
 def _warn_intercept(design: FslDesign, log) -> None:
@@ -526,22 +523,23 @@ def _family_maps(results: list, log) -> None:
         return -np.log10(np.clip(p, 1e-300, 1.0))
 
     for stat in ("vox", "tfce", "clustere", "clusterm"):
-        key = f"{stat}_tstat1"
+        key = derivatives.stat_key(stat, 1)
         if not all(key in r.null_max for r in results):
             continue
         family = np.max(np.stack([r.null_max[key] for r in results]), axis=0)
         for r in results:
             r.null_max[f"{stat}_family"] = family
             if stat in ("vox", "tfce"):
-                obs = r.maps["tstat1" if stat == "vox" else "tfce_tstat1"]
+                obs = r.maps[derivatives.tstat_key(1) if stat == "vox"
+                             else derivatives.stat_key("tfce", 1)]
                 p = fwe_p(obs, family)
-                r.maps[f"{stat}_famcorrp_tstat1"] = 1.0 - p
-                r.maps[f"{stat}_famlogp_tstat1"] = logp(p)
+                r.maps[derivatives.corrp_key(stat, 1, family=True)] = 1.0 - p
+                r.maps[derivatives.logp_key(stat, 1, family=True)] = logp(p)
             else:
-                cl = r.clusters["tstat1"]
+                cl = r.clusters[derivatives.tstat_key(1)]
                 p = fwe_p(cl.extent if stat == "clustere" else cl.mass, family)
-                r.maps[f"{stat}_famcorrp_tstat1"] = cl.voxel_map(1.0 - p)
-                r.maps[f"{stat}_famlogp_tstat1"] = cl.voxel_map(logp(p))
+                r.maps[derivatives.corrp_key(stat, 1, family=True)] = cl.voxel_map(1.0 - p)
+                r.maps[derivatives.logp_key(stat, 1, family=True)] = cl.voxel_map(logp(p))
     log.info("family-wise maps corrected over %d contrasts", len(results))
 
 
@@ -592,7 +590,7 @@ def _run_vest(args: argparse.Namespace, out: Path, log) -> int:
                          for n, v in r.null_max.items()})
         clusters.update({_renumber(n, number): v for n, v in r.clusters.items()})
         contrasts.append({"number": number, "name": cons.names[k],
-                          "vector": cons.matrix[k].tolist(), "tstat": f"tstat{number}",
+                          "vector": cons.matrix[k].tolist(), "tstat": derivatives.tstat_key(number),
                           "method": r.params["method"],
                           "n_possible_rearrangements": r.params["n_possible_rearrangements"]})
     params = dict(results[0].params)
@@ -615,7 +613,7 @@ def _run_vest(args: argparse.Namespace, out: Path, log) -> int:
     paths = merged.save(out.parent, out.name, mask, img.affine, inputs=inputs)
     log.info("wrote %d files to %s", len(paths), out.parent)
     for c in contrasts:
-        name = f"{'vox' if args.no_tfce else 'tfce'}_corrp_{c['tstat']}"
+        name = derivatives.corrp_key("vox" if args.no_tfce else "tfce", c["number"])
         if name in maps:
             log.info("%s (%s): %d voxel(s) with FWE p < 0.05", name, c["name"],
                      int((maps[name] > 0.95).sum()))

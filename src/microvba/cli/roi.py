@@ -27,11 +27,13 @@ import pandas as pd
 
 from .._provenance import make_sidecar, write_json, write_text
 from .._validation import InputError, ProblemCollector
+from ..io import derivatives
 from ._types import seed
 
 HELP = "Mean of a named atlas region in each map (a priori ROI), with a partial correlation."
 
 _SUB = re.compile(r"sub-([A-Za-z0-9]+)")
+_PARTICIPANT = derivatives.ROI_COLUMNS[3]
 
 
 def _csv(text: str) -> list[str]:
@@ -98,16 +100,15 @@ def _region_means(paths: list[Path], atlas, region: str, hemisphere: str | None
             vol = np.asarray(img.dataobj[..., v] if img.ndim == 4 else img.dataobj, float)
             vals = vol[mask]
             vals = vals[np.isfinite(vals)]
-            rows.append({"map": str(path), "volume": v,
-                         "participant": m.group(1) if m and n_vol == 1 else None,
-                         "n_voxels": int(vals.size),
-                         "mean": float(vals.mean()) if vals.size else float("nan")})
-    return pd.DataFrame(rows)
+            rows.append((str(path), v, m.group(1) if m and n_vol == 1 else None,
+                         int(vals.size), float(vals.mean()) if vals.size else float("nan")))
+    # ROI_COLUMNS: region (inserted by the caller), map, volume, participant, n_voxels, mean
+    return pd.DataFrame(rows, columns=list(derivatives.ROI_COLUMNS[1:]))
 
 
 def _align(table: pd.DataFrame, participants: pd.DataFrame, path: Path) -> pd.DataFrame:
     """Participants row of each map row (by sub-<label> in the name, else by order)."""
-    labels = table["participant"]
+    labels = table[_PARTICIPANT]
     if labels.notna().all():
         unknown = sorted(set(labels) - set(participants.index))
         if unknown:
@@ -119,7 +120,7 @@ def _align(table: pd.DataFrame, participants: pd.DataFrame, path: Path) -> pd.Da
                          "the map names carry no sub-<label> to match them",
                          file=path, fix="Pass one volume per participant in the table's order, "
                                         "or maps named sub-<label>_*.nii.gz.")
-    table["participant"] = list(participants.index)
+    table[_PARTICIPANT] = list(participants.index)
     return participants
 
 
@@ -133,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
                          fix="Pass --participants participants.tsv.")
     atlas = load_atlas(args.atlas, args.data_dir)
     table = _region_means(list(args.map), atlas, args.region, args.hemisphere)
-    table.insert(0, "region", args.region + (f"_{args.hemisphere}" if args.hemisphere else ""))
+    table.insert(0, derivatives.ROI_COLUMNS[0], args.region + (f"_{args.hemisphere}" if args.hemisphere else ""))
     result = None
     if args.score:
         participants = read_participants(args.participants)
@@ -150,10 +151,9 @@ def run(args: argparse.Namespace) -> int:
         cov = rows[args.covariates].reset_index(drop=True) if args.covariates else None
         result = partial_corr(table["mean"].to_numpy(float), rows[args.score].to_numpy(float),
                               cov, method=args.method, n_boot=args.n_boot, seed=args.seed)
-        print(f"{args.region}: partial {args.method} r = {result['r']:.3f} "
-              f"[{result['ci_low']:.3f}, {result['ci_high']:.3f}], p = {result['p']:.3g}, "
-              f"n = {result['n']}, bootstrap CI [{result['boot_ci_low']:.3f}, "
-              f"{result['boot_ci_high']:.3f}]", file=sys.stderr)
+        n, _, _, r, lo, hi, p, blo, bhi, _ = (result[k] for k in derivatives.PARTIAL_CORR_KEYS)
+        print(f"{args.region}: partial {args.method} r = {r:.3f} [{lo:.3f}, {hi:.3f}], "
+              f"p = {p:.3g}, n = {n}, bootstrap CI [{blo:.3f}, {bhi:.3f}]", file=sys.stderr)
     text = table.to_csv(sep="\t", index=False)
     if args.output is None:
         sys.stdout.write(text)

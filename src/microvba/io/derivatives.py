@@ -485,9 +485,34 @@ def check_columns(columns: Iterable[str], required: Sequence[str], file: str | P
 ANALYSIS_EXTRA_KEYS: tuple[str, ...] = (
     "family_method", "subjects", "excluded_outliers", "space", "design_columns",
     "SoftwareVersions", "summary")
-#: keys of ``analysis["summary"]`` (``npc``, ``planted_found``/``false_clusters`` when present)
-SUMMARY_KEYS: tuple[str, ...] = ("n_subjects", "n_voxels", "metrics", "family", "n_clusters")
+#: keys of ``analysis["summary"]`` in their order (``npc``, ``planted_found`` and
+#: ``false_clusters`` only when computed)
+SUMMARY_KEYS: tuple[str, ...] = ("n_subjects", "n_voxels", "metrics", "family", "npc",
+                                 "n_clusters", "planted_found", "false_clusters")
 SUMMARY_OPTIONAL_KEYS: tuple[str, ...] = ("npc", "planted_found", "false_clusters")
+
+
+def analysis_record(settings: dict, *, family_method: str, subjects: list[str],
+                    excluded_outliers: list[str], space: str, design_columns: list[str],
+                    software_versions: dict, summary: dict) -> dict:
+    """The content of ``group/analysis.json``: the group settings (``asdict``), then
+    :data:`ANALYSIS_EXTRA_KEYS`."""
+    values = (family_method, subjects, excluded_outliers, space, design_columns,
+              software_versions, summary)
+    clash = set(settings) & set(ANALYSIS_EXTRA_KEYS)
+    if clash:
+        raise ValueError(f"settings fields {sorted(clash)} shadow analysis.json keys")
+    return {**settings, **dict(zip(ANALYSIS_EXTRA_KEYS, values, strict=True))}
+
+
+def analysis_summary(*, n_subjects: int, n_voxels: int, metrics: dict, family: str,
+                     n_clusters: int, npc: dict | None = None, planted_found: int | None = None,
+                     false_clusters: int | None = None) -> dict:
+    """``analysis["summary"]`` (:data:`SUMMARY_KEYS`; an optional entry left out when None)."""
+    values = (n_subjects, n_voxels, metrics, family, npc, n_clusters, planted_found,
+              false_clusters)
+    return {k: v for k, v in zip(SUMMARY_KEYS, values, strict=True)
+            if v is not None or k not in SUMMARY_OPTIONAL_KEYS}
 
 
 def voxel_key(kind: str, contrast: int = 1) -> str:
