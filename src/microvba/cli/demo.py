@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from .._logging import get_logger
+from ..io import derivatives
 from ._types import parse_models
 
 HELP = ("Simulate a DSI cohort with the study's five findings planted, run the participant and "
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     summary = analysis["summary"]
     print(f"demo finished: {summary.get('planted_found', '?')}/5 planted effects found, "
           f"{summary.get('false_clusters', '?')} cluster(s) outside the planted regions; "
-          f"report: {deriv / 'group' / 'report.html'}")
+          f"report: {derivatives.group_dir(deriv) / derivatives.REPORT_HTML}")
     return 0
 
 

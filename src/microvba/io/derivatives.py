@@ -133,6 +133,9 @@ def sidecar_path(path: str | Path) -> Path:
     return p.with_name(name + ".json")
 
 
+DATASET_DESCRIPTION_JSON = "dataset_description.json"
+
+
 def write_dataset_description(out_dir: str | Path, source: str | Path | None = None) -> Path:
     """Write the derivatives ``dataset_description.json`` (BIDS 1.9)."""
     desc = {
@@ -147,7 +150,7 @@ def write_dataset_description(out_dir: str | Path, source: str | Path | None = N
     }
     if source is not None:
         desc["SourceDatasets"] = [{"URL": Path(source).resolve().as_uri()}]
-    return write_json(Path(out_dir) / "dataset_description.json", desc)
+    return write_json(Path(out_dir) / DATASET_DESCRIPTION_JSON, desc)
 
 
 # =============================================================================== the contract
@@ -432,6 +435,9 @@ NPC_CLUSTER_COLUMNS: tuple[str, ...] = (
     "combining", "cluster", "n_voxels", "peak_z", "peak_x", "peak_y", "peak_z_mm", "min_p_fwe")
 #: ``qc.tsv``: participant_id, the similarity measures of the QC JSON, then ``outlier``
 PARTICIPANT_ID, OUTLIER = "participant_id", "outlier"
+#: the registration similarity measures (``*_desc-registration_qc.json``, ``qc.tsv``)
+QC_MEASURES: tuple[str, ...] = ("correlation", "dice_brain", "dice_gm")
+QC_COLUMNS: tuple[str, ...] = (PARTICIPANT_ID, *QC_MEASURES, OUTLIER)
 #: ``<stem>_decoding.tsv`` (ROI association), in this order
 DECODING_COLUMNS: tuple[str, ...] = (
     "feature", "label", "n_selected", "p_roi_given_feature", "p_roi_given_other", "log_odds",
@@ -441,11 +447,33 @@ MAP_DECODING_COLUMNS: tuple[str, ...] = (
     "feature", "label", "n_selected", "r", "p_perm", "p_null", "q_null", "significant")
 #: ``<stem>_dropped-features.tsv``: features of the vocabulary without an association map
 DROPPED_FEATURE_COLUMNS: tuple[str, ...] = ("feature", "n_selected", "reason", "label")
-#: ``planted_vs_found.tsv`` (simulations): the columns the report shows
+#: ``planted_vs_found.tsv`` (simulations): one row per planted effect, then one per
+#: significant cluster outside them (region ``(not planted)``, status expected or false)
 PLANTED_COLUMNS: tuple[str, ...] = (
-    "region", "metric", "sign", "planted_r", "found", "found_r", "peak_distance_mm")
+    "region", "hemisphere", "metric", "sign", "planted_r", "study_r", "found", "found_r",
+    "loso_r", "peak_distance_mm", "cluster_id", "status")
+#: ``region`` of a planted_vs_found row that is a cluster outside the planted effects
+NOT_PLANTED = "(not planted)"
+#: ``status`` values of planted_vs_found rows
+PLANTED_STATUS: tuple[str, ...] = ("found", "missed", "expected side effect",
+                                   "false positive")
 #: ``roi`` subcommand table (then the score and covariates when given)
 ROI_COLUMNS: tuple[str, ...] = ("region", "map", "volume", "participant", "n_voxels", "mean")
+
+
+#: columns read by name (by the report, the planted check, the follow-up); each one is in
+#: one of the column lists above (a test checks it)
+N_VOXELS, VOLUME_MM3, PEAK_STAT = "n_voxels", "volume_mm3", "peak_stat"
+METHOD, N, R, P = "method", "n", "r", "p"
+CI_LOW, CI_HIGH, Q_FDR = "ci_low", "ci_high", "q_fdr"
+BOOT_CI_LOW, BOOT_CI_HIGH = "boot_ci_low", "boot_ci_high"
+LOSO_R, LOSO_CI_LOW, LOSO_CI_HIGH = "loso_r", "loso_ci_low", "loso_ci_high"
+FEATURE, LABEL, LOG_ODDS, Q, SIGNIFICANT = "feature", "label", "log_odds", "q", "significant"
+HEMISPHERE, PLANTED_R, STUDY_R, FOUND, FOUND_R = (
+    "hemisphere", "planted_r", "study_r", "found", "found_r")
+PEAK_DISTANCE_MM, STATUS = "peak_distance_mm", "status"
+#: the correlation method whose r the planted check and the figures quote
+PRIMARY_METHOD = "pearson"
 
 
 def atlas_columns(atlas: str) -> tuple[str, str, str]:

@@ -16,6 +16,8 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from ..io import derivatives
+
 #: a secondary effect at least this strong (|true regional r|) explains a cluster
 SECONDARY_MIN_R = 0.1
 
@@ -30,7 +32,7 @@ def _region_points(truth: dict, bids_dir: Path | None) -> list[np.ndarray]:
     fallback = [np.asarray([e["mni_com_mm"]], float) for e in effects]
     if bids_dir is None:
         return fallback
-    seg = sorted((Path(bids_dir) / "derivatives" / "truth").glob("*desc-planted_dseg.nii*"))
+    seg = sorted((Path(bids_dir) / "derivatives" / "truth").glob(derivatives.PLANTED_SEG_GLOB))
     if not seg:
         return fallback
     img = nib.load(seg[0])
