@@ -62,7 +62,8 @@ def _stem(path: Path) -> str:
 def _show(table, title: str, n: int = 10) -> None:
     stat = table.attrs["statistic"]
     print(f"\n{title} (sorted by {stat}):")
-    cols = [c for c in ("feature", stat, "p", "q", "p_null", "significant") if c in table]
+    cols = [c for c in (derivatives.FEATURE, stat, derivatives.P, derivatives.Q,
+                        derivatives.P_NULL, derivatives.SIGNIFICANT) if c in table]
     print(table[cols].head(n).to_string(index=False))
 
 
@@ -143,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
             "n_null": table.attrs.get("n_null"),
             "method": "ROI translations" if kind == derivatives.DECODING else
                       "in-support Gaussian-field surrogates, rank-matched",
-            "p_null": "empirical (k+1)/(n+1); GPD tail below 10 exceedances"}
+            derivatives.P_NULL: "empirical (k+1)/(n+1); GPD tail below 10 exceedances"}
     if len(dropped):
         outputs["dropped"] = write_table(dropped[list(derivatives.DROPPED_FEATURE_COLUMNS)],
                                          stem.with_name(

@@ -87,8 +87,10 @@ def run(args: argparse.Namespace) -> int:
             metrics=tuple(m for name in models for m in registry.get(name).metrics))
         analysis = run_group(bids, deriv, settings, executor=executor)
     summary = analysis["summary"]
-    print(f"demo finished: {summary.get('planted_found', '?')}/5 planted effects found, "
-          f"{summary.get('false_clusters', '?')} cluster(s) outside the planted regions; "
+    found = summary.get(derivatives.PLANTED_FOUND_KEY, "?")
+    false = summary.get(derivatives.FALSE_CLUSTERS_KEY, "?")
+    print(f"demo finished: {found}/5 planted effects found, "
+          f"{false} cluster(s) outside the planted regions; "
           f"report: {derivatives.group_dir(deriv) / derivatives.REPORT_HTML}")
     return 0
 

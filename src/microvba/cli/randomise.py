@@ -106,12 +106,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          "regressors are demeaned)")
     io.add_argument("-t", "--tcon", type=Path, default=None, metavar="CON",
                     help="FSL t contrasts (design.con) for a design.mat; each contrast k is "
-                         "tested in its own direction and written as OUT_PREFIX_tstat<k>...")
+                         "tested in its own direction and written as "
+                         f"{derivatives.randomise_map_name('OUT_PREFIX', derivatives.tstat_key('<k>'))}...")
     io.add_argument("-e", "--exchangeability-blocks", type=Path, default=None,
                     metavar="GRP", help="FSL design.grp of a design.mat: permute only within "
                                         "blocks of equal label")
     io.add_argument("-o", "--output", required=True, metavar="OUT_PREFIX",
-                    help="output prefix, e.g. stats/fa -> stats/fa_tstat1.nii.gz")
+                    help="output prefix, e.g. stats/fa -> "
+                         f"{derivatives.randomise_map_name('stats/fa', derivatives.tstat_key(1))}")
     model = parser.add_argument_group("model")
     model.add_argument("--contrast", default=None, metavar="COLUMN|K",
                        help="TSV design: the tested design column (required); design.mat: "
@@ -139,10 +141,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      default=_DEFAULTS["cluster_connectivity"],
                      choices=sorted(CONNECTIVITY_RANK))
     inf.add_argument("--one-sided", action="store_true",
-                     help="test the positive direction only (no tstat2; a design.con's "
+                     help=f"test the positive direction only (no {derivatives.tstat_key(2)}; "
+                          "a design.con's "
                           "contrasts are always tested in their own direction)")
     inf.add_argument("--corrcon", action="store_true",
-                     help="also write *_famcorrp maps, FWE-corrected over both directions "
+                     help=f"also write *_{derivatives.FAMCORRP} maps, FWE-corrected over both "
+                          "directions "
                           "(design.con: over the tested contrasts) (PALM -corrcon)")
     inf.add_argument("--n-jobs", type=int, default=_DEFAULTS["n_jobs"],
                      help="threads (default: all cores; more than the usable cores are "
@@ -374,7 +378,8 @@ def run(args: argparse.Namespace) -> int:
     args.n_jobs = RandomiseOptions.from_args(args).n_jobs  # every option checked first
     out = Path(args.output)
     if str(args.output).endswith(("/", "\\")) or out.is_dir():
-        raise InputError("the output prefix is a folder; randomise writes PREFIX_tstat1.nii.gz "
+        raise InputError("the output prefix is a folder; randomise writes "
+                         f"{derivatives.randomise_map_name('PREFIX', derivatives.tstat_key(1))} "
                          "and so on", file=args.output,
                          fix=f"Add a file-name prefix, e.g. -o {out / 'fa'}.")
     check_output_dir(out.parent, "output prefix's folder")

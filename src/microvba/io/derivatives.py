@@ -305,6 +305,27 @@ def renumber_key(key: str, contrast: int) -> str:
     return f"{head}{sep}{contrast}" if sep else key
 
 
+#: how each randomise map family is defined (``MapDefinitions`` of ``<prefix>_randomise.json``)
+MAP_DEFINITIONS: dict[str, str] = {
+    "tstat{k}": "t statistic; tstat1 tests the contrast c, tstat2 tests -c",
+    "tfce_tstat{k}": "exact TFCE of tstat{k} (positive part; no step size)",
+    "{stat}": "vox (t), tfce, clustere (cluster extent), clusterm (cluster mass)",
+    "{stat}_corrp_tstat{k}": "1 - p, FWE-corrected by the maximum statistic over the "
+                             "permutations (as FSL randomise: > 0.95 means p < 0.05)",
+    "{stat}_logp_tstat{k}": "-log10 of the FWE-corrected p",
+    "vox_p_tstat{k}": "1 - p, uncorrected (each voxel's own permutation distribution)",
+    "vox_unclogp_tstat{k}": "-log10 of the uncorrected p",
+    "vox_fdrp_tstat{k}": "1 - q, Benjamini-Hochberg FDR-adjusted voxel p",
+    "vox_fdrlogp_tstat{k}": "-log10 of the FDR q",
+    "{stat}_famcorrp_tstat{k}": "1 - p, FWE-corrected over the family of images and both "
+                                "directions (max over the family, as PALM -corrcon -corrmod)",
+    "{stat}_famlogp_tstat{k}": "-log10 of the family-wise corrected p",
+    "clustere_*/clusterm_*": "cluster extent / mass (sum of t) at the cluster-forming "
+                             "threshold; each cluster voxel carries its cluster's value, "
+                             "0 outside clusters",
+}
+
+
 def randomise_map_name(prefix: str, key: str) -> str:
     """``<prefix>_<key>.nii.gz`` (``fa_tfce_corrp_tstat1.nii.gz``)."""
     return f"{prefix}_{key}.nii.gz"
@@ -435,9 +456,12 @@ NPC_CLUSTER_COLUMNS: tuple[str, ...] = (
     "combining", "cluster", "n_voxels", "peak_z", "peak_x", "peak_y", "peak_z_mm", "min_p_fwe")
 #: ``qc.tsv``: participant_id, the similarity measures of the QC JSON, then ``outlier``
 PARTICIPANT_ID, OUTLIER = "participant_id", "outlier"
-#: the registration similarity measures (``*_desc-registration_qc.json``, ``qc.tsv``)
-QC_MEASURES: tuple[str, ...] = ("correlation", "dice_brain", "dice_gm")
-QC_COLUMNS: tuple[str, ...] = (PARTICIPANT_ID, *QC_MEASURES, OUTLIER)
+#: the registration similarity measures (``*_desc-registration_qc.json``; ``qc.tsv`` in
+#: the alphabetical order of the JSON)
+QC_CORRELATION, QC_DICE_GM, QC_DICE_BRAIN = "correlation", "dice_gm", "dice_brain"
+QC_MEASURES: tuple[str, ...] = (QC_CORRELATION, QC_DICE_GM, QC_DICE_BRAIN)
+QC_COLUMNS: tuple[str, ...] = (PARTICIPANT_ID, QC_CORRELATION, QC_DICE_BRAIN, QC_DICE_GM,
+                               OUTLIER)
 #: ``<stem>_decoding.tsv`` (ROI association), in this order
 DECODING_COLUMNS: tuple[str, ...] = (
     "feature", "label", "n_selected", "p_roi_given_feature", "p_roi_given_other", "log_odds",
@@ -469,6 +493,8 @@ CI_LOW, CI_HIGH, Q_FDR = "ci_low", "ci_high", "q_fdr"
 BOOT_CI_LOW, BOOT_CI_HIGH = "boot_ci_low", "boot_ci_high"
 LOSO_R, LOSO_CI_LOW, LOSO_CI_HIGH = "loso_r", "loso_ci_low", "loso_ci_high"
 FEATURE, LABEL, LOG_ODDS, Q, SIGNIFICANT = "feature", "label", "log_odds", "q", "significant"
+Z, P_NULL, Q_NULL = "z", "p_null", "q_null"
+R_INTERPRETATION = "r_interpretation"
 HEMISPHERE, PLANTED_R, STUDY_R, FOUND, FOUND_R = (
     "hemisphere", "planted_r", "study_r", "found", "found_r")
 PEAK_DISTANCE_MM, STATUS = "peak_distance_mm", "status"
@@ -509,15 +535,17 @@ def check_columns(columns: Iterable[str], required: Sequence[str], file: str | P
 
 
 # --------------------------------------------------------------------- analysis.json
+FAMILY_METHOD_KEY, EXCLUDED_OUTLIERS_KEY = "family_method", "excluded_outliers"
 #: keys the group stage adds to its settings (``asdict(GroupSettings)``) in analysis.json
 ANALYSIS_EXTRA_KEYS: tuple[str, ...] = (
-    "family_method", "subjects", "excluded_outliers", "space", "design_columns",
+    FAMILY_METHOD_KEY, "subjects", EXCLUDED_OUTLIERS_KEY, "space", "design_columns",
     "SoftwareVersions", "summary")
 #: keys of ``analysis["summary"]`` in their order (``npc``, ``planted_found`` and
 #: ``false_clusters`` only when computed)
 SUMMARY_KEYS: tuple[str, ...] = ("n_subjects", "n_voxels", "metrics", "family", "npc",
                                  "n_clusters", "planted_found", "false_clusters")
 SUMMARY_OPTIONAL_KEYS: tuple[str, ...] = ("npc", "planted_found", "false_clusters")
+PLANTED_FOUND_KEY, FALSE_CLUSTERS_KEY = SUMMARY_OPTIONAL_KEYS[1:]
 
 
 def analysis_record(settings: dict, *, family_method: str, subjects: list[str],
@@ -541,6 +569,11 @@ def analysis_summary(*, n_subjects: int, n_voxels: int, metrics: dict, family: s
               false_clusters)
     return {k: v for k, v in zip(SUMMARY_KEYS, values, strict=True)
             if v is not None or k not in SUMMARY_OPTIONAL_KEYS}
+
+
+#: kinds of voxel-wise map (:func:`voxel_key`): 1 - uncorrected p, its -log10, 1 - FDR q, its
+#: -log10
+UNC_P, UNC_LOGP, FDR_P, FDR_LOGP = "p", "unclogp", "fdrp", "fdrlogp"
 
 
 def voxel_key(kind: str, contrast: int = 1) -> str:

@@ -356,7 +356,7 @@ def summarise_labels(long_table: pd.DataFrame, top: int = 3,
     A column ``<atlas>_top`` holds the single most-covered label (background skipped).
     """
     rows: dict[int, dict[str, str]] = {}
-    for (cid, atlas), g in long_table.groupby(["cluster_id", "atlas"], sort=False):
+    for (cid, atlas), g in long_table.groupby([derivatives.CLUSTER_ID, "atlas"], sort=False):
         if skip_background:
             g = g[g["label"] != BACKGROUND]
         g = g.sort_values("percent", ascending=False).head(top)

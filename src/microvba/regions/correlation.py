@@ -495,8 +495,9 @@ def loso_r(Y: np.ndarray, score, covariates=None, *, mask_img=None,
     loso = partial_corr_or_nan(held, score, covariates, method, ci, n_boot, seed)
     ins = partial_corr_or_nan(out["in_sample"][:, 0], score, covariates, method, ci, 0, seed)
     result = dict(loso)
-    result.update({"in_sample_r": ins["r"], "in_sample_ci_low": ins["ci_low"],
-                   "in_sample_ci_high": ins["ci_high"], "in_sample_p": ins["p"],
+    result.update({"in_sample_r": ins[derivatives.R],
+                   "in_sample_ci_low": ins[derivatives.CI_LOW],
+                   "in_sample_ci_high": ins[derivatives.CI_HIGH], "in_sample_p": ins[derivatives.P],
                    "held_out_means": held,
                    "cluster_n_voxels": int(out["clusters"][0].size),
                    "rank": int(out.get("ranks", [1])[0]),

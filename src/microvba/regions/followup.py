@@ -195,8 +195,10 @@ def _scatter(rx: np.ndarray, ry: np.ndarray, title: str, row: dict, metric: str,
         ax.plot(xs, slope * xs + icpt, color="#d62728", lw=1.2)
     ax.set_xlabel(f"{score} (residualised)")
     ax.set_ylabel(f"{metric.upper()} cluster mean (residualised)")
-    text = (f"r = {row['r']:.2f} [{row['ci_low']:.2f}, {row['ci_high']:.2f}] (in-sample)\n"
-            f"p = {row['p']:.2g}, LOSO r = {row.get('loso_r', np.nan):.2f}")
+    r, lo, hi, p = (row[k] for k in (derivatives.R, derivatives.CI_LOW, derivatives.CI_HIGH,
+                                     derivatives.P))
+    text = (f"r = {r:.2f} [{lo:.2f}, {hi:.2f}] (in-sample)\n"
+            f"p = {p:.2g}, LOSO r = {row.get(derivatives.LOSO_R, np.nan):.2f}")
     ax.set_title(title, fontsize=8)
     ax.text(0.02, 0.98, text, transform=ax.transAxes, va="top", fontsize=7)
     fig.tight_layout()
@@ -367,7 +369,7 @@ def follow_up(stat_img: nib.spatialimages.SpatialImage,
               "min_distance_mm": min_distance_mm, "methods": list(methods), "n_boot": n_boot,
               "seed": seed, "loso": loso, "loso_fwhm_mm": loso_fwhm_mm, "atlases": [a.name for a in atlas_objs],
               "n_subjects": len(participants), "out_dir": str(out_dir) if out_dir else None,
-              "r_interpretation": IN_SAMPLE_NOTE,
+              derivatives.R_INTERPRETATION: IN_SAMPLE_NOTE,
               "loso_method": "Esterman et al. 2010: each subject's cluster is the component of "
                              "the same mass rank in the voxel-wise partial-r map (one-sided "
                              "p < 0.01, 26-connected) of the other subjects"}

@@ -208,7 +208,7 @@ def normalise_subject(native_maps: Mapping[str, str | Path], out_dir: str | Path
     if not force and is_up_to_date(outputs, paths["qc"], parameters, inputs):
         log.info("%s: normalised maps up to date, skipping", prefix)
         recorded = json.loads(paths["qc"].read_text())
-        qc = {k: recorded[k] for k in ("correlation", "dice_gm", "dice_brain") if k in recorded}
+        qc = {k: recorded[k] for k in derivatives.QC_MEASURES if k in recorded}
         return NormaliseResult(paths["maps"], paths["mask"], qc, paths["qc"], paths["figure"],
                                [paths["xfm_index"]], skipped=True)
 

@@ -65,11 +65,11 @@ def assemble_maps(*, t: np.ndarray, signs: Sequence[int], null: np.ndarray,
         maps[k] = ts
         observed = {"vox": ts}
         p_unc = vox_counts[s] / n_perm
-        maps[derivatives.voxel_key("p", c)] = 1.0 - p_unc
-        maps[derivatives.voxel_key("unclogp", c)] = _logp(p_unc)
+        maps[derivatives.voxel_key(derivatives.UNC_P, c)] = 1.0 - p_unc
+        maps[derivatives.voxel_key(derivatives.UNC_LOGP, c)] = _logp(p_unc)
         q = fdr_bh(p_unc)
-        maps[derivatives.voxel_key("fdrp", c)] = 1.0 - q
-        maps[derivatives.voxel_key("fdrlogp", c)] = _logp(q)
+        maps[derivatives.voxel_key(derivatives.FDR_P, c)] = 1.0 - q
+        maps[derivatives.voxel_key(derivatives.FDR_LOGP, c)] = _logp(q)
         if tfce_obs is not None:
             observed["tfce"] = tfce_obs[s]
             maps[derivatives.stat_key("tfce", c)] = tfce_obs[s]

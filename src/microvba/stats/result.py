@@ -13,24 +13,7 @@ from .._validation import InputError
 from ..io import derivatives
 
 #: how each map family is defined (written into the JSON sidecar)
-MAP_DOCS = {
-    "tstat{k}": "t statistic; tstat1 tests the contrast c, tstat2 tests -c",
-    "tfce_tstat{k}": "exact TFCE of tstat{k} (positive part; no step size)",
-    "{stat}": "vox (t), tfce, clustere (cluster extent), clusterm (cluster mass)",
-    "{stat}_corrp_tstat{k}": "1 - p, FWE-corrected by the maximum statistic over the "
-                             "permutations (as FSL randomise: > 0.95 means p < 0.05)",
-    "{stat}_logp_tstat{k}": "-log10 of the FWE-corrected p",
-    "vox_p_tstat{k}": "1 - p, uncorrected (each voxel's own permutation distribution)",
-    "vox_unclogp_tstat{k}": "-log10 of the uncorrected p",
-    "vox_fdrp_tstat{k}": "1 - q, Benjamini-Hochberg FDR-adjusted voxel p",
-    "vox_fdrlogp_tstat{k}": "-log10 of the FDR q",
-    "{stat}_famcorrp_tstat{k}": "1 - p, FWE-corrected over the family of images and both "
-                                "directions (max over the family, as PALM -corrcon -corrmod)",
-    "{stat}_famlogp_tstat{k}": "-log10 of the family-wise corrected p",
-    "clustere_*/clusterm_*": "cluster extent / mass (sum of t) at the cluster-forming "
-                             "threshold; each cluster voxel carries its cluster's value, "
-                             "0 outside clusters",
-}
+MAP_DOCS = derivatives.MAP_DEFINITIONS
 
 
 @dataclass

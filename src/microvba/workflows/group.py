@@ -307,7 +307,7 @@ def run_group(bids_dir: Path, out_dir: Path, settings: GroupSettings,
         table = planted_vs_found(json.loads(truth.read_text()), clusters, corrs, bids_dir)
         write_text(group_dir / derivatives.PLANTED_TSV, table.to_csv(sep="\t", index=False))
         planted_found = int(table["found"].sum())
-        false_clusters = int(table.attrs.get("false_clusters", 0))
+        false_clusters = int(table.attrs.get(derivatives.FALSE_CLUSTERS_KEY, 0))
 
     summary = derivatives.analysis_summary(
         n_subjects=len(subjects), n_voxels=int(mask.sum()), metrics=saved_maps, family=family,
