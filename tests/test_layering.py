@@ -106,12 +106,10 @@ def import_cycles() -> list[frozenset[str]]:
     return cycles
 
 
-#: cycles being removed on other branches of issue 17 (report: build_report in its own
-#: module; decode: database <-> maps); empty this set once those branches are merged
+#: cycles being removed on another branch of issue 17 (decode: database <-> maps); empty
+#: this set once that branch is merged
 PENDING_CYCLES = {
     frozenset({"microvba.decode.database", "microvba.decode.maps"}),
-    frozenset({"microvba.report._common", "microvba.report._results",
-               "microvba.report._sections", "microvba.report.html"}),
 }
 
 

@@ -147,3 +147,30 @@ def test_negative_sign_with_negated_contrast(stage_inputs, bn_atlas, tmp_path):
     assert (res.clusters["tail"] == 1).all() and res.tag == "odi_neg"
     paths = res.save()
     assert paths["clusters"].name == "odi_neg_clusters.tsv"
+
+
+def test_written_names_and_headers_are_those_of_the_contract(result):
+    """The follow-up's files and table headers, pinned literally (users' scripts read them)."""
+    res, out = result
+    res.save(out)
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(
+        ["ad_pos_clusters.tsv", "ad_pos_cluster-labels.tsv", "ad_pos_cluster-means.tsv",
+         "ad_pos_correlations.tsv", "ad_pos_clusters.nii.gz", "ad_pos_regions.json"]
+        + [f"ad_pos_cluster-{k}_scatter.png" for k in range(1, 6)])
+
+    def header(name):
+        return (out / name).read_text().splitlines()[0].split("\t")
+
+    assert header("ad_pos_clusters.tsv") == [
+        "cluster_id", "metric", "sign", "region", "tail", "n_voxels", "volume_mm3",
+        "peak_stat", "peak_x", "peak_y", "peak_z", "com_x", "com_y", "com_z", "n_subpeaks",
+        "subpeaks", "brainnetome", "brainnetome_top", "peak_brainnetome"]
+    assert header("ad_pos_cluster-labels.tsv") == [
+        "cluster_id", "atlas", "label_id", "label", "n_voxels", "percent", "rank"]
+    assert header("ad_pos_cluster-means.tsv") == (
+        ["participant"] + [f"cluster_{k}" for k in range(1, 6)] + ["resilience", "age", "sex"])
+    assert header("ad_pos_correlations.tsv") == [
+        "cluster_id", "method", "n", "k", "r", "ci_low", "ci_high", "p", "q_fdr", "boot_ci_low",
+        "boot_ci_high", "loso_r", "loso_ci_low", "loso_ci_high", "loso_p", "loso_n",
+        "loso_rank", "loso_mean_overlap", "r_interpretation"]

@@ -116,19 +116,45 @@ def test_atomic_write_leaves_no_temporaries(built_report, report_out):
     assert not list(report_out.rglob(".tmp-*"))
 
 
-def test_report_accepts_alternative_column_names(tmp_path):
-    out = make_output_folder(tmp_path / "deriv", n_subjects=6, metrics=("ad", "md"),
-                             layout="brief", n_mosaics=2)
+@pytest.mark.parametrize(("table", "column"), [
+    ("clusters.tsv", "n_voxels"), ("clusters.tsv", "sign"), ("correlations.tsv", "q_fdr"),
+    ("qc.tsv", "outlier"), ("planted_vs_found.tsv", "found")])
+def test_renamed_column_is_an_error_naming_the_file(tmp_path, table, column):
+    out = make_output_folder(tmp_path / "deriv", n_subjects=4, metrics=("ad",), n_mosaics=1)
+    path = out / "group" / table
+    pd.read_table(path).rename(columns={column: column + "_old"}).to_csv(
+        path, sep="\t", index=False)
+    with pytest.raises(InputError, match=rf"{column}(.|\n)*{table}|{table}(.|\n)*{column}"):
+        build_report(out)
+    assert not (out / "group" / "report.html").exists()
+
+
+@pytest.mark.parametrize("sign", ["pos", "positive", "1", "−"])
+def test_other_sign_spellings_are_an_error(tmp_path, sign):
+    out = make_output_folder(tmp_path / "deriv", n_subjects=4, metrics=("ad",), n_mosaics=1)
+    path = out / "group" / "clusters.tsv"
+    t = pd.read_table(path, dtype={"sign": str})
+    t["sign"] = sign
+    t.to_csv(path, sep="\t", index=False)
+    with pytest.raises(InputError, match="sign .* is not one of"):
+        build_report(out)
+
+
+def test_a_new_atlas_shows_up_as_a_column(tmp_path):
+    out = make_output_folder(tmp_path / "deriv", n_subjects=4, metrics=("ad",), n_mosaics=1,
+                             atlases=("brainnetome", "harvard_oxford", "aal", "julich_brain"))
     html = build_report(out).read_text(encoding="utf-8")
     clusters = html.split('<section id="clusters">')[1].split("</section>")[0]
-    assert "CG_L_7_5 (A23c)" in clusters and "BG_R_6_5 (dCa)" in clusters
-    assert clusters.count('<td class="num">0.010</td>') == 2  # min_fwe_p column
-    corr = html.split('<section id="correlations">')[1].split("</section>")[0]
-    assert '<td class="num sig">0.010</td>' in corr  # q column
-    assert "6 mm FWHM" in html and "H = 2" in html  # nested analysis.json
-    assert len(re.findall(r'<img src="[^"]+" alt="sub-\d+_[^"]*regqc', html)) == 2  # mosaics
-    # QC strip plot, 2 mosaics, AD map, 2 scatters, 2 clusters x (bar + polar + drawn bar)
-    assert len(_images(html)) == 1 + 2 + 1 + 2 + 2 * 3
+    assert "<th class=\"\">julich brain</th>" in clusters
+    assert "julich_brain label" in clusters
+    for header in ("Brainnetome region", "Brainnetome (% of cluster)", "Harvard-Oxford", "AAL"):
+        assert f'<th class="">{header}</th>' in clusters, header
+    # and without atlases (the group stage without Brainnetome data) no label column
+    out = make_output_folder(tmp_path / "bare", n_subjects=4, metrics=("ad",), n_mosaics=1,
+                             atlases=("brainnetome",))
+    clusters = build_report(out).read_text(encoding="utf-8").split(
+        '<section id="clusters">')[1].split("</section>")[0]
+    assert "Harvard-Oxford" not in clusters and "Brainnetome region" in clusters
 
 
 def test_report_with_missing_pieces(tmp_path):
@@ -151,7 +177,7 @@ def test_report_escapes_analysis_values(tmp_path):
     out = make_output_folder(tmp_path / "deriv", n_subjects=4, metrics=("fa",),
                              with_planted=False)
     analysis = json.loads((out / "group" / "analysis.json").read_text())
-    analysis.update(correction="<i>odd</i>", score="<b>score</b>", space="<x>")
+    analysis.update(covariates=["<i>odd</i>"], score="<b>score</b>", space="<x>")
     (out / "group" / "analysis.json").write_text(json.dumps(analysis))
     html = build_report(out).read_text(encoding="utf-8")
     for raw in ("<i>odd</i>", "<b>score</b>", "<x>"):

@@ -67,11 +67,14 @@ def test_qc_and_decoding_figures():
     fig = figures.qc_similarity_figure(qc)
     assert len(fig.axes) == 2
     assert any(t.get_text() == "sub-03" for t in fig.axes[0].texts)
-    table = pd.DataFrame({"label": list("abcdefghijkl"), "statistic": np.arange(12.0),
-                          "q": np.linspace(0, 1, 12)})
+    table = pd.DataFrame({"label": list("abcdefghijkl"), "log_odds": np.arange(12.0),
+                          "significant": np.arange(12) > 9})
     fig = figures.decoding_bar_figure(table, n_top=5)
     labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
     assert labels == ["h", "i", "j", "k", "l"]  # top 5, strongest at the top
+    # a table without the decoding statistic is drawn as such, not from another column
+    fig = figures.decoding_bar_figure(table.rename(columns={"log_odds": "statistic"}))
+    assert [t.get_text() for t in fig.axes[0].texts] == ["no numeric statistic"]
 
 
 def test_thumbnail_downscales_only_wide_images(tmp_path):

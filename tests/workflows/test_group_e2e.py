@@ -44,6 +44,25 @@ def test_simulate_participant_group(tmp_path, shared_data, monkeypatch, capsys):
     # the unchanged command controls the family of 4 metrics x 2 signs (min-p)
     assert analysis["correct_across"] == "all" and analysis["family_method"] == "minp-tail"
     assert (group / "fa" / "fa_tfce_famcorrp_tstat2.nii.gz").exists()
+    # the output names of today (written through io/derivatives.py; pinned for users' scripts)
+    assert {p.name for p in group.iterdir()} >= {
+        "fa", "md", "rd", "ad", "analysis.json", "clusters.tsv", "correlations.tsv",
+        "participants.tsv", "qc.tsv", "report.html",
+        "space-MNI152NLin2009aSym_desc-gm_mask.nii.gz"}
+    fa = {p.name for p in (group / "fa").iterdir()}
+    assert {f"fa_{s}_{k}_tstat{c}.nii.gz" for s in ("tfce", "vox", "clustere", "clusterm")
+            for k in ("corrp", "logp", "famcorrp", "famlogp") for c in (1, 2)} <= fa
+    assert {f"fa_{t}_{f}" for t in ("pos", "neg") for f in (
+        "clusters.tsv", "cluster-labels.tsv", "cluster-means.tsv", "correlations.tsv",
+        "regions.json", "clusters.nii.gz")} | {"fa_randomise.json", "fa_tstat1.nii.gz"} <= fa
+    assert (group / "qc.tsv").read_text().splitlines()[0].split("\t") == [
+        "participant_id", "correlation", "dice_brain", "dice_gm", "outlier"]
+    assert sorted(analysis) == sorted(
+        ["SoftwareVersions", "alpha", "cluster_threshold", "correct_across", "covariates",
+         "data_dir", "decode", "design_columns", "exclude_outliers", "excluded_outliers",
+         "extra", "family_method", "fwhm", "gm_threshold", "isovf_max", "metrics", "n_perm",
+         "npc", "resolution", "score", "seed", "space", "subjects", "summary", "tfce_E",
+         "tfce_H", "tfce_connectivity", "vocabularies"])
     html = (group / "report.html").read_text()
     assert "Family corrected" in html and "Westfall-Young min-p" in html
     # per-map FWE, as the study reported, plus the NPC maps across the 4 metrics
@@ -55,7 +74,9 @@ def test_simulate_participant_group(tmp_path, shared_data, monkeypatch, capsys):
     assert analysis["correct_across"] == "none" and analysis["npc"] == ["fisher"]
     assert analysis["summary"]["npc"]["fisher"]["n_significant_voxels"] >= 0
     assert (group / "npc" / "npc-fisher_tfce_corrp_tstat1.nii.gz").exists()
-    assert (group / "npc" / "npc_clusters.tsv").exists()
+    assert (group / "npc" / "npc_clusters.tsv").read_text().splitlines()[0].split("\t") == [
+        "combining", "cluster", "n_voxels", "peak_z", "peak_x", "peak_y", "peak_z_mm",
+        "min_p_fwe"]
     html = (group / "report.html").read_text()
     assert "within each map only" in html and "Fisher combining" in html
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from .._defaults import TISSUE_D_PAR
 from .._logging import get_logger
 from .._validation import InputError, check_output_dir, check_output_placement
+from ..io import derivatives
 from ..io.derivatives import METRICS, PARAM_MODEL, SPACE_MNI
 from ..models import registry
 from ._config import write_effective_config
@@ -71,12 +72,15 @@ def _default_metrics(out_dir: Path) -> list[str]:
     """Every metric of the study (the tensor ones only when the participant stage wrote no
     NODDI map), plus those of the other registry models (gqi, mapmri, ...) it normalised."""
     tensor = [m for m in METRICS if PARAM_MODEL.get(m) == "tensor"]
-    space = f"_space-{SPACE_MNI}_"
+    def written(model: str, param: str) -> bool:
+        pattern = derivatives.model_map_name(derivatives.space_prefix("*", SPACE_MNI), model,
+                                             param)
+        return any(out_dir.glob(f"sub-*/**/{pattern}"))
+
     more = [m for name, spec in registry.REGISTRY.items() if name not in ("tensor", "noddi")
-            and any(out_dir.glob(f"sub-*/**/*{space}model-{name}_param-{spec.metrics[0]}_"
-                                 "dwimap.nii.gz")) for m in spec.metrics]
-    noddi = any(out_dir.glob(f"sub-*/**/*{space}model-noddi_param-icvf_dwimap.nii.gz"))
-    if not noddi and any(out_dir.glob(f"sub-*/**/*{space}model-tensor_param-fa_dwimap.nii.gz")):
+            and written(name, spec.metrics[0]) for m in spec.metrics]
+    noddi = written("noddi", "icvf")
+    if not noddi and written("tensor", "fa"):
         log.warning("no NODDI map in %s (participant stage run with --models tensor): "
                     "analysing %s", out_dir, ",".join(tensor + more))
         return tensor + more

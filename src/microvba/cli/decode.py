@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .._validation import InputError, check_output_dir, check_positive_int
+from ..io import derivatives
 from ._types import seed
 
 HELP = ("Meta-analytic decoding of an ROI (ROI association: log-odds, chi-square/Fisher p, "
@@ -61,7 +62,8 @@ def _stem(path: Path) -> str:
 def _show(table, title: str, n: int = 10) -> None:
     stat = table.attrs["statistic"]
     print(f"\n{title} (sorted by {stat}):")
-    cols = [c for c in ("feature", stat, "p", "q", "p_null", "significant") if c in table]
+    cols = [c for c in (derivatives.FEATURE, stat, derivatives.P, derivatives.Q,
+                        derivatives.P_NULL, derivatives.SIGNIFICANT) if c in table]
     print(table[cols].head(n).to_string(index=False))
 
 
@@ -106,31 +108,33 @@ def run(args: argparse.Namespace) -> int:
                   threshold=args.threshold, n_null=args.n_null, seed=args.seed,
                   cache_dir=args.cache_dir).fit()
     out = args.output_dir
-    stem = out / f"{prefix}_vocab-{args.vocabulary}"
+    stem = out / derivatives.decoding_stem(prefix, args.vocabulary)
     # decode every input before writing anything: a bad map leaves no partial output
     tables = [(kind, image, method(source))
               for kind, image, source, method in (
-                  ("decoding", args.roi, roi_img, dec.decode_roi),
-                  ("mapdecoding", args.stat_map, args.stat_map, dec.decode_map))
+                  (derivatives.DECODING, args.roi, roi_img, dec.decode_roi),
+                  (derivatives.MAP_DECODING, args.stat_map, args.stat_map, dec.decode_map))
               if image is not None]
     dropped = dec.maps_.dropped
     outputs = {}
     for kind, image, table in tables:
-        outputs[kind] = write_table(table, f"{stem}_{kind}.tsv")
-        tag = "" if kind == "decoding" else "_map"
-        save_figure(bar_chart(table, top=args.top), f"{stem}{tag}_bar.png", dpi=150)
-        save_figure(polar_plot(table), f"{stem}{tag}_polar.png", dpi=150)
+        outputs[kind] = write_table(table, stem.with_name(
+            derivatives.decoding_table_name(stem.name, kind)))
+        save_figure(bar_chart(table, top=args.top), stem.with_name(
+            derivatives.decoding_figure_name(stem.name, "bar", kind)), dpi=150)
+        save_figure(polar_plot(table), stem.with_name(
+            derivatives.decoding_figure_name(stem.name, "polar", kind)), dpi=150)
         _show(table, f"{kind}: {image}")
     params = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
               if k not in ("verbose", "quiet", "debug", "config")}
     inputs = {k: v for k, v in (("roi", args.roi), ("map", args.stat_map)) if v is not None}
     extra = {"DroppedFeatures": {"n": int(len(dropped)),
-                                 "table": f"{stem.name}_dropped-features.tsv"
+                                 "table": derivatives.dropped_features_name(stem.name)
                                  if len(dropped) else None,
                                  "reasons": {str(k): int(v) for k, v in
                                              dropped["reason"].value_counts().items()}}}
     for kind, _, table in tables:
-        if kind == "decoding":
+        if kind == derivatives.DECODING:
             extra["ROI"] = {"voxels_decoded": table.attrs["roi_voxels"],
                             "voxels_outside_brain_mask": table.attrs["roi_voxels_outside_mask"],
                             "fraction_outside_brain_mask":
@@ -138,15 +142,17 @@ def run(args: argparse.Namespace) -> int:
                             "labels": args.labels, "threshold": args.roi_threshold}
         extra.setdefault("Null", {})[kind] = {
             "n_null": table.attrs.get("n_null"),
-            "method": "ROI translations" if kind == "decoding" else
+            "method": "ROI translations" if kind == derivatives.DECODING else
                       "in-support Gaussian-field surrogates, rank-matched",
-            "p_null": "empirical (k+1)/(n+1); GPD tail below 10 exceedances"}
+            derivatives.P_NULL: "empirical (k+1)/(n+1); GPD tail below 10 exceedances"}
     if len(dropped):
-        outputs["dropped"] = write_table(dropped[["feature", "n_selected", "reason", "label"]],
-                                         f"{stem}_dropped-features.tsv")
+        outputs["dropped"] = write_table(dropped[list(derivatives.DROPPED_FEATURE_COLUMNS)],
+                                         stem.with_name(
+                                             derivatives.dropped_features_name(stem.name)))
         print(f"{len(dropped)} {args.vocabulary} feature(s) have no map and are not decoded "
               f"({', '.join(f'{v} {k}' for k, v in extra['DroppedFeatures']['reasons'].items())}"
               f"); listed in {outputs['dropped']}")
-    write_json(f"{stem}_decoding.json", make_sidecar(params, inputs, **extra))
+    write_json(stem.with_name(derivatives.decoding_sidecar_name(stem.name)),
+               make_sidecar(params, inputs, **extra))
     print(f"\nwrote {', '.join(str(p) for p in outputs.values())}")
     return 0

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .._defaults import N_PERM
 from .._logging import get_logger
+from ..io import derivatives
 from ._types import parse_models
 
 HELP = ("Simulate a DSI cohort with the study's five findings planted, run the participant and "
@@ -90,9 +91,11 @@ def run(args: argparse.Namespace) -> int:
         run_group(bids, deriv, settings, executor=executor, report=False)
     summary = check_planted(bids, deriv) or {}
     log.info("report written to %s", build_report(deriv))
-    print(f"demo finished: {summary.get('planted_found', '?')}/5 planted effects found, "
-          f"{summary.get('false_clusters', '?')} cluster(s) outside the planted regions; "
-          f"report: {deriv / 'group' / 'report.html'}")
+    found = summary.get(derivatives.PLANTED_FOUND_KEY, "?")
+    false = summary.get(derivatives.FALSE_CLUSTERS_KEY, "?")
+    print(f"demo finished: {found}/5 planted effects found, "
+          f"{false} cluster(s) outside the planted regions; "
+          f"report: {derivatives.group_dir(deriv) / derivatives.REPORT_HTML}")
     return 0
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .._defaults import TISSUE_D_PAR
 from .._validation import InputError, check_output_dir
+from ..io import derivatives
 from ..models import registry
 from ..workflows.participant import ParticipantSettings
 from ._types import diffusivity, parse_models
@@ -79,7 +80,7 @@ def prefix_from_dwi(path: Path) -> str:
             break
     if name.endswith("_dwi"):
         name = name[: -len("_dwi")]
-    return f"{name}_space-orig"
+    return derivatives.space_prefix(name)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -34,6 +34,7 @@ from .. import _defaults as defaults
 from .._logging import get_logger
 from .._resources import check_permutations
 from .._validation import InputError, check_option_number, check_output_dir
+from ..io import derivatives
 from ..io.design_table import read_design_table
 from ..io.fsl import (
     FslContrasts,
@@ -130,12 +131,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          "regressors are demeaned)")
     io.add_argument("-t", "--tcon", type=Path, default=None, metavar="CON",
                     help="FSL t contrasts (design.con) for a design.mat; each contrast k is "
-                         "tested in its own direction and written as OUT_PREFIX_tstat<k>...")
+                         "tested in its own direction and written as "
+                         f"{derivatives.randomise_map_name('OUT_PREFIX', derivatives.tstat_key('<k>'))}...")
     io.add_argument("-e", "--exchangeability-blocks", type=Path, default=None,
                     metavar="GRP", help="FSL design.grp of a design.mat: permute only within "
                                         "blocks of equal label")
     io.add_argument("-o", "--output", required=True, metavar="OUT_PREFIX",
-                    help="output prefix, e.g. stats/fa -> stats/fa_tstat1.nii.gz")
+                    help="output prefix, e.g. stats/fa -> "
+                         f"{derivatives.randomise_map_name('stats/fa', derivatives.tstat_key(1))}")
     model = parser.add_argument_group("model")
     model.add_argument("--contrast", default=None, metavar="COLUMN|K",
                        help="TSV design: the tested design column (required); design.mat: "
@@ -163,10 +166,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      default=_DEFAULTS["cluster_connectivity"],
                      choices=sorted(CONNECTIVITY_RANK))
     inf.add_argument("--one-sided", action="store_true",
-                     help="test the positive direction only (no tstat2; a design.con's "
+                     help=f"test the positive direction only (no {derivatives.tstat_key(2)}; "
+                          "a design.con's "
                           "contrasts are always tested in their own direction)")
     inf.add_argument("--corrcon", action="store_true",
-                     help="also write *_famcorrp maps, FWE-corrected over both directions "
+                     help=f"also write *_{derivatives.FAMCORRP} maps, FWE-corrected over both "
+                          "directions "
                           "(design.con: over the tested contrasts) (PALM -corrcon)")
     inf.add_argument("--n-jobs", type=int, default=_DEFAULTS["n_jobs"],
                      help="threads (default: all cores; more than the usable cores are "
@@ -196,7 +201,8 @@ def run(args: argparse.Namespace) -> int:
     args.n_jobs = options.n_jobs
     out = Path(args.output)
     if str(args.output).endswith(("/", "\\")) or out.is_dir():
-        raise InputError("the output prefix is a folder; randomise writes PREFIX_tstat1.nii.gz "
+        raise InputError("the output prefix is a folder; randomise writes "
+                         f"{derivatives.randomise_map_name('PREFIX', derivatives.tstat_key(1))} "
                          "and so on", file=args.output,
                          fix=f"Add a file-name prefix, e.g. -o {out / 'fa'}.")
     check_output_dir(out.parent, "output prefix's folder")
@@ -242,7 +248,7 @@ def _run_table(args: argparse.Namespace, options: RandomiseOptions, out: Path) -
     paths = result.save(out.parent, out.name, mask, stack.img.affine, inputs=_inputs(args))
     log.info("wrote %d files to %s", len(paths), out.parent)
     for k in (1, 2):
-        key = f"tfce_corrp_tstat{k}" if not args.no_tfce else f"vox_corrp_tstat{k}"
+        key = derivatives.corrp_key("vox" if args.no_tfce else "tfce", k)
         if key in result.maps:
             n_sig = int((result.maps[key] > 0.95).sum())
             log.info("%s: %d voxel(s) with FWE p < 0.05", key, n_sig)
@@ -300,7 +306,7 @@ def _run_vest(args: argparse.Namespace, options: RandomiseOptions, out: Path) ->
     paths = result.save(out.parent, out.name, mask, stack.img.affine, inputs=_inputs(args))
     log.info("wrote %d files to %s", len(paths), out.parent)
     for c in result.params["contrasts"]:
-        name = f"{'vox' if args.no_tfce else 'tfce'}_corrp_{c['tstat']}"
+        name = derivatives.corrp_key("vox" if args.no_tfce else "tfce", c["number"])
         if name in result.maps:
             log.info("%s (%s): %d voxel(s) with FWE p < 0.05", name, c["name"],
                      int((result.maps[name] > 0.95).sum()))

@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-HELP = "Rebuild OUTPUT_DIR/group/report.html from the outputs of the group stage."
+from ..io import derivatives
+
+HELP = (f"Rebuild OUTPUT_DIR/{derivatives.GROUP_DIR}/{derivatives.REPORT_HTML} from the "
+        "outputs of the group stage.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,9 +20,10 @@ def run(args: argparse.Namespace) -> int:
     from .._validation import InputError
     from ..report import build_report
 
-    group = Path(args.output_dir) / "group"
-    if Path(args.output_dir).is_dir() and not (group / "analysis.json").is_file():
-        raise InputError("no group results to report (group/analysis.json is missing)",
+    group = derivatives.group_dir(args.output_dir)
+    if Path(args.output_dir).is_dir() and not (group / derivatives.ANALYSIS_JSON).is_file():
+        raise InputError("no group results to report "
+                         f"(group/{derivatives.ANALYSIS_JSON} is missing)",
                          file=args.output_dir,
                          fix="Run the group stage first: microvba BIDS_DIR OUTPUT_DIR group "
                              "--score ...; then (re)build the report with microvba report.")

@@ -20,6 +20,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..io import derivatives
 from ._types import seed
 
 HELP = "Mean of a named atlas region in each map (a priori ROI), with a partial correlation."
@@ -62,10 +63,9 @@ def run(args: argparse.Namespace) -> int:
                           n_boot=args.n_boot, seed=args.seed, data_dir=args.data_dir)
     r = result.correlation
     if r is not None:
-        print(f"{args.region}: partial {args.method} r = {r['r']:.3f} "
-              f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}], p = {r['p']:.3g}, "
-              f"n = {r['n']}, bootstrap CI [{r['boot_ci_low']:.3f}, "
-              f"{r['boot_ci_high']:.3f}]", file=sys.stderr)
+        n, _, _, rr, lo, hi, p, blo, bhi, _ = (r[k] for k in derivatives.PARTIAL_CORR_KEYS)
+        print(f"{args.region}: partial {args.method} r = {rr:.3f} [{lo:.3f}, {hi:.3f}], "
+              f"p = {p:.3g}, n = {n}, bootstrap CI [{blo:.3f}, {bhi:.3f}]", file=sys.stderr)
     if args.output is None:
         sys.stdout.write(result.to_tsv())
         return 0

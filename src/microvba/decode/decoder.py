@@ -51,6 +51,7 @@ from scipy import special
 
 from .._logging import get_logger
 from .._validation import InputError, check_choice, check_in_range, check_positive_int
+from ..io import derivatives as D
 from ..stats.clusters import fdr_bh
 from . import _kernels
 from . import null as _null
@@ -224,7 +225,7 @@ class Decoder:
         return np.ascontiguousarray(out.T)
 
     def decode_roi(self, mask_img: str | Path | nib.Nifti1Image,
-                   sort_by: str = "log_odds") -> pd.DataFrame:
+                   sort_by: str = D.LOG_ODDS) -> pd.DataFrame:
         """Association of each feature with reporting activation in the ROI.
 
         ``sort_by`` picks the ranking statistic: ``"log_odds"`` (Neurosynth), ``"z"`` or
@@ -242,7 +243,7 @@ class Decoder:
             on the 2 mm grid that fall outside the brain mask and are dropped; a warning is
             logged above 5 %).
         """
-        check_choice("sort_by", sort_by, ("log_odds", "z", "r"))
+        check_choice("sort_by", sort_by, (D.LOG_ODDS, D.Z, D.R))
         fm = self._check_fitted()
         roi, n_outside = roi_voxels(mask_img, fm.grid, return_outside=True)
         frac_outside = n_outside / (n_outside + roi.size)
@@ -266,17 +267,13 @@ class Decoder:
         null = lor_all[:, 1:]
         p_perm, p_null = _null_p(lor, null)
         q = fdr_bh(p)
-        table = pd.DataFrame({
-            "feature": fm.features, "label": fm.labels,
-            "n_selected": self._n_sel.astype(int),
-            "p_roi_given_feature": a / self._n_sel,
-            "p_roi_given_other": c / (fm.n_studies - self._n_sel),
-            "log_odds": lor, "z": np.sign(lor) * np.sqrt(chi2), "p": p, "p_method": method,
-            "q": q, "p_perm": p_perm, "p_null": p_null, "q_null": fdr_bh(p_null),
-            "r": self._roi_r(roi),
-        })
-        null_ok = (table["q_null"] < self.alpha) if null.shape[1] else True
-        table["significant"] = (table["q"] < self.alpha) & null_ok & (table["log_odds"] > 0)
+        # the columns of derivatives.DECODING_COLUMNS, in order (significant added below)
+        table = pd.DataFrame(dict(zip(D.DECODING_COLUMNS[:-1], (
+            fm.features, fm.labels, self._n_sel.astype(int), a / self._n_sel,
+            c / (fm.n_studies - self._n_sel), lor, np.sign(lor) * np.sqrt(chi2), p, method, q,
+            p_perm, p_null, fdr_bh(p_null), self._roi_r(roi)), strict=True)))
+        null_ok = (table[D.Q_NULL] < self.alpha) if null.shape[1] else True
+        table[D.SIGNIFICANT] = (table[D.Q] < self.alpha) & null_ok & (table[D.LOG_ODDS] > 0)
         return self._finish(table, sort_by, roi_voxels=int(roi.size),
                             roi_voxels_outside_mask=int(n_outside),
                             roi_fraction_outside_mask=float(frac_outside),
@@ -340,11 +337,12 @@ class Decoder:
         p_perm = p_null = np.full(len(fm.features), np.nan)
         if self.n_null:
             p_perm, p_null = self._map_null_p(x)
-        table = pd.DataFrame({"feature": fm.features, "label": fm.labels,
-                              "n_selected": self._n_sel.astype(int), "r": r,
-                              "p_perm": p_perm, "p_null": p_null, "q_null": fdr_bh(p_null)})
-        table["significant"] = (table["q_null"] < self.alpha) & (table["r"] > 0)
-        return self._finish(table, "r", n_null=self.n_null)
+        # the columns of derivatives.MAP_DECODING_COLUMNS, in order
+        table = pd.DataFrame(dict(zip(D.MAP_DECODING_COLUMNS[:-1], (
+            fm.features, fm.labels, self._n_sel.astype(int), r, p_perm, p_null,
+            fdr_bh(p_null)), strict=True)))
+        table[D.SIGNIFICANT] = (table[D.Q_NULL] < self.alpha) & (table[D.R] > 0)
+        return self._finish(table, D.R, n_null=self.n_null)
 
     def _map_null_p(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(p_perm, p_null) of each feature's r against spatially constrained surrogates of

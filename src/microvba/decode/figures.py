@@ -9,6 +9,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from .._validation import InputError, check_positive_int
+from ..io import derivatives as D
 
 _SIGNIFICANT = "#c0392b"
 _OTHER = "#7f8c8d"
@@ -17,7 +18,7 @@ _OTHER = "#7f8c8d"
 def _statistic(table: pd.DataFrame) -> str:
     stat = table.attrs.get("statistic")
     if stat is None:
-        stat = next((c for c in ("log_odds", "r") if c in table.columns), None)
+        stat = next((c for c in (D.LOG_ODDS, D.R) if c in table.columns), None)
     if stat is None or stat not in table.columns:
         raise InputError("The decoding table has no statistic column (log_odds or r).",
                          file="<decoding table>",
@@ -32,8 +33,8 @@ def _name(row: pd.Series, width: int = 32) -> str:
     return textwrap.shorten(short, width=width, placeholder="...")
 
 
-_AXIS_LABEL = {"log_odds": "log-odds ratio (ROI | feature vs others)",
-               "r": "Pearson r with association map", "z": "association z"}
+_AXIS_LABEL = {D.LOG_ODDS: "log-odds ratio (ROI | feature vs others)",
+               D.R: "Pearson r with association map", D.Z: "association z"}
 
 
 def bar_chart(table: pd.DataFrame, top: int = 15) -> Figure:

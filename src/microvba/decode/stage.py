@@ -12,6 +12,7 @@ import pandas as pd
 from .._logging import get_logger
 from .._provenance import atomic_path, make_sidecar, save_figure, write_json
 from .._validation import InputError, ProblemCollector, check_choice
+from ..io import derivatives
 from .database import VOCABULARY_DATABASE, database_files
 from .decoder import Decoder
 from .figures import bar_chart, polar_plot
@@ -98,22 +99,25 @@ def decode_clusters(label_img: str | Path | nib.Nifti1Image, out_dir: str | Path
         lost = dec.maps_.dropped
         dropped[vocab] = {"n": int(len(lost)), "table": None}
         if len(lost):
-            path = write_table(lost[["feature", "n_selected", "reason", "label"]],
-                               out_dir / f"{prefix}_vocab-{vocab}_dropped-features.tsv")
+            path = write_table(lost[list(derivatives.DROPPED_FEATURE_COLUMNS)],
+                               out_dir / derivatives.dropped_features_name(
+                                   derivatives.decoding_stem(prefix, vocab)))
             dropped[vocab]["table"] = path.name
         for cid in ids:
             mask = nib.Nifti1Image((labels == cid).astype(np.uint8), labels_img.affine)
-            stem = out_dir / f"{prefix}_cluster-{cid}_vocab-{vocab}"
+            stem = derivatives.decoding_stem(prefix, vocab, cid)
             table = dec.decode_roi(mask)
             outside[cid] = {"voxels_decoded": table.attrs["roi_voxels"],
                             "voxels_outside_brain_mask": table.attrs["roi_voxels_outside_mask"],
                             "fraction_outside_brain_mask":
                                 round(table.attrs["roi_fraction_outside_mask"], 6)}
             files = outputs[cid]
-            files[f"{vocab}_tsv"] = write_table(table, f"{stem}_decoding.tsv")
-            files[f"{vocab}_bar"] = save_figure(bar_chart(table), f"{stem}_bar.png", dpi=150)
-            files[f"{vocab}_polar"] = save_figure(polar_plot(table), f"{stem}_polar.png",
-                                                  dpi=150)
+            files[f"{vocab}_tsv"] = write_table(
+                table, out_dir / derivatives.decoding_table_name(stem))
+            for figure, draw in (("bar", bar_chart), ("polar", polar_plot)):
+                files[f"{vocab}_{figure}"] = save_figure(
+                    draw(table), out_dir / derivatives.decoding_figure_name(stem, figure),
+                    dpi=150)
             if stat is not None:
                 data = np.asarray(stat.dataobj, dtype=np.float32)
                 inside = _resampled_mask(labels == cid, labels_img, stat)
@@ -124,14 +128,15 @@ def decode_clusters(label_img: str | Path | nib.Nifti1Image, out_dir: str | Path
                 else:
                     files[f"{vocab}_map_tsv"] = write_table(
                         dec.decode_map(nib.Nifti1Image(values, stat.affine)),
-                        f"{stem}_mapdecoding.tsv")
+                        out_dir / derivatives.decoding_table_name(stem,
+                                                                  derivatives.MAP_DECODING))
             n_sig = int(table["significant"].sum())
             log.info("cluster %d, %s: top %s (%d significant)", cid, vocab,
                      table["feature"].iloc[0], n_sig)
     params = {"vocabularies": list(vocabularies), "n_null": n_null, "seed": seed,
               "kernel_mm": kernel_mm, "kernel_radius": kernel_mm, "thresholds": thresholds,
               "clusters": ids, "stat_img": str(stat_img) if stat_img is not None else None}
-    write_json(out_dir / f"{prefix}_decoding.json",
+    write_json(out_dir / derivatives.decoding_sidecar_name(prefix),
                make_sidecar(params, ClusterVoxels={str(k): v for k, v in outside.items()},
                             DroppedFeatures=dropped))
     return outputs

@@ -16,6 +16,7 @@ from .. import _defaults
 from .._logging import get_logger
 from .._provenance import is_up_to_date, make_sidecar, save_nifti, write_json
 from .._validation import InputError, check_choice
+from ..io import derivatives
 from ..io.bids import nifti_read_errors, nifti_read_fix
 from ..io.derivatives import image_like, sidecar_path
 from ..io.gradients import no_b0_problem, non_unit_problem, read_bvals, read_bvecs
@@ -32,17 +33,16 @@ TISSUE_D_PAR = _defaults.TISSUE_D_PAR
 
 def map_filename(prefix: str, model: str, param: str, desc: str | None = None) -> str:
     """``{prefix}[_desc-{desc}]_model-{model}_param-{param}_dwimap.nii.gz``."""
-    d = f"_desc-{desc}" if desc else ""
-    return f"{prefix}{d}_model-{model}_param-{param}_dwimap.nii.gz"
+    return derivatives.model_map_name(prefix, model, param, desc)
 
 
 def mask_filename(prefix: str) -> str:
-    return f"{prefix}_desc-brain_mask.nii.gz"
+    return derivatives.brain_mask_name(prefix)
 
 
 def b0_filename(prefix: str) -> str:
     """Mean b0 reference (a registration contrast)."""
-    return f"{prefix}_desc-meanb0_dwiref.nii.gz"
+    return derivatives.meanb0_name(prefix)
 
 
 def planned_outputs(out_dir: str | Path, prefix: str, models: Sequence[str]
@@ -360,14 +360,12 @@ def _auto_mask(data: np.ndarray, gtab: GradientTable, dwi_path: Path) -> np.ndar
 def _model_of(key: str, path: Path) -> str:
     """The model a map belongs to: the ``model-`` entity of its planned name, which must
     agree with the registry (a map no model declares is an error, never labelled 'noddi')."""
-    import re
-
-    found = re.search(r"_model-([A-Za-z0-9]+)_", path.name)
+    found = derivatives.model_of_name(path.name)
     if found is None:
         raise KeyError(f"map {key!r} ({path.name}) has no model- entity")
     declared = model_of_map(key)  # KeyError for a map no model declares
-    if declared != found.group(1):
-        raise KeyError(f"map {key!r} is written as model-{found.group(1)} but the registry "
+    if declared != found:
+        raise KeyError(f"map {key!r} is written as model-{found} but the registry "
                        f"declares it for {declared!r}")
     return declared
 

@@ -50,6 +50,7 @@ import pandas as pd
 
 from .. import _paths
 from .._validation import InputError
+from ..io import derivatives
 
 ATLASES: tuple[str, ...] = ("brainnetome", "harvard_oxford", "aal")
 #: minimum Harvard-Oxford probability (percent) for a voxel to carry a label (FSL thr25)
@@ -339,8 +340,7 @@ def label_clusters(cluster_label_img: nib.spatialimages.SpatialImage,
                 v = int(values[i])
                 name = atlas.labels["name"].get(v, BACKGROUND) if v else BACKGROUND
                 rows.append((int(cid), atlas.name, v, name, int(counts[i]), pct, rank))
-    return pd.DataFrame(rows, columns=["cluster_id", "atlas", "label_id", "label",
-                                       "n_voxels", "percent", "rank"])
+    return pd.DataFrame(rows, columns=list(derivatives.CLUSTER_LABEL_COLUMNS))
 
 
 def summarise_labels(long_table: pd.DataFrame, top: int = 3,
@@ -350,17 +350,18 @@ def summarise_labels(long_table: pd.DataFrame, top: int = 3,
     A column ``<atlas>_top`` holds the single most-covered label (background skipped).
     """
     rows: dict[int, dict[str, str]] = {}
-    for (cid, atlas), g in long_table.groupby(["cluster_id", "atlas"], sort=False):
+    for (cid, atlas), g in long_table.groupby([derivatives.CLUSTER_ID, "atlas"], sort=False):
         if skip_background:
             g = g[g["label"] != BACKGROUND]
         g = g.sort_values("percent", ascending=False).head(top)
         row = rows.setdefault(int(cid), {})
-        row[atlas] = "; ".join(f"{lb} ({p:.1f}%)" for lb, p in zip(g["label"], g["percent"],
+        cover_col, top_col, _ = derivatives.atlas_columns(atlas)
+        row[cover_col] = "; ".join(f"{lb} ({p:.1f}%)" for lb, p in zip(g["label"], g["percent"],
                                                                     strict=True))
-        row[f"{atlas}_top"] = str(g["label"].iloc[0]) if len(g) else BACKGROUND
+        row[top_col] = str(g["label"].iloc[0]) if len(g) else BACKGROUND
     out = pd.DataFrame.from_dict(rows, orient="index")
-    out.index.name = "cluster_id"
-    return out.reset_index() if len(out) else pd.DataFrame(columns=["cluster_id"])
+    out.index.name = derivatives.CLUSTER_ID
+    return out.reset_index() if len(out) else pd.DataFrame(columns=[derivatives.CLUSTER_ID])
 
 
 def label_coordinates(coords_mm: np.ndarray | Sequence[Sequence[float]],

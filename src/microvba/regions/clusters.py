@@ -30,11 +30,11 @@ import pandas as pd
 from scipy import ndimage
 
 from .._validation import InputError, check_choice, check_in_range
+from ..io import derivatives
 
 CONNECTIVITY = {6: 1, 18: 2, 26: 3}
 
-CLUSTER_COLUMNS = ["cluster_id", "tail", "n_voxels", "volume_mm3", "peak_stat", "peak_x",
-                   "peak_y", "peak_z", "com_x", "com_y", "com_z", "n_subpeaks", "subpeaks"]
+CLUSTER_COLUMNS = list(derivatives.CLUSTER_COLUMNS)
 
 
 def structure(connectivity: int) -> np.ndarray:
@@ -250,13 +250,15 @@ def peak_table(table: pd.DataFrame) -> pd.DataFrame:
     """
     rows = []
     for _, c in table.iterrows():
-        rows.append([str(c["cluster_id"]), c["peak_x"], c["peak_y"], c["peak_z"],
-                     c["peak_stat"], c["volume_mm3"]])
+        cid = c[derivatives.CLUSTER_ID]
+        # CLUSTER_COLUMNS: cluster_id, tail, n_voxels, volume_mm3, peak_stat, peak_x/y/z
+        rows.append([str(cid), *(c[k] for k in derivatives.PEAK_XYZ),
+                     c[CLUSTER_COLUMNS[4]], c[CLUSTER_COLUMNS[3]]])
         subs = [s for s in str(c["subpeaks"]).split("; ") if s and s != "nan"]
         for k, s in enumerate(subs):
             coords, value = s.split(":")
             x, y, z = (float(v) for v in coords.split(","))
-            rows.append([f"{c['cluster_id']}{ascii_lowercase[k]}", x, y, z, float(value),
+            rows.append([f"{cid}{ascii_lowercase[k]}", x, y, z, float(value),
                          np.nan])
     return pd.DataFrame(rows, columns=["Cluster ID", "X", "Y", "Z", "Peak Stat",
                                        "Cluster Size (mm3)"])

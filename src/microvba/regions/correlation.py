@@ -71,6 +71,7 @@ import pandas as pd
 from scipy import stats
 
 from .._validation import InputError, check_choice, check_in_range
+from ..io import derivatives
 from ..stats.clusters import fdr_bh
 from ..stats.design import dummy_code, is_categorical
 from .means import cluster_means, subject_matrix
@@ -245,9 +246,9 @@ def partial_corr(x, y, covariates: pd.DataFrame | np.ndarray | None = None,
     lo, hi = fisher_ci(r, n, k, ci) if np.isfinite(r) else (np.nan, np.nan)
     blo, bhi = (bootstrap_ci(x, y, c, method, ci, int(n_boot), seed) if n_boot
                 else (float("nan"), float("nan")))
-    return {"n": n, "k": k, "dof": n - k - 2, "r": r, "ci_low": lo, "ci_high": hi,
-            "p": _pvalue(r, n - k - 2) if np.isfinite(r) else float("nan"),
-            "boot_ci_low": blo, "boot_ci_high": bhi, "method": method}
+    p = _pvalue(r, n - k - 2) if np.isfinite(r) else float("nan")
+    return dict(zip(derivatives.PARTIAL_CORR_KEYS,
+                    (n, k, n - k - 2, r, lo, hi, p, blo, bhi, method), strict=True))
 
 
 def partial_corr_or_nan(x, y, covariates=None, method: str = "pearson", ci: float = 0.95,
@@ -258,8 +259,8 @@ def partial_corr_or_nan(x, y, covariates=None, method: str = "pearson", ci: floa
     n = int(np.isfinite(x).sum())
     if n - k - 3 < 1:
         nan = float("nan")
-        return {"n": n, "k": k, "dof": n - k - 2, "r": nan, "ci_low": nan, "ci_high": nan,
-                "p": nan, "boot_ci_low": nan, "boot_ci_high": nan, "method": method}
+        return dict(zip(derivatives.PARTIAL_CORR_KEYS,
+                        (n, k, n - k - 2, nan, nan, nan, nan, nan, nan, method), strict=True))
     return partial_corr(x, y, covariates, method, ci, n_boot, seed)
 
 
@@ -485,8 +486,9 @@ def loso_r(Y: np.ndarray, score, covariates=None, *, mask_img=None,
     loso = partial_corr_or_nan(held, score, covariates, method, ci, n_boot, seed)
     ins = partial_corr_or_nan(out["in_sample"][:, 0], score, covariates, method, ci, 0, seed)
     result = dict(loso)
-    result.update({"in_sample_r": ins["r"], "in_sample_ci_low": ins["ci_low"],
-                   "in_sample_ci_high": ins["ci_high"], "in_sample_p": ins["p"],
+    result.update({"in_sample_r": ins[derivatives.R],
+                   "in_sample_ci_low": ins[derivatives.CI_LOW],
+                   "in_sample_ci_high": ins[derivatives.CI_HIGH], "in_sample_p": ins[derivatives.P],
                    "held_out_means": held,
                    "cluster_n_voxels": int(out["clusters"][0].size),
                    "rank": int(out.get("ranks", [1])[0]),

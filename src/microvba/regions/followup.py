@@ -49,6 +49,7 @@ import pandas as pd
 from .._logging import get_logger
 from .._provenance import make_sidecar, save_figure, save_nifti, write_json, write_text
 from .._validation import InputError, ProblemCollector, check_choice
+from ..io import derivatives
 from .atlases import (
     ATLASES,
     Atlas,
@@ -72,7 +73,7 @@ from .correlation import (
 
 log = get_logger(__name__)
 
-SIGN_TAG = {"+": "pos", "-": "neg"}
+SIGN_TAG = derivatives.SIGN_TAG
 
 
 @dataclass
@@ -91,7 +92,7 @@ class RegionsResult:
 
     @property
     def tag(self) -> str:
-        return f"{self.metric}_{SIGN_TAG[self.sign]}"
+        return derivatives.region_tag(self.metric, self.sign)
 
     def save(self, out_dir: str | Path | None = None) -> dict[str, Path]:
         """Write every table, the label image, the figures and a JSON sidecar (atomically).
@@ -104,23 +105,23 @@ class RegionsResult:
                              fix="Pass save(out_dir) or follow_up(..., out_dir=...).")
         out = Path(out_dir)
         tag = self.tag
+        def name(what: str) -> Path:
+            return out / derivatives.region_file(tag, what)
+
         paths = {
-            "clusters": write_text(out / f"{tag}_clusters.tsv",
-                                   self.clusters.to_csv(sep="\t", index=False)),
-            "labels": write_text(out / f"{tag}_cluster-labels.tsv",
-                                 self.labels.to_csv(sep="\t", index=False)),
-            "means": write_text(out / f"{tag}_cluster-means.tsv",
-                                self.means.to_csv(sep="\t", index=True)),
-            "correlations": write_text(out / f"{tag}_correlations.tsv",
+            "clusters": write_text(name("clusters"), self.clusters.to_csv(sep="\t", index=False)),
+            "labels": write_text(name("labels"), self.labels.to_csv(sep="\t", index=False)),
+            "means": write_text(name("means"), self.means.to_csv(sep="\t", index=True)),
+            "correlations": write_text(name("correlations"),
                                        self.correlations.to_csv(sep="\t", index=False)),
-            "label_img": save_nifti(self.label_img, out / f"{tag}_clusters.nii.gz"),
+            "label_img": save_nifti(self.label_img, name("label_img")),
         }
-        for name, fig in self.figures.items():
-            paths[f"figure_{name}"] = save_figure(fig, out / f"{tag}_{name}_scatter.png",
-                                                  dpi=120)
+        for key, fig in self.figures.items():
+            paths[f"figure_{key}"] = save_figure(fig, out / derivatives.scatter_name(tag, key),
+                                                 dpi=120)
         sidecar = make_sidecar(self.parameters, n_clusters=len(self.clusters),
                                Outputs={k: p.name for k, p in paths.items()})
-        paths["sidecar"] = write_json(out / f"{tag}_regions.json", sidecar)
+        paths["sidecar"] = write_json(name("sidecar"), sidecar)
         return paths
 
 
@@ -170,16 +171,15 @@ def _load_atlases(atlases: Iterable[str | Atlas], data_dir, missing_atlas: str) 
 def _label_table(table: pd.DataFrame, label_img, atlases: list[Atlas]
                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
     if not len(table) or not atlases:
-        return table, pd.DataFrame(columns=["cluster_id", "atlas", "label_id", "label",
-                                            "n_voxels", "percent", "rank"])
+        return table, pd.DataFrame(columns=list(derivatives.CLUSTER_LABEL_COLUMNS))
     long = label_clusters(label_img, atlases)
     summary = summarise_labels(long)
-    peaks = label_coordinates(table[["peak_x", "peak_y", "peak_z"]].to_numpy(float), atlases)
-    peaks = peaks.drop(columns=["x", "y", "z"]).add_prefix("peak_")
-    table = table.merge(summary, on="cluster_id", how="left")
+    peaks = label_coordinates(table[list(derivatives.PEAK_XYZ)].to_numpy(float), atlases)
+    peaks = peaks.drop(columns=["x", "y", "z"]).rename(
+        columns={a.name: derivatives.atlas_columns(a.name)[2] for a in atlases})
+    table = table.merge(summary, on=derivatives.CLUSTER_ID, how="left")
     table = pd.concat([table.reset_index(drop=True), peaks.reset_index(drop=True)], axis=1)
-    first = atlases[0].name
-    table.insert(1, "region", table[f"{first}_top"])
+    table.insert(1, derivatives.REGION, table[derivatives.atlas_columns(atlases[0].name)[1]])
     return table, long
 
 
@@ -195,8 +195,10 @@ def _scatter(rx: np.ndarray, ry: np.ndarray, title: str, row: dict, metric: str,
         ax.plot(xs, slope * xs + icpt, color="#d62728", lw=1.2)
     ax.set_xlabel(f"{score} (residualised)")
     ax.set_ylabel(f"{metric.upper()} cluster mean (residualised)")
-    text = (f"r = {row['r']:.2f} [{row['ci_low']:.2f}, {row['ci_high']:.2f}] (in-sample)\n"
-            f"p = {row['p']:.2g}, LOSO r = {row.get('loso_r', np.nan):.2f}")
+    r, lo, hi, p = (row[k] for k in (derivatives.R, derivatives.CI_LOW, derivatives.CI_HIGH,
+                                     derivatives.P))
+    text = (f"r = {r:.2f} [{lo:.2f}, {hi:.2f}] (in-sample)\n"
+            f"p = {p:.2g}, LOSO r = {row.get(derivatives.LOSO_R, np.nan):.2f}")
     ax.set_title(title, fontsize=8)
     ax.text(0.02, 0.98, text, transform=ax.transAxes, va="top", fontsize=7)
     fig.tight_layout()
@@ -233,7 +235,7 @@ def _loso(metric_imgs, stat_img, label_img, table, rows: np.ndarray, score, cov,
         mask[mask] = finite
         Y = Y[:, finite]
     cols = labels[mask]
-    clusters = [cols == cid for cid in table["cluster_id"]]
+    clusters = [cols == cid for cid in table[derivatives.CLUSTER_ID]]
     if any(c.sum() == 0 for c in clusters):
         log.warning("leave-one-out skipped: a cluster has no voxel with data in every subject")
         return None
@@ -247,37 +249,37 @@ def _loso(metric_imgs, stat_img, label_img, table, rows: np.ndarray, score, cov,
 def _correlations(means: pd.DataFrame, table: pd.DataFrame, participants: pd.DataFrame,
                   score: str, covariates: Sequence[str], held_out, methods: Sequence[str],
                   n_boot: int, seed: int) -> pd.DataFrame:
+    """One row per cluster and method, columns :data:`derivatives.CORRELATION_COLUMNS`:
+    cluster, method, the in-sample partial correlation (n, k, r, CI, p), the FDR q across
+    this map's clusters (per method), the bootstrap CI, the LOSO r (its CI, p, n, the mass
+    rank of the fold clusters and their mean overlap) and the note on the in-sample r."""
     cov = participants[list(covariates)] if covariates else None
+    C = derivatives.CORRELATION_COLUMNS
     rows = []
     for method in methods:
         block = []
-        for j, cid in enumerate(table["cluster_id"]):
-            res = partial_corr(means[f"cluster_{cid}"].to_numpy(float),
+        for j, cid in enumerate(table[derivatives.CLUSTER_ID]):
+            res = partial_corr(means[derivatives.cluster_mean_column(cid)].to_numpy(float),
                                participants[score].to_numpy(float), cov, method, 0.95,
                                n_boot, seed)
-            row = {"cluster_id": int(cid), "method": method, **{k: res[k] for k in (
-                "n", "k", "r", "ci_low", "ci_high", "p", "boot_ci_low", "boot_ci_high")}}
             if held_out is not None:
                 lo = partial_corr_or_nan(held_out["values"][:, j], held_out["score"],
-                                  held_out["cov"], method, 0.95, 0, seed)
-                row.update(loso_r=lo["r"], loso_ci_low=lo["ci_low"],
-                           loso_ci_high=lo["ci_high"], loso_p=lo["p"], loso_n=lo["n"],
-                           loso_rank=held_out["ranks"][j],
-                           loso_mean_overlap=float(np.nanmean(held_out["overlap"][:, j]))
-                           if np.isfinite(held_out["overlap"][:, j]).any() else np.nan)
+                                         held_out["cov"], method, 0.95, 0, seed)
+                overlap = held_out["overlap"][:, j]
+                loso = (*(lo[k] for k in derivatives.LOSO_OF_PARTIAL.values()),
+                        held_out["ranks"][j],
+                        float(np.nanmean(overlap)) if np.isfinite(overlap).any() else np.nan)
             else:
-                row.update(loso_r=np.nan, loso_ci_low=np.nan, loso_ci_high=np.nan,
-                           loso_p=np.nan, loso_n=0, loso_rank=0, loso_mean_overlap=np.nan)
-            row["r_interpretation"] = IN_SAMPLE_NOTE
-            block.append(row)
-        q = fdr_bh([b["p"] for b in block])
+                loso = (np.nan, np.nan, np.nan, np.nan, 0, 0, np.nan)
+            # C[2:8] = n, k, r, ci_low, ci_high, p; C[9:11] the bootstrap CI (q at C[8])
+            block.append(dict(zip(C, (int(cid), method, *(res[k] for k in C[2:8]), np.nan,
+                                      *(res[k] for k in C[9:11]), *loso, IN_SAMPLE_NOTE),
+                                  strict=True)))
+        q = fdr_bh([b[C[7]] for b in block])
         for b, qv in zip(block, q, strict=True):
-            b["q_fdr"] = float(qv)
+            b[C[8]] = float(qv)
         rows += block
-    cols = ["cluster_id", "method", "n", "k", "r", "ci_low", "ci_high", "p", "q_fdr",
-            "boot_ci_low", "boot_ci_high", "loso_r", "loso_ci_low", "loso_ci_high", "loso_p",
-            "loso_n", "loso_rank", "loso_mean_overlap", "r_interpretation"]
-    return pd.DataFrame(rows, columns=cols)
+    return pd.DataFrame(rows, columns=list(C))
 
 
 # --------------------------------------------------------------------------- stage
@@ -330,8 +332,8 @@ def follow_up(stat_img: nib.spatialimages.SpatialImage,
                                      min_distance_mm=min_distance_mm)
     atlas_objs = _load_atlases(atlases, data_dir, missing_atlas)
     table, long = _label_table(table, label_img, atlas_objs)
-    table.insert(1, "metric", metric)
-    table.insert(2, "sign", sign)
+    table.insert(1, derivatives.METRIC, metric)
+    table.insert(2, derivatives.SIGN, sign)
     means = cluster_means(metric_imgs_unsmoothed, label_img, subjects=list(participants.index))
     means.index.name = participants.index.name or "participant"
     for col in [score, *covariates]:
@@ -352,21 +354,22 @@ def follow_up(stat_img: nib.spatialimages.SpatialImage,
                           n_boot, seed)
     figs = {}
     if figures and len(table):
-        first = corrs[corrs["method"] == methods[0]].set_index("cluster_id")
-        for cid in table["cluster_id"]:
-            rx, ry = residualise(means[f"cluster_{cid}"], participants[score], cov_df,
-                                 methods[0])
-            region = table.loc[table["cluster_id"] == cid, "region"].iloc[0] \
-                if "region" in table else ""
+        cid_col, region_col = derivatives.CLUSTER_ID, derivatives.REGION
+        first = corrs[corrs["method"] == methods[0]].set_index(cid_col)
+        for cid in table[cid_col]:
+            rx, ry = residualise(means[derivatives.cluster_mean_column(cid)],
+                                 participants[score], cov_df, methods[0])
+            region = table.loc[table[cid_col] == cid, region_col].iloc[0] \
+                if region_col in table else ""
             title = f"{metric.upper()} {sign} cluster {cid} {region}".strip()
-            figs[f"cluster-{cid}"] = _scatter(rx, ry, title, first.loc[cid].to_dict(), metric,
+            figs[derivatives.cluster_figure_key(cid)] = _scatter(rx, ry, title, first.loc[cid].to_dict(), metric,
                                               score)
     params = {"metric": metric, "sign": sign, "score": score, "covariates": covariates,
               "alpha": alpha, "threshold": threshold, "connectivity": connectivity,
               "min_distance_mm": min_distance_mm, "methods": list(methods), "n_boot": n_boot,
               "seed": seed, "loso": loso, "loso_fwhm_mm": loso_fwhm_mm, "atlases": [a.name for a in atlas_objs],
               "n_subjects": len(participants), "out_dir": str(out_dir) if out_dir else None,
-              "r_interpretation": IN_SAMPLE_NOTE,
+              derivatives.R_INTERPRETATION: IN_SAMPLE_NOTE,
               "loso_method": "Esterman et al. 2010: each subject's cluster is the component of "
                              "the same mass rank in the voxel-wise partial-r map (one-sided "
                              "p < 0.01, 26-connected) of the other subjects"}

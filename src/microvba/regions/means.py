@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .._validation import InputError
+from ..io import derivatives
 
 
 def _volumes(subject_imgs) -> tuple[list, np.ndarray | None]:
@@ -81,7 +82,8 @@ def cluster_means(subject_imgs, label_img, subjects: Sequence[str] | None = None
     cols = {}
     for cid in ids:
         with np.errstate(invalid="ignore"):
-            cols[f"cluster_{cid}"] = np.nanmean(Y[:, lab == cid], axis=1) if len(Y) else []
+            cols[derivatives.cluster_mean_column(cid)] = (
+                np.nanmean(Y[:, lab == cid], axis=1) if len(Y) else [])
     index = pd.Index(list(subjects) if subjects is not None else range(len(Y)), name="subject")
     if len(index) != len(Y):
         raise InputError(f"{len(index)} subject labels for {len(Y)} images",

@@ -22,12 +22,14 @@ import pandas as pd
 
 from .._provenance import make_sidecar, write_json, write_text
 from .._validation import InputError, ProblemCollector
+from ..io import derivatives
 from ..io.nifti_checks import check_image_file
 from ..io.participants import read_participants
 from .atlases import Atlas, load_atlas
 from .correlation import partial_corr
 
 _SUB = re.compile(r"sub-([A-Za-z0-9]+)")
+_PARTICIPANT = derivatives.ROI_COLUMNS[3]
 
 
 @dataclass
@@ -85,7 +87,7 @@ def roi_analysis(maps: Sequence[str | Path], atlas: str | Atlas, region: str, *,
     maps = [Path(p) for p in maps]
     atlas_obj = atlas if isinstance(atlas, Atlas) else load_atlas(atlas, data_dir)
     table = region_means(maps, atlas_obj, region, hemisphere)
-    table.insert(0, "region", region + (f"_{hemisphere}" if hemisphere else ""))
+    table.insert(0, derivatives.ROI_COLUMNS[0], region + (f"_{hemisphere}" if hemisphere else ""))
     result = None
     covariates = list(covariates)
     if score:
@@ -151,17 +153,16 @@ def region_means(paths: Sequence[Path], atlas: Atlas, region: str, hemisphere: s
             vol = np.asarray(img.dataobj[..., v] if img.ndim == 4 else img.dataobj, float)
             vals = vol[mask]
             vals = vals[np.isfinite(vals)]
-            rows.append({"map": str(path), "volume": v,
-                         "participant": m.group(1) if m and n_vol == 1 else None,
-                         "n_voxels": int(vals.size),
-                         "mean": float(vals.mean()) if vals.size else float("nan")})
-    return pd.DataFrame(rows)
+            rows.append((str(path), v, m.group(1) if m and n_vol == 1 else None,
+                         int(vals.size), float(vals.mean()) if vals.size else float("nan")))
+    # ROI_COLUMNS: region (inserted by the caller), map, volume, participant, n_voxels, mean
+    return pd.DataFrame(rows, columns=list(derivatives.ROI_COLUMNS[1:]))
 
 
 def align_participants(table: pd.DataFrame, participants: pd.DataFrame, path: Path
                        ) -> pd.DataFrame:
     """Participants row of each map row (by sub-<label> in the name, else by order)."""
-    labels = table["participant"]
+    labels = table[_PARTICIPANT]
     if labels.notna().all():
         unknown = sorted(set(labels) - set(participants.index))
         if unknown:
@@ -173,5 +174,5 @@ def align_participants(table: pd.DataFrame, participants: pd.DataFrame, path: Pa
                          "the map names carry no sub-<label> to match them",
                          file=path, fix="Pass one volume per participant in the table's order, "
                                         "or maps named sub-<label>_*.nii.gz.")
-    table["participant"] = list(participants.index)
+    table[_PARTICIPANT] = list(participants.index)
     return participants

@@ -40,6 +40,7 @@ from scipy import ndimage
 from .._logging import get_logger
 from .._provenance import atomic_path, write_json
 from .._validation import InputError, check_choice
+from ..io import derivatives
 from ..models import registry as _registry
 from .contrast import brain_mask_from_maps, synthetic_t1
 from .template import Template, load_template
@@ -167,12 +168,7 @@ class SubjectTransform:
     # -- persistence ----------------------------------------------------------------------
     @staticmethod
     def _names(prefix: str, space: str) -> dict[str, str]:
-        return {
-            "json": f"{prefix}_from-dwi_to-{space}_mode-image_xfm.json",
-            "warp": f"{prefix}_from-dwi_to-{space}_desc-warp_xfm.nii.gz",
-            "affine": f"{prefix}_from-dwi_to-{space}_desc-affine_xfm.mat",
-            "rigid": f"{prefix}_from-dwi_to-T1w_desc-rigid_xfm.mat",
-        }
+        return derivatives.xfm_names(prefix, space)
 
     def save(self, folder: str | Path, prefix: str) -> list[Path]:
         """Copy the transform files into ``folder`` (atomic); return the written paths.

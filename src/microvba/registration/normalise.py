@@ -94,10 +94,9 @@ def _output_paths(out_dir: Path, prefix: str, params: list[str], space: str) -> 
         "maps": {p: derivatives.map_path(out_dir, subject, p, space=space, session=session,
                                          model=_registry.model_of_map(p))
                  for p in params},
-        "mask": folder / f"{prefix}_space-{space}_desc-brain_mask.nii.gz",
-        "qc": folder / f"{prefix}_space-{space}_desc-registration_qc.json",
-        "figure": Path(out_dir) / f"sub-{subject}" / "figures"
-        / f"{prefix}_space-{space}_desc-qc_dwimap.png",
+        "mask": folder / derivatives.brain_mask_name(derivatives.space_prefix(prefix, space)),
+        "qc": folder / derivatives.registration_qc_name(prefix, space),
+        "figure": derivatives.qc_mosaic_path(out_dir, prefix, space),
         "xfm_index": folder / SubjectTransform._names(prefix, space)["json"],
     }
 
@@ -209,7 +208,7 @@ def normalise_subject(native_maps: Mapping[str, str | Path], out_dir: str | Path
     if not force and is_up_to_date(outputs, paths["qc"], parameters, inputs):
         log.info("%s: normalised maps up to date, skipping", prefix)
         recorded = json.loads(paths["qc"].read_text())
-        qc = {k: recorded[k] for k in ("correlation", "dice_gm", "dice_brain") if k in recorded}
+        qc = {k: recorded[k] for k in derivatives.QC_MEASURES if k in recorded}
         return NormaliseResult(paths["maps"], paths["mask"], qc, paths["qc"], paths["figure"],
                                [paths["xfm_index"]], skipped=True)
 

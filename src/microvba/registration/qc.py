@@ -22,9 +22,10 @@ import numpy as np
 import pandas as pd
 
 from .._validation import InputError
+from ..io import derivatives as D
 from .template import Template
 
-SIMILARITY_COLUMNS = ("correlation", "dice_gm", "dice_brain")
+SIMILARITY_COLUMNS = D.QC_MEASURES
 #: a registration below any of these is flagged whatever the group does (also with 1 or 2
 #: subjects, and already by the participant stage). Measured with the simulator
 #: (``benchmarks/RESULTS.md``, "Registration QC floors"): correct registrations score a
@@ -33,7 +34,8 @@ SIMILARITY_COLUMNS = ("correlation", "dice_gm", "dice_brain")
 #: 0.90 at 2 mm), so the correlation floor, 0.42, sits between the two at every grid.
 #: Subtler failures (an A-P flip at 2 mm: ~0.44 / 0.59 / 0.92) are caught by the robust z
 #: within the group.
-ABSOLUTE_FLOORS: dict[str, float] = {"correlation": 0.42, "dice_brain": 0.75, "dice_gm": 0.3}
+ABSOLUTE_FLOORS: dict[str, float] = {D.QC_CORRELATION: 0.42, D.QC_DICE_BRAIN: 0.75,
+                                     D.QC_DICE_GM: 0.3}
 
 
 def below_floors(qc: Mapping[str, float], floors: Mapping[str, float] | None = None
@@ -80,9 +82,9 @@ def registration_similarity(contrast: np.ndarray, gm: np.ndarray, mask: np.ndarr
     corr = float(np.corrcoef(c, t1)[0, 1]) if c.std() > 0 else 0.0
     t_gm = np.asarray(template.gm.dataobj) >= 0.5
     return {
-        "correlation": corr,
-        "dice_gm": dice(np.asarray(gm) >= 0.5, t_gm),
-        "dice_brain": dice(np.asarray(mask) > 0.5, t_mask),
+        D.QC_CORRELATION: corr,
+        D.QC_DICE_GM: dice(np.asarray(gm) >= 0.5, t_gm),
+        D.QC_DICE_BRAIN: dice(np.asarray(mask) > 0.5, t_mask),
     }
 
 

@@ -5,7 +5,7 @@
 PosixPath('derivatives/microvba/group/report.html')
 """
 
-from .html import build_report
+from .build import build_report
 from .methods import methods_paragraph
 
 __all__ = ["build_report", "methods_paragraph"]

@@ -1,4 +1,4 @@
-"""Helpers shared by the report sections: column lookup, cell formatting, map loading."""
+"""Helpers shared by the report sections: cell formatting, signs, map loading."""
 
 from __future__ import annotations
 
@@ -10,44 +10,33 @@ import nibabel as nib
 import pandas as pd
 
 from .._logging import get_logger
-from ._inputs import CORRP_KINDS, MetricMaps, ReportInputs
+from ..io import derivatives as D
+from ._inputs import CORRP_KINDS, FAMILY_KIND, MetricMaps, ReportInputs
 from .html import (
     data_uri,
     format_number,
     format_p,
 )
-from .methods import lookup
 
 log = get_logger(__name__)
 
 _CORRECTIONS = {"tfce": "TFCE", "vox": "voxel-wise max t", "clustere": "cluster extent",
                 "clusterm": "cluster mass"}
 #: corrp kind (see :data:`._inputs.CORRP_KINDS`; ``_fam``: famcorrp maps) -> words
-_KIND_NAMES = {**_CORRECTIONS, **{f"{k}_fam": f"{v} (FWE over all metrics and directions)"
-                                  for k, v in _CORRECTIONS.items()}}
-_SIGN = {"+": "+", "pos": "+", "positive": "+", "plus": "+", "1": "+", "1.0": "+",
-         "-": "-", "−": "-", "neg": "-", "negative": "-", "minus": "-", "2": "-", "-1": "-",
-         "-1.0": "-", "2.0": "-"}
+_KIND_NAMES = {**_CORRECTIONS, **{f"{k}{FAMILY_KIND}": f"{v} (FWE over all metrics and "
+                                  "directions)" for k, v in _CORRECTIONS.items()}}
 FIGURE_DPI = 90
 
 
 # ----------------------------------------------------------------------------- helpers
 def _sign(value: Any) -> str:
-    return _SIGN.get(str(value).strip().lower(), str(value))
+    """The contract's one spelling of a direction (``+``/``-``; anything else an error)."""
+    return D.parse_sign(value)
 
 
 def _sign_html(value: Any) -> str:
     s = _sign(value)
-    cls = {"+": "pos", "-": "neg"}.get(s, "")
-    return f'<span class="{cls}">{"+" if s == "+" else "−" if s == "-" else escape(s)}</span>'
-
-
-def _pick(table: pd.DataFrame, *names: str) -> str | None:
-    lower = {str(c).lower(): c for c in table.columns}
-    for name in names:
-        if name.lower() in lower:
-            return lower[name.lower()]
-    return None
+    return f'<span class="{D.SIGN_TAG[s]}">{"+" if s == "+" else "−"}</span>'
 
 
 def _cell(col: str | None, decimals: int = 2, p: bool = False):
@@ -86,27 +75,29 @@ def _metric_label(metric: str) -> str:
 
 def _alpha(inputs: ReportInputs) -> float:
     try:
-        return float(lookup(inputs.analysis, "alpha", "fwe_alpha", default=0.05))
+        return float(inputs.analysis.get("alpha", 0.05))
     except (TypeError, ValueError):
         return 0.05
 
 
 def _n_perm(inputs: ReportInputs, maps: MetricMaps | None = None) -> Any:
-    n = lookup(inputs.analysis, "n_perm", "n_permutations", "permutations")
+    n = inputs.analysis.get("n_perm")
     if n is None and maps is not None:
-        n = lookup(maps.sidecar, "Parameters.n_perm", "n_perm", "Parameters.n_permutations")
+        n = (maps.sidecar.get("Parameters") or {}).get("n_perm")
     return n
 
 
 def _kind(inputs: ReportInputs, maps: MetricMaps) -> str | None:
-    wanted = str(lookup(inputs.analysis, "correction", "inference", default="tfce")).lower()
-    wanted = {"voxel": "vox", "cluster": "clustere"}.get(wanted, wanted)
-    family = lookup(inputs.analysis, "correct_across", "correct_across_metrics", "family")
-    if _family_corrected(family) and f"{wanted}_fam" in maps.corrp:
-        return f"{wanted}_fam"
-    if wanted in maps.corrp:
-        return wanted
-    return next((k for k in CORRP_KINDS if k in maps.corrp), None)
+    """The corrected maps the report shows: TFCE (the group stage's correction) over the
+    family of maps when the analysis corrected one, else within each map; another
+    statistic only when a folder has no TFCE map (``randomise --no-tfce``)."""
+    family = _family_corrected(inputs.analysis.get("correct_across"))
+    for stat in CORRP_KINDS:
+        if family and f"{stat}{FAMILY_KIND}" in maps.corrp:
+            return f"{stat}{FAMILY_KIND}"
+        if stat in maps.corrp:
+            return stat
+    return None
 
 
 def _load(path: Path | None) -> nib.spatialimages.SpatialImage | None:
@@ -127,23 +118,23 @@ def _text(col: str):
 
 
 def _norm_key(value: Any) -> str:
-    s = _sign(value)
-    if s in ("+", "-"):
-        return s
+    """A cluster id as text (``1.0`` and ``1`` are one cluster)."""
     try:
         return str(int(float(value)))
     except (TypeError, ValueError):
-        return str(value).lower()
+        return str(value)
 
 
 def _cluster_region(inputs: ReportInputs, metric: Any, sign: Any, cluster_id: Any) -> str:
+    """The region label of a cluster (``clusters.tsv``; empty without an atlas)."""
     c = inputs.clusters
-    if c is None or c.empty or not {"metric", "sign", "cluster_id", "region"} <= set(c.columns):
+    if c is None or c.empty or D.REGION not in c.columns:
         return ""
-    want = (str(metric).lower(), _norm_key(sign), _norm_key(cluster_id))
-    for _, row in c.iterrows():
-        if (row["metric"], _norm_key(row["sign"]), _norm_key(row["cluster_id"])) == want:
-            return "" if pd.isna(row["region"]) else str(row["region"])
+    want = (str(metric), _sign(sign), _norm_key(cluster_id))
+    for metric_, sign_, cid, region in zip(c[D.METRIC], c[D.SIGN], c[D.CLUSTER_ID],
+                                           c[D.REGION], strict=True):
+        if (str(metric_), sign_, _norm_key(cid)) == want:
+            return "" if pd.isna(region) else str(region)
     return ""
 
 

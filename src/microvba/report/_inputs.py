@@ -1,32 +1,18 @@
-"""Collect what the report shows from the derivatives folder, tolerating absent pieces.
+"""Collect what the report shows from the derivatives folder, through the output contract.
 
-The report is decoupled from the stages that produce its inputs: it reads files on disk
-(``OUT/group/*.tsv``, ``analysis.json``, randomise-style maps, PNG figures) and records which
-expected piece is missing or unreadable, so that the report says so instead of failing.
+The report reads files on disk, never the stages' objects; every name it opens and every
+column it reads comes from :mod:`microvba.io.derivatives`, the module the stages write
+through, so a writer and this reader cannot disagree silently. A piece that is absent
+(no decoding run, no simulation truth) is listed as missing and the report says so; a table
+that exists with a renamed or missing column, or a sign spelled other than ``+``/``-``, is an
+:class:`~microvba._validation.InputError` naming the file (never blank cells).
 
-Layout read (every piece optional; alternative column spellings are accepted)::
-
-    OUT/dataset_description.json
-    OUT/sub-<label>/figures/sub-<label>[_ses-<label>]_*qc*.png     registration QC mosaics
-    OUT/group/analysis.json                     parameters and software versions of the run
-    OUT/group/participants.tsv                  cohort analysed (participant_id, score, covariates)
-    OUT/group/qc.tsv                            participant_id, similarity columns, outlier
-    OUT/group/space-<space>_desc-gm_mask.nii.gz analysis mask
-    OUT/group/<metric>/*_tstat{1,2}.nii.gz      t maps (randomise names)
-    OUT/group/<metric>/*_{tfce,vox,clustere,clusterm}_{corrp,famcorrp}_tstat{1,2}.nii.gz
-    OUT/group/<metric>/*_randomise.json         settings sidecar
-    OUT/group/<metric>/*_{pos,neg}_clusters.nii.gz   cluster label images (FWE p per cluster)
-    OUT/group/<metric>/*scatter*.png            residualised scatter plots
-    OUT/group/clusters.tsv, correlations.tsv    all clusters, partial correlations
-    OUT/group/decoding/<metric>_<pos|neg>_cluster-<id>_vocab-<v>_decoding.tsv
-                     (+ <stem>_bar.png, <stem>_polar.png, stem with or without "_decoding")
-    OUT/group/planted_vs_found.tsv              simulations only
+Layout read: see the module docstring of :mod:`microvba.io.derivatives` (``OUT/group/...``).
 """
 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,15 +20,12 @@ from typing import Any
 import pandas as pd
 
 from .._validation import InputError
+from ..io import derivatives as D
 
-#: randomise-style map kinds, most preferred correction first
-CORRP_KINDS: tuple[str, ...] = ("tfce", "vox", "clustere", "clusterm")
-#: last name token before ``_tstatN`` of randomise outputs that are not the t map itself
-_NOT_T = frozenset({"p", "logp", "corrp", "fdrp", "fdrlogp", "uncp", "unclogp", "famcorrp",
-                    "famlogp", "tfce", "vox", "clustere", "clusterm"})
-_DECODING_RE = re.compile(
-    r"^(?P<metric>[A-Za-z0-9]+)_(?P<sign>pos|neg|\+|-|plus|minus)_cluster-(?P<cluster>[^_]+)"
-    r"_vocab-(?P<vocab>[^_]+)_decoding\.tsv$")
+#: randomise-style statistics, most preferred correction first
+CORRP_KINDS: tuple[str, ...] = D.STATS
+#: suffix of a :attr:`MetricMaps.corrp` kind corrected over the family of maps
+FAMILY_KIND = "_fam"
 
 
 @dataclass
@@ -72,6 +55,16 @@ class DecodingResult:
 
 
 @dataclass
+class ScatterPlot:
+    """Residualised scatter plot of one cluster."""
+
+    metric: str
+    sign: str
+    cluster_id: str
+    path: Path
+
+
+@dataclass
 class ReportInputs:
     """Everything the report can show, read from one derivatives folder."""
 
@@ -83,7 +76,7 @@ class ReportInputs:
     qc_mosaics: dict[str, list[Path]] = field(default_factory=dict)
     mask: Path | None = None
     metrics: dict[str, MetricMaps] = field(default_factory=dict)
-    scatter: dict[str, list[Path]] = field(default_factory=dict)
+    scatter: dict[str, list[ScatterPlot]] = field(default_factory=dict)
     clusters: pd.DataFrame | None = None
     correlations: pd.DataFrame | None = None
     decoding: list[DecodingResult] = field(default_factory=list)
@@ -93,7 +86,7 @@ class ReportInputs:
 
     @property
     def group_dir(self) -> Path:
-        return self.out_dir / "group"
+        return D.group_dir(self.out_dir)
 
 
 def _rel(inputs: ReportInputs, path: Path) -> str:
@@ -119,75 +112,99 @@ def _read_json(inputs: ReportInputs, path: Path, *, required: bool = True) -> di
     return data
 
 
-def read_tsv(inputs: ReportInputs, path: Path, *, required: bool = True) -> pd.DataFrame | None:
-    """Read a TSV; record it as missing or unreadable instead of raising."""
+def read_tsv(inputs: ReportInputs, path: Path, *, required: bool = True,
+             columns: tuple[str, ...] = ()) -> pd.DataFrame | None:
+    """Read a TSV written by a stage; record it as missing or unreadable instead of raising.
+
+    ``columns`` are those the contract guarantees for the table: a table with rows that
+    lacks any of them is an error, as is a ``sign`` column with another spelling.
+
+    Raises
+    ------
+    InputError
+        When the table exists but lacks a contract column or spells a sign otherwise.
+    """
     if not path.is_file():
         if required:
             inputs.missing.append(_rel(inputs, path))
         return None
     try:
-        table = pd.read_csv(path, sep="\t")
+        table = pd.read_csv(path, sep="\t", dtype={D.SIGN: str})
     except pd.errors.EmptyDataError:  # what pandas writes for a table without rows/columns
         return pd.DataFrame()
     except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError) as exc:
         inputs.unreadable.append(f"{_rel(inputs, path)} ({exc})")
         return None
+    if len(table) or len(table.columns):
+        D.check_columns(table.columns, columns, path)
+    if D.SIGN in table.columns:
+        table[D.SIGN] = [D.parse_sign(v, path) for v in table[D.SIGN]]
     return table
 
 
 def _metric_maps(folder: Path, metric: str) -> MetricMaps:
     maps = MetricMaps(metric)
-    for p in sorted(folder.glob("*.nii*")):
-        name = p.name
-        m = re.search(r"_tstat(\d+)\.nii(\.gz)?$", name)
-        if m is None:
-            continue
-        contrast = int(m.group(1))
-        kind = re.search(r"_(tfce|vox|clustere|clusterm)_(corrp|famcorrp)_tstat\d+\.nii", name)
-        if kind is not None:
-            key = kind.group(1) + ("_fam" if kind.group(2) == "famcorrp" else "")
-            maps.corrp.setdefault(key, {})[contrast] = p
-        elif name[: m.start()].rsplit("_", 1)[-1] not in _NOT_T:
-            maps.tstat[contrast] = p
-    for sign, tag in (("+", "pos"), ("-", "neg")):
-        found = sorted(folder.glob(f"*_{tag}_clusters.nii*"))
-        if found:
-            maps.cluster_labels[sign] = found[0]
-    for sidecar in sorted(folder.glob("*_randomise.json")):
-        try:
-            data = json.loads(sidecar.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            continue
-        if isinstance(data, dict):
-            maps.sidecar = data
-            break
+    for sign in D.SIGNS:
+        contrast = D.CONTRAST_OF_SIGN[sign]
+        path = folder / D.randomise_map_name(metric, D.tstat_key(contrast))
+        if path.is_file():
+            maps.tstat[contrast] = path
+        for stat in D.STATS:
+            for family in (False, True):
+                path = folder / D.randomise_map_name(
+                    metric, D.corrp_key(stat, contrast, family=family))
+                if path.is_file():
+                    kind = stat + (FAMILY_KIND if family else "")
+                    maps.corrp.setdefault(kind, {})[contrast] = path
+        labels = folder / D.region_file(D.region_tag(metric, sign), "label_img")
+        if labels.is_file():
+            maps.cluster_labels[sign] = labels
+    sidecar = folder / D.randomise_sidecar_name(metric)
+    try:
+        data = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        data = None
+    if isinstance(data, dict):
+        maps.sidecar = data
     return maps
 
 
-def _sibling_png(tsv: Path, suffix: str) -> Path | None:
-    """``<stem>_<suffix>.png`` beside ``<stem>_decoding.tsv`` (or ``..._decoding_<suffix>``)."""
-    for stem in (tsv.name[: -len("_decoding.tsv")], tsv.name[: -len(".tsv")]):
-        png = tsv.with_name(f"{stem}_{suffix}.png")
-        if png.is_file():
-            return png
-    return None
+def _cluster_keys(clusters: pd.DataFrame | None) -> list[tuple[str, str, str]]:
+    """(metric, sign, cluster id) of every row of ``clusters.tsv``, in its order."""
+    if clusters is None or clusters.empty:
+        return []
+    return [(str(m), s, str(int(float(c)))) for m, s, c in
+            zip(clusters[D.METRIC], clusters[D.SIGN], clusters[D.CLUSTER_ID], strict=True)]
 
 
-def _decoding(folder: Path) -> list[DecodingResult]:
+def _existing(path: Path) -> Path | None:
+    return path if path.is_file() else None
+
+
+def _decoding(inputs: ReportInputs) -> list[DecodingResult]:
+    """The decoding tables of every cluster of ``clusters.tsv`` in every vocabulary."""
+    folder = inputs.group_dir / D.DECODING_DIR
+    vocabularies = inputs.analysis.get("vocabularies") or D.VOCABULARIES
     results = []
-    for tsv in sorted(folder.glob("*_decoding.tsv")):
-        m = _DECODING_RE.match(tsv.name)
-        if m is None:
-            continue
-        sign = {"pos": "+", "plus": "+", "neg": "-", "minus": "-"}.get(m["sign"], m["sign"])
-        results.append(DecodingResult(m["metric"], sign, m["cluster"], m["vocab"], tsv,
-                                      _sibling_png(tsv, "bar"), _sibling_png(tsv, "polar")))
+    for metric, sign, cid in _cluster_keys(inputs.clusters):
+        for vocab in vocabularies:
+            stem = D.decoding_stem(D.region_tag(metric, sign), vocab, cid)
+            tsv = folder / D.decoding_table_name(stem)
+            if tsv.is_file():
+                bar, polar = (_existing(folder / D.decoding_figure_name(stem, f))
+                              for f in D.FIGURE_KINDS)
+                results.append(DecodingResult(metric, sign, cid, vocab, tsv, bar, polar))
     return results
 
 
-def _subject_of(path: Path) -> str:
-    m = re.match(r"(sub-[A-Za-z0-9]+(?:_ses-[A-Za-z0-9]+)?)", path.name)
-    return m.group(1) if m else path.parent.parent.name
+def _scatter(inputs: ReportInputs) -> dict[str, list[ScatterPlot]]:
+    out: dict[str, list[ScatterPlot]] = {}
+    for metric, sign, cid in _cluster_keys(inputs.clusters):
+        png = inputs.group_dir / metric / D.scatter_name(D.region_tag(metric, sign),
+                                                         D.cluster_figure_key(cid))
+        if png.is_file():
+            out.setdefault(metric, []).append(ScatterPlot(metric, sign, cid, png))
+    return out
 
 
 def _add_model_options(analysis: dict, settings_path: Path) -> None:
@@ -209,7 +226,7 @@ def load_inputs(out_dir: str | Path) -> ReportInputs:
     Raises
     ------
     InputError
-        If ``out_dir`` is not a directory.
+        If ``out_dir`` is not a directory, or a table lacks a column of the contract.
     """
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
@@ -219,21 +236,28 @@ def load_inputs(out_dir: str | Path) -> ReportInputs:
             fix="Pass the derivatives folder written by 'microvba BIDS OUT participant|group'.")
     inputs = ReportInputs(out_dir=out_dir)
     group = inputs.group_dir
-    inputs.dataset_description = _read_json(inputs, out_dir / "dataset_description.json")
-    inputs.analysis = _read_json(inputs, group / "analysis.json")
-    _add_model_options(inputs.analysis, out_dir / "logs" / "participant_settings.json")
-    inputs.participants = read_tsv(inputs, group / "participants.tsv")
-    if inputs.participants is not None and "participant_id" in inputs.participants:
-        inputs.participants = inputs.participants.set_index("participant_id")
-    inputs.qc = read_tsv(inputs, group / "qc.tsv")
-    for png in sorted(out_dir.glob("sub-*/figures/sub-*qc*.png")):
-        inputs.qc_mosaics.setdefault(_subject_of(png), []).append(png)
+    inputs.dataset_description = _read_json(inputs, out_dir / D.DATASET_DESCRIPTION_JSON)
+    inputs.analysis = _read_json(inputs, group / D.ANALYSIS_JSON)
+    _add_model_options(inputs.analysis,
+                       out_dir / D.LOGS_DIR / D.PARTICIPANT_SETTINGS_JSON)
+    space = str(inputs.analysis.get("space") or D.SPACE_MNI)
+    inputs.participants = read_tsv(inputs, group / D.GROUP_PARTICIPANTS_TSV,
+                                   columns=(D.PARTICIPANT_ID,))
+    if inputs.participants is not None and D.PARTICIPANT_ID in inputs.participants:
+        inputs.participants = inputs.participants.set_index(D.PARTICIPANT_ID)
+    inputs.qc = read_tsv(inputs, group / D.QC_TSV, columns=(D.PARTICIPANT_ID, D.OUTLIER))
+    if inputs.qc is not None and D.PARTICIPANT_ID in inputs.qc:
+        for prefix in inputs.qc[D.PARTICIPANT_ID].astype(str):
+            png = D.qc_mosaic_path(out_dir, prefix, space)
+            if png.is_file():
+                inputs.qc_mosaics.setdefault(prefix, []).append(png)
     if not inputs.qc_mosaics:
-        inputs.missing.append("sub-*/figures/sub-*_qc*.png (registration QC mosaics)")
-    masks = sorted(group.glob("space-*_desc-gm_mask.nii*"))
-    inputs.mask = masks[0] if masks else None
+        inputs.missing.append(f"sub-*/figures/{D.qc_mosaic_name('sub-*', space)} "
+                              "(registration QC mosaics)")
+    mask = group / D.group_mask_name(space)
+    inputs.mask = mask if mask.is_file() else None
     if inputs.mask is None:
-        inputs.missing.append("group/space-*_desc-gm_mask.nii.gz")
+        inputs.missing.append(_rel(inputs, mask))
     wanted = [str(m).lower() for m in inputs.analysis.get("metrics", [])]
     found = sorted(p.name for p in group.iterdir() if p.is_dir()) if group.is_dir() else []
     order = [m for m in wanted if m in found] + [m for m in found if m not in wanted]
@@ -246,11 +270,11 @@ def load_inputs(out_dir: str | Path) -> ReportInputs:
             inputs.missing.append(f"group/{metric}/ (statistical maps of {metric})")
     if not wanted and not inputs.metrics:
         inputs.missing.append("group/<metric>/ (statistical maps)")
-    for png in sorted(group.glob("*/*scatter*.png")):
-        inputs.scatter.setdefault(png.parent.name, []).append(png)
-    inputs.clusters = read_tsv(inputs, group / "clusters.tsv")
-    inputs.correlations = read_tsv(inputs, group / "correlations.tsv")
-    if (group / "decoding").is_dir():
-        inputs.decoding = _decoding(group / "decoding")
-    inputs.planted = read_tsv(inputs, group / "planted_vs_found.tsv", required=False)
+    inputs.clusters = read_tsv(inputs, group / D.CLUSTERS_TSV, columns=D.GROUP_CLUSTER_COLUMNS)
+    inputs.correlations = read_tsv(inputs, group / D.CORRELATIONS_TSV,
+                                   columns=(*D.CORRELATION_COLUMNS, D.METRIC, D.SIGN))
+    inputs.scatter = _scatter(inputs)
+    inputs.decoding = _decoding(inputs)
+    inputs.planted = read_tsv(inputs, group / D.PLANTED_TSV, required=False,
+                              columns=D.PLANTED_COLUMNS)
     return inputs

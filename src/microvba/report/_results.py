@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from html import escape
-from pathlib import Path
 from typing import Any
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from ..io import derivatives as D
 from . import figures
 from ._common import (
     _KIND_NAMES,
@@ -24,12 +23,10 @@ from ._common import (
     _load,
     _metric_label,
     _norm_key,
-    _pick,
-    _sign,
     _sign_html,
     _text,
 )
-from ._inputs import DecodingResult, MetricMaps, ReportInputs, read_tsv
+from ._inputs import DecodingResult, MetricMaps, ReportInputs, ScatterPlot, read_tsv
 from .html import (
     Column,
     Numbering,
@@ -39,46 +36,29 @@ from .html import (
 )
 
 # ----------------------------------------------------------------------------- clusters
-#: canonical column -> accepted spellings (the regions stage's names first)
-_CLUSTER_ALIASES: dict[str, tuple[str, ...]] = {
-    "metric": ("metric",),
-    "sign": ("sign", "tail"),
-    "cluster_id": ("cluster_id", "cluster"),
-    "size_vox": ("size_vox", "n_voxels", "size"),
-    "size_mm3": ("size_mm3", "volume_mm3"),
-    "peak_stat": ("peak_stat", "peak_t"),
-    "region": ("region", "brainnetome_top", "peak_brainnetome", "brainnetome",
-               "brainnetome_label"),
-    "bn_cover": ("brainnetome",),
-    "ho_label": ("harvard_oxford_top", "peak_harvard_oxford", "harvard_oxford"),
-    "aal_label": ("aal_top", "peak_aal", "aal"),
-    "fwe_p": ("min_fwe_p", "fwe_p", "p_fwe", "min_p_fwe"),
-}
+#: column the report adds to the cluster table: the smallest FWE p inside each cluster
+FWE_P = "_fwe_p"
+#: how the report titles an atlas of ``clusters.tsv`` (another atlas: its name)
+ATLAS_TITLES = {"brainnetome": "Brainnetome", "harvard_oxford": "Harvard-Oxford",
+                "aal": "AAL"}
+
+
+def atlas_title(atlas: str) -> str:
+    return ATLAS_TITLES.get(atlas, atlas.replace("_", " "))
 
 
 def normalise_clusters(inputs: ReportInputs) -> pd.DataFrame | None:
-    """The cluster table with canonical column names, signs as ``+``/``-`` and FWE p.
+    """The cluster table with the smallest FWE p of each cluster (column :data:`FWE_P`).
 
-    When the table has no FWE p, it is read from the corrected map inside each cluster's
-    label image (``<metric>_<pos|neg>_clusters.nii.gz``): :math:`p = 1 - \\max corrp`.
+    The p is read from the corrected map inside each cluster's label image
+    (``<metric>_<pos|neg>_clusters.nii.gz``): :math:`p = 1 - \\max corrp`.
     """
     c = inputs.clusters
     if c is None or c.empty:
         return c
     out = c.copy()
-    for canon, names in _CLUSTER_ALIASES.items():
-        col = _pick(c, *names)
-        if col is not None and canon not in out.columns.difference([col]):
-            out[canon] = c[col]
-    if "bn_cover" in out and "region" in out and out["bn_cover"].equals(out["region"]):
-        out = out.drop(columns="bn_cover")
-    if "sign" in out:
-        out["sign"] = out["sign"].map(_sign)
-    if "metric" in out:
-        out["metric"] = out["metric"].astype(str).str.lower()
-    if "fwe_p" not in out and {"metric", "sign", "cluster_id"} <= set(out.columns):
-        out["fwe_p"] = [_cluster_fwe_p(inputs, r["metric"], r["sign"], r["cluster_id"])
-                        for _, r in out.iterrows()]
+    out[FWE_P] = [_cluster_fwe_p(inputs, str(m), s, cid) for m, s, cid in
+                  zip(out[D.METRIC], out[D.SIGN], out[D.CLUSTER_ID], strict=True)]
     return out
 
 
@@ -87,7 +67,8 @@ def _cluster_fwe_p(inputs: ReportInputs, metric: str, sign: str, cluster_id: Any
     if maps is None or sign not in maps.cluster_labels:
         return float("nan")
     kind = _kind(inputs, maps)
-    corrp_img = _load(maps.corrp.get(kind, {}).get(1 if sign == "+" else 2)) if kind else None
+    contrast = D.CONTRAST_OF_SIGN[sign]
+    corrp_img = _load(maps.corrp.get(kind, {}).get(contrast)) if kind else None
     label_img = _load(maps.cluster_labels[sign])
     if corrp_img is None or label_img is None or corrp_img.shape[:3] != label_img.shape[:3]:
         return float("nan")
@@ -178,73 +159,67 @@ def maps_section(inputs: ReportInputs, numbering: Numbering) -> str:
 def clusters_section(inputs: ReportInputs, numbering: Numbering) -> str:
     c = inputs.clusters
     if c is None:
-        return '<p class="empty">No cluster table (group/clusters.tsv) was found.</p>'
+        return f'<p class="empty">No cluster table (group/{D.CLUSTERS_TSV}) was found.</p>'
     if c.empty:
         return '<p class="empty">No cluster survived family-wise error correction.</p>'
-    cols = []
-    if "metric" in c:
-        cols.append(Column("Metric", lambda r: escape(_metric_label(str(r["metric"])))))
-    if "sign" in c:
-        cols.append(Column("Sign", lambda r: _sign_html(r["sign"])))
-    if "cluster_id" in c:
-        cols.append(Column("Cluster", _cell("cluster_id", 0)))
-    for header, col, dec in (("Voxels", "size_vox", 0), ("mm³", "size_mm3", 0)):
-        if col in c:
-            cols.append(Column(header, _cell(col, dec), numeric=True))
-    if all(f"peak_{a}" in c for a in "xyz"):
-        cols.append(Column("Peak x, y, z (mm)", lambda r: ", ".join(
-            format_number(r[f"peak_{a}"], 0) for a in "xyz"), numeric=True))
-    if "peak_stat" in c:
-        cols.append(Column("Peak t", _cell("peak_stat", 2), numeric=True))
-    for header, col in (("Brainnetome region", "region"),
-                        ("Brainnetome (% of cluster)", "bn_cover"),
-                        ("Harvard-Oxford", "ho_label"), ("AAL", "aal_label")):
-        if col in c:
-            cols.append(Column(header, _text(col)))
-    if "fwe_p" in c:
-        cols.append(Column("FWE p", _cell("fwe_p", p=True), numeric=True))
-    caption = ("Significant clusters: size, peak MNI coordinates and statistic, anatomical "
-               "labels (Brainnetome subregion, Harvard-Oxford, AAL) and the smallest "
-               "FWE-corrected p in the cluster.")
+    cols = [Column("Metric", lambda r: escape(_metric_label(str(r[D.METRIC])))),
+            Column("Sign", lambda r: _sign_html(r[D.SIGN])),
+            Column("Cluster", _cell(D.CLUSTER_ID, 0)),
+            Column("Voxels", _cell(D.N_VOXELS, 0), numeric=True),
+            Column("mm³", _cell(D.VOLUME_MM3, 0), numeric=True),
+            Column("Peak x, y, z (mm)", lambda r: ", ".join(
+                format_number(r[a], 0) for a in D.PEAK_XYZ), numeric=True),
+            Column("Peak t", _cell(D.PEAK_STAT, 2), numeric=True)]
+    # the atlases are those clusters.tsv holds: the first names the region (and its
+    # coverage), the others their main label; a new atlas shows up without a change here
+    atlases = D.atlases_in(c.columns)
+    for i, atlas in enumerate(atlases):
+        cover, top, _ = D.atlas_columns(atlas)
+        if i == 0 and D.REGION in c:
+            cols += [Column(f"{atlas_title(atlas)} region", _text(D.REGION)),
+                     Column(f"{atlas_title(atlas)} (% of cluster)", _text(cover))]
+        else:
+            cols.append(Column(atlas_title(atlas), _text(top)))
+    if FWE_P in c:
+        cols.append(Column("FWE p", _cell(FWE_P, p=True), numeric=True))
+    names = ", ".join(atlas_title(a) for a in atlases)
+    caption = ("Significant clusters: size, peak MNI coordinates and statistic, "
+               + (f"anatomical labels ({names}) " if atlases else "")
+               + "and the smallest FWE-corrected p in the cluster.")
     return table_html(c, cols, caption, numbering)
 
 
 # ----------------------------------------------------------------------------- correlations
 def _with_regions(corr: pd.DataFrame, inputs: ReportInputs) -> pd.DataFrame:
     corr = corr.copy()
-    keys = [_pick(corr, "metric"), _pick(corr, "sign"), _pick(corr, "cluster_id", "cluster")]
-    corr["_region"] = ([_cluster_region(inputs, r[keys[0]], r[keys[1]], r[keys[2]])
-                        for _, r in corr.iterrows()] if all(keys) else "")
+    corr["_region"] = [_cluster_region(inputs, m, s, c) for m, s, c in
+                       zip(corr[D.METRIC], corr[D.SIGN], corr[D.CLUSTER_ID], strict=True)]
     return corr
 
 
-def _r_ci(r: str | None, lo: str | None, hi: str | None):
+def _r_ci(r: str, lo: str, hi: str):
     def render(row: pd.Series) -> str:
-        if r is None or pd.isna(row[r]):
+        if pd.isna(row[r]):
             return ""
         text = f"{float(row[r]):.2f}"
-        if lo and hi and pd.notna(row[lo]) and pd.notna(row[hi]):
+        if pd.notna(row[lo]) and pd.notna(row[hi]):
             text += f" [{float(row[lo]):.2f}, {float(row[hi]):.2f}]"
         return text
     return render
 
 
-def _ci(lo: str | None, hi: str | None):
+def _ci(lo: str, hi: str):
     def render(row: pd.Series) -> str:
-        if lo is None or hi is None or pd.isna(row[lo]) or pd.isna(row[hi]):
+        if pd.isna(row[lo]) or pd.isna(row[hi]):
             return ""
         return f"[{float(row[lo]):.2f}, {float(row[hi]):.2f}]"
     return render
 
 
-def _scatter_caption(inputs: ReportInputs, png: Path) -> str:
-    m = re.match(r"(?P<metric>[^_]+)_(?P<sign>pos|neg)_cluster-(?P<cid>[^_]+)_", png.name)
-    if m is None:
-        return f"{escape(png.parent.name.upper())}: {escape(png.stem)}."
-    sign = "+" if m["sign"] == "pos" else "-"
-    region = _cluster_region(inputs, m["metric"], sign, m["cid"])
-    head = (f"<b>{escape(_metric_label(m['metric']))}</b> {_sign_html(sign)} cluster "
-            f"{escape(m['cid'])}" + (f" · {escape(region)}" if region else ""))
+def _scatter_caption(inputs: ReportInputs, plot: ScatterPlot) -> str:
+    region = _cluster_region(inputs, plot.metric, plot.sign, plot.cluster_id)
+    head = (f"<b>{escape(_metric_label(plot.metric))}</b> {_sign_html(plot.sign)} cluster "
+            f"{escape(plot.cluster_id)}" + (f" · {escape(region)}" if region else ""))
     return (f"{head}: cluster-mean metric against the score, both residualised on the "
             "covariates (in-sample, descriptive).")
 
@@ -253,32 +228,28 @@ def correlations_section(inputs: ReportInputs, numbering: Numbering) -> str:
     parts = []
     corr = inputs.correlations
     if corr is None:
-        parts.append('<p class="empty">No correlation table (group/correlations.tsv) was '
-                     "found.</p>")
+        parts.append(f'<p class="empty">No correlation table (group/{D.CORRELATIONS_TSV}) '
+                     "was found.</p>")
     elif corr.empty:
         parts.append('<p class="empty">No cluster to follow up.</p>')
     else:
         corr = _with_regions(corr, inputs)
-        q = _pick(corr, "q", "q_fdr", "p_fdr")
-        cols = [Column("Metric", lambda r: escape(_metric_label(str(r[_pick(corr, "metric")])))
-                       if _pick(corr, "metric") else ""),
-                Column("Sign", lambda r: _sign_html(r[_pick(corr, "sign")])
-                       if _pick(corr, "sign") else ""),
-                Column("Cluster", _cell(_pick(corr, "cluster_id", "cluster"), 0)),
+        q = D.Q_FDR
+        cols = [Column("Metric", lambda r: escape(_metric_label(str(r[D.METRIC])))),
+                Column("Sign", lambda r: _sign_html(r[D.SIGN])),
+                Column("Cluster", _cell(D.CLUSTER_ID, 0)),
                 Column("Region", lambda r: escape(str(r["_region"])) if pd.notna(r["_region"])
                        else ""),
-                Column("Method", _cell(_pick(corr, "method"))),
-                Column("n", _cell(_pick(corr, "n"), 0), numeric=True),
+                Column("Method", _cell(D.METHOD)),
+                Column("n", _cell(D.N, 0), numeric=True),
                 Column("In-sample r [95% CI] (descriptive)",
-                       _r_ci(_pick(corr, "r"), _pick(corr, "ci_low"), _pick(corr, "ci_high")),
-                       numeric=True),
-                Column("Bootstrap CI", _ci(_pick(corr, "boot_ci_low"), _pick(corr, "boot_ci_high")),
-                       numeric=True),
-                Column("p", _cell(_pick(corr, "p"), p=True), numeric=True),
+                       _r_ci(D.R, D.CI_LOW, D.CI_HIGH), numeric=True),
+                Column("Bootstrap CI", _ci(D.BOOT_CI_LOW, D.BOOT_CI_HIGH), numeric=True),
+                Column("p", _cell(D.P, p=True), numeric=True),
                 Column("q (FDR)", _cell(q, p=True), numeric=True,
-                       css=lambda r: "sig" if q and pd.notna(r[q]) and float(r[q]) < 0.05 else ""),
-                Column("LOSO r [95% CI]", _r_ci(_pick(corr, "loso_r"), _pick(corr, "loso_ci_low"),
-                                                _pick(corr, "loso_ci_high")), numeric=True)]
+                       css=lambda r: "sig" if pd.notna(r[q]) and float(r[q]) < 0.05 else ""),
+                Column("LOSO r [95% CI]", _r_ci(D.LOSO_R, D.LOSO_CI_LOW, D.LOSO_CI_HIGH),
+                       numeric=True)]
         caption = ("Partial correlation of the cluster-mean metric with the score, controlling "
                    "for the covariates. The in-sample r is <b>descriptive</b>: the cluster was "
                    "selected with the same data, so it is inflated. The leave-one-subject-out "
@@ -289,43 +260,34 @@ def correlations_section(inputs: ReportInputs, numbering: Numbering) -> str:
                for p in inputs.scatter.get(m, [])]
     if scatter:
         cells = []
-        for png in scatter:
-            cells.append(figure_html(figures.thumbnail_png(png, max_width=700),
-                                     _scatter_caption(inputs, png), numbering,
+        for plot in scatter:
+            cells.append(figure_html(figures.thumbnail_png(plot.path, max_width=700),
+                                     _scatter_caption(inputs, plot), numbering,
                                      caption_is_html=True))
         parts.append(f'<div class="grid">{"".join(cells)}</div>')
     else:
-        parts.append('<p class="empty">No scatter plots (group/&lt;metric&gt;/*_scatter*.png) '
-                     "were found.</p>")
+        parts.append('<p class="empty">No scatter plots (group/&lt;metric&gt;/'
+                     f"{escape(D.scatter_name('*', '*'))}) were found.</p>")
     return "\n".join(parts)
 
 
 # ----------------------------------------------------------------------------- decoding
 def _top_features(table: pd.DataFrame, n: int = 5) -> str:
-    label = _pick(table, "label", "top_words", "feature", "term", "topic")
-    stat = _pick(table, "statistic", "log_odds", "z", "r", "log_odds_ratio")
-    if label is None:
-        return ""
-    top = table.sort_values(stat, ascending=False) if stat else table
-    return ", ".join(str(v) for v in top[label].head(n))
+    top = table.sort_values(D.LOG_ODDS, ascending=False)
+    return ", ".join(str(v) for v in top[D.LABEL].head(n))
 
 
 def _decoding_panel(inputs: ReportInputs, d: DecodingResult) -> tuple[list[bytes], str]:
     """PNGs and caption sentence of one vocabulary of one cluster."""
-    table = read_tsv(inputs, d.table_path)
+    table = read_tsv(inputs, d.table_path, columns=D.DECODING_COLUMNS)
     head = f"{_metric_label(d.metric)} {d.sign} cluster {d.cluster_id}, {d.vocabulary}"
     text = f"<b>{escape(d.vocabulary)}</b>: "
     if table is None or table.empty:
         return [], text + "empty decoding table."
     top = _top_features(table)
     text += f"top features {escape(top)}"
-    q, sig = _pick(table, "q"), _pick(table, "significant")
-    if sig is not None:
-        k = int(table[sig].map(_is_true).sum())
-        text += f"; {k} significant feature{'s' if k != 1 else ''}"
-    elif q is not None:
-        k = int((pd.to_numeric(table[q], errors="coerce") < 0.05).sum())
-        text += f"; {k} feature{'s' if k != 1 else ''} with q &lt; 0.05"
+    k = int(table[D.SIGNIFICANT].map(_is_true).sum())
+    text += f"; {k} significant feature{'s' if k != 1 else ''}"
     figs = [p for p in (d.bar, d.polar) if p is not None]
     if figs:
         return [figures.thumbnail_png(p, max_width=700) for p in figs], text + "."
@@ -360,14 +322,11 @@ def _summary_heatmap(inputs: ReportInputs, regions, vocabulary: str,
     stat = None
     for name, members in regions:
         d = next((d for d in members[0][3] if d.vocabulary == vocabulary), None)
-        t = read_tsv(inputs, d.table_path) if d is not None else None
+        t = read_tsv(inputs, d.table_path, columns=D.DECODING_COLUMNS) if d else None
         if t is None or t.empty:
             continue
-        stat = stat or _pick(t, "log_odds", "r", "z")
-        label = _pick(t, "feature", "label")
-        if stat is None or label is None:
-            continue
-        tables[name] = t.set_index(label)
+        stat = D.LOG_ODDS
+        tables[name] = t.set_index(D.FEATURE)
     if not tables or stat is None:
         return None
     cols: list[str] = []
@@ -379,8 +338,7 @@ def _summary_heatmap(inputs: ReportInputs, regions, vocabulary: str,
     values = pd.DataFrame({f: [pd.to_numeric(t[stat], errors="coerce").get(f, np.nan)
                                for t in tables.values()] for f in cols},
                           index=list(tables))
-    sig = pd.DataFrame({f: [_is_true(t["significant"].get(f, False))
-                            if "significant" in t else False for t in tables.values()]
+    sig = pd.DataFrame({f: [_is_true(t[D.SIGNIFICANT].get(f, False)) for t in tables.values()]
                         for f in cols}, index=list(tables))
     fig = figures.decoding_heatmap_figure(values, sig, statistic=stat,
                                           title=f"{vocabulary}: top {n_top} per region")
@@ -389,8 +347,8 @@ def _summary_heatmap(inputs: ReportInputs, regions, vocabulary: str,
 
 def decoding_section(inputs: ReportInputs, numbering: Numbering) -> str:
     if not inputs.decoding:
-        return ('<p class="empty">No decoding results (group/decoding/*_decoding.tsv) were '
-                "found.</p>")
+        return (f'<p class="empty">No decoding results (group/{D.DECODING_DIR}/'
+                f"{D.decoding_table_name('*')}) were found.</p>")
     regions = _decoded_regions(inputs)
     n_clusters = sum(len(m) for _, m in regions)
     parts = []
@@ -441,7 +399,7 @@ def decoding_section(inputs: ReportInputs, numbering: Numbering) -> str:
 
 # ----------------------------------------------------------------------------- planted
 def _not_planted(row: pd.Series) -> bool:
-    return str(row.get("region", "")).strip().lower() in ("(not planted)", "not planted")
+    return str(row.get(D.REGION, "")) == D.NOT_PLANTED
 
 
 def _planted_counts(t: pd.DataFrame) -> tuple[int, int, int, int]:
@@ -450,11 +408,8 @@ def _planted_counts(t: pd.DataFrame) -> tuple[int, int, int, int]:
     command line counts them (``false_clusters``)."""
     extra = t.apply(_not_planted, axis=1) if len(t) else pd.Series(dtype=bool)
     planted = t[~extra]
-    found = int(planted["found"].map(_is_true).sum()) if "found" in t else 0
-    if "status" in t:
-        side = int((extra & (t["status"].astype(str) == "expected side effect")).sum())
-    else:
-        side = 0
+    found = int(planted[D.FOUND].map(_is_true).sum())
+    side = int((extra & (t[D.STATUS].astype(str) == D.PLANTED_STATUS[2])).sum())
     return found, len(planted), int(extra.sum()) - side, side
 
 
@@ -471,33 +426,26 @@ def planted_section(inputs: ReportInputs, numbering: Numbering) -> str:
     t = inputs.planted
     if t is None or t.empty:
         return ""
-    found = _pick(t, "found")
-    cols = [Column("Region", _text("region"))]
-    if _pick(t, "hemisphere"):
-        cols.append(Column("Hemisphere", _text(_pick(t, "hemisphere"))))
-    cols += [Column("Metric", lambda r: escape(_metric_label(str(r[_pick(t, "metric")])))
-                    if _pick(t, "metric") else ""),
-             Column("Sign", lambda r: _sign_html(r[_pick(t, "sign")]) if _pick(t, "sign") else ""),
-             Column("Planted r", lambda r: "" if _not_planted(r) else
-                    _cell(_pick(t, "planted_r"))(r), numeric=True)]
-    scaled = _pick(t, "study_r") and not np.allclose(
-        pd.to_numeric(t[_pick(t, "study_r")], errors="coerce").fillna(0),
-        pd.to_numeric(t[_pick(t, "planted_r")], errors="coerce").fillna(0))
+    found = D.FOUND
+    cols = [Column("Region", _text(D.REGION)),
+            Column("Hemisphere", _text(D.HEMISPHERE)),
+            Column("Metric", lambda r: escape(_metric_label(str(r[D.METRIC])))),
+            Column("Sign", lambda r: _sign_html(r[D.SIGN])),
+            Column("Planted r", lambda r: "" if _not_planted(r) else
+                   _cell(D.PLANTED_R)(r), numeric=True)]
+    scaled = not np.allclose(pd.to_numeric(t[D.STUDY_R], errors="coerce").fillna(0),
+                             pd.to_numeric(t[D.PLANTED_R], errors="coerce").fillna(0))
     if scaled:
         cols.append(Column("Study r", lambda r: "" if _not_planted(r) else
-                           _cell(_pick(t, "study_r"))(r), numeric=True))
+                           _cell(D.STUDY_R)(r), numeric=True))
     cols += [
-             Column("Found", lambda r: "" if _not_planted(r) or not found else
+             Column("Found", lambda r: "" if _not_planted(r) else
                     ("yes" if _is_true(r[found]) else "no"),
-                    css=lambda r: "" if _not_planted(r) or not found else
+                    css=lambda r: "" if _not_planted(r) else
                     ("yes" if _is_true(r[found]) else "no")),
-             Column("Found r (in-sample)", _cell(_pick(t, "found_r")), numeric=True)]
-    if _pick(t, "loso_r"):
-        cols.append(Column("LOSO r", _cell(_pick(t, "loso_r")), numeric=True))
-    cols.append(Column("Peak distance (mm)", _cell(_pick(t, "peak_distance_mm"), 1),
-                       numeric=True))
-    if _pick(t, "fwe_p", "min_fwe_p"):
-        cols.append(Column("FWE p", _cell(_pick(t, "fwe_p", "min_fwe_p"), p=True), numeric=True))
+             Column("Found r (in-sample)", _cell(D.FOUND_R), numeric=True),
+             Column("LOSO r", _cell(D.LOSO_R), numeric=True),
+             Column("Peak distance (mm)", _cell(D.PEAK_DISTANCE_MM, 1), numeric=True)]
     k, n, n_false, n_side = _planted_counts(t)
     caption = (f"Simulation check: planted effects and what the analysis found ({k} of {n} "
                "recovered: a significant cluster of the same metric and sign with its peak "
@@ -510,5 +458,5 @@ def planted_section(inputs: ReportInputs, numbering: Numbering) -> str:
                   if scaled else ""))
     return table_html(t, cols, caption, numbering,
                       row_class=lambda r: "flag" if _not_planted(r) or (
-                          found and not _is_true(r[found])) else "")
+                          not _is_true(r[found])) else "")
 

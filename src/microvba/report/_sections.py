@@ -7,6 +7,7 @@ from html import escape
 
 import pandas as pd
 
+from ..io import derivatives as D
 from . import figures
 from ._common import (
     _KIND_NAMES,
@@ -17,11 +18,11 @@ from ._common import (
     _is_true,
     _metric_label,
     _n_perm,
-    _pick,
     _sign_html,
 )
 from ._inputs import ReportInputs
 from ._results import (
+    FWE_P,
     _planted_counts,
     clusters_section,
     correlations_section,
@@ -50,22 +51,17 @@ def _findings(inputs: ReportInputs) -> list[str]:
         return []
     if clusters.empty:
         return ["No cluster survived family-wise error correction."]
-    if "metric" not in clusters:
-        return [f"{len(clusters)} significant clusters."]
     items = []
-    sign = clusters["sign"] if "sign" in clusters else pd.Series("+", index=clusters.index)
-    for (metric, sgn), rows in clusters.groupby([clusters["metric"], sign], sort=False):
-        best = (rows.sort_values("size_vox", ascending=False).iloc[0] if "size_vox" in rows
-                else rows.iloc[0])
+    for (metric, sgn), rows in clusters.groupby([clusters[D.METRIC], clusters[D.SIGN]],
+                                                sort=False):
+        best = rows.sort_values(D.N_VOXELS, ascending=False).iloc[0]
         text = (f"<b>{escape(_metric_label(str(metric)))}</b> {_sign_html(sgn)}: "
                 f"{len(rows)} cluster{'s' if len(rows) != 1 else ''}")
-        details = []
-        if "size_vox" in rows:
-            details.append(f"largest {format_number(best['size_vox'], 0)} voxels")
-        if "region" in rows and pd.notna(best["region"]):
-            details.append(f"in {escape(str(best['region']))}")
-        if "fwe_p" in rows and pd.notna(best["fwe_p"]):
-            details.append(f"FWE p = {format_p(float(best['fwe_p']))}")
+        details = [f"largest {format_number(best[D.N_VOXELS], 0)} voxels"]
+        if D.REGION in rows and pd.notna(best[D.REGION]):
+            details.append(f"in {escape(str(best[D.REGION]))}")
+        if FWE_P in rows and pd.notna(best[FWE_P]):
+            details.append(f"FWE p = {format_p(float(best[FWE_P]))}")
         items.append(text + (f" ({'; '.join(details)})" if details else ""))
     return items
 
@@ -78,16 +74,15 @@ def summary_section(inputs: ReportInputs, numbering: Numbering) -> str:
         rows.append(("Dataset", escape(str(name))))
     if inputs.participants is not None:
         rows.append(("Subjects analysed", str(len(inputs.participants))))
-    if inputs.qc is not None and "outlier" in inputs.qc:
-        n_out = int(inputs.qc["outlier"].map(_is_true).sum())
-        excluded = lookup(a, "excluded_outliers", default=[])
+    if inputs.qc is not None and D.OUTLIER in inputs.qc:
+        n_out = int(inputs.qc[D.OUTLIER].map(_is_true).sum())
+        excluded = a.get(D.ANALYSIS_EXTRA_KEYS[2]) or []
         text = f"{n_out} of {len(inputs.qc)}"
         if excluded:
             text += f" (excluded: {escape(', '.join(map(str, excluded)))})"
         rows.append(("Registration outliers", text))
-    for label, keys in (("Score", ("score",)), ("Covariates", ("covariates",)),
-                        ("Space", ("space", "template"))):
-        value = lookup(a, *keys)
+    for label, key in (("Score", "score"), ("Covariates", "covariates"), ("Space", "space")):
+        value = a.get(key)
         if value is not None:
             text = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
             rows.append((label, escape(text)))
@@ -96,19 +91,18 @@ def summary_section(inputs: ReportInputs, numbering: Numbering) -> str:
     if metrics:
         rows.append(("Metrics", escape(", ".join(metrics))))
     n_perm = _n_perm(inputs, next(iter(inputs.metrics.values()), None))
-    correction = str(lookup(a, "correction", "inference", default="tfce")).lower()
-    inference = f"{escape(_KIND_NAMES.get(correction, correction))}, FWE p &lt; {_alpha(inputs):g}"
+    correction = "tfce"  # the group stage's correction (randomise folders: their own kind)
+    inference = f"{escape(_KIND_NAMES[correction])}, FWE p &lt; {_alpha(inputs):g}"
     if n_perm is not None:
         inference += f", {escape(str(n_perm))} permutations"
     if a or inputs.metrics:
         rows.append(("Inference", inference))
-    family = lookup(a, "correct_across", "correct_across_metrics", "family")
+    family = a.get("correct_across")
     if family is not None:
         from ..stats.family import family_sentence
 
         rows.append(("Family corrected", escape(family_sentence(
-            family, len(metrics) or None, _alpha(inputs),
-            lookup(a, "family_method")))))
+            family, len(metrics) or None, _alpha(inputs), a.get(D.ANALYSIS_EXTRA_KEYS[0])))))
     body = '<dl class="summary">' + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in rows) + "</dl>"
     findings = _findings(inputs)
     if findings:
@@ -129,7 +123,7 @@ def summary_section(inputs: ReportInputs, numbering: Numbering) -> str:
 # ----------------------------------------------------------------------------- methods
 def methods_section(inputs: ReportInputs, numbering: Numbering) -> str:
     if not inputs.analysis and not inputs.metrics:
-        return ('<p class="empty">The parameters of the group run (group/analysis.json) were '
+        return (f'<p class="empty">The parameters of the group run (group/{D.ANALYSIS_JSON}) were '
                 "not found, so no methods paragraph can be written.</p>")
     params = dict(inputs.analysis)
     for maps in inputs.metrics.values():  # settings only the randomise sidecars recorded
@@ -146,11 +140,8 @@ def methods_section(inputs: ReportInputs, numbering: Numbering) -> str:
     corr = inputs.correlations
     if corr is not None and not corr.empty and not lookup(params, "correlation.method",
                                                           "correlation_method"):
-        if _pick(corr, "method"):
-            params["correlation_method"] = list(dict.fromkeys(
-                corr[_pick(corr, "method")].astype(str).str.lower()))
-        boot = _pick(corr, "boot_ci_low")
-        if boot and corr[boot].notna().any():
+        params["correlation_method"] = list(dict.fromkeys(corr[D.METHOD].astype(str)))
+        if corr[D.BOOT_CI_LOW].notna().any():
             params.setdefault("bootstrap", True)
     if "decoding" not in params and inputs.decoding:
         params["decoding"] = {"vocabularies": sorted({d.vocabulary for d in inputs.decoding})}
@@ -163,7 +154,7 @@ def cohort_section(inputs: ReportInputs, numbering: Numbering) -> str:
     if table is None:
         return '<p class="empty">No cohort table (group/participants.tsv) was found.</p>'
     # a second participant_id column (pandas renames it participant_id.1) is not a variable
-    table = table[[c for c in table.columns if not str(c).startswith("participant_id")]]
+    table = table[[c for c in table.columns if not str(c).startswith(D.PARTICIPANT_ID)]]
     if table.empty:
         return ('<p class="empty">The cohort table (group/participants.tsv) lists no '
                 "subject.</p>")
@@ -230,22 +221,23 @@ def qc_section(inputs: ReportInputs, numbering: Numbering) -> str:
     parts = []
     outliers: list[str] = []
     if qc is None:
-        parts.append('<p class="empty">No registration QC table (group/qc.tsv) was found.</p>')
+        parts.append(f'<p class="empty">No registration QC table (group/{D.QC_TSV}) was '
+                     "found.</p>")
     else:
         qc = qc.copy()
-        flag = qc["outlier"].map(_is_true) if "outlier" in qc else pd.Series(False, index=qc.index)
-        if "participant_id" in qc:
-            outliers = [str(s) for s in qc.loc[flag, "participant_id"]]
+        flag = qc[D.OUTLIER].map(_is_true) if D.OUTLIER in qc else pd.Series(False, index=qc.index)
+        if D.PARTICIPANT_ID in qc:
+            outliers = [str(s) for s in qc.loc[flag, D.PARTICIPANT_ID]]
         parts.append(figure_html(
             figures.figure_png(figures.qc_similarity_figure(qc), dpi=FIGURE_DPI),
             "Similarity of each subject's normalised image with the template; registration "
             "outliers in red.", numbering))
-        measures = [c for c in qc.columns if c not in ("participant_id", "outlier")]
-        cols = [Column("Subject", _cell("participant_id"))] + [
+        measures = [c for c in qc.columns if c not in (D.PARTICIPANT_ID, D.OUTLIER)]
+        cols = [Column("Subject", _cell(D.PARTICIPANT_ID))] + [
             Column(c, _cell(c, 3), numeric=pd.api.types.is_numeric_dtype(qc[c]))
-            for c in measures] + [Column("Outlier", lambda r: "yes" if _is_true(r.get("outlier"))
+            for c in measures] + [Column("Outlier", lambda r: "yes" if _is_true(r.get(D.OUTLIER))
                                          else "", css=lambda r: "no" if _is_true(
-                                             r.get("outlier")) else "")]
+                                             r.get(D.OUTLIER)) else "")]
         caption = (f"Registration QC: {len(qc)} subjects, {int(flag.sum())} flagged as "
                    "outliers (highlighted).")
         long = len(qc) > 20
@@ -253,7 +245,7 @@ def qc_section(inputs: ReportInputs, numbering: Numbering) -> str:
             parts.append(table_html(qc[flag], cols, "Subjects flagged as registration outliers.",
                                     numbering, row_class=lambda r: "flag"))
         table = table_html(qc, cols, caption, numbering,
-                           row_class=lambda r: "flag" if _is_true(r.get("outlier")) else "")
+                           row_class=lambda r: "flag" if _is_true(r.get(D.OUTLIER)) else "")
         parts.append(f"<details><summary>Similarity of all {len(qc)} subjects</summary>"
                      f"{table}</details>" if long else table)
     if inputs.qc_mosaics:
@@ -271,7 +263,7 @@ def qc_section(inputs: ReportInputs, numbering: Numbering) -> str:
                          f"{html}</details>")
     else:
         parts.append('<p class="empty">No registration QC mosaics '
-                     "(sub-*/figures/*qc*.png) were found.</p>")
+                     f"(sub-*/figures/{D.qc_mosaic_name('sub-*')}) were found.</p>")
     return "\n".join(parts)
 
 

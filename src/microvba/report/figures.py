@@ -22,6 +22,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from scipy import ndimage
 
+from ..io import derivatives as D
+
 #: paper-like defaults for every figure of the report
 STYLE: dict[str, object] = {
     "font.size": 8,
@@ -44,7 +46,7 @@ def signed_cmap() -> mpl.colors.Colormap:
 #: axial extent (MNI mm) where padding slices still show brain
 _BRAIN_Z_MM = (-50.0, 78.0)
 #: registration similarity measures of microvba's QC, preferred over other numeric columns
-QC_MEASURES = ("correlation", "dice_gm", "dice_brain", "dice", "corr", "mutual_information")
+QC_MEASURES = D.QC_MEASURES
 POSITIVE = "#c0392b"
 NEGATIVE = "#2c6fbb"
 NEUTRAL = "#555555"
@@ -146,11 +148,12 @@ def corrected_map_figure(significant: nib.Nifti1Image, *, title: str = "",
     return fig
 
 
-def qc_similarity_figure(qc: pd.DataFrame, outlier_column: str = "outlier") -> Figure:
+def qc_similarity_figure(qc: pd.DataFrame, outlier_column: str = D.OUTLIER) -> Figure:
     """Strip plot of each registration similarity measure across subjects, outliers in red."""
+    subject = D.PARTICIPANT_ID
     columns = [c for c in QC_MEASURES if c in qc.columns] or [
         c for c in qc.columns
-        if c not in ("participant_id", outlier_column) and pd.api.types.is_numeric_dtype(qc[c])
+        if c not in (subject, outlier_column) and pd.api.types.is_numeric_dtype(qc[c])
         and not pd.api.types.is_bool_dtype(qc[c])]
     outlier = (qc[outlier_column].astype(str).str.lower().isin(("true", "1", "yes"))
                if outlier_column in qc else pd.Series(False, index=qc.index))
@@ -163,8 +166,8 @@ def qc_similarity_figure(qc: pd.DataFrame, outlier_column: str = "outlier") -> F
             x = rng.uniform(-0.18, 0.18, size=y.size)
             ax.scatter(x[~outlier], y[~outlier], s=12, color=NEUTRAL, alpha=0.7, linewidths=0)
             ax.scatter(x[outlier], y[outlier], s=22, color=POSITIVE, marker="D", label="outlier")
-            if "participant_id" in qc:
-                for xi, yi, sub in zip(x[outlier], y[outlier], qc["participant_id"][outlier],
+            if subject in qc:
+                for xi, yi, sub in zip(x[outlier], y[outlier], qc[subject][outlier],
                                        strict=True):
                     ax.annotate(str(sub), (xi, yi), xytext=(4, 0), textcoords="offset points",
                                 fontsize=6, color=POSITIVE, va="center")
@@ -178,15 +181,14 @@ def qc_similarity_figure(qc: pd.DataFrame, outlier_column: str = "outlier") -> F
     return fig
 
 
-def decoding_bar_figure(table: pd.DataFrame, *, title: str = "", n_top: int = 10) -> Figure:
-    """Horizontal bar chart of the top decoded features (used when no bar PNG was saved)."""
-    label_col = next((c for c in ("label", "top_words", "feature", "term", "topic")
-                      if c in table), table.columns[0])
-    stat_col = next((c for c in ("statistic", "log_odds", "z", "r", "log_odds_ratio", "score")
-                     if c in table and pd.api.types.is_numeric_dtype(table[c])), None)
-    if stat_col is None:
-        numeric = [c for c in table if pd.api.types.is_numeric_dtype(table[c])]
-        stat_col = numeric[0] if numeric else None
+def decoding_bar_figure(table: pd.DataFrame, *, title: str = "", n_top: int = 10,
+                        label_col: str = D.LABEL, stat_col: str | None = D.LOG_ODDS,
+                        significant_col: str = D.SIGNIFICANT) -> Figure:
+    """Horizontal bar chart of the top decoded features (used when no bar PNG was saved);
+    the columns default to those of a decoding table (:data:`derivatives.DECODING_COLUMNS`)."""
+    if stat_col is not None and (stat_col not in table
+                                 or not pd.api.types.is_numeric_dtype(table[stat_col])):
+        stat_col = None
     with mpl.rc_context(STYLE):
         fig = Figure(figsize=(4.2, 0.3 * n_top + 0.8))
         ax = fig.subplots()
@@ -197,11 +199,9 @@ def decoding_bar_figure(table: pd.DataFrame, *, title: str = "", n_top: int = 10
         top = table.sort_values(stat_col, ascending=False).head(n_top)[::-1]
         labels = [str(s)[:40] for s in top[label_col]]
         colours = POSITIVE
-        if "significant" in top:
+        if significant_col in top:
             colours = [POSITIVE if str(v).lower() in ("true", "1") else "#bbbbbb"
-                       for v in top["significant"]]
-        elif "q" in top:
-            colours = [POSITIVE if q < 0.05 else "#bbbbbb" for q in top["q"].astype(float)]
+                       for v in top[significant_col]]
         ax.barh(labels, top[stat_col].astype(float), color=colours)
         ax.set_xlabel(stat_col)
         ax.set_title(title)
@@ -210,7 +210,7 @@ def decoding_bar_figure(table: pd.DataFrame, *, title: str = "", n_top: int = 10
 
 
 def decoding_heatmap_figure(values: pd.DataFrame, significant: pd.DataFrame | None = None,
-                            *, statistic: str = "log_odds", title: str = "") -> Figure:
+                            *, statistic: str = D.LOG_ODDS, title: str = "") -> Figure:
     """Regions (rows) x top features (columns) heatmap of the decoding statistic, as the
     study-level Neurosynth figures show it; ``significant`` cells are starred."""
     with mpl.rc_context(STYLE):

@@ -1,4 +1,4 @@
-"""One self-contained HTML report per derivatives folder.
+"""HTML building blocks of the report: numbered figures and tables, cells, the page.
 
 Every figure is embedded as a base64 PNG ``data:`` URI and the stylesheet is inlined, so the
 file opens offline, can be mailed as one attachment, and needs no JavaScript. All text that
@@ -8,26 +8,16 @@ comes from the inputs is escaped with :func:`html.escape`.
 from __future__ import annotations
 
 import base64
-import contextlib
 import datetime as _dt
-import gc
 import math
-import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from html import escape
 from importlib import resources
-from pathlib import Path
 
 import pandas as pd
 
 from .. import __version__
-from .._logging import get_logger
-from .._provenance import write_text
-
-log = get_logger(__name__)
-
-REPORT_NAME = "report.html"
 
 
 @dataclass
@@ -164,68 +154,3 @@ used. Maps follow the FSL randomise convention (corrp = 1 − p, FWE-corrected).
 </body>
 </html>
 """
-
-
-@contextlib.contextmanager
-def _frozen_heap() -> Iterator[None]:
-    """Move the objects alive now out of the collector's reach while the report is drawn.
-
-    nilearn's plotting calls ``gc.collect()`` every time it reads an image (about ten times
-    per figure); with the ~200k objects that numpy/pandas/matplotlib/nilearn bring, each call
-    costs 0.15-0.3 s, i.e. most of the report's time. ``gc.freeze`` makes those collections
-    scan only the new objects; ``gc.unfreeze`` restores the heap as it was. A caller that
-    froze objects itself is left alone.
-    """
-    if gc.get_freeze_count():
-        yield
-        return
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
-
-
-def build_report(out_dir: str | Path, title: str = "microvba report") -> Path:
-    """Write ``OUT/group/report.html`` from the files of a derivatives folder.
-
-    The report reads ``dataset_description.json``, ``group/analysis.json``, the cohort,
-    QC, cluster, correlation, decoding and (for the demo) planted-vs-found tables, the
-    randomise-style maps of each metric and the PNG figures of the earlier stages. Any piece
-    may be absent: the report shows what exists and lists what is missing.
-
-    Parameters
-    ----------
-    out_dir
-        The derivatives folder (``OUT`` of ``microvba BIDS OUT group``).
-    title
-        Title of the document.
-
-    Returns
-    -------
-    Path
-        The written report (atomic write).
-
-    Raises
-    ------
-    InputError
-        If ``out_dir`` is not a folder.
-    """
-    from ._inputs import load_inputs
-    from ._sections import all_sections
-
-    t0 = time.perf_counter()
-    inputs = load_inputs(out_dir)
-    numbering = Numbering()
-    import nilearn.plotting  # noqa: F401
-
-    from . import figures  # noqa: F401  (imports nilearn/matplotlib before the heap is frozen)
-
-    with _frozen_heap():
-        sections = all_sections(inputs, numbering)
-    name = inputs.dataset_description.get("Name", "")
-    subtitle = f"{name} · {inputs.out_dir.resolve()}" if name else str(inputs.out_dir.resolve())
-    path = write_text(inputs.group_dir / REPORT_NAME, page_html(title, sections, subtitle))
-    log.info("report written to %s (%d figures, %d tables, %.1f s)", path, numbering.figure,
-             numbering.table, time.perf_counter() - t0)
-    return path

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from html import escape
 from typing import Any
 
+from ..io import derivatives as D
 from ..models import registry as _registry
 
 #: in-text citation -> full reference (Vancouver-like, with DOI)
@@ -276,7 +277,7 @@ def _inference_sentence(params: Mapping[str, Any], metrics: list[str],
         from ..stats.family import family_sentence
 
         sentence = family_sentence(family, len(metrics) or None, float(alpha),
-                                   lookup(params, "family_method"))
+                                   lookup(params, D.FAMILY_METHOD_KEY))
         text += "; " + escape(sentence)
         if "min-p" in sentence:
             text += f" {_cite('Westfall & Young, 1993', 'Winkler et al., 2016')}"

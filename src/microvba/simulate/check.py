@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from ..io import derivatives
 from .phenotype import COVARIATES, covariate_matrix, partial_r
 
 METRICS: tuple[str, ...] = ("fa", "md", "rd", "ad", "icvf", "odi", "isovf")
@@ -55,14 +56,14 @@ def expected_statistics(root: str | Path, fwhm_mm: float = 0.0, gm_threshold: fl
     design = covariate_matrix(participants, tuple(truth.get("covariates", COVARIATES)))
     dof = len(score) - design.shape[1] - 1
     folder = root / "derivatives" / "truth"
-    seg_img = nib.load(next(folder.glob("*desc-planted_dseg.nii.gz")))
+    seg_img = nib.load(next(folder.glob(derivatives.PLANTED_SEG_GLOB)))
     seg = np.asarray(seg_img.dataobj)
     vox = nib.affines.voxel_sizes(seg_img.affine)
     tpl = load_template(float(vox[0]))
     gm = np.asarray(tpl.gm.dataobj) >= gm_threshold
     rows = []
     for metric in METRICS:
-        data = np.asarray(nib.load(next(folder.glob(f"*param-{metric}_desc-truth_*"))).dataobj,
+        data = np.asarray(nib.load(next(folder.glob(derivatives.TRUTH_MAP_GLOB.format(metric=metric)))).dataobj,
                           dtype=np.float64)
         if fwhm_mm > 0:
             sigma = fwhm_mm / np.sqrt(8 * np.log(2)) / vox

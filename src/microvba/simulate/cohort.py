@@ -40,6 +40,7 @@ from scipy import ndimage
 from .._logging import get_logger, progress
 from .._provenance import save_nifti, write_json
 from .._validation import check_in_range, check_positive_int
+from ..io import derivatives
 from . import writer
 from .anatomy import (
     Anatomy,
@@ -491,7 +492,7 @@ def _write_truth_maps(root: Path, anatomy: Anatomy, truth: dict, regions: list[d
         grid = np.zeros(anatomy.shape + (values.shape[0],), np.float32)
         grid[mask] = values.T
         img = _template_image(anatomy, anatomy.to_template(grid))
-        save_nifti(img, folder / f"space-{space}_param-{metric}_desc-truth_dwimap.nii.gz")
+        save_nifti(img, folder / derivatives.truth_map_name(space, metric))
     seg = np.zeros(anatomy.shape, np.int16)
     for k, reg in enumerate(regions, start=1):
         sel = np.zeros(int(mask.sum()), bool)
@@ -500,7 +501,7 @@ def _write_truth_maps(root: Path, anatomy: Anatomy, truth: dict, regions: list[d
         grid[mask] = sel
         seg[grid] = k
     save_nifti(_template_image(anatomy, anatomy.to_template(seg), np.int16),
-               folder / f"space-{space}_desc-planted_dseg.nii.gz")
+               folder / derivatives.planted_seg_name(space))
 
 
 def _template_image(anatomy: Anatomy, data: np.ndarray, dtype: type = np.float32):

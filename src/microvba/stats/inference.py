@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..io import derivatives
 from .clusters import Clusters, fdr_bh
 from .family import minp_p
 from .result import RandomiseResult
@@ -35,8 +36,7 @@ def _cluster_maps(cl: Clusters, null_ext: np.ndarray, null_mass: np.ndarray
     out = {}
     for stat, values, nl in (("clustere", cl.extent, null_ext), ("clusterm", cl.mass, null_mass)):
         p = fwe_p(values, nl)
-        out[f"{stat}_corrp"] = cl.voxel_map(1.0 - p)
-        out[f"{stat}_logp"] = cl.voxel_map(_logp(p))
+        out[stat] = (cl.voxel_map(1.0 - p), cl.voxel_map(_logp(p)))
     return out
 
 
@@ -59,25 +59,26 @@ def assemble_maps(*, t: np.ndarray, signs: Sequence[int], null: np.ndarray,
     cluster_info: dict[str, Clusters] = {}
     idx = {s: i for i, s in enumerate(stats)}
     for s, sign in enumerate(signs):
-        k = f"tstat{s + 1}"
+        c = s + 1
+        k = derivatives.tstat_key(c)
         ts = sign * t
         maps[k] = ts
         observed = {"vox": ts}
         p_unc = vox_counts[s] / n_perm
-        maps[f"vox_p_{k}"] = 1.0 - p_unc
-        maps[f"vox_unclogp_{k}"] = _logp(p_unc)
+        maps[derivatives.voxel_key(derivatives.UNC_P, c)] = 1.0 - p_unc
+        maps[derivatives.voxel_key(derivatives.UNC_LOGP, c)] = _logp(p_unc)
         q = fdr_bh(p_unc)
-        maps[f"vox_fdrp_{k}"] = 1.0 - q
-        maps[f"vox_fdrlogp_{k}"] = _logp(q)
+        maps[derivatives.voxel_key(derivatives.FDR_P, c)] = 1.0 - q
+        maps[derivatives.voxel_key(derivatives.FDR_LOGP, c)] = _logp(q)
         if tfce_obs is not None:
             observed["tfce"] = tfce_obs[s]
-            maps[f"tfce_{k}"] = tfce_obs[s]
+            maps[derivatives.stat_key("tfce", c)] = tfce_obs[s]
         for stat, obs in observed.items():
             nl = null[s, idx[stat]]
-            null_max[f"{stat}_{k}"] = nl
+            null_max[derivatives.stat_key(stat, c)] = nl
             p = fwe_p(obs, nl)
-            maps[f"{stat}_corrp_{k}"] = 1.0 - p
-            maps[f"{stat}_logp_{k}"] = _logp(p)
+            maps[derivatives.corrp_key(stat, c)] = 1.0 - p
+            maps[derivatives.logp_key(stat, c)] = _logp(p)
             pf = None
             if family_null is not None:
                 pf = fwe_p(obs, family_null[idx[stat]])
@@ -85,15 +86,17 @@ def assemble_maps(*, t: np.ndarray, signs: Sequence[int], null: np.ndarray,
                 pf = minp_p(obs, nl, family_minp[s, idx[stat]], tail)
                 null_max[f"{stat}_famminp_{k}"] = family_minp[s, idx[stat]]
             if pf is not None:
-                maps[f"{stat}_famcorrp_{k}"] = 1.0 - pf
-                maps[f"{stat}_famlogp_{k}"] = _logp(pf)
+                maps[derivatives.corrp_key(stat, c, family=True)] = 1.0 - pf
+                maps[derivatives.logp_key(stat, c, family=True)] = _logp(pf)
         if clusters is not None:
             cl = clusters[s]
             cluster_info[k] = cl
             ne, nm = null[s, idx["clustere"]], null[s, idx["clusterm"]]
-            null_max[f"clustere_{k}"], null_max[f"clusterm_{k}"] = ne, nm
-            for name, arr in _cluster_maps(cl, ne, nm).items():
-                maps[f"{name}_{k}"] = arr
+            null_max[derivatives.stat_key("clustere", c)] = ne
+            null_max[derivatives.stat_key("clusterm", c)] = nm
+            for stat, (corrp, logp) in _cluster_maps(cl, ne, nm).items():
+                maps[derivatives.corrp_key(stat, c)] = corrp
+                maps[derivatives.logp_key(stat, c)] = logp
             fam = None
             if family_null is not None:
                 fam = _cluster_maps(cl, family_null[idx["clustere"]],
@@ -103,11 +106,10 @@ def assemble_maps(*, t: np.ndarray, signs: Sequence[int], null: np.ndarray,
                 for stat, values, nl in (("clustere", cl.extent, ne), ("clusterm", cl.mass, nm)):
                     p = minp_p(values, nl, family_minp[s, idx[stat]], tail)
                     null_max[f"{stat}_famminp_{k}"] = family_minp[s, idx[stat]]
-                    fam[f"{stat}_corrp"] = cl.voxel_map(1.0 - p)
-                    fam[f"{stat}_logp"] = cl.voxel_map(_logp(p))
-            for name, arr in (fam or {}).items():
-                maps[f"{name.replace('_corrp', '_famcorrp').replace('_logp', '_famlogp')}"
-                     f"_{k}"] = arr
+                    fam[stat] = (cl.voxel_map(1.0 - p), cl.voxel_map(_logp(p)))
+            for stat, (corrp, logp) in (fam or {}).items():
+                maps[derivatives.corrp_key(stat, c, family=True)] = corrp
+                maps[derivatives.logp_key(stat, c, family=True)] = logp
     if family_null is not None:
         for stat in stats:
             if stat == "tfce" and tfce_obs is None or stat.startswith("cluster") and not clusters:

@@ -43,6 +43,7 @@ import numpy as np
 from .. import _defaults
 from .._logging import get_logger, progress
 from .._validation import InputError, check_positive_int
+from ..io import derivatives
 from ._kernels import count_exceed, freedman_lane_t
 from .clusters import ClusterWorkspace, find_clusters
 from .design import check_design_matrix
@@ -313,7 +314,7 @@ def _randomise_images(
 ) -> dict[str, RandomiseResult]:
     """Shared implementation of :func:`randomise` and :func:`randomise_family`."""
     if family_method not in ("max", "minp", "minp-tail"):
-        raise InputError(f"unknown family_method {family_method!r}", file="family_method",
+        raise InputError(f"unknown family_method {family_method!r}", file="parameter family_method",
                          fix="Use 'minp-tail' or 'minp' (balanced, Westfall-Young; with or "
                              "without tail p-values) or 'max' (max statistic).")
     correction = Correction(across=correct_across, npc=tuple(npc))
@@ -440,7 +441,8 @@ def _randomise_images(
             family_null=None, n_perm=n_perm,
             params={**params, "image": f"npc_{function}", "npc": function,
                     "npc_partial": "two-sided parametric t p-values (Winkler et al. 2016)",
-                    "npc_statistic": "z of the combined p (tstat1 holds z)"})
+                    "npc_statistic": f"z of the combined p ({derivatives.tstat_key(1)} "
+                                     "holds z)"})
     return results
 
 

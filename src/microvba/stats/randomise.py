@@ -35,7 +35,6 @@ Non-parametric combination and related permutation tests for neuroimaging. Hum B
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +54,7 @@ from .._defaults import (
 )
 from .._logging import get_logger
 from .._validation import InputError, Problem
+from ..io import derivatives as D
 from ..io.design_table import ID_COLUMNS, is_identifier
 from ..io.fsl import FslDesign
 from .design import Design, make_design
@@ -68,7 +68,6 @@ log = get_logger(__name__)
 
 #: statistics that can be corrected over a family of contrasts
 _FAMILY_STATS = ("vox", "tfce", "clustere", "clusterm")
-_TSTAT1 = re.compile(r"(^|_)tstat1(?=$|_)")
 #: no correction across maps (each map FWE-corrected on its own)
 PER_MAP = Correction(across=Family.NONE)
 
@@ -278,28 +277,28 @@ def _correct_over_contrasts(results: list[RandomiseResult]) -> None:
         return -np.log10(np.clip(p, 1e-300, 1.0))
 
     for stat in _FAMILY_STATS:
-        key = f"{stat}_tstat1"
+        key = D.stat_key(stat, 1)
         if not all(key in r.null_max for r in results):
             continue
         family = np.max(np.stack([r.null_max[key] for r in results]), axis=0)
         for r in results:
             r.null_max[f"{stat}_family"] = family
             if stat in ("vox", "tfce"):
-                obs = r.maps["tstat1" if stat == "vox" else "tfce_tstat1"]
+                obs = r.maps[D.tstat_key(1) if stat == "vox" else D.stat_key("tfce", 1)]
                 p = fwe_p(obs, family)
-                r.maps[f"{stat}_famcorrp_tstat1"] = 1.0 - p
-                r.maps[f"{stat}_famlogp_tstat1"] = logp(p)
+                r.maps[D.corrp_key(stat, 1, family=True)] = 1.0 - p
+                r.maps[D.logp_key(stat, 1, family=True)] = logp(p)
             else:
-                cl = r.clusters["tstat1"]
+                cl = r.clusters[D.tstat_key(1)]
                 p = fwe_p(cl.extent if stat == "clustere" else cl.mass, family)
-                r.maps[f"{stat}_famcorrp_tstat1"] = cl.voxel_map(1.0 - p)
-                r.maps[f"{stat}_famlogp_tstat1"] = cl.voxel_map(logp(p))
+                r.maps[D.corrp_key(stat, 1, family=True)] = cl.voxel_map(1.0 - p)
+                r.maps[D.logp_key(stat, 1, family=True)] = cl.voxel_map(logp(p))
     log.info("family-wise maps corrected over %d contrasts", len(results))
 
 
 def _renumber(name: str, k: int) -> str:
     """``tfce_corrp_tstat1`` -> ``tfce_corrp_tstat<k>`` (FSL numbers outputs by contrast)."""
-    return _TSTAT1.sub(rf"\g<1>tstat{k}", name)
+    return D.renumber_key(name, k)
 
 
 def _merge(contrasts: list[Contrast], results: list[RandomiseResult],

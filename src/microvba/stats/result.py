@@ -10,26 +10,10 @@ import numpy as np
 
 from .._provenance import make_sidecar, save_nifti, write_json
 from .._validation import InputError
+from ..io import derivatives
 
 #: how each map family is defined (written into the JSON sidecar)
-MAP_DOCS = {
-    "tstat{k}": "t statistic; tstat1 tests the contrast c, tstat2 tests -c",
-    "tfce_tstat{k}": "exact TFCE of tstat{k} (positive part; no step size)",
-    "{stat}": "vox (t), tfce, clustere (cluster extent), clusterm (cluster mass)",
-    "{stat}_corrp_tstat{k}": "1 - p, FWE-corrected by the maximum statistic over the "
-                             "permutations (as FSL randomise: > 0.95 means p < 0.05)",
-    "{stat}_logp_tstat{k}": "-log10 of the FWE-corrected p",
-    "vox_p_tstat{k}": "1 - p, uncorrected (each voxel's own permutation distribution)",
-    "vox_unclogp_tstat{k}": "-log10 of the uncorrected p",
-    "vox_fdrp_tstat{k}": "1 - q, Benjamini-Hochberg FDR-adjusted voxel p",
-    "vox_fdrlogp_tstat{k}": "-log10 of the FDR q",
-    "{stat}_famcorrp_tstat{k}": "1 - p, FWE-corrected over the family of images and both "
-                                "directions (max over the family, as PALM -corrcon -corrmod)",
-    "{stat}_famlogp_tstat{k}": "-log10 of the family-wise corrected p",
-    "clustere_*/clusterm_*": "cluster extent / mass (sum of t) at the cluster-forming "
-                             "threshold; each cluster voxel carries its cluster's value, "
-                             "0 outside clusters",
-}
+MAP_DOCS = derivatives.MAP_DEFINITIONS
 
 
 @dataclass
@@ -116,7 +100,7 @@ class RandomiseResult:
         out_dir = Path(out_dir)
         paths: dict[str, Path] = {}
         for name, img in self.to_images(mask, affine, header).items():
-            paths[name] = save_nifti(img, out_dir / f"{prefix}_{name}.nii.gz")
+            paths[name] = save_nifti(img, out_dir / derivatives.randomise_map_name(prefix, name))
         sidecar = make_sidecar(
             self.params, inputs,
             Maps={name: p.name for name, p in paths.items()},
@@ -127,5 +111,6 @@ class RandomiseResult:
             NullMaxima={k: {"n": int(v.size), "q95": float(np.quantile(v, 0.95))}
                         for k, v in self.null_max.items()},
         )
-        paths["sidecar"] = write_json(out_dir / f"{prefix}_randomise.json", sidecar)
+        paths["sidecar"] = write_json(out_dir / derivatives.randomise_sidecar_name(prefix),
+                                      sidecar)
         return paths

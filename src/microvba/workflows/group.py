@@ -158,7 +158,8 @@ def _mni_paths(out_dir: Path, subjects: list, metrics: tuple[str, ...]) -> list[
                              "microvba BIDS_DIR OUTPUT_DIR participant")
             entry[m] = p
         # the brain mask of the normalised subject marks its valid voxels
-        mask = p.parent / f"{s.prefix}_space-{derivatives.SPACE_MNI}_desc-brain_mask.nii.gz"
+        mask = p.parent / derivatives.brain_mask_name(
+            derivatives.space_prefix(s.prefix, derivatives.SPACE_MNI))
         if mask.exists():
             entry["mask"] = mask
         paths.append(entry)
@@ -170,20 +171,21 @@ def _qc_table(out_dir: Path, subjects: list) -> pd.DataFrame:
     """Registration QC of every subject (from the participant stage's QC JSON files)."""
     rows = []
     for s in subjects:
-        found = sorted((out_dir / f"sub-{s.label}").rglob(f"{s.prefix}_*qc*.json"))
-        row = {"participant_id": f"sub-{s.label}" + (f"_ses-{s.session}" if s.session else "")}
+        found = sorted((out_dir / f"sub-{s.label}").rglob(
+            derivatives.registration_qc_name(s.prefix, derivatives.SPACE_MNI)))
+        row = {derivatives.PARTICIPANT_ID: derivatives.entities_prefix(s.label, s.session)}
         if found:
             row.update({k: v for k, v in json.loads(found[0].read_text()).items()
                         if isinstance(v, int | float | bool)})
         rows.append(row)
-    table = pd.DataFrame(rows).set_index("participant_id")
+    table = pd.DataFrame(rows).set_index(derivatives.PARTICIPANT_ID)
     numeric = table.select_dtypes("number")
     if len(numeric.columns):
         from ..registration.qc import flag_outliers
 
-        table["outlier"] = flag_outliers(numeric).to_numpy(bool)
+        table[derivatives.OUTLIER] = flag_outliers(numeric).to_numpy(bool)
     else:
-        table["outlier"] = False
+        table[derivatives.OUTLIER] = False
     return table
 
 
@@ -235,8 +237,8 @@ def _exclude_outliers(qc: pd.DataFrame, subjects: list, paths: list[dict[str, Pa
     """The subjects, map paths and participants rows left after leaving out the registration
     outliers of ``qc`` (when ``settings.exclude_outliers``); InputError when none is left."""
     keep = np.ones(len(subjects), bool)
-    if settings.exclude_outliers and qc["outlier"].any():
-        keep = ~qc["outlier"].to_numpy(bool)
+    if settings.exclude_outliers and qc[derivatives.OUTLIER].any():
+        keep = ~qc[derivatives.OUTLIER].to_numpy(bool)
         log.warning("excluding registration outliers: %s", ", ".join(qc.index[~keep]))
     subjects = [s for s, k in zip(subjects, keep, strict=True) if k]
     paths = [p for p, k in zip(paths, keep, strict=True) if k]
@@ -245,10 +247,12 @@ def _exclude_outliers(qc: pd.DataFrame, subjects: list, paths: list[dict[str, Pa
         raise InputError(
             f"every subject ({len(keep)}) was flagged as a registration outlier, so no subject "
             "is left for the group analysis (similarity to the template below the floors "
-            f"{_floors_text()}; per subject in sub-*/dwi/*_desc-registration_qc.json)",
+            f"{_floors_text()}; per subject in "
+            f"sub-*/dwi/{derivatives.registration_qc_name('*', derivatives.SPACE_MNI)})",
             file=str(out_dir / "sub-*" / "figures"),
             fix="Look at the registration mosaics of the participant stage "
-                "(sub-*/figures/*_desc-qc_dwimap.png): the images must show a whole brain "
+                f"(sub-*/figures/{derivatives.qc_mosaic_name('*', derivatives.SPACE_MNI)}): "
+                "the images must show a whole brain "
                 "(a small field of view, e.g. a 'microvba simulate' box dataset, cannot be "
                 "normalised to MNI); fix the inputs (orientation, brain mask, coverage) and "
                 "re-run the participant stage with --force.")
@@ -278,7 +282,7 @@ def run_group(bids_dir: Path, out_dir: Path, settings: GroupSettings, *,
                                    session_label=session_label, score=settings.score,
                                    covariates=list(settings.covariates), check_images=False)
     paths = _mni_paths(out_dir, dataset.subjects, settings.metrics)
-    group_dir = out_dir / "group"
+    group_dir = derivatives.group_dir(out_dir)
 
     qc = _qc_table(out_dir, dataset.subjects)
     subjects, paths, participants = _exclude_outliers(qc, dataset.subjects, paths,
@@ -291,11 +295,11 @@ def run_group(bids_dir: Path, out_dir: Path, settings: GroupSettings, *,
     atlases = as_atlases(ATLASES, settings.data_dir)  # loaded once for every metric and sign
     group_dir.mkdir(parents=True, exist_ok=True)
     clean_temporaries(group_dir)
-    write_text(group_dir / "qc.tsv", qc.to_csv(sep="\t"))
-    part_out = participants.drop(columns=["participant_id"], errors="ignore")
+    write_text(group_dir / derivatives.QC_TSV, qc.to_csv(sep="\t"))
+    part_out = participants.drop(columns=[derivatives.PARTICIPANT_ID], errors="ignore")
     part_out.index = [f"sub-{i}" for i in part_out.index]
-    part_out.index.name = "participant_id"
-    write_text(group_dir / "participants.tsv", part_out.to_csv(sep="\t"))
+    part_out.index.name = derivatives.PARTICIPANT_ID
+    write_text(group_dir / derivatives.GROUP_PARTICIPANTS_TSV, part_out.to_csv(sep="\t"))
 
     template = load_template(settings.resolution)
     mask_img = group_gm_mask(template, paths, gm_threshold=settings.gm_threshold,
@@ -304,7 +308,7 @@ def run_group(bids_dir: Path, out_dir: Path, settings: GroupSettings, *,
     _check_stack_memory(len(subjects), int(mask.sum()), settings)
     affine = mask_img.affine
     voxel_size = tuple(float(v) for v in mask_img.header.get_zooms()[:3])
-    mask_path = group_dir / f"space-{derivatives.SPACE_MNI}_desc-gm_mask.nii.gz"
+    mask_path = group_dir / derivatives.group_mask_name(derivatives.SPACE_MNI)
     save_nifti(nib.Nifti1Image(mask.astype(np.uint8), affine), mask_path)
     log.info("group analysis: %d subjects, %d gray-matter voxels, metrics %s",
              len(subjects), int(mask.sum()), ",".join(settings.metrics))
@@ -313,16 +317,16 @@ def run_group(bids_dir: Path, out_dir: Path, settings: GroupSettings, *,
     results = _run_statistics(paths, mask, voxel_size, design, contrast, settings, executor)
     npc_results = {k: results.pop(k) for k in list(results) if k.startswith("npc_")}
 
-    summary = {"n_subjects": len(subjects), "n_voxels": int(mask.sum()), "metrics": {},
-               "family": settings.correction.across.describe(len(results))}
-    if npc_results:
-        summary["npc"] = _save_npc(npc_results, group_dir, mask, affine, settings.alpha)
+    family = settings.correction.across.describe(len(results))
+    npc = _save_npc(npc_results, group_dir, mask, affine, settings.alpha) if npc_results \
+        else None
+    saved_maps: dict[str, dict[str, str]] = {}
     cluster_tables, corr_tables = [], []
     decoders: dict = {}  # fitted once, reused for every metric and sign
     for metric, res in results.items():
         mdir = group_dir / metric
         saved = res.save(mdir, metric, mask, affine)
-        summary["metrics"][metric] = {k: str(v) for k, v in saved.items()}
+        saved_maps[metric] = {k: str(v) for k, v in saved.items()}
         clusters, corrs = _follow_up(metric, saved, paths, affine, participants,
                                      settings, mdir, out_dir, atlases, decoders)
         cluster_tables += clusters
@@ -330,21 +334,17 @@ def run_group(bids_dir: Path, out_dir: Path, settings: GroupSettings, *,
     decoders.clear()  # the association maps (~1 GB) are not needed for the report
     clusters = pd.concat(cluster_tables, ignore_index=True) if cluster_tables else pd.DataFrame()
     corrs = pd.concat(corr_tables, ignore_index=True) if corr_tables else pd.DataFrame()
-    write_text(group_dir / "clusters.tsv", clusters.to_csv(sep="\t", index=False))
-    write_text(group_dir / "correlations.tsv", corrs.to_csv(sep="\t", index=False))
-    summary["n_clusters"] = len(clusters)
-
-    analysis = {
-        **asdict(settings),
-        "family_method": FAMILY_METHOD,
-        "subjects": [s.prefix for s in subjects],
-        "excluded_outliers": [str(i) for i in qc.index[qc["outlier"].to_numpy(bool)]],
-        "space": derivatives.SPACE_MNI,
-        "design_columns": list(design.names),
-        "SoftwareVersions": software_versions(),
-        "summary": summary,
-    }
-    write_json(group_dir / "analysis.json", analysis)
+    write_text(group_dir / derivatives.CLUSTERS_TSV, clusters.to_csv(sep="\t", index=False))
+    write_text(group_dir / derivatives.CORRELATIONS_TSV, corrs.to_csv(sep="\t", index=False))
+    summary = derivatives.analysis_summary(
+        n_subjects=len(subjects), n_voxels=int(mask.sum()), metrics=saved_maps, family=family,
+        npc=npc, n_clusters=len(clusters), planted_found=None, false_clusters=None)
+    analysis = derivatives.analysis_record(
+        asdict(settings), family_method=FAMILY_METHOD, subjects=[s.prefix for s in subjects],
+        excluded_outliers=[str(i) for i in qc.index[qc[derivatives.OUTLIER].to_numpy(bool)]],
+        space=derivatives.SPACE_MNI, design_columns=list(design.names),
+        software_versions=software_versions(), summary=summary)
+    write_json(group_dir / derivatives.ANALYSIS_JSON, analysis)
     if report:
         from ..report import build_report
 
@@ -383,24 +383,24 @@ def _save_npc(results: dict, group_dir: Path, mask: np.ndarray, affine: np.ndarr
     out, rows = {}, []
     for name, res in results.items():
         function = name.removeprefix("npc_")
-        saved = res.save(group_dir / "npc", f"npc-{function}", mask, affine)
-        sig = res.maps["tfce_corrp_tstat1"] > 1.0 - alpha
+        saved = res.save(group_dir / derivatives.NPC_DIR, derivatives.npc_prefix(function),
+                         mask, affine)
+        corrp = res.maps[derivatives.corrp_key("tfce", 1)]
+        sig = corrp > 1.0 - alpha
         vol = np.zeros(mask.shape)
-        vol[mask] = np.where(sig, res.maps["tstat1"], 0.0)
+        vol[mask] = np.where(sig, res.maps[derivatives.tstat_key(1)], 0.0)
         labels, cl = label_clusters(np.where(vol > 0, 1.0, 0.0), 0.5, 26)
         for k in range(cl.n_clusters):
             idx = np.argwhere(labels == k + 1)
             peak = idx[np.argmax(vol[tuple(idx.T)])]
             x, y, z = (affine @ np.r_[peak, 1.0])[:3]
-            p = 1.0 - res.maps["tfce_corrp_tstat1"][labels[mask] == k + 1].max()
-            rows.append({"combining": function, "cluster": k + 1, "n_voxels": int(cl.extent[k]),
-                         "peak_z": float(vol[tuple(peak)]), "peak_x": x, "peak_y": y,
-                         "peak_z_mm": z, "min_p_fwe": p})
+            p = 1.0 - corrp[labels[mask] == k + 1].max()
+            rows.append((function, k + 1, int(cl.extent[k]), float(vol[tuple(peak)]), x, y, z,
+                         p))
         out[function] = {"maps": {k: str(v) for k, v in saved.items()},
                          "n_significant_voxels": int(sig.sum()), "n_clusters": cl.n_clusters}
-    write_text(group_dir / "npc" / "npc_clusters.tsv",
-               pd.DataFrame(rows, columns=["combining", "cluster", "n_voxels", "peak_z",
-                                           "peak_x", "peak_y", "peak_z_mm", "min_p_fwe"])
+    write_text(group_dir / derivatives.NPC_DIR / derivatives.NPC_CLUSTERS_TSV,
+               pd.DataFrame(rows, columns=list(derivatives.NPC_CLUSTER_COLUMNS))
                .to_csv(sep="\t", index=False))
     return out
 
@@ -415,18 +415,20 @@ def _follow_up(metric, saved, paths, affine, participants, settings, mdir, out_d
                     for p in paths], axis=-1)
     raw_img = nib.Nifti1Image(raw, affine)
     clusters, corrs = [], []
-    for k, sign in ((1, "+"), (2, "-")):
-        stat = nib.load(saved[f"tstat{k}"])
-        kind = "corrp" if settings.correction.across is Family.NONE else "famcorrp"
-        corrp = nib.load(saved[f"tfce_{kind}_tstat{k}"])
+    family = settings.correction.across is not Family.NONE
+    for sign in derivatives.SIGNS:
+        k = derivatives.CONTRAST_OF_SIGN[sign]
+        stat = nib.load(saved[derivatives.tstat_key(k)])
+        corrp = nib.load(saved[derivatives.corrp_key("tfce", k, family=family)])
         res = follow_up(stat, corrp, raw_img, participants, settings.score,
                         list(settings.covariates), metric, sign, mdir, atlases=atlases,
                         data_dir=settings.data_dir, alpha=settings.alpha,
                         loso_fwhm_mm=settings.fwhm, seed=settings.seed)
         res.save(mdir)
         if len(res.clusters):
-            clusters.append(res.clusters.assign(metric=metric, sign=sign))
-            corrs.append(res.correlations.assign(metric=metric, sign=sign))
+            tags = {derivatives.METRIC: metric, derivatives.SIGN: sign}
+            clusters.append(res.clusters.assign(**tags))
+            corrs.append(res.correlations.assign(**tags))
             if settings.decode:
                 _decode(res.label_img, metric, sign, stat, settings, out_dir, decoders)
     return clusters, corrs
@@ -435,9 +437,9 @@ def _follow_up(metric, saved, paths, affine, participants, settings, mdir, out_d
 def _decode(label_img, metric, sign, stat_img, settings, out_dir, decoders):
     from ..decode import decode_clusters
 
-    name = "pos" if sign == "+" else "neg"
     try:
-        decode_clusters(label_img, out_dir / "group" / "decoding", f"{metric}_{name}",
+        decode_clusters(label_img, derivatives.group_dir(out_dir) / derivatives.DECODING_DIR,
+                        derivatives.region_tag(metric, sign),
                         vocabularies=settings.vocabularies, data_dir=settings.data_dir,
                         stat_img=stat_img, decoders=decoders, seed=settings.seed)
     except InputError as exc:

@@ -37,6 +37,7 @@ from .._provenance import (
     write_text,
 )
 from .._validation import InputError, check_option_choice, check_option_number
+from ..io import derivatives
 from ..io.derivatives import image_like, subject_dir, write_dataset_description
 from .executor import SlurmOptions, TaskResult, make_executor, summarise_failures
 
@@ -169,10 +170,11 @@ def combined_inputs(subject, out_dir: Path) -> Iterator[tuple[Path, Path, Path]]
     # a temporary name (.tmp-<pid>@<host>@...): removed below, or by clean_temporaries on the
     # next run when this one is killed; uncompressed, so the content (hashed by the fit's
     # up-to-date check) is the same from one run to the next
-    stem = work / f"{_tmp_prefix()}{subject.prefix}_desc-combined_dwi"
+    stem = work / f"{_tmp_prefix()}{derivatives.combined_dwi_stem(subject.prefix)}"
     paths = (stem.with_name(stem.name + ".nii"), stem.with_name(stem.name + ".bval"),
              stem.with_name(stem.name + ".bvec"))
-    log_path = Path(out_dir) / "logs" / f"{subject.prefix}_dwi-series.json"
+    log_path = (Path(out_dir) / derivatives.LOGS_DIR
+                / derivatives.dwi_series_log_name(subject.prefix))
     write_json(log_path, {"Subject": subject.prefix, "Combined": record,
                           "Excluded": [str(p) for p in subject.excluded],
                           "NumberOfVolumes": int(img.shape[3]),
@@ -205,7 +207,7 @@ def process_subject(subject, out_dir: Path, settings: ParticipantSettings) -> di
         native = fit_image(
             dwi, bval, bvec,
             out_dir=subject_dir(out_dir, subject.label, subject.session),
-            prefix=f"{subject.prefix}_space-orig",
+            prefix=derivatives.space_prefix(subject.prefix),
             models=tuple(settings.models), d_par=settings.d_par, tissue=settings.tissue,
             d_iso=settings.d_iso, dti_bmax=settings.dti_bmax, dti_method=settings.dti_method,
             denoise=settings.denoise, force=settings.force, noddi_s0=settings.noddi_s0,
@@ -270,7 +272,8 @@ def run_participant(bids_dir: Path, out_dir: Path, settings: ParticipantSettings
     if removed:
         log.info("removed %d temporary files left by an interrupted run", removed)
     write_dataset_description(out_dir, source=bids_dir)
-    write_json(out_dir / "logs" / "participant_settings.json", asdict(settings))
+    write_json(out_dir / derivatives.LOGS_DIR / derivatives.PARTICIPANT_SETTINGS_JSON,
+               asdict(settings))
     log.info("participant stage: %d subject(s), models %s", len(dataset.subjects),
              ",".join(settings.models))
     task = functools.partial(process_subject, out_dir=out_dir, settings=settings)

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .._provenance import write_json, write_text
+from ..io import derivatives as D
 
 #: a secondary effect at least this strong (|true regional r|) explains a cluster
 SECONDARY_MIN_R = 0.1
@@ -37,7 +38,7 @@ def _region_points(truth: dict, bids_dir: Path | None) -> list[np.ndarray]:
     fallback = [np.asarray([e["mni_com_mm"]], float) for e in effects]
     if bids_dir is None:
         return fallback
-    seg = sorted((Path(bids_dir) / "derivatives" / "truth").glob("*desc-planted_dseg.nii*"))
+    seg = sorted((Path(bids_dir) / "derivatives" / "truth").glob(D.PLANTED_SEG_GLOB))
     if not seg:
         return fallback
     img = nib.load(seg[0])
@@ -60,31 +61,31 @@ def planted_vs_found(truth: dict, clusters: pd.DataFrame, correlations: pd.DataF
     significant cluster outside the planted effects (``status`` expected or false)."""
     effects = truth.get("effects", [])
     regions = _region_points(truth, Path(bids_dir) if bids_dir else None)
-    peaks = (clusters[["peak_x", "peak_y", "peak_z"]].to_numpy(float) if len(clusters)
+    peaks = (clusters[list(D.PEAK_XYZ)].to_numpy(float) if len(clusters)
              else np.empty((0, 3)))
+    cid_col = D.CLUSTER_ID
     used: set[int] = set()
     rows = []
     for eff, pts in zip(effects, regions, strict=True):
         metric, sign = eff["metric"].lower(), _sign(eff)
-        row = {"region": eff.get("region_label", eff.get("region")),
-               "hemisphere": eff.get("hemisphere", ""), "metric": metric, "sign": sign,
-               "planted_r": float(eff["r"]),
-               "study_r": float(eff["study_r"] if eff.get("study_r") is not None else eff["r"]),
-               "found": False, "found_r": np.nan,
-               "loso_r": np.nan, "peak_distance_mm": np.nan, "cluster_id": np.nan,
-               "status": "missed"}
-        idx = [i for i in range(len(peaks)) if clusters.iloc[i]["metric"] == metric
-               and clusters.iloc[i]["sign"] == sign]
+        study_r = float(eff["study_r"] if eff.get("study_r") is not None else eff["r"])
+        # the columns of derivatives.PLANTED_COLUMNS, in order
+        row = dict(zip(D.PLANTED_COLUMNS, (
+            eff.get("region_label", eff.get("region")), eff.get("hemisphere", ""), metric,
+            sign, float(eff["r"]), study_r, False, np.nan, np.nan, np.nan, np.nan,
+            D.PLANTED_STATUS[1]), strict=True))
+        idx = [i for i in range(len(peaks)) if clusters.iloc[i][D.METRIC] == metric
+               and clusters.iloc[i][D.SIGN] == sign]
         if idx:
             dist = [_distance(peaks[i], pts) for i in idx]
             best = int(np.argmin(dist))
-            row["peak_distance_mm"] = dist[best]
+            row[D.PEAK_DISTANCE_MM] = dist[best]
             for i, d in zip(idx, dist, strict=True):
                 if d <= max_distance_mm:
                     used.add(i)
             if dist[best] <= max_distance_mm:
-                cid = clusters.iloc[idx[best]]["cluster_id"]
-                row.update(found=True, cluster_id=cid, status="found")
+                cid = clusters.iloc[idx[best]][cid_col]
+                row.update({D.FOUND: True, cid_col: cid, D.STATUS: D.PLANTED_STATUS[0]})
                 row.update(_found_r(correlations, metric, sign, cid))
         rows.append(row)
     secondary = [(s, pts) for s in truth.get("secondary", [])
@@ -95,28 +96,28 @@ def planted_vs_found(truth: dict, clusters: pd.DataFrame, correlations: pd.DataF
         if i in used:
             continue
         c = clusters.iloc[i]
-        expected = any(s["metric"] == c["metric"] and _sign(s) == c["sign"]
+        expected = any(s["metric"] == c[D.METRIC] and _sign(s) == c[D.SIGN]
                        and _distance(peaks[i], pts) <= max_distance_mm for s, pts in secondary)
         n_false += not expected
-        rows.append({"region": "(not planted)", "metric": c["metric"], "sign": c["sign"],
-                     "planted_r": 0.0, "found": False, "cluster_id": c["cluster_id"],
-                     "status": "expected side effect" if expected else "false positive"})
+        rows.append({D.REGION: D.NOT_PLANTED, D.METRIC: c[D.METRIC], D.SIGN: c[D.SIGN],
+                     D.PLANTED_R: 0.0, D.FOUND: False, cid_col: c[cid_col],
+                     D.STATUS: D.PLANTED_STATUS[2 if expected else 3]})
     table = pd.DataFrame(rows)
-    table.attrs["false_clusters"] = n_false
+    table.attrs[D.FALSE_CLUSTERS_KEY] = n_false
     return table
 
 
 def _found_r(correlations: pd.DataFrame, metric: str, sign: str, cid) -> dict:
     if not len(correlations):
         return {}
-    c = correlations[(correlations["metric"] == metric) & (correlations["sign"] == sign)
-                     & (correlations["cluster_id"] == cid)]
-    if "method" in c:
-        c = c[c["method"] == "pearson"]
+    c = correlations[(correlations[D.METRIC] == metric) & (correlations[D.SIGN] == sign)
+                     & (correlations[D.CLUSTER_ID] == cid)]
+    if D.METHOD in c:
+        c = c[c[D.METHOD] == D.PRIMARY_METHOD]
     if not len(c):
         return {}
     first = c.iloc[0]
-    return {"found_r": float(first["r"]), "loso_r": float(first.get("loso_r", np.nan))}
+    return {D.FOUND_R: float(first[D.R]), D.LOSO_R: float(first.get(D.LOSO_R, np.nan))}
 
 
 def _read_table(path: Path) -> pd.DataFrame:
@@ -138,14 +139,14 @@ def check_planted(bids_dir: str | Path, out_dir: str | Path) -> dict | None:
     truth = Path(bids_dir) / "code" / "ground_truth.json"
     if not truth.exists():
         return None
-    group = Path(out_dir) / "group"
+    group = D.group_dir(out_dir)
     table = planted_vs_found(json.loads(truth.read_text()),
-                             _read_table(group / "clusters.tsv"),
-                             _read_table(group / "correlations.tsv"), bids_dir)
-    write_text(group / "planted_vs_found.tsv", table.to_csv(sep="\t", index=False))
-    counts = {"planted_found": int(table["found"].sum()),
-              "false_clusters": int(table.attrs.get("false_clusters", 0))}
-    analysis_path = group / "analysis.json"
+                             _read_table(group / D.CLUSTERS_TSV),
+                             _read_table(group / D.CORRELATIONS_TSV), bids_dir)
+    write_text(group / D.PLANTED_TSV, table.to_csv(sep="\t", index=False))
+    counts = {D.PLANTED_FOUND_KEY: int(table[D.FOUND].sum()),
+              D.FALSE_CLUSTERS_KEY: int(table.attrs.get(D.FALSE_CLUSTERS_KEY, 0))}
+    analysis_path = group / D.ANALYSIS_JSON
     analysis = json.loads(analysis_path.read_text())
     analysis.setdefault("summary", {}).update(counts)
     write_json(analysis_path, analysis)
