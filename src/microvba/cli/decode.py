@@ -66,10 +66,16 @@ def _show(table, title: str, n: int = 10) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .._provenance import make_sidecar, save_figure, write_json
-    from ..decode import Decoder, bar_chart, polar_plot
+    from .._provenance import make_sidecar, write_json
+    from ..decode.decoder import Decoder
     from ..decode.grid import check_roi_extent, load_image, mni_brain_grid, select_roi
-    from ..decode.stage import write_table
+    from ..decode.writer import (
+        dropped_summary,
+        null_summary,
+        roi_summary,
+        write_decoding,
+        write_dropped,
+    )
 
     if args.roi is None and args.stat_map is None:
         raise InputError("Nothing to decode.", file="command line",
@@ -116,34 +122,20 @@ def run(args: argparse.Namespace) -> int:
     dropped = dec.maps_.dropped
     outputs = {}
     for kind, image, table in tables:
-        outputs[kind] = write_table(table, f"{stem}_{kind}.tsv")
-        tag = "" if kind == "decoding" else "_map"
-        save_figure(bar_chart(table, top=args.top), f"{stem}{tag}_bar.png", dpi=150)
-        save_figure(polar_plot(table), f"{stem}{tag}_polar.png", dpi=150)
+        outputs[kind] = write_decoding(table, stem, kind, top=args.top)["tsv"]
         _show(table, f"{kind}: {image}")
     params = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
               if k not in ("verbose", "quiet", "debug", "config")}
     inputs = {k: v for k, v in (("roi", args.roi), ("map", args.stat_map)) if v is not None}
-    extra = {"DroppedFeatures": {"n": int(len(dropped)),
-                                 "table": f"{stem.name}_dropped-features.tsv"
-                                 if len(dropped) else None,
-                                 "reasons": {str(k): int(v) for k, v in
-                                             dropped["reason"].value_counts().items()}}}
+    dropped_tsv = write_dropped(dropped, stem)
+    extra = {"DroppedFeatures": dropped_summary(dropped, dropped_tsv)}
     for kind, _, table in tables:
         if kind == "decoding":
-            extra["ROI"] = {"voxels_decoded": table.attrs["roi_voxels"],
-                            "voxels_outside_brain_mask": table.attrs["roi_voxels_outside_mask"],
-                            "fraction_outside_brain_mask":
-                                round(table.attrs["roi_fraction_outside_mask"], 6),
-                            "labels": args.labels, "threshold": args.roi_threshold}
-        extra.setdefault("Null", {})[kind] = {
-            "n_null": table.attrs.get("n_null"),
-            "method": "ROI translations" if kind == "decoding" else
-                      "in-support Gaussian-field surrogates, rank-matched",
-            "p_null": "empirical (k+1)/(n+1); GPD tail below 10 exceedances"}
-    if len(dropped):
-        outputs["dropped"] = write_table(dropped[["feature", "n_selected", "reason", "label"]],
-                                         f"{stem}_dropped-features.tsv")
+            extra["ROI"] = {**roi_summary(table), "labels": args.labels,
+                            "threshold": args.roi_threshold}
+        extra.setdefault("Null", {})[kind] = null_summary(table, kind)
+    if dropped_tsv is not None:
+        outputs["dropped"] = dropped_tsv
         print(f"{len(dropped)} {args.vocabulary} feature(s) have no map and are not decoded "
               f"({', '.join(f'{v} {k}' for k, v in extra['DroppedFeatures']['reasons'].items())}"
               f"); listed in {outputs['dropped']}")

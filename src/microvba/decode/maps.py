@@ -39,7 +39,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -51,10 +51,8 @@ from .._logging import get_logger
 from .._provenance import atomic_path, file_hash, make_sidecar, params_hash, write_json
 from .._validation import InputError, check_choice, check_in_range, check_positive_int
 from . import _kernels
+from .database import VERSIONS, VOCABULARY_DATABASE, Database, database_files
 from .grid import BrainGrid, mni_brain_grid
-
-if TYPE_CHECKING:
-    from .database import Database
 
 log = get_logger(__name__)
 
@@ -188,11 +186,24 @@ def _drop_table(db: Database, n_sel: np.ndarray, min_studies: int) -> tuple[np.n
     dropped = pd.DataFrame({"feature": np.asarray(db.features)[~keep],
                             "label": np.asarray(db.labels)[~keep],
                             "n_selected": n_sel[~keep], "reason": reason[~keep]})
-    _log_dropped(dropped, db.vocabulary, min_studies)
-    return keep, dropped
+    return keep, dropped  # logged by _load_bundle, once per process
 
 
-def _log_dropped(dropped: pd.DataFrame, vocabulary: str, min_studies: int) -> None:
+#: cache entries (or builds) whose dropped features were already logged in this process
+_DROPPED_LOGGED: set[str] = set()
+
+
+def _log_dropped(dropped: pd.DataFrame, vocabulary: str, min_studies: int,
+                 key: str | None = None) -> None:
+    """Log the features without a map once per process and ``key`` (a cache entry): a group
+    run loads the same maps for every metric and vocabulary, and the list is in the TSV
+    sidecar of each decoding anyway; later loads log at debug level only."""
+    first = key is None or key not in _DROPPED_LOGGED
+    if key is not None:
+        _DROPPED_LOGGED.add(key)
+    if not first:
+        log.debug("%d %s feature(s) get no map (already reported)", len(dropped), vocabulary)
+        return
     extreme = dropped[dropped["reason"].str.startswith("threshold")]
     if len(extreme):
         log.warning("%d %s feature(s) get no map because the threshold selects all or no "
@@ -328,7 +339,7 @@ def _load_bundle(folder: Path, params: dict[str, Any], grid: BrainGrid) -> Featu
     table = pd.read_table(folder / "features.tsv", keep_default_na=False)
     dropped = pd.read_table(folder / "dropped.tsv", keep_default_na=False,
                             dtype={"feature": str, "label": str})
-    _log_dropped(dropped, params["vocabulary"], params["min_studies"])
+    _log_dropped(dropped, params["vocabulary"], params["min_studies"], key=str(folder))
     weights = sp.load_npz(folder / "weights.npz").tocsc()
     selection = _selection(weights, params["threshold"])
     return FeatureMaps(features=table["feature"].astype(str).tolist(),
@@ -349,8 +360,6 @@ def cached_feature_maps(vocabulary: str = "lda50", data_dir: str | Path | None =
                         cache_dir: str | Path | None = None) -> FeatureMaps | None:
     """The cached :class:`FeatureMaps` of these parameters without loading the database
     (``None`` when the cache entry is missing or stale; then call :func:`feature_maps`)."""
-    from .database import VERSIONS, VOCABULARY_DATABASE, database_files
-
     check_choice("vocabulary", vocabulary, VOCABULARIES)
     name = VOCABULARY_DATABASE[vocabulary]
     inputs = database_files(name, data_dir)
