@@ -94,12 +94,12 @@ def run(args: argparse.Namespace) -> int:
     if args.cache_dir is not None:
         check_output_dir(args.cache_dir, "map cache folder")
     # fail before loading the database (seconds to minutes)
-    roi_img = None
+    roi_img = roi_vox = None
     if args.roi is not None:  # values (stat map?), emptiness and extent, in one pass
         roi_img = args.roi
         if args.labels is not None or args.roi_threshold is not None:
             roi_img = select_roi(args.roi, labels=args.labels, threshold=args.roi_threshold)
-        check_roi_extent(roi_img, mni_brain_grid(2.0, args.cache_dir))
+        roi_vox = check_roi_extent(roi_img, mni_brain_grid(2.0, args.cache_dir))
     if args.stat_map is not None:
         values = np.asarray(load_image(args.stat_map, "statistic map").dataobj, np.float64)
         values = values[np.isfinite(values)]
@@ -116,7 +116,8 @@ def run(args: argparse.Namespace) -> int:
     # decode every input before writing anything: a bad map leaves no partial output
     tables = [(kind, image, method(source))
               for kind, image, source, method in (
-                  ("decoding", args.roi, roi_img, dec.decode_roi),
+                  ("decoding", args.roi, roi_img,
+                   lambda img: dec.decode_roi(img, voxels=roi_vox)),
                   ("mapdecoding", args.stat_map, args.stat_map, dec.decode_map))
               if image is not None]
     dropped = dec.maps_.dropped
