@@ -167,13 +167,14 @@ def test_database_does_not_import_maps():
     assert "maps" not in names and not any(str(m).endswith(".maps") for m in names)
 
 
-def test_dropped_features_logged_once_per_process(caplog):
+def test_dropped_features_logged_once_per_process(caplog, monkeypatch):
     from microvba.decode import maps
 
     dropped = pd.DataFrame({"feature": ["a", "b"], "label": ["a", "b"], "n_selected": [0, 9],
                             "reason": ["threshold selects no study",
                                        "fewer than min_studies=50 selected studies"]})
     key = "test-entry-" + str(id(dropped))
+    monkeypatch.setattr(maps, "_DROPPED_LOGGED", set())
     with caplog.at_level(logging.INFO, logger="microvba"):
         for _ in range(4):
             maps._log_dropped(dropped, "terms", 50, key=key)
@@ -182,14 +183,41 @@ def test_dropped_features_logged_once_per_process(caplog):
     assert sum("fewer than 50" in r.getMessage() for r in caplog.records) == 1
 
 
-def test_group_decoders_reload_logs_once(shared_data, map_cache, caplog):
+def test_group_decoders_reload_logs_once(shared_data, map_cache, caplog, monkeypatch):
     """Fitting the same vocabulary again (a second metric, another call) does not repeat
     the dropped-feature report."""
+    from microvba.decode import maps
+
+    monkeypatch.setattr(maps, "_DROPPED_LOGGED", set())  # independent of the test order
     with caplog.at_level(logging.DEBUG, logger="microvba"):
         for _ in range(3):
             Decoder("lda50", data_dir=shared_data, cache_dir=map_cache, n_null=10,
                     threshold=0.001).fit()
     warned = [r for r in caplog.records if r.levelno == logging.WARNING
               and "get no map" in r.getMessage()]
-    assert len(warned) <= 1
+    assert len(warned) == 1
     assert sum("already reported" in r.getMessage() for r in caplog.records) >= 2
+
+
+def test_group_stage_decodes_regions_once(shared_data, map_cache, rois, tmp_path,
+                                          monkeypatch):
+    """The group stage's decoding step (workflows.group._decode) writes one table per
+    region and regions.tsv, for clusters collected from several metrics."""
+    from types import SimpleNamespace
+
+    from microvba.workflows import group
+
+    monkeypatch.setenv("MICROVBA_CACHE", str(map_cache))
+    amyg_img = rois["amygdala"]
+    amyg = np.asarray(amyg_img.dataobj) > 0
+    aff = np.asarray(amyg_img.affine)
+    clusters = (clusters_of(nib.Nifti1Image(amyg.astype(np.int16), aff), "FA", "+")
+                + clusters_of(nib.Nifti1Image(amyg.astype(np.int16), aff), "MD", "-"))
+    settings = SimpleNamespace(vocabularies=("lda50",), data_dir=str(shared_data))
+    group._decode(clusters, settings, tmp_path)
+    dec = tmp_path / "group" / "decoding"
+    assert [p.name for p in sorted(dec.glob("*_decoding.tsv"))] == [
+        "FA_pos_cluster-1_vocab-lda50_decoding.tsv"]
+    table = read_regions(dec)
+    assert table["metrics"].tolist() == ["FA+,MD-"] * 2
+    assert table["overlap"].tolist() == [1.0, 1.0]
