@@ -226,15 +226,16 @@ class Decoder:
         shifts, idxs = [], []
         tries = 0
         chunk = max(1, 2_000_000 // max(roi.size, 1))
+        ijk32, shape32 = ijk.astype(np.int32), shape.astype(np.int32)  # flat index < 2**31
         while need > 0 and tries < 50 * self.n_null:
             targets = self._vox_ijk[rng.integers(0, len(self._vox_ijk), size=self.n_null)]
             for lo in range(0, len(targets), chunk):
                 shift = targets[lo:lo + chunk] - centre
-                moved = ijk[None, :, :] + shift[:, None, :]
-                inside = np.all((moved >= 0) & (moved < shape), axis=2)
-                flat = np.ravel_multi_index(tuple(np.where(inside, moved[..., a], 0)
-                                                  for a in range(3)), fm.grid.shape)
-                idx = np.where(inside, fm.grid.flat_to_masked[flat], -1)
+                moved = ijk32[None, :, :] + shift[:, None, :].astype(np.int32)
+                inside = np.all((moved >= 0) & (moved < shape32), axis=2)
+                flat = (moved[..., 0] * shape32[1] + moved[..., 1]) * shape32[2] \
+                    + moved[..., 2]
+                idx = np.where(inside, fm.grid.flat_to_masked[np.where(inside, flat, 0)], -1)
                 ok = np.flatnonzero((idx >= 0).sum(axis=1) >= _MIN_INSIDE * roi.size)
                 take = ok[:need]
                 shifts.append(shift[take])

@@ -161,8 +161,10 @@ def to_grid(img: nib.spatialimages.SpatialImage, grid: BrainGrid,
 def to_grid_volume(img: nib.spatialimages.SpatialImage, grid: BrainGrid,
                    interpolation: str) -> np.ndarray:
     """Resample ``img`` onto ``grid``: the whole volume, inside and outside the brain."""
-    data = np.asarray(img.dataobj, dtype=np.float32)
-    data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
+    raw = np.asarray(img.dataobj)
+    data = np.asarray(raw, dtype=np.float32)
+    if np.issubdtype(raw.dtype, np.floating):  # integers (masks, labels) have no NaN
+        data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
     if img.shape == grid.shape and np.allclose(img.affine, grid.affine):
         return data
     # on the grid the coverage is complete by construction
