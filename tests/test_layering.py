@@ -106,11 +106,8 @@ def import_cycles() -> list[frozenset[str]]:
     return cycles
 
 
-#: cycles being removed on another branch of issue 17 (decode: database <-> maps); empty
-#: this set once that branch is merged
-PENDING_CYCLES = {
-    frozenset({"microvba.decode.database", "microvba.decode.maps"}),
-}
+#: known import cycles (none left; a new one fails the test below)
+PENDING_CYCLES: set[frozenset[str]] = set()
 
 
 def test_no_import_cycle():

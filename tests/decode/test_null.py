@@ -141,6 +141,34 @@ def test_roi_hits_from_peaks_equal_the_incidence_matrix(lda_decoder, rois):
                                      dec._peak_ptr, dec._peak_studies, fm.n_studies)
     np.testing.assert_array_equal(
         cover, _kernels.roi_cover(a.indptr.astype(np.int64), a.indices, in_roi))
+    from microvba.decode._roi_hits import cover_counts
+
+    np.testing.assert_array_equal(
+        cover_counts(dec._vox_ijk[roi], dec._offsets, dec._padded, dec._pad, dec._peak_ptr,
+                     dec._peak_studies, fm.n_studies), cover)
+
+
+@pytest.mark.parametrize("name", ["A23c", "amygdala", "A4ul"])
+def test_translated_hits_equal_the_compiled_kernel(lda_decoder, rois, name):
+    """The numpy path of decode_roi (dilation of the ROI built once, translated; clipped
+    null ROIs through the cover matrix) gives the compiled kernel's hits, clipped or not."""
+    from microvba.decode.grid import roi_voxels
+
+    dec = lda_decoder
+    roi = roi_voxels(rois[name], dec.maps_.grid)
+    shifts, kept, idx = dec._null_translations(roi, np.random.default_rng(7))
+    assert shifts.shape == (dec.n_null, 3)
+    assert (~kept.all(axis=0)).sum() >= 20  # clipped null ROIs are exercised
+    assert (kept.all(axis=0)).sum() >= 20  # and whole ones
+    assert (kept.mean(axis=0) >= 0.8).all()
+    sets = [roi] + [idx[kept[:, j], j] for j in range(idx.shape[1])]
+    ref = dec._hits(sets)
+    got = dec._hits_translated(roi, shifts, kept)
+    np.testing.assert_array_equal(got.toarray().T > 0, ref)
+    # the null ROIs are the translations of _null_rois (same draws, same order)
+    again = dec._null_rois(roi, np.random.default_rng(7))
+    assert len(again) == len(sets) - 1
+    assert all(np.array_equal(a, b) for a, b in zip(again, sets[1:], strict=True))
 
 
 # ------------------------------------------------------------------ false positives

@@ -43,3 +43,44 @@ def test_clusters_in_one_region_are_decoded_once(tmp_path):
     summary = _section(html, "summary")
     assert "1 cluster outside the planted regions (1 more is an expected side effect " \
            "inside planted regions)" in summary
+
+
+def test_regions_merged_by_overlap_are_shown_as_the_group_stage_wrote_them(tmp_path):
+    """With ``decoding/regions.tsv`` (clusters merged by voxel overlap), the report shows
+    one block per region, its metrics listed, whatever the atlas labels say."""
+    import numpy as np
+
+    from microvba.decode.regions import Cluster, merge_clusters, write_regions
+
+    out = make_output_folder(tmp_path / "deriv", n_subjects=3, seed=1)
+    group = out / "group"
+    clusters = pd.read_table(group / "clusters.tsv")
+    aff = np.eye(4)
+    masks, made = {}, []
+    for i, r in enumerate(clusters.itertuples()):
+        m = np.zeros((40, 4, 4), bool)
+        m[4 * i:4 * i + 3] = True
+        masks[(r.metric, r.sign, int(r.cluster_id))] = m
+    # the FA cluster overlaps the first AD cluster although its atlas label differs
+    ad1 = clusters[clusters["metric"] == "ad"].iloc[0]
+    fa = clusters[clusters["metric"] == "fa"].iloc[0]
+    assert ad1["brainnetome"] != fa["brainnetome"]
+    masks[("fa", fa["sign"], int(fa["cluster_id"]))] = masks[
+        ("ad", ad1["sign"], int(ad1["cluster_id"]))].copy()
+    for (metric, sign, cid), m in masks.items():
+        made.append(Cluster(metric, sign, cid, m, aff))
+    regions = merge_clusters(made)
+    assert len(regions) == len(PLANTED) - 1
+    write_regions(regions, group / "decoding")
+    for f in (group / "decoding").glob(f"fa_pos_cluster-{fa['cluster_id']}_*"):
+        f.unlink()  # the group stage writes no files for a merged cluster
+
+    html = build_report(out).read_text(encoding="utf-8")
+    dec = _section(html, "decoding")
+    heads = re.findall(r"<h3>(.*?)</h3>", dec)
+    assert len(heads) == len(PLANTED) - 1
+    assert heads[0].startswith("Region 1: ")
+    assert "(they overlap: decoded once, as their union)" in dec
+    assert dec.count("(they overlap") == 1
+    block = dec.split("<h3>")[1]
+    assert "AD" in block and "FA" in block  # both metrics listed under the one region

@@ -68,10 +68,16 @@ def _show(table, title: str, n: int = 10) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .._provenance import make_sidecar, save_figure, write_json
-    from ..decode import Decoder, bar_chart, polar_plot
+    from .._provenance import make_sidecar, write_json
+    from ..decode.decoder import Decoder
     from ..decode.grid import check_roi_extent, load_image, mni_brain_grid, select_roi
-    from ..decode.stage import write_table
+    from ..decode.writer import (
+        dropped_summary,
+        null_summary,
+        roi_summary,
+        write_decoding,
+        write_dropped,
+    )
 
     if args.roi is None and args.stat_map is None:
         raise InputError("Nothing to decode.", file="command line",
@@ -90,12 +96,12 @@ def run(args: argparse.Namespace) -> int:
     if args.cache_dir is not None:
         check_output_dir(args.cache_dir, "map cache folder")
     # fail before loading the database (seconds to minutes)
-    roi_img = None
+    roi_img = roi_vox = None
     if args.roi is not None:  # values (stat map?), emptiness and extent, in one pass
         roi_img = args.roi
         if args.labels is not None or args.roi_threshold is not None:
             roi_img = select_roi(args.roi, labels=args.labels, threshold=args.roi_threshold)
-        check_roi_extent(roi_img, mni_brain_grid(2.0, args.cache_dir))
+        roi_vox = check_roi_extent(roi_img, mni_brain_grid(2.0, args.cache_dir))
     if args.stat_map is not None:
         values = np.asarray(load_image(args.stat_map, "statistic map").dataobj, np.float64)
         values = values[np.isfinite(values)]
@@ -112,43 +118,27 @@ def run(args: argparse.Namespace) -> int:
     # decode every input before writing anything: a bad map leaves no partial output
     tables = [(kind, image, method(source))
               for kind, image, source, method in (
-                  (derivatives.DECODING, args.roi, roi_img, dec.decode_roi),
+                  (derivatives.DECODING, args.roi, roi_img,
+                   lambda img: dec.decode_roi(img, voxels=roi_vox)),
                   (derivatives.MAP_DECODING, args.stat_map, args.stat_map, dec.decode_map))
               if image is not None]
     dropped = dec.maps_.dropped
     outputs = {}
     for kind, image, table in tables:
-        outputs[kind] = write_table(table, stem.with_name(
-            derivatives.decoding_table_name(stem.name, kind)))
-        save_figure(bar_chart(table, top=args.top), stem.with_name(
-            derivatives.decoding_figure_name(stem.name, "bar", kind)), dpi=150)
-        save_figure(polar_plot(table), stem.with_name(
-            derivatives.decoding_figure_name(stem.name, "polar", kind)), dpi=150)
+        outputs[kind] = write_decoding(table, stem, kind, top=args.top)["tsv"]
         _show(table, f"{kind}: {image}")
     params = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
               if k not in ("verbose", "quiet", "debug", "config")}
     inputs = {k: v for k, v in (("roi", args.roi), ("map", args.stat_map)) if v is not None}
-    extra = {"DroppedFeatures": {"n": int(len(dropped)),
-                                 "table": derivatives.dropped_features_name(stem.name)
-                                 if len(dropped) else None,
-                                 "reasons": {str(k): int(v) for k, v in
-                                             dropped["reason"].value_counts().items()}}}
+    dropped_tsv = write_dropped(dropped, stem)
+    extra = {"DroppedFeatures": dropped_summary(dropped, dropped_tsv)}
     for kind, _, table in tables:
         if kind == derivatives.DECODING:
-            extra["ROI"] = {"voxels_decoded": table.attrs["roi_voxels"],
-                            "voxels_outside_brain_mask": table.attrs["roi_voxels_outside_mask"],
-                            "fraction_outside_brain_mask":
-                                round(table.attrs["roi_fraction_outside_mask"], 6),
-                            "labels": args.labels, "threshold": args.roi_threshold}
-        extra.setdefault("Null", {})[kind] = {
-            "n_null": table.attrs.get("n_null"),
-            "method": "ROI translations" if kind == derivatives.DECODING else
-                      "in-support Gaussian-field surrogates, rank-matched",
-            derivatives.P_NULL: "empirical (k+1)/(n+1); GPD tail below 10 exceedances"}
-    if len(dropped):
-        outputs["dropped"] = write_table(dropped[list(derivatives.DROPPED_FEATURE_COLUMNS)],
-                                         stem.with_name(
-                                             derivatives.dropped_features_name(stem.name)))
+            extra["ROI"] = {**roi_summary(table), "labels": args.labels,
+                            "threshold": args.roi_threshold}
+        extra.setdefault("Null", {})[kind] = null_summary(table, kind)
+    if dropped_tsv is not None:
+        outputs["dropped"] = dropped_tsv
         print(f"{len(dropped)} {args.vocabulary} feature(s) have no map and are not decoded "
               f"({', '.join(f'{v} {k}' for k, v in extra['DroppedFeatures']['reasons'].items())}"
               f"); listed in {outputs['dropped']}")

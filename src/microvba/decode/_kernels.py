@@ -10,18 +10,8 @@ import math
 import numba
 import numpy as np
 
-
-def sphere_offsets(radius_mm: float, voxel_mm: float) -> np.ndarray:
-    """(k, 3) integer voxel offsets within ``radius_mm`` of a voxel centre (inclusive).
-
-    The same rule as NiMARE's ``sphere_kernel_offsets``: offset ``d`` is kept when
-    ``||d * voxel_mm|| <= radius_mm``.
-    """
-    n = int(radius_mm // voxel_mm)
-    rng = np.arange(-n, n + 1)
-    cube = np.stack(np.meshgrid(rng, rng, rng, indexing="ij"), axis=-1).reshape(-1, 3)
-    keep = np.sqrt(((cube * voxel_mm) ** 2).sum(axis=1)) <= radius_mm + 1e-9
-    return np.ascontiguousarray(cube[keep], dtype=np.int64)
+# numpy helpers, here for the callers that import them from this module
+from ._roi_hits import peak_voxel_index, sphere_offsets  # noqa: F401
 
 
 @numba.njit(cache=True, nogil=True)
@@ -264,22 +254,6 @@ def mean_and_centred_norm(x):
         mean[i] = m
         norm[i] = math.sqrt(ss)
     return mean, norm
-
-
-def peak_voxel_index(ijk: np.ndarray, peak_study: np.ndarray, shape, pad: int
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """CSR (ptr, studies) over the voxels of the grid padded by ``pad`` on every side: the
-    studies with a peak in each voxel (one entry per peak). Peaks further than ``pad``
-    voxels outside the grid cannot reach it and are left out."""
-    shape = np.asarray(shape, dtype=np.int64)
-    padded = shape + 2 * pad
-    ijk = np.asarray(ijk, dtype=np.int64) + pad
-    keep = np.all((ijk >= 0) & (ijk < padded), axis=1)
-    key = np.ravel_multi_index(ijk[keep].T, tuple(padded))
-    order = np.argsort(key, kind="stable")
-    studies = np.asarray(peak_study, dtype=np.int32)[keep][order]
-    ptr = np.searchsorted(key[order], np.arange(int(np.prod(padded)) + 1)).astype(np.int64)
-    return ptr, studies
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)

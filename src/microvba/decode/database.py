@@ -47,12 +47,11 @@ import scipy.sparse as sp
 from .. import _paths
 from .._logging import get_logger
 from .._validation import InputError, check_choice
-from .maps import FeatureMaps, feature_maps
 
 log = get_logger(__name__)
 
-__all__ = ["Database", "FeatureMaps", "feature_maps", "load_database", "load_vocabulary",
-           "resolve_data_dir", "tal2mni", "tfidf"]
+__all__ = ["Database", "load_database", "load_vocabulary", "resolve_data_dir", "tal2mni",
+           "tfidf"]
 
 DATABASES = ("neurosynth", "neuroquery")
 #: vocabulary -> the database that provides it

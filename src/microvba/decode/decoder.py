@@ -53,7 +53,7 @@ from .._logging import get_logger
 from .._validation import InputError, check_choice, check_in_range, check_positive_int
 from ..io import derivatives as D
 from ..stats.clusters import fdr_bh
-from . import _kernels
+from . import _roi_hits
 from . import null as _null
 from .database import load_vocabulary
 from .grid import load_image, roi_voxels, to_grid
@@ -164,11 +164,12 @@ class Decoder:
         self.threshold_ = DEFAULT_THRESHOLD[self.vocabulary] if self.threshold is None \
             else float(self.threshold)
         fm = self.maps_
-        self._offsets = _kernels.sphere_offsets(float(self.kernel_mm), fm.grid.resolution)
+        self._offsets = _roi_hits.sphere_offsets(float(self.kernel_mm), fm.grid.resolution)
         self._pad = int(np.abs(self._offsets).max()) if self._offsets.size else 0
         self._padded = np.asarray(fm.grid.shape, np.int64) + 2 * self._pad
-        self._peak_ptr, self._peak_studies = _kernels.peak_voxel_index(
+        self._peak_ptr, self._peak_studies = _roi_hits.peak_voxel_index(
             fm.peaks[:, :3], fm.peaks[:, 3], fm.grid.shape, self._pad)
+        self._peak_matrix = None  # built on the first ROI decoded
         self._sel_csr = fm.selection.tocsr().astype(np.float32)
         self._n_sel = np.diff(fm.selection.indptr).astype(float)
         w = sp.csc_matrix(fm.weights, dtype=np.float64)
@@ -186,34 +187,82 @@ class Decoder:
         return self.maps_
 
     # ------------------------------------------------------------------ ROI
-    def _null_rois(self, roi: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
-        """``n_null`` rigid translations of the ROI that stay >= 80% inside the brain."""
+    def _null_translations(self, roi: np.ndarray, rng: np.random.Generator
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``n_null`` rigid translations of the ROI that stay >= 80% inside the brain.
+
+        Targets are drawn uniformly among brain voxels, ``n_null`` at a time, and taken in
+        the order drawn until ``n_null`` are accepted (at most ``50 n_null`` tries).
+
+        Returns
+        -------
+        shifts
+            (n, 3) voxel translations of the accepted null ROIs.
+        kept
+            (n_roi_voxels, n) bool: the ROI voxel lands inside the brain mask.
+        idx
+            (n_roi_voxels, n) in-mask voxel index where kept (-1 elsewhere).
+        """
         fm = self.maps_
         ijk = self._vox_ijk[roi]
         centre = np.rint(ijk.mean(axis=0)).astype(np.int64)
         shape = np.asarray(fm.grid.shape)
-        out: list[np.ndarray] = []
+        need = self.n_null
+        shifts, idxs = [], []
         tries = 0
-        while len(out) < self.n_null and tries < 50 * self.n_null:
+        chunk = max(1, 2_000_000 // max(roi.size, 1))
+        ijk32, shape32 = ijk.astype(np.int32), shape.astype(np.int32)  # flat index < 2**31
+        while need > 0 and tries < 50 * self.n_null:
             targets = self._vox_ijk[rng.integers(0, len(self._vox_ijk), size=self.n_null)]
-            for t in targets:
-                tries += 1
-                moved = ijk + (t - centre)
-                inside = np.all((moved >= 0) & (moved < shape), axis=1)
-                flat = np.ravel_multi_index(moved[inside].T, fm.grid.shape)
-                idx = fm.grid.flat_to_masked[flat]
-                idx = idx[idx >= 0]
-                if idx.size >= _MIN_INSIDE * roi.size:
-                    out.append(idx)
-                    if len(out) == self.n_null:
-                        break
-        if len(out) < self.n_null:
-            log.warning("only %d of %d null ROIs fit inside the brain", len(out), self.n_null)
-        return out
+            for lo in range(0, len(targets), chunk):
+                shift = targets[lo:lo + chunk] - centre
+                moved = ijk32[None, :, :] + shift[:, None, :].astype(np.int32)
+                inside = np.all((moved >= 0) & (moved < shape32), axis=2)
+                flat = (moved[..., 0] * shape32[1] + moved[..., 1]) * shape32[2] \
+                    + moved[..., 2]
+                idx = np.where(inside, fm.grid.flat_to_masked[np.where(inside, flat, 0)], -1)
+                ok = np.flatnonzero((idx >= 0).sum(axis=1) >= _MIN_INSIDE * roi.size)
+                take = ok[:need]
+                shifts.append(shift[take])
+                idxs.append(idx[take])
+                need -= take.size
+                if need == 0:
+                    tries += lo + int(take[-1]) + 1 if take.size else lo + len(shift)
+                    break
+            else:
+                tries += len(targets)
+        if need > 0:
+            log.warning("only %d of %d null ROIs fit inside the brain", self.n_null - need,
+                        self.n_null)
+        idx = np.concatenate(idxs).T if idxs else np.zeros((roi.size, 0), np.int64)
+        shift = np.concatenate(shifts) if shifts else np.zeros((0, 3), np.int64)
+        return shift, idx >= 0, idx
+
+    def _null_rois(self, roi: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
+        """The null ROIs of :meth:`_null_translations` as in-mask voxel index arrays."""
+        _, kept, idx = self._null_translations(roi, rng)
+        return [idx[kept[:, j], j] for j in range(idx.shape[1])]
+
+    def _hits_translated(self, roi: np.ndarray, shifts: np.ndarray,
+                         kept: np.ndarray) -> sp.csr_matrix:
+        """(1 + n_null, n_studies) sparse 0/1 hits of the ROI and its translations, in
+        numpy (:func:`microvba.decode._roi_hits.translated_hits`)."""
+        fm = self.maps_
+        shifts = np.vstack([np.zeros((1, 3), np.int64), shifts])
+        kept = np.hstack([np.ones((roi.size, 1), bool), kept])
+        if getattr(self, "_peak_matrix", None) is None:
+            self._peak_matrix = _roi_hits.peak_matrix(self._peak_ptr, self._peak_studies,
+                                                      fm.n_studies)
+        return _roi_hits.translated_hits(self._vox_ijk[roi], shifts, kept, self._offsets,
+                                         self._padded, self._pad, self._peak_ptr,
+                                         self._peak_studies, fm.n_studies,
+                                         peaks=self._peak_matrix)
 
     def _hits(self, rois: list[np.ndarray]) -> np.ndarray:
         """(n_studies, n_rois) bool: study's spheres overlap each ROI (from the peaks,
         :func:`microvba.decode._kernels.roi_hits_peaks`)."""
+        from . import _kernels  # numba; the decoding path uses _hits_translated
+
         fm = self.maps_
         ptr = np.zeros(len(rois) + 1, dtype=np.int64)
         ptr[1:] = np.cumsum([len(r) for r in rois])
@@ -225,11 +274,14 @@ class Decoder:
         return np.ascontiguousarray(out.T)
 
     def decode_roi(self, mask_img: str | Path | nib.Nifti1Image,
-                   sort_by: str = D.LOG_ODDS) -> pd.DataFrame:
+                   sort_by: str = D.LOG_ODDS,
+                   voxels: tuple[np.ndarray, int] | None = None) -> pd.DataFrame:
         """Association of each feature with reporting activation in the ROI.
 
         ``sort_by`` picks the ranking statistic: ``"log_odds"`` (Neurosynth), ``"z"`` or
-        ``"r"`` (NiMARE's ROIAssociationDecoder).
+        ``"r"`` (NiMARE's ROIAssociationDecoder). ``voxels``: the ``(in-mask voxel
+        indices, voxels outside the mask)`` of ``mask_img`` on this decoder's grid, when
+        the caller already has them (:func:`microvba.decode.grid.check_roi_extent`).
 
         Returns
         -------
@@ -245,17 +297,28 @@ class Decoder:
         """
         check_choice("sort_by", sort_by, (D.LOG_ODDS, D.Z, D.R))
         fm = self._check_fitted()
-        roi, n_outside = roi_voxels(mask_img, fm.grid, return_outside=True)
+        if voxels is None:
+            roi, n_outside = roi_voxels(mask_img, fm.grid, return_outside=True)
+        else:
+            roi, n_outside = np.asarray(voxels[0], np.int64), int(voxels[1])
+            if roi.size == 0 or roi.min() < 0 or roi.max() >= fm.grid.n_voxels:
+                raise InputError("voxels= holds indices outside the decoder's brain grid.",
+                                 file="parameter voxels",
+                                 fix="Pass check_roi_extent(mask, decoder.maps_.grid), or "
+                                     "leave voxels unset.")
         frac_outside = n_outside / (n_outside + roi.size)
         if frac_outside > MAX_OUTSIDE_WARN:
             log.warning("%d of the ROI's %d voxels (%.1f%%) lie outside the MNI brain mask "
                         "and are not decoded", n_outside, n_outside + roi.size,
                         100 * frac_outside)
         rng = np.random.default_rng(self.seed)
-        rois = [roi] + (self._null_rois(roi, rng) if self.n_null else [])
-        hits = self._hits(rois)
-        n_hit = hits.sum(axis=0).astype(float)
-        a_all = np.asarray(self._sel_csr.T @ hits.astype(np.float32), dtype=float)
+        if self.n_null:
+            shifts, kept, _ = self._null_translations(roi, rng)
+        else:
+            shifts, kept = np.zeros((0, 3), np.int64), np.zeros((roi.size, 0), bool)
+        hits = self._hits_translated(roi, shifts, kept)  # (rois, studies) sparse 0/1
+        n_hit = np.asarray(hits.sum(axis=1), dtype=float).ravel()
+        a_all = np.asarray((hits @ self._sel_csr).toarray().T, dtype=float)
         n1 = self._n_sel[:, None]
         n2 = fm.n_studies - n1
         c_all = n_hit[None, :] - a_all
@@ -282,9 +345,9 @@ class Decoder:
     def _roi_r(self, roi: np.ndarray) -> np.ndarray:
         """NiMARE ROIAssociationDecoder r: corr(fraction of ROI covered, feature weight)."""
         fm = self.maps_
-        cover = _kernels.roi_cover_peaks(self._vox_ijk[roi], self._offsets, self._padded,
-                                         self._pad, self._peak_ptr, self._peak_studies,
-                                         fm.n_studies) / roi.size
+        cover = _roi_hits.cover_counts(self._vox_ijk[roi], self._offsets, self._padded,
+                                       self._pad, self._peak_ptr, self._peak_studies,
+                                       fm.n_studies) / roi.size
         cover -= cover.mean()  # centred cover: sum(cover) = 0, so cover @ (w - mean) = cover @ w
         den = np.sqrt((cover ** 2).sum()) * self._w_norm
         with np.errstate(divide="ignore", invalid="ignore"):

@@ -1,15 +1,22 @@
-"""Paper figures of a decoding table: ranked bar chart and polar (radar) plot."""
+"""Paper figures of a decoding table: ranked bar chart and polar (radar) plot.
+
+matplotlib is imported when a figure is drawn, not with the package: a decode that writes
+no figure (the API, the tests of the statistics) does not pay for it.
+"""
 
 from __future__ import annotations
 
 import textwrap
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
 from .._validation import InputError, check_positive_int
 from ..io import derivatives as D
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 _SIGNIFICANT = "#c0392b"
 _OTHER = "#7f8c8d"
@@ -50,6 +57,8 @@ def bar_chart(table: pd.DataFrame, top: int = 15) -> Figure:
     top = check_positive_int("top", top)
     stat = _statistic(table)
     rows = table.sort_values(stat, ascending=False).head(top).iloc[::-1]
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(6.5, 0.32 * len(rows) + 1.2), layout="constrained")
     ax = fig.add_subplot()
     sig = rows["significant"].to_numpy(bool) if "significant" in rows else np.zeros(len(rows),
@@ -75,6 +84,8 @@ def polar_plot(table: pd.DataFrame, top: int = 10) -> Figure:
     values = np.nan_to_num(values)
     n = len(rows)
     angles = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(6, 6), layout="constrained")
     ax = fig.add_subplot(projection="polar")
     closed_a = np.append(angles, angles[:1])

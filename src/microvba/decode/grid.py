@@ -161,8 +161,10 @@ def to_grid(img: nib.spatialimages.SpatialImage, grid: BrainGrid,
 def to_grid_volume(img: nib.spatialimages.SpatialImage, grid: BrainGrid,
                    interpolation: str) -> np.ndarray:
     """Resample ``img`` onto ``grid``: the whole volume, inside and outside the brain."""
-    data = np.asarray(img.dataobj, dtype=np.float32)
-    data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
+    raw = np.asarray(img.dataobj)
+    data = np.asarray(raw, dtype=np.float32)
+    if np.issubdtype(raw.dtype, np.floating):  # integers (masks, labels) have no NaN
+        data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
     if img.shape == grid.shape and np.allclose(img.affine, grid.affine):
         return data
     # on the grid the coverage is complete by construction
@@ -259,7 +261,7 @@ def check_roi_values(data: np.ndarray, name: str, warn_labels: bool = True,
     well (it would be decoded as the union of ~99 "labels"), unless ``labels_ok`` (the
     labels were asked for explicitly).
     """
-    values = data[np.isfinite(data) & (data != 0)]
+    values = np.asarray(data[np.isfinite(data) & (data != 0)], dtype=np.float64)
     if values.size == 0:
         return
     fractional = np.abs(values - np.rint(values)) > 1e-3
@@ -299,14 +301,17 @@ def select_roi(mask_img: str | Path | nib.Nifti1Image, labels: list[int] | None 
     if labels is None and threshold is None:
         return img
     name = _image_name(mask_img, "ROI")
-    data = np.nan_to_num(np.asarray(img.dataobj, dtype=np.float64))
+    raw = np.asarray(img.dataobj)  # the stored type: no float64 copy of a 1 mm atlas
+    exact = raw.dtype == bool or np.issubdtype(raw.dtype, np.integer)
     if labels is not None:
-        roi = np.isin(np.rint(data).astype(np.int64), np.asarray(labels, dtype=np.int64))
+        # a voxel belongs to label L when its value rounds to L (NaN and inf never do)
+        roi = np.isin(raw if exact else np.rint(raw), np.asarray(labels, dtype=np.int64))
         what = f"label(s) {', '.join(str(v) for v in labels)}"
     else:
-        roi = data >= threshold
+        roi = (raw if exact else np.nan_to_num(raw)) >= threshold
         what = f"voxels >= {threshold:g}"
     if not roi.any():
+        data = np.nan_to_num(np.asarray(raw, dtype=np.float64))
         present = np.unique(data[data != 0])
         raise InputError(f"The ROI image has no {what} (its values run from "
                          f"{present.min() if present.size else 0:g} to "
@@ -315,10 +320,15 @@ def select_roi(mask_img: str | Path | nib.Nifti1Image, labels: list[int] | None 
     return nib.Nifti1Image(roi.astype(np.uint8), img.affine)
 
 
-def check_roi_extent(mask_img: str | Path | nib.Nifti1Image, grid: BrainGrid) -> None:
+def check_roi_extent(mask_img: str | Path | nib.Nifti1Image, grid: BrainGrid
+                     ) -> tuple[np.ndarray, int]:
     """InputError when the ROI covers more than :data:`MAX_ROI_FRACTION` of the brain: a
-    brain mask or a map whose background is not 0, given where a region was meant."""
-    idx = roi_voxels(mask_img, grid)
+    brain mask or a map whose background is not 0, given where a region was meant.
+
+    Returns :func:`roi_voxels`'s ``(in-mask voxel indices, voxels outside the mask)``, which
+    :meth:`~microvba.decode.decoder.Decoder.decode_roi` takes as ``voxels=`` (the ROI is
+    then read and resampled once)."""
+    idx, n_outside = roi_voxels(mask_img, grid, return_outside=True)
     if idx.size > MAX_ROI_FRACTION * grid.n_voxels:
         raise InputError(f"The ROI covers {100 * idx.size / grid.n_voxels:.0f}% of the brain "
                          "mask; decoding nearly the whole brain says nothing about a region "
@@ -326,6 +336,7 @@ def check_roi_extent(mask_img: str | Path | nib.Nifti1Image, grid: BrainGrid) ->
                          file=_image_name(mask_img, "ROI"),
                          fix="Pass a region mask (a cluster or an atlas region), or an "
                              "unthresholded map with --map.")
+    return idx, n_outside
 
 
 def roi_voxels(mask_img: str | Path | nib.Nifti1Image, grid: BrainGrid,
@@ -340,7 +351,9 @@ def roi_voxels(mask_img: str | Path | nib.Nifti1Image, grid: BrainGrid,
     """
     img = load_image(mask_img, "ROI")
     name = _image_name(mask_img, "ROI")
-    source = np.asarray(img.dataobj, dtype=np.float64)
+    source = np.asarray(img.dataobj)
+    if source.dtype == bool:
+        source = source.view(np.uint8)
     check_roi_values(source, name)
     vol = to_grid_volume(img, grid, "nearest") != 0
     idx = np.flatnonzero(vol[grid.mask])
@@ -349,7 +362,10 @@ def roi_voxels(mask_img: str | Path | nib.Nifti1Image, grid: BrainGrid,
         raise InputError("The ROI has no voxel inside the MNI brain mask.", file=name,
                          fix="Pass a non-empty ROI mask in MNI space (nonzero = inside).")
     zooms = np.abs(np.linalg.det(img.affine[:3, :3]))
-    src_mm3 = np.count_nonzero(np.nan_to_num(source)) * zooms
+    n_source = np.count_nonzero(source)  # NaN counts as 0 (not in the ROI)
+    if np.issubdtype(source.dtype, np.floating):
+        n_source -= int(np.count_nonzero(np.isnan(source)))
+    src_mm3 = n_source * zooms
     in_mm3 = idx.size * abs(np.linalg.det(grid.affine[:3, :3]))
     if src_mm3 > 0 and in_mm3 < 0.5 * src_mm3:
         log.warning("%s: only %.0f%% of the ROI lies inside the MNI brain mask; is it in MNI "

@@ -39,7 +39,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -50,11 +50,8 @@ from .. import _paths
 from .._logging import get_logger
 from .._provenance import atomic_path, file_hash, make_sidecar, params_hash, write_json
 from .._validation import InputError, check_choice, check_in_range, check_positive_int
-from . import _kernels
+from .database import VERSIONS, VOCABULARY_DATABASE, Database, database_files
 from .grid import BrainGrid, mni_brain_grid
-
-if TYPE_CHECKING:
-    from .database import Database
 
 log = get_logger(__name__)
 
@@ -66,6 +63,10 @@ ALGORITHM_VERSION = 3
 #: maps larger than this (bytes as float32) are stored as float16
 _FLOAT16_ABOVE = 512 * 2**20
 _CHUNK_BYTES = 384 * 2**20
+#: per chunk of features while building maps: counts, association and uniformity arrays
+#: of ~10 MB each, reused from chunk to chunk (large fresh arrays cost page faults: most of
+#: the time of the 2,003 term maps went to them)
+_BUILD_CHUNK_BYTES = 32 * 2**20
 
 
 def resolve_cache_dir(cache_dir: str | Path | None = None) -> Path:
@@ -134,11 +135,13 @@ class FeatureMaps:
 
     @functools.cached_property
     def fdr_z(self) -> pd.DataFrame:
+        from ._kernels import fdr_z_thresholds as _fdr_z_thresholds
+
         cols = {}
         for kind, z in (("association", self.z_association), ("uniformity", self.z_uniformity)):
             step = max(1, _CHUNK_BYTES // (4 * self.grid.n_voxels))
             cols[kind] = np.concatenate([
-                _kernels.fdr_z_thresholds(np.asarray(z[lo:lo + step], dtype=np.float32), FDR_Q)
+                _fdr_z_thresholds(np.asarray(z[lo:lo + step], dtype=np.float32), FDR_Q)
                 for lo in range(0, len(self.features), step)]) if self.features else []
         return pd.DataFrame(cols, index=self.features)
 
@@ -188,11 +191,24 @@ def _drop_table(db: Database, n_sel: np.ndarray, min_studies: int) -> tuple[np.n
     dropped = pd.DataFrame({"feature": np.asarray(db.features)[~keep],
                             "label": np.asarray(db.labels)[~keep],
                             "n_selected": n_sel[~keep], "reason": reason[~keep]})
-    _log_dropped(dropped, db.vocabulary, min_studies)
-    return keep, dropped
+    return keep, dropped  # logged by _load_bundle, once per process
 
 
-def _log_dropped(dropped: pd.DataFrame, vocabulary: str, min_studies: int) -> None:
+#: cache entries (or builds) whose dropped features were already logged in this process
+_DROPPED_LOGGED: set[str] = set()
+
+
+def _log_dropped(dropped: pd.DataFrame, vocabulary: str, min_studies: int,
+                 key: str | None = None) -> None:
+    """Log the features without a map once per process and ``key`` (a cache entry): a group
+    run loads the same maps for every metric and vocabulary, and the list is in the TSV
+    sidecar of each decoding anyway; later loads log at debug level only."""
+    first = key is None or key not in _DROPPED_LOGGED
+    if key is not None:
+        _DROPPED_LOGGED.add(key)
+    if not first:
+        log.debug("%d %s feature(s) get no map (already reported)", len(dropped), vocabulary)
+        return
     extreme = dropped[dropped["reason"].str.startswith("threshold")]
     if len(extreme):
         log.warning("%d %s feature(s) get no map because the threshold selects all or no "
@@ -212,6 +228,8 @@ def study_activation(db: Database, grid: BrainGrid, kernel_mm: float) -> sp.csr_
 def peak_activation(ijk: np.ndarray, peak_study: np.ndarray, n_studies: int, grid: BrainGrid,
                     kernel_mm: float) -> sp.csr_matrix:
     """:func:`study_activation` from peak voxels ``ijk`` and their (sorted) study rows."""
+    from . import _kernels  # numba: only when maps are built
+
     peak_ptr = np.searchsorted(peak_study, np.arange(n_studies + 1)).astype(np.int64)
     offsets = _kernels.sphere_offsets(kernel_mm, grid.resolution)
     n_chunks = max(4 * (os.cpu_count() or 1), 1)
@@ -227,14 +245,20 @@ def _compute_maps(activation: sp.csr_matrix, selection: sp.csc_matrix, out_assoc
     """Stream the maps, chunk of features by chunk, as ``dtype`` bytes to the binary files
     ``out_assoc``/``out_unif``; return the mean and centred norm of each association map
     (of the stored values)."""
+    from . import _kernels  # numba: only when maps are built
+
     n_studies, n_vox = activation.shape
     n_feat = selection.shape[1]
     n_active = _kernels.column_counts(activation.indices, n_vox)
     n_sel = np.diff(selection.indptr).astype(np.int64)
-    chunk = max(1, min(n_feat, _CHUNK_BYTES // (12 * n_vox)))
+    chunk = max(1, min(n_feat, _BUILD_CHUNK_BYTES // (12 * n_vox)))
     mean = np.empty(n_feat)
     norm = np.empty(n_feat)
     a_ptr, a_idx = activation.indptr.astype(np.int64), activation.indices
+    half = np.dtype(dtype) != np.float32
+    # the stored (float16) values and their float32 copy, one buffer each for all chunks
+    stored = np.empty((chunk, n_vox), dtype) if half else None
+    widened = np.empty((chunk, n_vox), np.float32) if half else None
     for lo in range(0, n_feat, chunk):
         hi = min(n_feat, lo + chunk)
         # count over the smaller side: selected-active = all-active - other-active
@@ -250,12 +274,19 @@ def _compute_maps(activation: sp.csr_matrix, selection: sp.csc_matrix, out_assoc
             counts[flip] = n_active[None, :].astype(np.int32) - counts[flip]
         za, zu = _kernels.chi2_z_maps(counts, n_active, n_sel[lo:hi], n_studies)
         del counts
-        stored = za.astype(dtype, copy=False)
-        out_assoc.write(memoryview(np.ascontiguousarray(stored)))
-        out_unif.write(memoryview(np.ascontiguousarray(zu.astype(dtype, copy=False))))
-        del zu
-        mean[lo:hi], norm[lo:hi] = _kernels.mean_and_centred_norm(
-            stored if stored.dtype == np.float32 else stored.astype(np.float32))
+        k = hi - lo
+        if half:
+            np.copyto(stored[:k], za, casting="same_kind")
+            out_assoc.write(memoryview(stored[:k]))
+            np.copyto(widened[:k], stored[:k])
+            mean[lo:hi], norm[lo:hi] = _kernels.mean_and_centred_norm(widened[:k])
+            np.copyto(stored[:k], zu, casting="same_kind")
+            out_unif.write(memoryview(stored[:k]))
+        else:
+            out_assoc.write(memoryview(np.ascontiguousarray(za)))
+            out_unif.write(memoryview(np.ascontiguousarray(zu)))
+            mean[lo:hi], norm[lo:hi] = _kernels.mean_and_centred_norm(za)
+        del za, zu
         log.debug("maps %d-%d of %d done", lo, hi, n_feat)
     return mean, norm
 
@@ -328,7 +359,7 @@ def _load_bundle(folder: Path, params: dict[str, Any], grid: BrainGrid) -> Featu
     table = pd.read_table(folder / "features.tsv", keep_default_na=False)
     dropped = pd.read_table(folder / "dropped.tsv", keep_default_na=False,
                             dtype={"feature": str, "label": str})
-    _log_dropped(dropped, params["vocabulary"], params["min_studies"])
+    _log_dropped(dropped, params["vocabulary"], params["min_studies"], key=str(folder))
     weights = sp.load_npz(folder / "weights.npz").tocsc()
     selection = _selection(weights, params["threshold"])
     return FeatureMaps(features=table["feature"].astype(str).tolist(),
@@ -349,8 +380,6 @@ def cached_feature_maps(vocabulary: str = "lda50", data_dir: str | Path | None =
                         cache_dir: str | Path | None = None) -> FeatureMaps | None:
     """The cached :class:`FeatureMaps` of these parameters without loading the database
     (``None`` when the cache entry is missing or stale; then call :func:`feature_maps`)."""
-    from .database import VERSIONS, VOCABULARY_DATABASE, database_files
-
     check_choice("vocabulary", vocabulary, VOCABULARIES)
     name = VOCABULARY_DATABASE[vocabulary]
     inputs = database_files(name, data_dir)

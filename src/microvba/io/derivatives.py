@@ -418,6 +418,17 @@ def decoding_sidecar_name(stem: str) -> str:
     return f"{stem}_{DECODING}.json"
 
 
+def cluster_stem(prefix: str, cluster_id: object) -> str:
+    """``<prefix>_cluster-<k>``: one cluster of one metric and sign."""
+    return f"{prefix}_{cluster_figure_key(cluster_id)}"
+
+
+#: the decoding folder's table of clusters merged into regions by voxel overlap
+REGIONS_TSV = "regions.tsv"
+REGION_COLUMNS: tuple[str, ...] = ("region", "metric", "sign", "cluster", "n_voxels",
+                                   "overlap", "region_voxels", "decoded_as", "metrics")
+
+
 def dropped_features_name(stem: str) -> str:
     """``<stem>_dropped-features.tsv``: the vocabulary's features without a map."""
     return f"{stem}_dropped-features.tsv"

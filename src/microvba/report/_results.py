@@ -295,12 +295,40 @@ def _decoding_panel(inputs: ReportInputs, d: DecodingResult) -> tuple[list[bytes
     return [png], text + "."
 
 
+def _regions_by_overlap(inputs: ReportInputs, table: pd.DataFrame
+                        ) -> list[tuple[str, list[tuple[str, str, str, list[DecodingResult]]]]]:
+    """Regions as the group stage merged them by voxel overlap (``decoding/regions.tsv``,
+    :mod:`microvba.decode.regions`): each decoded once, as its first cluster."""
+    results: dict[tuple[str, str, str], list[DecodingResult]] = {}
+    for d in inputs.decoding:
+        results.setdefault((d.metric, d.sign, str(d.cluster_id)), []).append(d)
+    out = []
+    for region, rows in table.groupby("region", sort=True):
+        members = [(str(r["metric"]), str(r["sign"]), str(r["cluster"]),
+                    results.get((str(r["metric"]), str(r["sign"]), str(r["cluster"])), []))
+                   for _, r in rows.iterrows()]
+        members.sort(key=lambda m: not m[3])  # the decoded cluster first
+        if not members[0][3]:
+            continue
+        metric, sign, cid, _ = members[0]
+        label = _cluster_region(inputs, metric, sign, cid)
+        name = f"Region {region}" + (f": {label}" if label else "")
+        out.append((name, members))
+    return out
+
+
 def _decoded_regions(inputs: ReportInputs) -> list[tuple[str, list[tuple[str, str, str,
                                                                         list[DecodingResult]]]]]:
-    """Decoded clusters grouped into distinct regions: clusters of different metrics (and
-    signs) in the same atlas region are one region, decoded once (the first metric's
-    cluster, in the order of the analysis, represents it). Clusters without a region label
-    stay on their own."""
+    """Decoded clusters grouped into distinct regions. Outputs of a run that merged the
+    clusters by voxel overlap (``decoding/regions.tsv``) are shown as merged there; for
+    older outputs, clusters of different metrics (and signs) in the same atlas region are
+    one region (the first metric's cluster, in the order of the analysis, represents it)
+    and clusters without a region label stay on their own."""
+    from ..decode.regions import read_regions
+
+    table = read_regions(inputs.group_dir / "decoding")
+    if table is not None and len(table):
+        return _regions_by_overlap(inputs, table)
     order = {m: i for i, m in enumerate(inputs.metrics)}
     clusters: dict[tuple[str, str, str], list[DecodingResult]] = {}
     for d in sorted(inputs.decoding, key=lambda d: (order.get(d.metric, len(order)), d.metric,
@@ -379,9 +407,10 @@ def decoding_section(inputs: ReportInputs, numbering: Numbering) -> str:
             pngs, text = _decoding_panel(inputs, d)
             images += [(png, d.vocabulary) for png in pngs]
             sentences.append(text)
+        once = (" (they overlap: decoded once, as their union)" if name.startswith("Region ")
+                else " (decoded once, from the first)")
         detail.append(f"<h3>{head}</h3><p>Clusters: {merged}"
-                      + (" (decoded once, from the first)" if len(members) > 1 else "")
-                      + ".</p>")
+                      + (once if len(members) > 1 else "") + ".</p>")
         if not images:
             detail.append(f'<p class="empty">{" ".join(sentences)}</p>')
             continue

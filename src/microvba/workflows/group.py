@@ -322,16 +322,17 @@ def run_group(bids_dir: Path, out_dir: Path, settings: GroupSettings, *,
         else None
     saved_maps: dict[str, dict[str, str]] = {}
     cluster_tables, corr_tables = [], []
-    decoders: dict = {}  # fitted once, reused for every metric and sign
+    to_decode: list = []  # clusters of every metric and sign, decoded once per region
     for metric, res in results.items():
         mdir = group_dir / metric
         saved = res.save(mdir, metric, mask, affine)
         saved_maps[metric] = {k: str(v) for k, v in saved.items()}
         clusters, corrs = _follow_up(metric, saved, paths, affine, participants,
-                                     settings, mdir, out_dir, atlases, decoders)
+                                     settings, mdir, out_dir, atlases, to_decode)
         cluster_tables += clusters
         corr_tables += corrs
-    decoders.clear()  # the association maps (~1 GB) are not needed for the report
+    if settings.decode and to_decode:
+        _decode(to_decode, settings, out_dir)
     clusters = pd.concat(cluster_tables, ignore_index=True) if cluster_tables else pd.DataFrame()
     corrs = pd.concat(corr_tables, ignore_index=True) if corr_tables else pd.DataFrame()
     write_text(group_dir / derivatives.CLUSTERS_TSV, clusters.to_csv(sep="\t", index=False))
@@ -406,8 +407,9 @@ def _save_npc(results: dict, group_dir: Path, mask: np.ndarray, affine: np.ndarr
 
 
 def _follow_up(metric, saved, paths, affine, participants, settings, mdir, out_dir, atlases,
-               decoders):
-    """Clusters, labels, partial correlations and decoding of one metric, both signs."""
+               to_decode):
+    """Clusters, labels and partial correlations of one metric, both signs; its clusters
+    are appended to ``to_decode`` (decoded once per region, after every metric)."""
     from ..regions.followup import follow_up
     from ..stats.family import Family
 
@@ -430,18 +432,21 @@ def _follow_up(metric, saved, paths, affine, participants, settings, mdir, out_d
             clusters.append(res.clusters.assign(**tags))
             corrs.append(res.correlations.assign(**tags))
             if settings.decode:
-                _decode(res.label_img, metric, sign, stat, settings, out_dir, decoders)
+                from ..decode.regions import clusters_of
+
+                to_decode += clusters_of(res.label_img, metric, sign, stat)
     return clusters, corrs
 
 
-def _decode(label_img, metric, sign, stat_img, settings, out_dir, decoders):
-    from ..decode import decode_clusters
+def _decode(clusters, settings, out_dir):
+    """Decode the distinct regions of all metrics' clusters, each once (merged by voxel
+    overlap: :func:`microvba.decode.decode_regions`)."""
+    from ..decode import decode_regions
 
     try:
-        decode_clusters(label_img, derivatives.group_dir(out_dir) / derivatives.DECODING_DIR,
-                        derivatives.region_tag(metric, sign),
-                        vocabularies=settings.vocabularies, data_dir=settings.data_dir,
-                        stat_img=stat_img, decoders=decoders, seed=settings.seed)
+        decode_regions(clusters, derivatives.group_dir(out_dir) / derivatives.DECODING_DIR,
+                       vocabularies=settings.vocabularies, data_dir=settings.data_dir,
+                       decoders={}, seed=settings.seed)
     except InputError as exc:
         log.warning("decoding skipped: %s", exc)
 
