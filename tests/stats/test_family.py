@@ -68,7 +68,7 @@ def brute_force_maxima(Ys, X, mask, n_perm):
     return out, obs
 
 
-def brute_force_minp(M, obs, groups, tail=False):
+def brute_force_minp(M, obs, groups, tail=False, joint=False):
     """Family-wise p of every voxel, straight from the definition (Westfall & Young).
 
     With ``tail`` the maps' p-values come from :func:`perm_p` (checked against scipy's
@@ -85,6 +85,8 @@ def brute_force_minp(M, obs, groups, tail=False):
     out = {}
     for group in groups:
         minp = np.min([p[m, s] for m, s in group], axis=0)  # (n_stat, N)
+        if joint:  # every statistic of every map of the group in one family
+            minp = np.broadcast_to(minp.min(axis=0), minp.shape)
         for m, s in group:
             for k in range(n_stat):
                 p_map = pfun(M[m, s, k], obs[m, s][k])
@@ -100,13 +102,15 @@ def brute_force_case():
     return Ys, X, mask, n_perm, brute_force_maxima(Ys, X, mask, n_perm)
 
 
-@pytest.mark.parametrize(("across", "method"), [("all", "minp"), ("metrics", "minp"),
-                                               ("signs", "minp"), ("all", "minp-tail")])
-def test_minp_equals_brute_force(brute_force_case, across, method):
+@pytest.mark.parametrize(("across", "method", "joint"), [
+    ("all", "minp", False), ("metrics", "minp", False), ("signs", "minp", False),
+    ("all", "minp-tail", False), ("all", "minp-tail", True), ("metrics", "minp", True)])
+def test_minp_equals_brute_force(brute_force_case, across, method, joint):
     Ys, X, mask, n_perm, (M, obs) = brute_force_case
     M, obs = M.copy(), dict(obs)
     res = randomise_family(Ys, X, C, mask, n_perm=n_perm, cluster_threshold=None,
-                           family_method=method, correct_across=across, n_jobs=1)
+                           family_method=method, correct_across=across, n_jobs=1,
+                           family_statistics=("vox", "tfce") if joint else ())
     assert res["m0"].params["exhaustive"] and res["m0"].params["n_perm"] == n_perm
     for m, name in enumerate(Ys):
         for s in range(2):
@@ -126,7 +130,7 @@ def test_minp_equals_brute_force(brute_force_case, across, method):
                                        rtol=1e-8, atol=1e-10)
             obs[m, s] = (res[name].maps[f"tstat{s + 1}"], res[name].maps[f"tfce_tstat{s + 1}"])
     expected = brute_force_minp(M, obs, Family(across).groups(len(Ys), 2),
-                                tail=method == "minp-tail")
+                                tail=method == "minp-tail", joint=joint)
     for m, name in enumerate(Ys):
         for s in range(2):
             for k, stat in enumerate(("vox", "tfce")):
@@ -137,6 +141,25 @@ def test_minp_equals_brute_force(brute_force_case, across, method):
                     continue
                 # never below the per-map p (the family is larger)
                 assert np.all(got >= 1.0 - res[name].maps[f"{stat}_corrp_tstat{s + 1}"] - 1e-12)
+            union = res[name].maps.get(f"tfcevox_famcorrp_tstat{s + 1}")
+            if not joint:
+                assert union is None
+                continue
+            np.testing.assert_allclose(1.0 - union, np.minimum(expected[m, s, 0],
+                                                               expected[m, s, 1]), atol=1e-12)
+    if joint:
+        assert res["m0"].params["family_statistics"] == ["tfce", "vox"]
+
+
+def test_joint_statistics_validation():
+    Ys, X, mask = tiny_problem(np.random.default_rng(1), n=8, shape=(3, 3, 3), n_img=2)
+    for kwargs in ({"family_statistics": ("tfce", "voxel")},
+                   {"family_statistics": ("tfce", "vox"), "family_method": "max"},
+                   {"family_statistics": ("tfce", "vox"), "tfce": False},
+                   {"family_statistics": ("clustere", "vox"), "cluster_threshold": None}):
+        kw = {"family_method": "minp", "cluster_threshold": None, **kwargs}
+        with pytest.raises(InputError, match="family_statistics"):
+            randomise_family(Ys, X, C, mask, n_perm=10, n_jobs=1, **kw)
 
 
 def test_family_none_is_per_map_fwe(rng):

@@ -26,6 +26,9 @@ MAP_DOCS = {
     "{stat}_famcorrp_tstat{k}": "1 - p, FWE-corrected over the family of images and both "
                                 "directions (max over the family, as PALM -corrcon -corrmod)",
     "{stat}_famlogp_tstat{k}": "-log10 of the family-wise corrected p",
+    "tfcevox_famcorrp_tstat{k}": "1 - p, the smaller of the TFCE and voxel family-wise p "
+                                 "when both statistics are corrected in one family (min-p): "
+                                 "significant by either statistic",
     "clustere_*/clusterm_*": "cluster extent / mass (sum of t) at the cluster-forming "
                              "threshold; each cluster voxel carries its cluster's value, "
                              "0 outside clusters",
