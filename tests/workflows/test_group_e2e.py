@@ -44,8 +44,12 @@ def test_simulate_participant_group(tmp_path, shared_data, monkeypatch, capsys):
     # the unchanged command controls the family of 4 metrics x 2 signs (min-p)
     assert analysis["correct_across"] == "all" and analysis["family_method"] == "minp-tail"
     assert (group / "fa" / "fa_tfce_famcorrp_tstat2.nii.gz").exists()
+    # TFCE and voxel t of every map in one family; clusters from their union map
+    assert analysis["family_statistics"] == ["tfce", "vox"]
+    assert (group / "fa" / "fa_tfcevox_famcorrp_tstat2.nii.gz").exists()
     html = (group / "report.html").read_text()
     assert "Family corrected" in html and "Westfall-Young min-p" in html
+    assert "TFCE and the voxel t statistics of every map" in html
     # per-map FWE, as the study reported, plus the NPC maps across the 4 metrics
     rc = main([str(bids), str(out), "group", "--score", "resilience", "--resolution", "6",
                "--n-perm", "20", "--no-decode", "--n-jobs", "1", "-q",

@@ -108,7 +108,7 @@ def summary_section(inputs: ReportInputs, numbering: Numbering) -> str:
 
         rows.append(("Family corrected", escape(family_sentence(
             family, len(metrics) or None, _alpha(inputs),
-            lookup(a, "family_method")))))
+            lookup(a, "family_method"), statistics=lookup(a, "family_statistics")))))
     body = '<dl class="summary">' + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in rows) + "</dl>"
     findings = _findings(inputs)
     if findings:

@@ -276,7 +276,8 @@ def _inference_sentence(params: Mapping[str, Any], metrics: list[str],
         from ..stats.family import family_sentence
 
         sentence = family_sentence(family, len(metrics) or None, float(alpha),
-                                   lookup(params, "family_method"))
+                                   lookup(params, "family_method"),
+                                   statistics=lookup(params, "family_statistics"))
         text += "; " + escape(sentence)
         if "min-p" in sentence:
             text += f" {_cite('Westfall & Young, 1993', 'Winkler et al., 2016')}"

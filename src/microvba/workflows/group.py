@@ -34,6 +34,9 @@ log = get_logger(__name__)
 #: Westfall-Young min-p with generalised-Pareto tail p-values of the permutation maxima
 #: (:func:`microvba.stats.family.perm_p`): exact, and free of rank ties at any n_perm
 FAMILY_METHOD = "minp-tail"
+#: statistics corrected in one min-p family (:data:`microvba.stats.family.JOINT_STATISTICS_NOTE`):
+#: a voxel is a finding when its TFCE or its voxel t is family-wise significant
+FAMILY_STATISTICS = ("tfce", "vox")
 
 
 @dataclass(frozen=True)
@@ -307,6 +310,8 @@ def run_group(bids_dir: Path, out_dir: Path, settings: GroupSettings,
     analysis = {
         **asdict(settings),
         "family_method": FAMILY_METHOD,
+        "family_statistics": list(FAMILY_STATISTICS) if settings.correct_across != "none"
+        else ["tfce"],
         "subjects": [s.prefix for s in subjects],
         "excluded_outliers": [str(i) for i in qc.index[qc["outlier"].to_numpy(bool)]],
         "space": derivatives.SPACE_MNI,
@@ -342,7 +347,8 @@ def _run_statistics(paths, mask, voxel_size, design, contrast, settings, executo
         # remote workers get the permutation batches; locally, threads are faster
         batch_map=executor.batch_map if getattr(executor, "remote", False) else None,
         family_maps=corr.across is not Family.NONE, family_method=FAMILY_METHOD,
-        correct_across=corr.across, npc=corr.npc if len(Ys) > 1 else ())
+        correct_across=corr.across, npc=corr.npc if len(Ys) > 1 else (),
+        family_statistics=FAMILY_STATISTICS)
 
 
 def _save_npc(results: dict, group_dir: Path, mask: np.ndarray, affine: np.ndarray,
@@ -386,8 +392,11 @@ def _follow_up(metric, saved, paths, affine, participants, settings, mdir, out_d
     clusters, corrs = [], []
     for k, sign in ((1, "+"), (2, "-")):
         stat = nib.load(saved[f"tstat{k}"])
-        kind = "corrp" if settings.correct_across == "none" else "famcorrp"
-        corrp = nib.load(saved[f"tfce_{kind}_tstat{k}"])
+        kind = "tfce_corrp" if settings.correct_across == "none" else "famcorrp"
+        if kind == "famcorrp":  # TFCE or voxel t significant (one min-p family)
+            kind = "tfcevox_famcorrp" if f"tfcevox_famcorrp_tstat{k}" in saved \
+                else "tfce_famcorrp"
+        corrp = nib.load(saved[f"{kind}_tstat{k}"])
         res = follow_up(stat, corrp, raw_img, participants, settings.score,
                         list(settings.covariates), metric, sign, mdir, atlases=atlases,
                         data_dir=settings.data_dir, alpha=settings.alpha,
