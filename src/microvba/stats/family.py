@@ -248,19 +248,34 @@ def perm_p(null: np.ndarray, values: np.ndarray, tail: bool = False) -> np.ndarr
     return p
 
 
+#: fits already made (:func:`minp_p` refits the null that :func:`minp_null` fitted)
+_FITS: dict[bytes, tuple[float, float]] = {}
+
+
 def _gpd_fit(exc: np.ndarray) -> tuple[float, float]:
-    """Maximum-likelihood generalised Pareto (shape, scale) of exceedances (location 0)."""
+    """Maximum-likelihood generalised Pareto (shape, scale) of exceedances (location 0).
+
+    Memoised on the exceedances' bytes (a deterministic function of them)."""
+    import hashlib
     import warnings
 
     from scipy import stats
 
+    exc = np.ascontiguousarray(exc, dtype=np.float64)
+    key = hashlib.blake2b(exc.tobytes(), digest_size=16).digest()
+    hit = _FITS.get(key)
+    if hit is not None:
+        return hit
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             xi, _, scale = stats.genpareto.fit(exc, floc=0.0)
         except (ValueError, RuntimeError, FloatingPointError):
-            return float("nan"), float("nan")
-    return float(xi), float(scale)
+            xi, scale = float("nan"), float("nan")
+    if len(_FITS) >= 4096:
+        _FITS.clear()
+    _FITS[key] = (float(xi), float(scale))
+    return _FITS[key]
 
 
 def minp_null(null: np.ndarray, groups: Sequence[Iterable[tuple[int, int]]],
