@@ -155,8 +155,8 @@ def _mode_p(null: np.ndarray, obs: np.ndarray, mode: str, tail: bool) -> np.ndar
         for m in range(K):
             for s in range(2):
                 for j in range(2):
-                    p[m, s, j] = minp_p(np.atleast_1d(obs[m, s, j]), null[m, s, j],
-                                        counts[m, s, j], tail=tail)[0]
+                    p[m, s, j] = minp_p(obs[m, s, j], null[m, s, j], counts[m, s, j],
+                                        tail=tail)  # (inside, outside)
         if mode == "minp-joint":  # a finding: TFCE or vox significant (both columns)
             p[:, :, :] = p.min(axis=2, keepdims=True)
     return p
