@@ -25,6 +25,12 @@ every map the same chance :math:`\alpha / |\mathcal{F}|`-ish of a false positive
 scale of its statistic (TFCE values differ by orders of magnitude between metrics of
 different smoothness). The counts are integers, so the comparisons are exact.
 
+Several statistics of each map can share the family (``joint`` in :func:`minp_null`; the group
+stage puts TFCE and the voxel t together): the minimum then runs over maps *and* statistics,
+:math:`\underline{p}_j = \min_{m \in \mathcal{F}, k \in \mathcal{K}} p_{m,k,j}`, and a voxel
+significant by any of them is a family-wise controlled finding. TFCE alone misses strong focal
+effects in spatially smooth data; the voxel t alone misses weak extended ones.
+
 Non-parametric combination (NPC)
 --------------------------------
 "Where does microstructure as a whole track the score": at every voxel the :math:`K`
