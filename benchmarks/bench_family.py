@@ -149,14 +149,51 @@ def _mode_p(null: np.ndarray, obs: np.ndarray, mode: str, tail: bool) -> np.ndar
             for s in range(2):
                 for j in range(2):
                     p[m, s, j] = fwe_p(obs[m, s, j], fam[j])
-    else:
-        counts = minp_null(null[:K], Family.ALL.groups(K, 2), tail=tail)
+    else:  # "minp" (each statistic its own family) or "minp-joint" (TFCE and vox together)
+        counts = minp_null(null[:K], Family.ALL.groups(K, 2), tail=tail,
+                           joint=(0, 1) if mode == "minp-joint" else ())
         for m in range(K):
             for s in range(2):
                 for j in range(2):
                     p[m, s, j] = minp_p(obs[m, s, j], null[m, s, j], counts[m, s, j],
-                                        tail=tail)
+                                        tail=tail)  # (inside, outside)
+        if mode == "minp-joint":  # a finding: TFCE or vox significant (both columns)
+            p[:, :, :] = p.min(axis=2, keepdims=True)
     return p
+
+
+def replicate_balance(data, tail: bool = True, joint: bool = True) -> np.ndarray:
+    """Per metric, the share of null replicates with a family-wise finding in that metric.
+
+    Every permutation ``j >= 1`` of a null cohort is itself a null data set, exchangeable
+    with the observed one, so it can be tested like it against the same min-p family
+    (its maximum's p-value against the map's own null, compared with the family's 5%
+    critical min-p): ``len(data) x (n_perm - 1)`` replicates per metric and direction
+    instead of ``len(data)``. Returns (n_cohorts, K) counts of replicates (either
+    direction) with a finding in the metric, and the number of replicates per cohort.
+    """
+    from microvba.stats.family import Family, minp_null
+
+    K = len(METRICS)
+    js = (0, 1) if joint else (0,)  # (tfce, vox) or TFCE only
+    out = []
+    for d in data:
+        null = d["null"][:K]
+        low = minp_null(null, Family.ALL.groups(K, 2), tail=tail, joint=js if joint else ())
+        crit = np.sort(low[0, 0, 0])[int(np.floor(ALPHA * low.shape[-1])) - 1]
+        hits = np.zeros(K)
+        for m in range(K):
+            pv = np.stack([_own_p(null[m, s, j], tail) for s in range(2) for j in js])
+            # as minp_p: rejected when fewer than alpha N family minima are <= p
+            hits[m] = (pv[:, 1:] * (1 + 1e-9) < crit).any(axis=0).sum()
+        out.append(hits)
+    return np.array(out), data[0]["null"].shape[-1] - 1
+
+
+def _own_p(null: np.ndarray, tail: bool) -> np.ndarray:
+    from microvba.stats.family import perm_p
+
+    return perm_p(null, null, tail)
 
 
 def _obs(d, effect: float) -> np.ndarray:
@@ -180,14 +217,16 @@ def summary(args) -> None:
     print(f"{n} cohorts, {int(data[0]['n_voxels'])} voxels, {n_perm} permutations, "
           f"median {np.median([float(d['seconds']) for d in data]):.1f} s/cohort; {what}\n")
     modes = {"per-map": ("per-map", False), "max": ("max", False),
-             "minp (ranks)": ("minp", False), "minp (default: tail)": ("minp", True)}
+             "minp (ranks)": ("minp", False), "minp (tail)": ("minp", True),
+             "minp TFCE+vox (default: tail)": ("minp-joint", True)}
+    pvals = {label: np.array([_mode_p(d["null"], _obs(d, effect), mode, tail) for d in data])
+             for label, (mode, tail) in modes.items()}  # (n, K, 2, 2 stats, 2 where)
     for j, stat in enumerate(("tfce", "vox")):
         print(f"### {stat}\n")
         print("| mode | any map (family) | " + " | ".join(METRICS) + " |")
         print("|---|---|" + "---|" * len(METRICS))
-        for label, (mode, tail) in modes.items():
-            sig = np.array([_mode_p(d["null"], _obs(d, effect), mode, tail)[:, :, j, where]
-                            < ALPHA for d in data])  # (n, K, 2)
+        for label in modes:
+            sig = pvals[label][:, :, :, j, where] < ALPHA  # (n, K, 2)
             anyk = int(sig.any(axis=(1, 2)).sum())
             per = sig.sum(axis=(0, 2)) / (2 * n)
             print(f"| {label} | {ci(anyk, n)} | " + " | ".join(f"{x:.4f}" for x in per) + " |")
@@ -197,7 +236,42 @@ def summary(args) -> None:
             print(f"| NPC {f} | {ci(int(k), n)} |" + " |" * len(METRICS))
         print()
     print("per-metric columns: share of cohort x direction pairs with a finding "
-          "(mean over + and -)")
+          "(mean over + and -); the TFCE+vox rows count a finding by either statistic "
+          "(same figures in both tables)")
+    if not effect:
+        balance(data, n, pvals["minp TFCE+vox (default: tail)"][:, :, :, 0, 1] < ALPHA)
+
+
+def balance(data, n: int, sig: np.ndarray) -> None:
+    """Per-metric share of the default mode's false positives (``sig`` (n, K, 2)), with
+    95% intervals."""
+    per = sig.any(axis=2).sum(axis=0)  # cohorts with a finding in the metric
+    print("\n### per-metric balance of the default (min-p, TFCE+vox, tail)\n")
+    print(f"(a) null cohorts: cohorts with a false finding in the metric (of {n}), "
+          "95% Clopper-Pearson\n")
+    print("| metric | cohorts | rate [95% CI] |\n|---|---|---|")
+    for m, name in enumerate(METRICS):
+        print(f"| {name} | {per[m]} | {ci(int(per[m]), n)} |")
+    chi = stats.chisquare(per) if per.sum() else None
+    print(f"\nhomogeneity (chi-square, equal shares): p = "
+          f"{chi.pvalue:.3f}" if chi else "no finding")
+    hits, n_rep = replicate_balance(data)
+    tot = hits.sum(axis=0)
+    rate = tot / (len(data) * n_rep)
+    # 95% interval by resampling cohorts (replicates within a cohort are dependent)
+    rng = np.random.default_rng(0)
+    boot = np.array([hits[rng.integers(0, len(data), len(data))].sum(axis=0)
+                     for _ in range(2000)]) / (len(data) * n_rep)
+    lo, hi = np.quantile(boot, [0.025, 0.975], axis=0)
+    ratio = boot.max(axis=1) / np.maximum(boot.min(axis=1), 1e-12)
+    print(f"\n(b) permutation replicates: {len(data)} cohorts x {n_rep} permutations, each "
+          "tested as a null data set against its cohort's min-p family (either direction; "
+          "95% interval by resampling cohorts)\n")
+    print("| metric | rate [95% CI] |\n|---|---|")
+    for m, name in enumerate(METRICS):
+        print(f"| {name} | {rate[m]:.4f} [{lo[m]:.4f}, {hi[m]:.4f}] |")
+    print(f"\nlargest / smallest metric rate: {rate.max() / rate.min():.2f} "
+          f"[{np.quantile(ratio, 0.025):.2f}, {np.quantile(ratio, 0.975):.2f}]")
 
 
 def speed(args) -> None:
@@ -218,6 +292,7 @@ def speed(args) -> None:
     small = mask & (np.cumsum(mask).reshape(mask.shape) <= 3000)
     randomise_family({m: Y[:, :3000] for m, Y in Ys.items()}, X, c, small, n_perm=10,
                      family_method="minp", npc=("fisher",), n_jobs=1)  # compile
+    profile(Ys["fa"], X, c, mask, args.profile_reps)
     runs = {}
     for k in args.perms:
         t0, c0 = time.perf_counter(), time.process_time()
@@ -244,6 +319,50 @@ def speed(args) -> None:
               f"microvba {args.n_jobs} threads): {nl / (slope_w / 7):.0f}x")
 
 
+def profile(Y: np.ndarray, X: np.ndarray, c: np.ndarray, mask: np.ndarray, reps: int) -> None:
+    """Process CPU time of each step of one metric-permutation (both signs), in one process:
+    the old ``np.argsort`` against the radix sort now used, exact TFCE and cluster sweeps."""
+    import os
+
+    from microvba.stats.clusters import ClusterWorkspace
+    from microvba.stats.glm import freedman_lane
+    from microvba.stats.tfce import HeightOrder, TfceWorkspace, neighbour_table
+
+    rng = np.random.default_rng(1)
+    fl = freedman_lane(X, c)
+    e = fl.residualise(np.asarray(Y, dtype=np.float64))
+    maps = [fl.t_stat(e[rng.permutation(X.shape[0])]).astype(np.float32) for _ in range(reps)]
+    V = maps[0].size
+    n6, n26 = neighbour_table(mask, 6), neighbour_table(mask, 26)
+    sort, tws, cws = HeightOrder(V), TfceWorkspace(V, 0.5), ClusterWorkspace(V)
+
+    def cpu(fn) -> float:
+        fn(0)  # compile / warm
+        t0 = time.process_time()
+        for i in range(len(maps)):
+            fn(i)
+        return (time.process_time() - t0) / len(maps) * 1e3
+
+    orders = [sort(t).copy() for t in maps]
+    same = all(np.array_equal(o, np.argsort(t, kind="stable"))
+               for o, t in zip(orders, maps, strict=True))
+    ms = {
+        "np.argsort (before)": cpu(lambda i: np.argsort(maps[i])),
+        "radix sort (now)": cpu(lambda i: sort(maps[i])),
+        "TFCE sweep, both signs": cpu(lambda i: [tws.sweep(maps[i], orders[i], s, n6, 2.0)
+                                                 for s in (1, -1)]),
+        "cluster sweep, both signs": cpu(lambda i: [cws.sweep(maps[i], orders[i], s, 3.1, n26)
+                                                    for s in (1, -1)]),
+    }
+    print(f"\nprofile of one metric-permutation ({V} voxels, {len(maps)} permuted t maps, "
+          f"process CPU, load {os.getloadavg()[0]:.1f}); radix order == stable argsort: "
+          f"{same}")
+    for k, v in ms.items():
+        print(f"  {k:28s} {v:7.2f} ms")
+    print(f"  sort speed-up (same process, same maps): "
+          f"{ms['np.argsort (before)'] / ms['radix sort (now)']:.1f}x\n", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -261,6 +380,8 @@ def main() -> None:
     sp.add_argument("--n-jobs", type=int, default=2)
     sp.add_argument("--npc", nargs="*", default=[])
     sp.add_argument("--nilearn", action="store_true")
+    sp.add_argument("--profile-reps", type=int, default=20,
+                    help="permuted maps timed per step in the profile")
     args = ap.parse_args()
     {"run": run, "summary": summary, "speed": speed}[args.cmd](args)
 

@@ -155,17 +155,18 @@ def test_analysis_keys():
     from microvba.workflows.group import GroupSettings
 
     settings = {f.name: None for f in fields(GroupSettings)}
-    record = D.analysis_record(settings, family_method="minp-tail", subjects=[],
+    record = D.analysis_record(settings, family_method="minp-tail",
+                               family_statistics=["tfce", "vox"], subjects=[],
                                excluded_outliers=[], space=MNI, design_columns=[],
                                software_versions={}, summary={})
     assert sorted(record) == [
         "SoftwareVersions", "alpha", "cluster_threshold", "correct_across", "covariates",
         "data_dir", "decode", "design_columns", "exclude_outliers", "excluded_outliers",
-        "extra", "family_method", "fwhm", "gm_threshold", "isovf_max", "metrics", "n_perm",
-        "npc", "resolution", "score", "seed", "space", "subjects", "summary", "tfce_E",
-        "tfce_H", "tfce_connectivity", "vocabularies"]
+        "extra", "family_method", "family_statistics", "fwhm", "gm_threshold", "isovf_max",
+        "metrics", "n_perm", "npc", "resolution", "score", "seed", "space", "subjects",
+        "summary", "tfce_E", "tfce_H", "tfce_connectivity", "vocabularies"]
     with pytest.raises(ValueError, match="shadow"):
-        D.analysis_record({"summary": 1}, family_method="", subjects=[], excluded_outliers=[],
+        D.analysis_record({"summary": 1}, family_method="", family_statistics=[], subjects=[], excluded_outliers=[],
                           space=MNI, design_columns=[], software_versions={}, summary={})
     summary = D.analysis_summary(n_subjects=4, n_voxels=10, metrics={}, family="all",
                                  n_clusters=0)

@@ -108,7 +108,7 @@ def make_output_folder(out: Path, *, n_subjects: int = 12, metrics=METRICS,
         "correct_across": "none", "npc": [], "exclude_outliers": True, "decode": True,
         "vocabularies": list(D.VOCABULARIES), "data_dir": None, "extra": {}}
     analysis = D.analysis_record(
-        settings, family_method="minp-tail", subjects=subjects[:-1],
+        settings, family_method="minp-tail", family_statistics=["tfce"], subjects=subjects[:-1],
         excluded_outliers=[subjects[-1]], space=SPACE,
         design_columns=["intercept", "resilience", "age"],
         software_versions={"microvba": "0.1.0", "numpy": np.__version__, "antspyx": "0.5.4",

@@ -68,7 +68,7 @@ def brute_force_maxima(Ys, X, mask, n_perm):
     return out, obs
 
 
-def brute_force_minp(M, obs, groups, tail=False):
+def brute_force_minp(M, obs, groups, tail=False, joint=False):
     """Family-wise p of every voxel, straight from the definition (Westfall & Young).
 
     With ``tail`` the maps' p-values come from :func:`perm_p` (checked against scipy's
@@ -85,6 +85,8 @@ def brute_force_minp(M, obs, groups, tail=False):
     out = {}
     for group in groups:
         minp = np.min([p[m, s] for m, s in group], axis=0)  # (n_stat, N)
+        if joint:  # every statistic of every map of the group in one family
+            minp = np.broadcast_to(minp.min(axis=0), minp.shape)
         for m, s in group:
             for k in range(n_stat):
                 p_map = pfun(M[m, s, k], obs[m, s][k])
@@ -100,13 +102,15 @@ def brute_force_case():
     return Ys, X, mask, n_perm, brute_force_maxima(Ys, X, mask, n_perm)
 
 
-@pytest.mark.parametrize(("across", "method"), [("all", "minp"), ("metrics", "minp"),
-                                               ("signs", "minp"), ("all", "minp-tail")])
-def test_minp_equals_brute_force(brute_force_case, across, method):
+@pytest.mark.parametrize(("across", "method", "joint"), [
+    ("all", "minp", False), ("metrics", "minp", False), ("signs", "minp", False),
+    ("all", "minp-tail", False), ("all", "minp-tail", True), ("metrics", "minp", True)])
+def test_minp_equals_brute_force(brute_force_case, across, method, joint):
     Ys, X, mask, n_perm, (M, obs) = brute_force_case
     M, obs = M.copy(), dict(obs)
     res = randomise_family(Ys, X, C, mask, n_perm=n_perm, cluster_threshold=None,
-                           family_method=method, correct_across=across, n_jobs=1)
+                           family_method=method, correct_across=across, n_jobs=1,
+                           family_statistics=("vox", "tfce") if joint else ())
     assert res["m0"].params["exhaustive"] and res["m0"].params["n_perm"] == n_perm
     for m, name in enumerate(Ys):
         for s in range(2):
@@ -126,7 +130,7 @@ def test_minp_equals_brute_force(brute_force_case, across, method):
                                        rtol=1e-8, atol=1e-10)
             obs[m, s] = (res[name].maps[f"tstat{s + 1}"], res[name].maps[f"tfce_tstat{s + 1}"])
     expected = brute_force_minp(M, obs, Family(across).groups(len(Ys), 2),
-                                tail=method == "minp-tail")
+                                tail=method == "minp-tail", joint=joint)
     for m, name in enumerate(Ys):
         for s in range(2):
             for k, stat in enumerate(("vox", "tfce")):
@@ -137,6 +141,25 @@ def test_minp_equals_brute_force(brute_force_case, across, method):
                     continue
                 # never below the per-map p (the family is larger)
                 assert np.all(got >= 1.0 - res[name].maps[f"{stat}_corrp_tstat{s + 1}"] - 1e-12)
+            union = res[name].maps.get(f"tfcevox_famcorrp_tstat{s + 1}")
+            if not joint:
+                assert union is None
+                continue
+            np.testing.assert_allclose(1.0 - union, np.minimum(expected[m, s, 0],
+                                                               expected[m, s, 1]), atol=1e-12)
+    if joint:
+        assert res["m0"].params["family_statistics"] == ["tfce", "vox"]
+
+
+def test_joint_statistics_validation():
+    Ys, X, mask = tiny_problem(np.random.default_rng(1), n=8, shape=(3, 3, 3), n_img=2)
+    for kwargs in ({"family_statistics": ("tfce", "voxel")},
+                   {"family_statistics": ("tfce", "vox"), "family_method": "max"},
+                   {"family_statistics": ("tfce", "vox"), "tfce": False},
+                   {"family_statistics": ("clustere", "vox"), "cluster_threshold": None}):
+        kw = {"family_method": "minp", "cluster_threshold": None, **kwargs}
+        with pytest.raises(InputError, match="family_statistics"):
+            randomise_family(Ys, X, C, mask, n_perm=10, n_jobs=1, **kw)
 
 
 def test_family_none_is_per_map_fwe(rng):
@@ -194,9 +217,37 @@ def test_tail_p_values(rng):
     np.testing.assert_array_equal(perm_p(ties, x, tail=True), perm_p(ties, x))
 
 
+def test_minp_tail_reaches_the_level_ranks_cannot_fast():
+    """Fast sibling of the slow test below: one null experiment of 14 exchangeable maps and
+    200 permutations, every permutation taken in turn as the observed data (all are
+    exchangeable with it). Rank min-p rejects none of them: each map's own maximum has p = 1/200,
+    so the family minimum is 1/200 at every permutation holding some map's maximum (13-14
+    of the 200) and no family p can fall below 0.05. Tail min-p is free of these ties: it rejects about 5% of them, and each
+    rejection is a map's largest values."""
+    rng = np.random.default_rng(3)
+    F, N = 14, 200
+    null = rng.gumbel(5.0, 1.0, (F, 1, 1, N))
+    for tail in (False, True):
+        fam = minp_null(null, Family.ALL.groups(F, 1), tail=tail)
+        p = np.array([minp_p(null[m, 0, 0], null[m, 0, 0], fam[m, 0, 0], tail)
+                      for m in range(F)])  # (F, N): every entry as the observed value
+        rejected = (p < 0.05).any(axis=0)
+        if not tail:
+            assert not rejected.any()
+            assert p.min() >= 0.05
+        else:
+            assert 0.02 <= rejected.mean() <= 0.05, rejected.mean()
+            for m in range(F):  # monotone in the statistic: only a map's top values
+                sig = p[m] < 0.05
+                if sig.any():
+                    assert null[m, 0, 0][sig].min() > np.quantile(null[m, 0, 0], 0.9)
+
+
+@pytest.mark.slow
 def test_minp_tail_reaches_the_level_ranks_cannot():
     """14 exchangeable maps, 200 permutations: rank min-p can never reject (floor(0.05 x 200
-    / 14) = 0) while tail min-p rejects in about 5% of null experiments."""
+    / 14) = 0) while tail min-p rejects in about 5% of null experiments (300 independent
+    experiments; about 3 min: ``-m slow``)."""
     rng = np.random.default_rng(3)
     F, N, reps = 14, 200, 300
     hits = {False: 0, True: 0}

@@ -60,11 +60,15 @@ def test_simulate_participant_group(tmp_path, shared_data, monkeypatch, capsys):
     assert sorted(analysis) == sorted(
         ["SoftwareVersions", "alpha", "cluster_threshold", "correct_across", "covariates",
          "data_dir", "decode", "design_columns", "exclude_outliers", "excluded_outliers",
-         "extra", "family_method", "fwhm", "gm_threshold", "isovf_max", "metrics", "n_perm",
+         "extra", "family_method", "family_statistics", "fwhm", "gm_threshold", "isovf_max", "metrics", "n_perm",
          "npc", "resolution", "score", "seed", "space", "subjects", "summary", "tfce_E",
          "tfce_H", "tfce_connectivity", "vocabularies"])
+    # TFCE and voxel t of every map in one family; clusters from their union map
+    assert analysis["family_statistics"] == ["tfce", "vox"]
+    assert (group / "fa" / "fa_tfcevox_famcorrp_tstat2.nii.gz").exists()
     html = (group / "report.html").read_text()
     assert "Family corrected" in html and "Westfall-Young min-p" in html
+    assert "TFCE and the voxel t statistics of every map" in html
     # per-map FWE, as the study reported, plus the NPC maps across the 4 metrics
     rc = main([str(bids), str(out), "group", "--score", "resilience", "--resolution", "6",
                "--n-perm", "20", "--no-decode", "--n-jobs", "1", "-q",

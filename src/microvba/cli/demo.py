@@ -16,6 +16,12 @@ HELP = ("Simulate a DSI cohort with the study's five findings planted, run the p
 
 log = get_logger(__name__)
 
+#: permutations of the demo's group stage (coarse and --full grids): with 1,000 the
+#: family-wise p of the two weakest planted effects (r = 0.68) fell between 0.013 and 0.036,
+#: with 5,000 between 0.003 and 0.011 (benchmarks/RESULTS.md, "Family-wise error across
+#: metrics"); at 4 mm the extra permutations cost a few minutes
+DEMO_N_PERM = N_PERM  # the default of every group analysis
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("demo_output"),
@@ -24,7 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="2 mm whole-brain cohort (slow); default is a coarse, fast grid")
     parser.add_argument("--n-subjects", type=int, default=64)
     parser.add_argument("--n-perm", type=int, default=None,
-                        help="permutations (default 1000, or 5000 with --full)")
+                        help="permutations (default 5000, as FSL randomise: the generalised "
+                             "Pareto tail of the 14 maps' permutation maxima, which the "
+                             "family-wise p-values below 1/14 of alpha come from, is fitted "
+                             "to 500 of them instead of 100)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--effect-scale", type=float, default=None,
@@ -84,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
             return 1
         settings = GroupSettings(
             score="resilience", covariates=("age", "sex", "education", "severity"),
-            n_perm=args.n_perm or (N_PERM if args.full else 1000), seed=args.seed,
+            n_perm=args.n_perm or DEMO_N_PERM, seed=args.seed,
             fwhm=6.0, resolution=resolution, decode=not args.no_decode,
             data_dir=str(args.data_dir) if args.data_dir else None,
             metrics=tuple(m for name in models for m in registry.get(name).metrics))
@@ -108,7 +117,7 @@ def _check_options(args: argparse.Namespace) -> None:
     check_option_number("--n-subjects", args.n_subjects, 8, 10000, integer=True,
                         hint="a cohort needs 8 subjects to plant correlations with 4 covariates")
     args.n_jobs = ExecutionSettings(n_jobs=args.n_jobs).n_jobs
-    GroupSettings(score="resilience", n_perm=1000 if args.n_perm is None else args.n_perm,
+    GroupSettings(score="resilience", n_perm=DEMO_N_PERM if args.n_perm is None else args.n_perm,
                   seed=args.seed)
 
 

@@ -320,6 +320,9 @@ MAP_DEFINITIONS: dict[str, str] = {
     "{stat}_famcorrp_tstat{k}": "1 - p, FWE-corrected over the family of images and both "
                                 "directions (max over the family, as PALM -corrcon -corrmod)",
     "{stat}_famlogp_tstat{k}": "-log10 of the family-wise corrected p",
+    "tfcevox_famcorrp_tstat{k}": "1 - p, the smaller of the TFCE and voxel family-wise p "
+                                 "when both statistics are corrected in one family (min-p): "
+                                 "significant by either statistic",
     "clustere_*/clusterm_*": "cluster extent / mass (sum of t) at the cluster-forming "
                              "threshold; each cluster voxel carries its cluster's value, "
                              "0 outside clusters",
@@ -547,10 +550,12 @@ def check_columns(columns: Iterable[str], required: Sequence[str], file: str | P
 
 # --------------------------------------------------------------------- analysis.json
 FAMILY_METHOD_KEY, EXCLUDED_OUTLIERS_KEY = "family_method", "excluded_outliers"
+#: the statistics corrected together in the min-p family (``["tfce", "vox"]``)
+FAMILY_STATISTICS_KEY = "family_statistics"
 #: keys the group stage adds to its settings (``asdict(GroupSettings)``) in analysis.json
 ANALYSIS_EXTRA_KEYS: tuple[str, ...] = (
-    FAMILY_METHOD_KEY, "subjects", EXCLUDED_OUTLIERS_KEY, "space", "design_columns",
-    "SoftwareVersions", "summary")
+    FAMILY_METHOD_KEY, FAMILY_STATISTICS_KEY, "subjects", EXCLUDED_OUTLIERS_KEY, "space",
+    "design_columns", "SoftwareVersions", "summary")
 #: keys of ``analysis["summary"]`` in their order (``npc``, ``planted_found`` and
 #: ``false_clusters`` only when computed)
 SUMMARY_KEYS: tuple[str, ...] = ("n_subjects", "n_voxels", "metrics", "family", "npc",
@@ -559,13 +564,14 @@ SUMMARY_OPTIONAL_KEYS: tuple[str, ...] = ("npc", "planted_found", "false_cluster
 PLANTED_FOUND_KEY, FALSE_CLUSTERS_KEY = SUMMARY_OPTIONAL_KEYS[1:]
 
 
-def analysis_record(settings: dict, *, family_method: str, subjects: list[str],
-                    excluded_outliers: list[str], space: str, design_columns: list[str],
-                    software_versions: dict, summary: dict) -> dict:
+def analysis_record(settings: dict, *, family_method: str, family_statistics: list[str],
+                    subjects: list[str], excluded_outliers: list[str], space: str,
+                    design_columns: list[str], software_versions: dict,
+                    summary: dict) -> dict:
     """The content of ``group/analysis.json``: the group settings (``asdict``), then
     :data:`ANALYSIS_EXTRA_KEYS`."""
-    values = (family_method, subjects, excluded_outliers, space, design_columns,
-              software_versions, summary)
+    values = (family_method, family_statistics, subjects, excluded_outliers, space,
+              design_columns, software_versions, summary)
     clash = set(settings) & set(ANALYSIS_EXTRA_KEYS)
     if clash:
         raise ValueError(f"settings fields {sorted(clash)} shadow analysis.json keys")

@@ -102,7 +102,8 @@ def summary_section(inputs: ReportInputs, numbering: Numbering) -> str:
         from ..stats.family import family_sentence
 
         rows.append(("Family corrected", escape(family_sentence(
-            family, len(metrics) or None, _alpha(inputs), a.get(D.ANALYSIS_EXTRA_KEYS[0])))))
+            family, len(metrics) or None, _alpha(inputs), a.get(D.ANALYSIS_EXTRA_KEYS[0]),
+            statistics=a.get(D.FAMILY_STATISTICS_KEY)))))
     body = '<dl class="summary">' + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in rows) + "</dl>"
     findings = _findings(inputs)
     if findings:

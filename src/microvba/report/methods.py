@@ -277,7 +277,8 @@ def _inference_sentence(params: Mapping[str, Any], metrics: list[str],
         from ..stats.family import family_sentence
 
         sentence = family_sentence(family, len(metrics) or None, float(alpha),
-                                   lookup(params, D.FAMILY_METHOD_KEY))
+                                   lookup(params, D.FAMILY_METHOD_KEY),
+                                   statistics=lookup(params, D.FAMILY_STATISTICS_KEY))
         text += "; " + escape(sentence)
         if "min-p" in sentence:
             text += f" {_cite('Westfall & Young, 1993', 'Winkler et al., 2016')}"

@@ -44,15 +44,17 @@ def assemble_maps(*, t: np.ndarray, signs: Sequence[int], null: np.ndarray,
                   stats: Sequence[str], vox_counts: np.ndarray, tfce_obs: np.ndarray | None,
                   clusters: dict[int, Clusters] | None,
                   family_null: np.ndarray | None, n_perm: int, params: dict,
-                  family_minp: np.ndarray | None = None, tail: bool = False
-                  ) -> RandomiseResult:
+                  family_minp: np.ndarray | None = None, tail: bool = False,
+                  joint: Sequence[str] = ()) -> RandomiseResult:
     """Build the :class:`RandomiseResult` of one image from its permutation summaries.
 
     ``null`` is ``(n_signs, len(stats), n_perm)``; ``vox_counts`` ``(n_signs, V)`` exceedance counts including the unpermuted data; ``family_null``
     ``(len(stats), n_perm)`` the maximum over the family (or None); ``family_minp``
     ``(n_signs, len(stats), n_perm)`` the min-p null of each direction's family
     (:func:`microvba.stats.family.minp_null` with the same ``tail``; or None). Either one gives the
-    ``*_famcorrp``/``*_famlogp`` maps.
+    ``*_famcorrp``/``*_famlogp`` maps. ``joint``: statistics corrected together by
+    ``family_minp`` (e.g. ``("tfce", "vox")``); their union map, the smaller family p of a
+    voxel, is ``<joint names>_famcorrp_tstat{k}`` (``tfcevox_famcorrp_tstat1``).
     """
     maps: dict[str, np.ndarray] = {}
     null_max: dict[str, np.ndarray] = {}
@@ -88,6 +90,12 @@ def assemble_maps(*, t: np.ndarray, signs: Sequence[int], null: np.ndarray,
             if pf is not None:
                 maps[derivatives.corrp_key(stat, c, family=True)] = 1.0 - pf
                 maps[derivatives.logp_key(stat, c, family=True)] = _logp(pf)
+        if family_minp is not None and len(joint) > 1:
+            name = "".join(joint)
+            p_union = np.min([1.0 - maps[derivatives.corrp_key(stat, c, family=True)]
+                              for stat in joint if stat in observed], axis=0)
+            maps[derivatives.corrp_key(name, c, family=True)] = 1.0 - p_union
+            maps[derivatives.logp_key(name, c, family=True)] = _logp(p_union)
         if clusters is not None:
             cl = clusters[s]
             cluster_info[k] = cl

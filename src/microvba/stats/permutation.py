@@ -69,7 +69,7 @@ from .glm import (
 )
 from .inference import assemble_maps
 from .result import RandomiseResult
-from .tfce import TfceWorkspace, check_connectivity, neighbour_table
+from .tfce import HeightOrder, TfceWorkspace, check_connectivity, neighbour_table
 
 log = get_logger(__name__)
 
@@ -79,6 +79,8 @@ BATCH_SIZE = 100
 GLM_BLOCK = 16
 #: statistics whose maximum is recorded per permutation (axis 2 of the null arrays)
 STATS = ("vox", "tfce", "clustere", "clusterm")
+#: order of the statistics in the name of a union map (``tfcevox_famcorrp_tstat1``)
+_JOINT_ORDER = ("tfce", "vox", "clustere", "clusterm")
 
 BatchMap = Callable[[Callable, list], list]
 
@@ -159,6 +161,7 @@ def _run_batch(batch: _Batch) -> _BatchResult:
     z = np.empty(V) if n_npc else None
     tws = TfceWorkspace(V, ctx.tfce_E) if ctx.neigh_tfce is not None else None
     cws = ClusterWorkspace(V) if ctx.neigh_cluster is not None else None
+    sort = HeightOrder(V)  # O(V) radix sort of the float32 t maps, shared by both signs
     Ws = np.stack([projection_weights(ctx.basis, perm[i], flips[i]) for i in range(batch.size)])
     Ws = Ws.astype(np.float32)
     for i0 in range(0, batch.size, sub):
@@ -171,7 +174,7 @@ def _run_batch(batch: _Batch) -> _BatchResult:
                 if batch.start + i == 0:  # the unpermuted data: filled in from the observed maps
                     continue
                 t = tb[i - i0]
-                order = np.argsort(t)
+                order = sort(t)
                 for s, sign in enumerate(ctx.signs):
                     _summarise(t, order, sign, s, i, m, ctx, null, vox_counts, ctx.t_obs[m],
                                tws, cws, ctx.neigh_tfce)
@@ -283,6 +286,12 @@ def randomise_family(Ys: dict[str, np.ndarray], design_matrix: np.ndarray,
     (``*_famcorrp_tstat{k}``, ``*_famlogp_tstat{k}``): the null distribution is the maximum
     over all images and both directions of each permutation (PALM ``-corrcon -corrmod``);
     ``null_max["<stat>_family"]`` holds it (``family_maps=False`` skips these maps).
+
+    With ``family_method="minp"`` or ``"minp-tail"`` the family is corrected by
+    Westfall-Young min-p (:mod:`microvba.stats.family`) over ``correct_across``;
+    ``family_statistics=("tfce", "vox")`` puts both statistics of every map in one family
+    (their ``*_famcorrp`` maps then hold the p-values of that family, and
+    ``tfcevox_famcorrp_tstat{k}`` the smaller of the two: a voxel significant by either).
     """
     kwargs.setdefault("family_maps", True)
     return _randomise_images(Ys, design_matrix, contrast, mask, **kwargs)
@@ -311,12 +320,28 @@ def _randomise_images(
     family_method: str = "max",
     correct_across: Family | str | bool = Family.ALL,
     npc: Sequence[str] = (),
+    family_statistics: Sequence[str] = (),
 ) -> dict[str, RandomiseResult]:
     """Shared implementation of :func:`randomise` and :func:`randomise_family`."""
     if family_method not in ("max", "minp", "minp-tail"):
         raise InputError(f"unknown family_method {family_method!r}", file="parameter family_method",
                          fix="Use 'minp-tail' or 'minp' (balanced, Westfall-Young; with or "
                              "without tail p-values) or 'max' (max statistic).")
+    # one spelling whatever the order given: TFCE first (the union map is "tfcevox")
+    family_statistics = tuple(sorted(dict.fromkeys(str(x) for x in family_statistics),
+                                     key=lambda x: (_JOINT_ORDER + (x,)).index(x)))
+    bad = [x for x in family_statistics if x not in STATS]
+    if bad or (len(family_statistics) > 1 and not family_method.startswith("minp")):
+        raise InputError(f"family_statistics {list(family_statistics)} are not statistics "
+                         f"that can be corrected together by {family_method!r}",
+                         file=derivatives.FAMILY_STATISTICS_KEY,
+                         fix=f"Choose among {', '.join(STATS)} with family_method 'minp' or "
+                             "'minp-tail'.")
+    if (("tfce" in family_statistics and not tfce) or (cluster_threshold is None and any(
+            x.startswith("cluster") for x in family_statistics))):
+        raise InputError(f"family_statistics {list(family_statistics)} include a statistic "
+                         "that is not computed", file=derivatives.FAMILY_STATISTICS_KEY,
+                         fix="Enable TFCE / cluster inference, or drop it from the list.")
     correction = Correction(across=correct_across, npc=tuple(npc))
     if not isinstance(Ys, dict) or not Ys:
         raise InputError("Ys must be a non-empty dict of name -> (n_subjects, n_voxels) array.",
@@ -416,10 +441,13 @@ def _randomise_images(
     multi = family_maps and (n_img > 1 or len(signs) > 1)
     family_null = null.max(axis=(0, 1)) if multi and family_method == "max" else None
     tail = family_method == "minp-tail"
-    family_minp = (minp_null(null, correction.across.groups(n_img, len(signs)), tail=tail)
+    joint = [STATS.index(x) for x in family_statistics] if len(family_statistics) > 1 else []
+    family_minp = (minp_null(null, correction.across.groups(n_img, len(signs)), tail=tail,
+                             joint=joint)
                    if multi and family_method.startswith("minp") else None)
     if family_minp is not None:
-        params.update(family_method=family_method, correct_across=correction.across.value)
+        params.update(family_method=family_method, correct_across=correction.across.value,
+                      family_statistics=list(family_statistics) if joint else [])
     elif family_null is not None:
         params.update(family_method="max", correct_across=Family.ALL.value)
     results = {}
@@ -431,6 +459,7 @@ def _randomise_images(
             clusters={s: clusters[m, s] for s in range(len(signs))} if clusters else None,
             family_null=family_null,
             family_minp=None if family_minp is None else family_minp[m], tail=tail,
+            joint=[STATS[k] for k in joint] if family_minp is not None else (),
             n_perm=n_perm, params={**params, "image": name},
         )
     for c, function in enumerate(correction.npc):

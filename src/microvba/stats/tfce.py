@@ -29,7 +29,7 @@ import numpy as np
 from scipy import ndimage
 
 from .._validation import InputError, check_choice
-from ._kernels import tfce_sweep
+from ._kernels import radix_argsort_f32, tfce_sweep
 
 #: connectivity -> rank for :func:`scipy.ndimage.generate_binary_structure`
 CONNECTIVITY_RANK = {6: 1, 18: 2, 26: 3}
@@ -154,3 +154,28 @@ def tfce(stat_3d: np.ndarray, H: float = 2.0, E: float = 0.5,
     neigh = neighbour_table(mask, connectivity)
     out[mask] = tfce_masked(stat[mask], neigh, H=H, E=E)
     return out
+
+
+class HeightOrder:
+    """Ascending order of the voxels of a map, with reusable buffers (one per thread).
+
+    float32 maps (the permuted t maps) are sorted by an :math:`O(V)` radix sort
+    (:func:`microvba.stats._kernels.radix_argsort_f32`), which gives exactly the permutation of
+    ``np.argsort(values, kind="stable")``; other dtypes use that call. The sweeps need only a
+    descending order of the positive (or ascending of the negative) values, and both signs
+    share one order. The returned array is a buffer overwritten by the next call.
+    """
+
+    def __init__(self, n_voxels: int) -> None:
+        self.order = np.empty(n_voxels, dtype=np.int32)
+        self._keys1 = np.empty(n_voxels, dtype=np.uint32)
+        self._keys2 = np.empty(n_voxels, dtype=np.uint32)
+        self._order2 = np.empty(n_voxels, dtype=np.int32)
+        self._counts = np.zeros((3, 2048), dtype=np.int64)
+
+    def __call__(self, values: np.ndarray) -> np.ndarray:
+        if (values.dtype == np.float32 and values.flags.c_contiguous
+                and values.shape == self.order.shape):
+            return radix_argsort_f32(values, self.order, self._keys1, self._keys2,
+                                     self._order2, self._counts)
+        return np.argsort(values, kind="stable")

@@ -47,6 +47,9 @@ log = get_logger(__name__)
 #: Westfall-Young min-p with generalised-Pareto tail p-values of the permutation maxima
 #: (:func:`microvba.stats.family.perm_p`): exact, and free of rank ties at any n_perm
 FAMILY_METHOD = "minp-tail"
+#: statistics corrected in one min-p family (:data:`microvba.stats.family.JOINT_STATISTICS_NOTE`):
+#: a voxel is a finding when its TFCE or its voxel t is family-wise significant
+FAMILY_STATISTICS = ("tfce", "vox")
 
 
 @dataclass(frozen=True)
@@ -274,6 +277,7 @@ def run_group(bids_dir: Path, out_dir: Path, settings: GroupSettings, *,
     from ..registration.masks import group_gm_mask
     from ..registration.template import load_template
     from ..stats.design import make_design
+    from ..stats.family import Family
 
     out_dir = Path(out_dir)
     check_decoding_data(settings)
@@ -341,7 +345,10 @@ def run_group(bids_dir: Path, out_dir: Path, settings: GroupSettings, *,
         n_subjects=len(subjects), n_voxels=int(mask.sum()), metrics=saved_maps, family=family,
         npc=npc, n_clusters=len(clusters), planted_found=None, false_clusters=None)
     analysis = derivatives.analysis_record(
-        asdict(settings), family_method=FAMILY_METHOD, subjects=[s.prefix for s in subjects],
+        asdict(settings), family_method=FAMILY_METHOD,
+        family_statistics=list(FAMILY_STATISTICS)
+        if settings.correction.across is not Family.NONE else ["tfce"],
+        subjects=[s.prefix for s in subjects],
         excluded_outliers=[str(i) for i in qc.index[qc[derivatives.OUTLIER].to_numpy(bool)]],
         space=derivatives.SPACE_MNI, design_columns=list(design.names),
         software_versions=software_versions(), summary=summary)
@@ -373,7 +380,8 @@ def _run_statistics(paths, mask, voxel_size, design, contrast, settings, executo
         # remote workers get the permutation batches; locally, threads are faster
         batch_map=executor.batch_map if getattr(executor, "remote", False) else None,
         family_maps=corr.across is not Family.NONE, family_method=FAMILY_METHOD,
-        correct_across=corr.across, npc=corr.npc if len(Ys) > 1 else ())
+        correct_across=corr.across, npc=corr.npc if len(Ys) > 1 else (),
+        family_statistics=FAMILY_STATISTICS)
 
 
 def _save_npc(results: dict, group_dir: Path, mask: np.ndarray, affine: np.ndarray,
@@ -421,7 +429,11 @@ def _follow_up(metric, saved, paths, affine, participants, settings, mdir, out_d
     for sign in derivatives.SIGNS:
         k = derivatives.CONTRAST_OF_SIGN[sign]
         stat = nib.load(saved[derivatives.tstat_key(k)])
-        corrp = nib.load(saved[derivatives.corrp_key("tfce", k, family=family)])
+        key = derivatives.corrp_key("tfce", k, family=family)
+        joint = derivatives.corrp_key("".join(FAMILY_STATISTICS), k, family=True)
+        if family and joint in saved:  # TFCE or voxel t significant (one min-p family)
+            key = joint
+        corrp = nib.load(saved[key])
         res = follow_up(stat, corrp, raw_img, participants, settings.score,
                         list(settings.covariates), metric, sign, mdir, atlases=atlases,
                         data_dir=settings.data_dir, alpha=settings.alpha,
