@@ -217,15 +217,15 @@ def whole_brain_child(n_vox: int) -> None:
     noddi = NoddiModel(gtab)
     noddi.fit_voxels(flat[:4])
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     tf = tensor.fit(data, mask)
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     nf = noddi.fit(data, mask, progress_desc="whole brain")
-    t2 = time.perf_counter()
+    t2, c2 = time.perf_counter(), time.process_time()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"WHOLE {n_vox} {t1 - t0:.1f} {t2 - t1:.1f} {peak:.0f} {rss0:.0f} "
           f"{data.nbytes / 2**20:.0f} {float(np.median(tf.fa[mask])):.3f} "
-          f"{float(np.median(nf.icvf[mask])):.3f}", flush=True)
+          f"{float(np.median(nf.icvf[mask])):.3f} {c1 - c0:.1f} {c2 - c1:.1f}", flush=True)
 
 
 def bench_whole_brain(n_vox: int) -> str:
@@ -234,7 +234,8 @@ def bench_whole_brain(n_vox: int) -> str:
     f = next(line for line in out.splitlines() if line.startswith("WHOLE")).split()
     line = (f"whole brain DSI-515 {f[1]} voxels: tensor {f[2]} s + NODDI {f[3]} s = "
             f"{float(f[2]) + float(f[3]):.1f} s; peak RSS {f[4]} MiB (input array {f[6]} MiB, "
-            f"before fitting {f[5]} MiB)")
+            f"before fitting {f[5]} MiB); process CPU time tensor {f[9]} s, NODDI {f[10]} s; "
+            f"load average {open('/proc/loadavg').read().split()[0]} at the end")
     print(line, flush=True)
     return line
 
