@@ -452,7 +452,10 @@ class NoddiModel:
         signal and its noise level only, so the maps do not depend on the chunk size or the
         number of threads. The noise sd (:attr:`NoddiFit.sigma`) is estimated per voxel and,
         in a 3-D image, pooled over the mask in a 3x3x3 neighbourhood
-        (:mod:`microvba.models.noise`)."""
+        (:mod:`microvba.models.noise`): a pass over the data before the fit. Where nothing
+        is pooled (an (n, n_volumes) array) and the method is ``pairs``, each row's variance
+        is estimated inside the fit's own pass over the row (one read of the data; the same
+        estimator, maps equal to the two-pass route's to 1e-6)."""
         from .._logging import progress
 
         data, mask = check_data(self.gtab, data, mask)
