@@ -163,10 +163,17 @@ def _pair_variance_numpy(signals, pairs):
 def test_median_matches_numpy(rng):
     from microvba.models.noise import _median_inplace
 
-    for n in (1, 2, 3, 4, 5, 10, 11, 256, 257, 1000):
-        for t in range(20):
-            x = rng.integers(0, 4, n).astype(float) if t % 2 else rng.normal(size=n)
-            assert _median_inplace(x.copy()) == np.median(x)
+    for n in (1, 2, 3, 4, 5, 10, 11, 63, 64, 65, 256, 257, 1000):
+        for t in range(40):
+            kind = t % 4
+            x = (rng.normal(size=n), rng.integers(0, 4, n).astype(float),
+                 np.sort(rng.chisquare(1, n)), np.sort(rng.normal(size=n))[::-1].copy())[kind]
+            assert _median_inplace(x.copy()) == np.median(x), (n, kind)
+    # the sampled pivots miss the middle ranks (every sampled position holds a top value):
+    # the fallback selection over all values
+    x = np.arange(257.0)
+    x[::257 // 15] += 1000.0
+    assert _median_inplace(x.copy()) == np.median(x)
 
 
 def test_compiled_pairs_and_fused_fit_equal_the_two_pass_fit(dsi515, rng):
