@@ -128,23 +128,25 @@ def pair_variance_row(s, v, pa, pb, min_snr, work):
     it has already read (:func:`microvba.models._noddi_kernels.fit_voxels`)."""
     n_pairs = pa.size
     half_d2, mean, sel = work[0], work[1], work[2]
+    total = 0.0
     for i in range(n_pairs):
         xa = np.float64(s[v, pa[i]])
         xb = np.float64(s[v, pb[i]])
-        if not (np.isfinite(xa) and np.isfinite(xb)):
-            return np.nan
         half_d2[i] = 0.5 * (xa - xb) * (xa - xb)
         mean[i] = 0.5 * (xa + xb)
         sel[i] = half_d2[i]
+        total += xa + xb
+    if not np.isfinite(total):  # a NaN or inf in any pair
+        return np.nan
     var = _median_inplace(sel) / 0.4549
     for _ in range(2):
         thr = min_snr * np.sqrt(var)
         acc = 0.0
         n = 0
-        for i in range(n_pairs):
-            if mean[i] >= thr:
-                acc += half_d2[i]
-                n += 1
+        for i in range(n_pairs):  # branch-free: adding 0.0 leaves acc unchanged
+            use = mean[i] >= thr
+            acc += half_d2[i] * use
+            n += use
         var = acc / n if n > 0 else np.nan
     return var
 
