@@ -217,15 +217,15 @@ def whole_brain_child(n_vox: int) -> None:
     noddi = NoddiModel(gtab)
     noddi.fit_voxels(flat[:4])
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     tf = tensor.fit(data, mask)
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     nf = noddi.fit(data, mask, progress_desc="whole brain")
-    t2 = time.perf_counter()
+    t2, c2 = time.perf_counter(), time.process_time()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"WHOLE {n_vox} {t1 - t0:.1f} {t2 - t1:.1f} {peak:.0f} {rss0:.0f} "
           f"{data.nbytes / 2**20:.0f} {float(np.median(tf.fa[mask])):.3f} "
-          f"{float(np.median(nf.icvf[mask])):.3f}", flush=True)
+          f"{float(np.median(nf.icvf[mask])):.3f} {c1 - c0:.1f} {c2 - c1:.1f}", flush=True)
 
 
 def bench_whole_brain(n_vox: int) -> str:
@@ -234,7 +234,8 @@ def bench_whole_brain(n_vox: int) -> str:
     f = next(line for line in out.splitlines() if line.startswith("WHOLE")).split()
     line = (f"whole brain DSI-515 {f[1]} voxels: tensor {f[2]} s + NODDI {f[3]} s = "
             f"{float(f[2]) + float(f[3]):.1f} s; peak RSS {f[4]} MiB (input array {f[6]} MiB, "
-            f"before fitting {f[5]} MiB)")
+            f"before fitting {f[5]} MiB); process CPU time tensor {f[9]} s, NODDI {f[10]} s; "
+            f"load average {open('/proc/loadavg').read().split()[0]} at the end")
     print(line, flush=True)
     return line
 
@@ -260,16 +261,19 @@ def bench_speed(n_vox: int, runs: int, amico_vox: int, amico_runs: int) -> list[
     warm = time.perf_counter() - t0
     model.fit_voxels(base[:4])
     data = np.tile(base, (-(-n_vox // base.shape[0]), 1))[:n_vox]
-    ours = []
+    ours, ours_cpu = [], []
     for _ in range(runs):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         model.fit(data)
         ours.append(time.perf_counter() - t0)
-    theirs = []
+        ours_cpu.append(time.process_time() - c0)
+    theirs, theirs_cpu = [], []
     amico_data = np.tile(base, (-(-amico_vox // base.shape[0]), 1))[:amico_vox]
     for _ in range(amico_runs):
         with tempfile.TemporaryDirectory() as tmp:
-            theirs.append(fit_amico(gtab, amico_data, D_PAR_WM, Path(tmp))[1])
+            _, dt_a, cpu_a = fit_amico(gtab, amico_data, D_PAR_WM, Path(tmp))
+            theirs.append(dt_a)
+            theirs_cpu.append(cpu_a)
     rate_ours = n_vox / float(np.median(ours))
     rate_theirs = amico_vox / float(np.median(theirs)) if theirs else float("nan")
     line = (f"NODDI DSI-515 WM: microvba median of {runs} x {n_vox} voxels "
@@ -277,7 +281,11 @@ def bench_speed(n_vox: int, runs: int, amico_vox: int, amico_runs: int) -> list[
             + ", ".join(f"{t:.2f}" for t in ours) + f"); AMICO median of {amico_runs} x "
             f"{amico_vox} voxels {np.median(theirs) if theirs else float('nan'):.2f} s "
             f"({rate_theirs:,.0f} vox/s); ratio {rate_ours / rate_theirs:.0f}x; model set-up "
-            f"{cold:.2f} s cold, {warm:.3f} s for a second subject (cached table)")
+            f"{cold:.2f} s cold, {warm:.3f} s for a second subject (cached table); process CPU "
+            f"time per voxel microvba {np.median(ours_cpu) / n_vox * 1e6:.1f} us, AMICO "
+            f"{np.median(theirs_cpu) / amico_vox * 1e6 if theirs else float('nan'):.0f} us "
+            f"(CPU ratio {np.median(theirs_cpu) / amico_vox / (np.median(ours_cpu) / n_vox) if theirs else float('nan'):.0f}x); "
+            f"load average {open('/proc/loadavg').read().split()[0]} at the end")
     print(line, flush=True)
     return [line]
 

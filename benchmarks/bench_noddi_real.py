@@ -15,9 +15,23 @@ with S0 fixed at the mean b0 (the toolbox's objective; the forward model is chec
 brute-force numerical integration in ``tests/models/test_forward.py``), and both tools are compared with
 that optimum: r and the median residual sum of squares (SSE) of each tool's own parameters.
 
+Independent reference (``--dmipy N``): the same sampled tissue voxels fitted by dmipy 1.0.5
+(Fick et al. 2019), an implementation microvba did not write: Watson-dispersed stick +
+tortuous zeppelin + ball (``SD1WatsonDistributed``, d_par 1.7e-3 equal in both, d_perp by
+tortuosity, ball 3e-3), volume fractions summing to one on S/mean(b0) (the toolbox's model
+and S0 choice), ``solver="brute2fine"`` (a brute-force grid, then a bounded gradient
+optimiser). dmipy 1.0.5 pins ``scipy==1.4.1`` and uses removed NumPy aliases, so it does not
+install on Python 3.11 with its dependencies: install it with ``pip install --no-deps
+--target DIR dmipy==1.0.5`` and pass ``--dmipy-path DIR`` (the aliases are restored here,
+in the benchmark only).
+
+Reference: Fick RHJ, Wassermann D, Deriche R (2019) The Dmipy toolbox: diffusion MRI
+multi-compartment modeling and microstructure recovery made easy. Front Neuroinform 13:64.
+
 Usage::
 
-    .venv/bin/python benchmarks/bench_noddi_real.py [--out DIR]
+    .venv/bin/python benchmarks/bench_noddi_real.py [--out DIR] [--lsq N]
+        [--dmipy N --dmipy-path DIR]
 """
 
 from __future__ import annotations
@@ -152,6 +166,109 @@ def least_squares_reference(dwi: Path, bval: Path, bvec: Path, ours: dict, their
             "microvba_lower": float(np.mean(sse["microvba"] < sse["AMICO"]))}
 
 
+def _import_dmipy(path: str | None):
+    """dmipy 1.0.5's modules, with the NumPy aliases it still uses (removed in NumPy 1.24)
+    restored for this process only."""
+    import sys
+    import warnings
+
+    if path:
+        sys.path.insert(0, str(path))
+    for name, val in (("float", float), ("int", int), ("bool", bool), ("complex", complex),
+                      ("object", object)):
+        if name not in np.__dict__:
+            setattr(np, name, val)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        from dmipy.core.acquisition_scheme import acquisition_scheme_from_bvalues
+        from dmipy.core.modeling_framework import MultiCompartmentModel
+        from dmipy.distributions.distribute_models import SD1WatsonDistributed
+        from dmipy.signal_models import cylinder_models, gaussian_models
+    return (acquisition_scheme_from_bvalues, MultiCompartmentModel, SD1WatsonDistributed,
+            cylinder_models, gaussian_models)
+
+
+def dmipy_reference(dwi: Path, bval: Path, bvec: Path, ours: dict, theirs: dict,
+                    tissue: np.ndarray, n_voxels: int = 300, seed: int = 0,
+                    dmipy_path: str | None = None, d_par: float = 1.7e-3) -> dict:
+    r"""Fit the sampled tissue voxels with dmipy's Watson NODDI (``brute2fine``) and compare.
+
+    Same voxel sample as :func:`least_squares_reference` (same seed). Returns r of microvba
+    vs dmipy, AMICO vs dmipy and microvba vs AMICO on these voxels, the median SSE of
+    :math:`S/\bar S_{b0}` under the exact model (microvba's forward model, checked against
+    dmipy's own prediction: ``model_check`` is the largest difference) for each tool's own
+    parameters and direction, and the fraction of voxels where microvba's SSE is below
+    dmipy's."""
+    import warnings
+
+    import nibabel as nib
+
+    from microvba.models.gradients import GradientTable
+    from microvba.models.noddi import noddi_signal
+
+    (scheme_from_bvalues, MultiCompartmentModel, SD1WatsonDistributed, cylinder_models,
+     gaussian_models) = _import_dmipy(dmipy_path)
+    bvals, bvecs = np.loadtxt(bval), np.loadtxt(bvec).T
+    b0 = GradientTable(bvals, bvecs).b0s_mask
+    idx = np.flatnonzero(tissue.ravel())
+    rng = np.random.default_rng(seed)
+    if idx.size > n_voxels:
+        idx = np.sort(rng.choice(idx, n_voxels, replace=False))
+    sig = nib.load(dwi).get_fdata().reshape(-1, bvals.size)[idx]
+    y = sig / sig[:, b0].mean(axis=1, keepdims=True)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        # b-values in s/m^2; b <= 50 s/mm^2 counted as b0 (as microvba and AMICO here)
+        acq = scheme_from_bvalues(np.where(b0, 0.0, bvals) * 1e6, bvecs)
+        stick, zeppelin = cylinder_models.C1Stick(), gaussian_models.G2Zeppelin()
+        bundle = SD1WatsonDistributed(models=[stick, zeppelin])
+        bundle.set_tortuous_parameter("G2Zeppelin_1_lambda_perp", "C1Stick_1_lambda_par",
+                                      "partial_volume_0")
+        bundle.set_equal_parameter("G2Zeppelin_1_lambda_par", "C1Stick_1_lambda_par")
+        bundle.set_fixed_parameter("G2Zeppelin_1_lambda_par", d_par * 1e-6)
+        noddi = MultiCompartmentModel(models=[gaussian_models.G1Ball(), bundle])
+        noddi.set_fixed_parameter("G1Ball_1_lambda_iso", 3e-9)
+        fit = noddi.fit(acq, sig, solver="brute2fine", use_parallel_processing=False)
+        predicted = fit.predict()
+    fp = fit.fitted_parameters
+    theta, phi = fp["SD1WatsonDistributed_1_SD1Watson_1_mu"].T
+    mu_dm = np.stack([np.sin(theta) * np.cos(phi), np.sin(theta) * np.sin(phi),
+                      np.cos(theta)], axis=1)
+    p_dm = np.stack([fp["SD1WatsonDistributed_1_partial_volume_0"],
+                     fp["SD1WatsonDistributed_1_SD1Watson_1_odi"], fp["partial_volume_0"]],
+                    axis=1)
+
+    def pick(maps: dict) -> tuple[np.ndarray, np.ndarray]:
+        return (np.stack([maps[k].ravel()[idx] for k in METRICS], axis=1),
+                maps["direction"].reshape(-1, 3)[idx])
+
+    def model(p: np.ndarray, mu: np.ndarray) -> np.ndarray:
+        return noddi_signal(bvals, bvecs, p[..., 0], p[..., 1], p[..., 2], mu)
+
+    p_us, mu_us = pick(ours)
+    p_am, mu_am = pick(theirs)
+    e_dm = model(p_dm, mu_dm)
+    # dmipy's prediction is S0 x E with its own S0 (the mean b0)
+    s0_dm = sig[:, b0].mean(axis=1, keepdims=True)
+    check = float(np.max(np.abs(predicted / s0_dm - e_dm)))
+    sse = {"microvba": np.sum((model(p_us, mu_us) - y) ** 2, axis=1),
+           "AMICO": np.sum((model(p_am, mu_am) - y) ** 2, axis=1),
+           "dmipy": np.sum((e_dm - y) ** 2, axis=1)}
+
+    def r(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+        return {k: float(np.corrcoef(a[:, j], b[:, j])[0, 1]) for j, k in enumerate(METRICS)}
+
+    return {"n": int(idx.size), "model_check": check,
+            "r": {"microvba vs dmipy": r(p_us, p_dm), "AMICO vs dmipy": r(p_am, p_dm),
+                  "microvba vs AMICO": r(p_us, p_am)},
+            "mae": {"microvba vs dmipy": {k: float(np.mean(np.abs(p_us[:, j] - p_dm[:, j])))
+                                          for j, k in enumerate(METRICS)}},
+            "sse": {k: float(np.median(v)) for k, v in sse.items()},
+            "microvba_lower": float(np.mean(sse["microvba"] <= sse["dmipy"])),
+            "dmipy_odi_bound": int(np.sum(p_dm[:, 1] >= 0.99)),
+            "dmipy_icvf_bound": int(np.sum((p_dm[:, 0] >= 0.99) | (p_dm[:, 0] <= 0.01)))}
+
+
 def agreement(ours: dict, theirs: dict, mask: np.ndarray) -> tuple[dict[str, float], int]:
     """Pearson r per metric in tissue voxels (AMICO ISOVF < 0.5, ODI below its top node)."""
     tissue = tissue_voxels(ours, theirs, mask)
@@ -159,7 +276,8 @@ def agreement(ours: dict, theirs: dict, mask: np.ndarray) -> tuple[dict[str, flo
              for k in METRICS}, int(tissue.sum()))
 
 
-def compare(name: str, workdir: Path, n_lsq: int = 300) -> dict:
+def compare(name: str, workdir: Path, n_lsq: int = 300, n_dmipy: int = 0,
+            dmipy_path: str | None = None) -> dict:
     """r of microvba (default and toolbox-compatible) against AMICO on one crop."""
     d = DATA / "dwi"
     dwi, bval, bvec = (d / f"{name}_dwi.nii.gz", d / f"{name}_dwi.bval",
@@ -174,6 +292,10 @@ def compare(name: str, workdir: Path, n_lsq: int = 300) -> dict:
     if n_lsq > 0:
         out["lsq"] = least_squares_reference(dwi, bval, bvec, ours, theirs,
                                              tissue_voxels(ours, theirs, m), n_lsq)
+    if n_dmipy > 0:
+        out["dmipy"] = dmipy_reference(dwi, bval, bvec, ours, theirs,
+                                       tissue_voxels(ours, theirs, m), n_dmipy,
+                                       dmipy_path=dmipy_path)
     return out
 
 
@@ -182,12 +304,18 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="keep the maps in this folder")
     ap.add_argument("--lsq", type=int, default=300,
                     help="tissue voxels per crop for the least-squares reference (0: skip)")
+    ap.add_argument("--dmipy", type=int, default=0,
+                    help="tissue voxels per crop fitted by dmipy 1.0.5 brute2fine (0: skip)")
+    ap.add_argument("--dmipy-path", default=None,
+                    help="folder holding dmipy 1.0.5 (pip install --no-deps --target DIR)")
+    ap.add_argument("--crops", default=",".join(CROPS))
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         base = args.out or Path(tmp)
-        for name in CROPS:
-            res = compare(name, base / name, args.lsq)
+        for name in args.crops.split(","):
+            res = compare(name, base / name, args.lsq, args.dmipy, args.dmipy_path)
             lsq = res.pop("lsq", None)
+            dm = res.pop("dmipy", None)
             for mode, (r, n) in res.items():
                 print(f"{name:7s} microvba {mode:8s} vs AMICO, {n} tissue voxels: "
                       + "  ".join(f"{k} r={r[k]:.3f}" for k in METRICS), flush=True)
@@ -200,6 +328,18 @@ def main() -> None:
                 print(f"{name:7s} median SSE (S/S0, S0 = mean b0): microvba {s['microvba']:.4f}"
                       f"  AMICO {s['AMICO']:.4f}  optimum {s['optimum']:.4f}; microvba lower "
                       f"than AMICO in {lsq['microvba_lower']:.0%} of voxels", flush=True)
+            if dm is not None:
+                for pair, r in dm["r"].items():
+                    print(f"{name:7s} {pair}, {dm['n']} voxels: "
+                          + "  ".join(f"{k} r={r[k]:.3f}" for k in METRICS), flush=True)
+                s = dm["sse"]
+                print(f"{name:7s} median SSE: microvba {s['microvba']:.4f}  AMICO "
+                      f"{s['AMICO']:.4f}  dmipy {s['dmipy']:.4f}; microvba <= dmipy in "
+                      f"{dm['microvba_lower']:.0%} of voxels; MAE microvba-dmipy "
+                      + "  ".join(f"{k} {v:.4f}" for k, v in dm["mae"]["microvba vs dmipy"].items())
+                      + f"; dmipy at ODI bound {dm['dmipy_odi_bound']}, ICVF bound "
+                      f"{dm['dmipy_icvf_bound']}; forward models differ by at most "
+                      f"{dm['model_check']:.1e}", flush=True)
 
 
 if __name__ == "__main__":

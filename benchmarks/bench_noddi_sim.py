@@ -14,6 +14,11 @@ against the planted values, both tools on the same voxels with d_par set for the
 Usage::
 
     .venv/bin/python benchmarks/bench_noddi_sim.py [--voxels 2000] [--no-amico]
+        [--schemes full,half,3shell] [--tissues wm,gm] [--variants]
+
+``--variants`` adds two microvba rows per cell for the diagnosis of the cells below AMICO:
+``microvba no floor`` (``noise="none"``: least squares, as AMICO) and ``microvba 3 LM``
+(three Levenberg-Marquardt iterations on all measurements instead of one).
 """
 
 from __future__ import annotations
@@ -89,12 +94,19 @@ def cell_data(gtab, tissue, n, rng):
     return d_par, np.concatenate(parts), truths, np.concatenate(labels)
 
 
+def _maps(raw: np.ndarray) -> dict[str, np.ndarray]:
+    return {"icvf": raw[:, 0], "isovf": raw[:, 1], "odi": kappa_to_odi(raw[:, 2])}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--voxels", type=int, default=2000, help="voxels per cell")
     ap.add_argument("--no-amico", action="store_true")
     ap.add_argument("--schemes", default="full,half,3shell",
                     help="comma-separated subset of full, half, 3shell")
+    ap.add_argument("--tissues", default="wm,gm")
+    ap.add_argument("--variants", action="store_true",
+                    help="also microvba without a floor and with 3 full LM iterations")
     args = ap.parse_args()
     rng = np.random.default_rng(13)
     full = dsi515()
@@ -108,16 +120,29 @@ def main() -> None:
     for name, gtab in schemes:
         for tissue in ("wm", "gm"):
             d_par, data, truths, labels = cell_data(gtab, tissue, args.voxels, rng)
+            if tissue not in args.tissues.split(","):
+                continue  # drawn all the same, so that the other cells keep their draws
             model = NoddiModel(gtab, d_par=d_par)
-            raw = model.fit(data).params
-            ours = {"icvf": raw[:, 0], "isovf": raw[:, 1], "odi": kappa_to_odi(raw[:, 2])}
+            ours = _maps(model.fit(data).params)
+            extra = []
+            if args.variants:
+                extra.append(("microvba no floor", _maps(
+                    NoddiModel(gtab, d_par=d_par, noise="none").fit(data).params)))
+                from microvba.models import noddi as noddi_mod
+
+                saved = noddi_mod.N_DIR_ITER
+                noddi_mod.N_DIR_ITER = 3
+                try:
+                    extra.append(("microvba 3 LM", _maps(model.fit(data).params)))
+                finally:
+                    noddi_mod.N_DIR_ITER = saved
             theirs = None
             if not args.no_amico:
                 with tempfile.TemporaryDirectory() as tmp:
                     theirs = fit_amico(gtab, data, d_par, Path(tmp))[0]
             for snr, p in zip(SNRS, truths, strict=True):
                 sel = labels == snr
-                rows = [("microvba", ours)] + ([("AMICO", theirs)] if theirs else [])
+                rows = [("microvba", ours)] + extra + ([("AMICO", theirs)] if theirs else [])
                 for tool, est in rows:
                     acc = accuracy({k: v[sel] for k, v in est.items()}, p)
                     print(f"| {name} | {tissue} | {snr:g} | {tool} | " + " | ".join(

@@ -140,3 +140,62 @@ def test_independent_of_threads_and_chunks(dsi515, rng):
     # the Fortran-ordered array nibabel returns is read in slabs: same maps
     fortran = model.fit(np.asfortranarray(data), mask, chunk_size=50)
     assert np.array_equal(fortran.params, results[0].params, equal_nan=True)
+
+
+def _pair_variance_numpy(signals, pairs):
+    """The pairs estimator as it was first written (vectorised NumPy, float64): the
+    reference for the compiled one."""
+    from microvba.models.noise import PAIR_MIN_SNR
+
+    s = np.asarray(signals, dtype=np.float64)
+    xa, xb = s[:, pairs[:, 0]], s[:, pairs[:, 1]]
+    half_d2 = 0.5 * (xa - xb) ** 2
+    mean = 0.5 * (xa + xb)
+    var = np.median(half_d2, axis=1) / 0.4549
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for _ in range(2):
+            use = mean >= PAIR_MIN_SNR * np.sqrt(var)[:, None]
+            n = use.sum(axis=1)
+            var = np.where(n > 0, np.sum(np.where(use, half_d2, 0.0), axis=1) / n, np.nan)
+    return var
+
+
+def test_median_matches_numpy(rng):
+    from microvba.models.noise import _median_inplace
+
+    for n in (1, 2, 3, 4, 5, 10, 11, 63, 64, 65, 256, 257, 1000):
+        for t in range(40):
+            kind = t % 4
+            x = (rng.normal(size=n), rng.integers(0, 4, n).astype(float),
+                 np.sort(rng.chisquare(1, n)), np.sort(rng.normal(size=n))[::-1].copy())[kind]
+            assert _median_inplace(x.copy()) == np.median(x), (n, kind)
+    # the sampled pivots miss the middle ranks (every sampled position holds a top value):
+    # the fallback selection over all values
+    x = np.arange(257.0)
+    x[::257 // 15] += 1000.0
+    assert _median_inplace(x.copy()) == np.median(x)
+
+
+def test_compiled_pairs_and_fused_fit_equal_the_two_pass_fit(dsi515, rng):
+    """The compiled pairs estimator equals the NumPy formula, and the fit that estimates
+    each row's variance in its own pass (unpooled rows) gives the maps of the two-pass fit
+    (variance first, then the fit with that sigma) to 1e-6: the only difference is the
+    sigma -> variance round trip of the two-pass route (about one ulp)."""
+    data, _, _ = _image(dsi515, rng, shape=(10, 6, 4))
+    rows = data.reshape(-1, dsi515.n_volumes)
+    rows[3] = np.nan                      # a row without an estimate
+    rows[5, ::7] = rows[5, 1::7][: rows[5, ::7].size]  # broken pairs in another
+    model = NoddiModel(dsi515)
+    assert model.noise_method == "pairs"
+    ref = _pair_variance_numpy(rows, model._pairs)
+    from microvba.models.noise import pair_variance
+
+    np.testing.assert_allclose(pair_variance(rows, model._pairs), ref, rtol=1e-12)
+    assert np.isnan(ref[3])
+    fused = model.fit(rows)
+    two_pass = model.fit_voxels(rows, sigma=np.sqrt(np.nan_to_num(ref)))
+    np.testing.assert_allclose(fused.sigma, np.sqrt(np.nan_to_num(ref)), rtol=1e-12)
+    for col in range(9):
+        np.testing.assert_allclose(fused.params[:, col], two_pass[:, col], rtol=0, atol=1e-6,
+                                   equal_nan=True)
+    assert np.isnan(fused.params[3]).all() and np.isfinite(fused.params[[0, 5]]).all()

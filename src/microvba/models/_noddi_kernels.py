@@ -46,6 +46,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .noise import PAIR_MIN_SNR, pair_variance_row
+
 # output columns
 OUT_ICVF, OUT_ISOVF, OUT_KAPPA, OUT_TAU, OUT_NRMSE, OUT_S0 = 0, 1, 2, 3, 4, 5
 OUT_DIR = 6  # 6, 7, 8
@@ -712,10 +714,14 @@ def _valid_signal(y, count, b0_idx):
 @njit(cache=True, nogil=True, parallel=True)
 def _fit_rows(data, rows, groups, count, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso, ub, sub,
               table, k_nodes, tau_nodes, k_fine, n_j, coarse, coarse_j, n_sub_iter, n_iter,
-              fit_dir, lm_rtol, fit_floor, tie, sigma2, posterior, tau_grid_kappa, out, phi):
+              fit_dir, lm_rtol, fit_floor, tie, sigma2, posterior, tau_grid_kappa, out, phi,
+              pair_a, pair_b, pair_snr, fuse_pairs, var_out):
     """Fit row rows[t] of data into out[t] (and the squared noise floor into phi[t]), with
     the Rician noise variance sigma2[t] (signal units squared; the start value where
     ``fit_floor``) and, with ``tie``, S0 fixed at the mean b0;
+    with ``fuse_pairs`` the variance is instead estimated from the row itself by
+    :func:`~microvba.models.noise.pair_variance_row` over the volume pairs
+    (pair_a[i], pair_b[i]) and written to var_out[t] (one read of the row for both);
     measurement u is the mean of data[v, members[starts[u]:starts[u + 1]]], with
     ``groups`` = (members, starts, first, second, big): the first two members of each group
     (equal for a single volume) and the groups of more than two."""
@@ -739,8 +745,15 @@ def _fit_rows(data, rows, groups, count, b0_idx, pinv, xmat_t, xprod, bvecs, q, 
         vecs = np.empty((_N_VECS, N_THETA))
         act = np.empty(N_THETA, np.int64)
         idx = np.empty(n, np.int64)
+        pwork = np.empty((3, pair_a.size))
         for t in range(bi * block, min((bi + 1) * block, nv)):
             v = rows[t]
+            s2 = sigma2[t]
+            if fuse_pairs:
+                s2 = pair_variance_row(data, v, pair_a, pair_b, pair_snr, pwork)
+                var_out[t] = s2
+                if not (np.isfinite(s2) and s2 > 0.0):
+                    s2 = 0.0
             # groups of one or two volumes (all of them in most schemes) in one
             # branch-free pass; larger groups (repeated b0s) after it
             within = 0.0
@@ -768,20 +781,24 @@ def _fit_rows(data, rows, groups, count, b0_idx, pinv, xmat_t, xprod, bvecs, q, 
                 continue
             _fit_voxel(y, within, count, sw, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso, ub, sub, table,
                        k_nodes, tau_nodes, k_fine, n_j, coarse, coarse_j, n_sub_iter, n_iter,
-                       fit_dir, lm_rtol, fit_floor, tie, sigma2[t], posterior, tau_grid_kappa,
+                       fit_dir, lm_rtol, fit_floor, tie, s2, posterior, tau_grid_kappa,
                        out[t], ws, wss, cbin, ibuf, res, prof, phi[t:t + 1], mats, vecs, act,
                        idx)
 
 
 def fit_voxels(data, groups, count, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso, ub, sub,
                table, k_nodes, tau_nodes, k_fine, n_j, coarse, coarse_j, n_sub_iter, n_iter,
-               fit_dir, lm_rtol, sigma2, tie, posterior, tau_grid_kappa):
+               fit_dir, lm_rtol, sigma2, tie, posterior, tau_grid_kappa, pairs=None):
     """Fit every row of ``data`` (n_voxels, n_volumes); returns (n_voxels, N_OUT).
 
     The model arrays are per measurement (a group of equivalent volumes, see
     :func:`~microvba.models.gradients.antipodal_groups`), the grid-search subset ``sub``
     first. ``sigma2`` (n_voxels,): the Rician noise variance of each row in signal units
-    squared (0: no floor); ``tie``: S0 fixed at the mean b0 (else fitted)."""
+    squared (0: no floor); ``tie``: S0 fixed at the mean b0 (else fitted).
+
+    ``pairs`` ((n_pairs, 2) volume indices): estimate each row's variance from its pairs
+    of repeated volumes in the same pass (:func:`~microvba.models.noise.pair_variance`,
+    unpooled; ``sigma2`` is ignored) and return ``(out, variance)``."""
     nv = data.shape[0]
     args = (groups, count, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso, ub, sub, table, k_nodes,
             tau_nodes, k_fine, n_j, coarse, coarse_j, n_sub_iter, n_iter, fit_dir, lm_rtol)
@@ -789,9 +806,20 @@ def fit_voxels(data, groups, count, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso,
     phi = np.empty(nv)
     data = _kernel_input(data)
     sigma2 = np.ascontiguousarray(np.broadcast_to(np.asarray(sigma2, np.float64), (nv,)))
+    fuse = pairs is not None and len(pairs) > 0
+    pa, pb = _pair_columns(pairs if fuse else None)
+    var = np.full(nv, np.nan)
     _fit_rows(data, np.arange(nv), *args, False,
-              bool(tie), sigma2, posterior, tau_grid_kappa, out, phi)
-    return out
+              bool(tie), sigma2, posterior, tau_grid_kappa, out, phi, pa, pb, PAIR_MIN_SNR,
+              fuse, var)
+    return (out, var) if pairs is not None else out
+
+
+def _pair_columns(pairs):
+    if pairs is None:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+    return np.ascontiguousarray(pairs[:, 0]), np.ascontiguousarray(pairs[:, 1])
 
 
 def _kernel_input(data):
@@ -807,6 +835,8 @@ def free_floor(data, args, tie, tau_grid_kappa):
     nv = data.shape[0]
     out = np.empty((nv, N_OUT))
     phi = np.empty(nv)
+    pa, pb = _pair_columns(None)
     _fit_rows(_kernel_input(data), np.arange(nv), *args, True,
-              bool(tie), np.zeros(nv), False, tau_grid_kappa, out, phi)
+              bool(tie), np.zeros(nv), False, tau_grid_kappa, out, phi, pa, pb, PAIR_MIN_SNR,
+              False, np.empty(0))
     return phi

@@ -417,6 +417,8 @@ class NoddiModel:
         estimated per row by :meth:`noise_variance` (no spatial pooling)."""
         from ._noddi_kernels import fit_voxels
 
+        if sigma is None and floor is None and self.noise_method == "pairs":
+            return self._fit_fused(signals)[0]
         if sigma is not None:
             sigma2 = np.square(np.asarray(sigma, np.float64))
         elif floor is not None:
@@ -427,6 +429,15 @@ class NoddiModel:
         return fit_voxels(signals, *self._kernel_args(), sigma2, self.fixed_s0,
                           self.posterior, self._tau_kappa)
 
+    def _fit_fused(self, signals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Fit with each row's own unpooled ``pairs`` variance, estimated in the fit's pass
+        over the row (the same estimator as :meth:`noise_variance`, without a second read
+        of the data); returns (parameter rows, variances)."""
+        from ._noddi_kernels import fit_voxels
+
+        return fit_voxels(signals, *self._kernel_args(), 0.0, self.fixed_s0, self.posterior,
+                          self._tau_kappa, pairs=self._pairs)
+
     def fit(self, data: np.ndarray, mask: np.ndarray | None = None,
             chunk_size: int = _CHUNK, progress_desc: str | None = None) -> NoddiFit:
         """Fit every voxel of ``data`` (..., n_volumes) inside ``mask``, chunk by chunk.
@@ -436,21 +447,34 @@ class NoddiModel:
         signal and its noise level only, so the maps do not depend on the chunk size or the
         number of threads. The noise sd (:attr:`NoddiFit.sigma`) is estimated per voxel and,
         in a 3-D image, pooled over the mask in a 3x3x3 neighbourhood
-        (:mod:`microvba.models.noise`)."""
+        (:mod:`microvba.models.noise`): a pass over the data before the fit. Where nothing
+        is pooled (an (n, n_volumes) array) and the method is ``pairs``, each row's variance
+        is estimated inside the fit's own pass over the row (one read of the data; the same
+        estimator, maps equal to the two-pass route's to 1e-6)."""
         from .._logging import progress
 
         data, mask = check_data(self.gtab, data, mask)
         spatial = data.shape[:-1]
         n_spatial = int(np.prod(spatial))
         var = np.full(n_spatial, np.nan)
+        pooled = len(spatial) == 3 and mask.sum() > 1
+        full = np.full((n_spatial, 9), np.nan)
+        if self.noise_method == "pairs" and not pooled:
+            # nothing to pool: each row's variance is estimated in the fit's own pass
+            chunks = list(_mask_chunks(data, mask, chunk_size, read=False))
+            for idx, _ in progress(chunks, desc=progress_desc or "NODDI", total=len(chunks),
+                                   unit="chunk"):
+                full[idx], var[idx] = self._fit_fused(_read_voxels(data, idx))
+            sigma = np.where(mask.ravel(), np.sqrt(np.maximum(np.nan_to_num(var), 0.0)), np.nan)
+            return NoddiFit(full.reshape(spatial + (9,)), mask, sigma.reshape(spatial),
+                            self.noise_method)
         if self.noise_method != "none":
             for idx, sig in _mask_chunks(data, mask, chunk_size):
                 var[idx] = self.noise_variance(sig)
-            if len(spatial) == 3 and mask.sum() > 1:
+            if pooled:
                 var = pool_variance(var.reshape(spatial), mask).ravel()
         else:
             var[np.flatnonzero(mask.ravel())] = 0.0
-        full = np.full((n_spatial, 9), np.nan)
         chunks = list(_mask_chunks(data, mask, chunk_size, read=False))
         for idx, _ in progress(chunks, desc=progress_desc or "NODDI", total=len(chunks),
                                unit="chunk"):
@@ -474,6 +498,12 @@ def _mask_chunks(data: np.ndarray, mask: np.ndarray, chunk_size: int, read: bool
     """Yield (flat C-order voxel indices, (n, n_volumes) signals or None) of the mask in slabs
     of whole slices along the slowest axis of ``data``, about ``chunk_size`` voxels each
     (at least one slice)."""
+    if mask.ndim <= 1:  # rows of a (n, n_volumes) array: consecutive runs of the mask
+        idx_all = np.flatnonzero(mask)
+        for s in range(0, idx_all.size, chunk_size):
+            idx = idx_all[s:s + chunk_size]
+            yield idx, (_read_voxels(data, idx) if read else None)
+        return
     axis = _slab_axis(data)
     flat_index = np.arange(mask.size).reshape(mask.shape)
     n_slices = mask.shape[axis] if mask.ndim else 1
