@@ -57,6 +57,12 @@ def _decode_masks(masks: dict[int, tuple[np.ndarray, np.ndarray, nib.Nifti1Image
     """Decode each ``{id: (mask, affine, stat image or None)}``; write
     ``{prefix}_cluster-{id}_vocab-{v}_*`` files and the ``{prefix}_decoding.json`` sidecar."""
     outputs: dict[int, dict[str, Path]] = {i: {} for i in masks}
+    # each cluster's mask image and its statistic map inside it: built once, decoded per
+    # vocabulary
+    rois = {cid: nib.Nifti1Image(mask.astype(np.uint8), affine)
+            for cid, (mask, affine, _) in masks.items()}
+    stat_maps = {cid: _stat_inside(mask, rois[cid], stat, cid)
+                 for cid, (mask, _, stat) in masks.items()}
     thresholds: dict[str, float] = {}
     kernel_mm = 6.0
     outside: dict[int, dict[str, float]] = {}
@@ -68,26 +74,18 @@ def _decode_masks(masks: dict[int, tuple[np.ndarray, np.ndarray, nib.Nifti1Image
         path = write_dropped(lost, out_dir / D.decoding_stem(prefix, vocab))
         dropped[vocab] = {k: v for k, v in dropped_summary(lost, path).items()
                           if k != "reasons"}
-        for cid, (mask, affine, stat) in masks.items():
+        for cid in masks:
             stem = out_dir / D.decoding_stem(prefix, vocab, cid)
-            table = dec.decode_roi(nib.Nifti1Image(mask.astype(np.uint8), affine))
+            table = dec.decode_roi(rois[cid])
             outside[cid] = roi_summary(table)
             files = outputs[cid]
             written = write_decoding(table, stem, D.DECODING)
             files[f"{vocab}_tsv"], files[f"{vocab}_bar"] = written["tsv"], written["bar"]
             files[f"{vocab}_polar"] = written["polar"]
-            if stat is not None:
-                data = np.asarray(stat.dataobj, dtype=np.float32)
-                inside = _resampled_mask(mask, nib.Nifti1Image(mask.astype(np.uint8), affine),
-                                         stat)
-                values = np.where(inside, data, 0.0).astype(np.float32)
-                if np.ptp(values) == 0:
-                    log.warning("cluster %d: the statistic map is constant inside it; "
-                                "no map decoding", cid)
-                else:
-                    table_map = dec.decode_map(nib.Nifti1Image(values, stat.affine))
-                    files[f"{vocab}_map_tsv"] = write_decoding(
-                        table_map, stem, D.MAP_DECODING, figures=False)["tsv"]
+            if stat_maps[cid] is not None:
+                table_map = dec.decode_map(stat_maps[cid])
+                files[f"{vocab}_map_tsv"] = write_decoding(
+                    table_map, stem, D.MAP_DECODING, figures=False)["tsv"]
             n_sig = int(table["significant"].sum())
             log.info("%s cluster %d, %s: top %s (%d significant)", prefix, cid, vocab,
                      table["feature"].iloc[0], n_sig)
@@ -98,6 +96,20 @@ def _decode_masks(masks: dict[int, tuple[np.ndarray, np.ndarray, nib.Nifti1Image
                make_sidecar(params, ClusterVoxels={str(k): v for k, v in outside.items()},
                             DroppedFeatures=dropped, **(extra or {})))
     return outputs
+
+
+def _stat_inside(mask: np.ndarray, mask_img: nib.Nifti1Image,
+                 stat: nib.Nifti1Image | None, cid: int) -> nib.Nifti1Image | None:
+    """The statistic map inside one cluster (zero outside) for map decoding; None without a
+    statistic map or where it is constant inside the cluster (logged)."""
+    if stat is None:
+        return None
+    data = np.asarray(stat.dataobj, dtype=np.float32)
+    values = np.where(_resampled_mask(mask, mask_img, stat), data, 0.0).astype(np.float32)
+    if np.ptp(values) == 0:
+        log.warning("cluster %d: the statistic map is constant inside it; no map decoding", cid)
+        return None
+    return nib.Nifti1Image(values, stat.affine)
 
 
 def decode_clusters(label_img: str | Path | nib.Nifti1Image, out_dir: str | Path, prefix: str,

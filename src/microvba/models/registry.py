@@ -123,13 +123,21 @@ def _weighting(text: str) -> str | float:
     return value
 
 
-def _positive_float(text: str) -> float:
+def _converted(text: str, kind: type[int] | type[float]) -> int | float:
+    """``kind(text)``, or the argparse error that names what was expected."""
     import argparse
 
     try:
-        value = float(text)
+        return kind(text)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from exc
+        noun = "an integer" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"not {noun}: {text!r}") from exc
+
+
+def _positive_float(text: str) -> float:
+    import argparse
+
+    value = _converted(text, float)
     if not np.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"{text} must be > 0")
     return value
@@ -138,10 +146,7 @@ def _positive_float(text: str) -> float:
 def _even_order(text: str) -> int:
     import argparse
 
-    try:
-        value = int(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from exc
+    value = _converted(text, int)
     if value < 2 or value % 2:
         raise argparse.ArgumentTypeError(f"{text}: the radial order must be even and >= 2")
     return value
