@@ -46,7 +46,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .noise import PAIR_MIN_SNR, pair_variance_row
+from .noise import pair_variance_row
 
 # output columns
 OUT_ICVF, OUT_ISOVF, OUT_KAPPA, OUT_TAU, OUT_NRMSE, OUT_S0 = 0, 1, 2, 3, 4, 5
@@ -583,8 +583,16 @@ def _fit_voxel(y, within, count, sw, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso
     bvecs_s, q_s, e0_s, eiso_s, ub_s, sw_s, eiso_g = sub
     ns = q_s.size
     ys = wss[0]
-    for i in range(ns):
-        ys[i] = yn[i] * sw_s[i]
+    phi0 = floor_abs2 / (s0 * s0)
+    if phi0 > 0.0:
+        # the grid's start on the floor-corrected magnitude sqrt(max(y^2 - phi, 0)) (the
+        # inverse of the floor's large-signal mean sqrt(m^2 + phi)): least squares on the raw
+        # magnitude starts the polish from a node biased by the floor (ICVF up, ISOVF down)
+        for i in range(ns):
+            ys[i] = np.sqrt(max(yn[i] * yn[i] - phi0, 0.0)) * sw_s[i]
+    else:
+        for i in range(ns):
+            ys[i] = yn[i] * sw_s[i]
     cw, c2, ld, eic, bk, tmp = wss[1], wss[2], wss[3], wss[4], wss[5], wss[6]
     scratch = wss[7:9]
     n_c = table.shape[2] - 1
@@ -715,7 +723,7 @@ def _valid_signal(y, count, b0_idx):
 def _fit_rows(data, rows, groups, count, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso, ub, sub,
               table, k_nodes, tau_nodes, k_fine, n_j, coarse, coarse_j, n_sub_iter, n_iter,
               fit_dir, lm_rtol, fit_floor, tie, sigma2, posterior, tau_grid_kappa, out, phi,
-              pair_a, pair_b, pair_snr, fuse_pairs, var_out):
+              pair_a, pair_b, fuse_pairs, var_out):
     """Fit row rows[t] of data into out[t] (and the squared noise floor into phi[t]), with
     the Rician noise variance sigma2[t] (signal units squared; the start value where
     ``fit_floor``) and, with ``tie``, S0 fixed at the mean b0;
@@ -750,7 +758,7 @@ def _fit_rows(data, rows, groups, count, b0_idx, pinv, xmat_t, xprod, bvecs, q, 
             v = rows[t]
             s2 = sigma2[t]
             if fuse_pairs:
-                s2 = pair_variance_row(data, v, pair_a, pair_b, pair_snr, pwork)
+                s2 = pair_variance_row(data, v, pair_a, pair_b, pwork)
                 var_out[t] = s2
                 if not (np.isfinite(s2) and s2 > 0.0):
                     s2 = 0.0
@@ -810,7 +818,7 @@ def fit_voxels(data, groups, count, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso,
     pa, pb = _pair_columns(pairs if fuse else None)
     var = np.full(nv, np.nan)
     _fit_rows(data, np.arange(nv), *args, False,
-              bool(tie), sigma2, posterior, tau_grid_kappa, out, phi, pa, pb, PAIR_MIN_SNR,
+              bool(tie), sigma2, posterior, tau_grid_kappa, out, phi, pa, pb,
               fuse, var)
     return (out, var) if pairs is not None else out
 
@@ -837,6 +845,6 @@ def free_floor(data, args, tie, tau_grid_kappa):
     phi = np.empty(nv)
     pa, pb = _pair_columns(None)
     _fit_rows(_kernel_input(data), np.arange(nv), *args, True,
-              bool(tie), np.zeros(nv), False, tau_grid_kappa, out, phi, pa, pb, PAIR_MIN_SNR,
+              bool(tie), np.zeros(nv), False, tau_grid_kappa, out, phi, pa, pb,
               False, np.empty(0))
     return phi

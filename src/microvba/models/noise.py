@@ -8,9 +8,11 @@ Three estimators, chosen by what the scheme holds (``method="auto"``, :func:`cho
     variance equals the Gaussian :math:`\sigma^2` (Gudbjartsson & Patz 1995).
 ``pairs``
     one b0 but repeated diffusion-weighted directions (a full-sphere DSI grid: antipodal
-    pairs, same b, direction up to sign): half the mean squared difference of each pair,
-    over the pairs whose mean is at least :data:`PAIR_MIN_FRACTION` of the b0 (a Rician
-    magnitude closer to the floor has a smaller variance).
+    pairs, same b, direction up to sign): the half squared difference of each pair divided
+    by the Rician variance factor of its mean, :math:`\hat\sigma^2 =
+    \sum_i \tfrac12(x_a-x_b)_i^2 / \sum_i \xi(\bar x_i/\hat\sigma)`, over all pairs
+    (a magnitude near the floor has a variance below :math:`\sigma^2`: :math:`\xi` from
+    :math:`2\sigma^2+A^2-\mathrm E[M]^2`, Koay & Basser 2006).
 ``residual``
     neither: the noise variance fitted freely by the NODDI model in each voxel (see
     :func:`microvba.models._noddi_kernels.free_floor`); it also absorbs model misfit, so it
@@ -25,6 +27,8 @@ References
 ----------
 Gudbjartsson H, Patz S (1995) The Rician distribution of noisy MRI data. Magn Reson Med
 34:910-914.
+Koay CG, Basser PJ (2006) Analytically exact correction scheme for signal extraction from
+noisy magnitude MR signals. J Magn Reson 179:317-322.
 """
 
 from __future__ import annotations
@@ -39,11 +43,35 @@ FLOOR_B_MIN = 4000.0
 MIN_B0_REPEATS = 3
 #: fewest usable pairs of repeated diffusion-weighted directions for ``pairs``
 MIN_PAIRS = 10
-#: pairs whose mean is below this many sigma are not used (Rician variance < sigma^2)
-PAIR_MIN_SNR = 3.0
+#: fixed-point iterations of the ``pairs`` estimator after its median start
+PAIR_ITER = 4
 #: neighbourhood radius (voxels) of the spatial pooling
 POOL_RADIUS = 1
 METHODS = ("auto", "b0", "pairs", "residual", "none")
+
+
+def _rician_variance_table(u_max: float = 100.0, du: float = 0.01) -> np.ndarray:
+    r""":math:`\xi` on a uniform grid of :math:`u = \mathrm E[M]/\sigma` from
+    :math:`\sqrt{\pi/2}` (A = 0) to ``u_max`` (step ``du``): the variance of a Rician
+    magnitude :math:`M` in units of :math:`\sigma^2`, :math:`\xi(\theta) = 2 + \theta^2 -
+    \tfrac{\pi}{8} e^{-\theta^2/2}[(2+\theta^2) I_0(\theta^2/4) + \theta^2
+    I_1(\theta^2/4)]^2` with :math:`\theta = A/\sigma` (Koay & Basser 2006), as a
+    function of the mean :math:`\mathrm E[M]/\sigma = \sqrt{\pi/2}\,e^{-\theta^2/4}
+    [(1+\theta^2/2) I_0 + \tfrac{\theta^2}{2} I_1](\theta^2/4)`."""
+    from scipy.special import i0e, i1e
+
+    theta = np.linspace(0.0, u_max + 2.0, 40001)
+    x = theta * theta / 4.0
+    mean = np.sqrt(np.pi / 2.0) * ((1.0 + 2.0 * x) * i0e(x) + 2.0 * x * i1e(x))
+    xi = 2.0 + theta * theta - mean * mean
+    u = np.arange(np.sqrt(np.pi / 2.0), u_max, du)
+    return np.interp(u, mean, xi)
+
+
+#: :math:`\xi(u)` on u = sqrt(pi/2) + k * _XI_DU (see :func:`_rician_variance_table`)
+_XI_DU = 0.01
+_XI_U0 = float(np.sqrt(np.pi / 2.0))
+_XI = _rician_variance_table(du=_XI_DU)
 
 
 def repeated_pairs(bvals: np.ndarray, labels: np.ndarray, b0s_mask: np.ndarray) -> np.ndarray:
@@ -83,11 +111,14 @@ def b0_variance(signals: np.ndarray, b0_idx: np.ndarray) -> np.ndarray:
 
 
 def pair_variance(signals: np.ndarray, pairs: np.ndarray) -> np.ndarray:
-    r"""Per-row :math:`\hat\sigma^2 = \tfrac12\langle(x_a-x_b)^2\rangle` over the pairs whose
-    mean is at least :data:`PAIR_MIN_SNR` times :math:`\hat\sigma` (there the Rician
-    variance is within a few % of :math:`\sigma^2`); started from the median of
-    :math:`\tfrac12(x_a-x_b)^2` over all pairs divided by 0.4549 (the median of
-    :math:`\chi^2_1`) and refined twice. NaN where no pair qualifies.
+    r"""Per-row :math:`\hat\sigma^2 = \sum_i \tfrac12(x_a-x_b)_i^2 / \sum_i
+    \xi(\bar x_i / \hat\sigma)` over all pairs (:math:`\bar x_i` the pair's mean,
+    :math:`\xi` the Rician variance factor, :func:`_rician_variance_table`: near the floor a
+    magnitude varies less than :math:`\sigma^2`, 0.43 :math:`\sigma^2` at A = 0); started
+    from the median of :math:`\tfrac12(x_a-x_b)^2` divided by 0.4549 (the median of
+    :math:`\chi^2_1`) and refined :data:`PAIR_ITER` times. Using every pair, not only those
+    far above the floor, halves the scatter of :math:`\hat\sigma` at SNR 10 on DSI-515
+    (RESULTS.md, issue #13). NaN where no pair is finite.
 
     Compiled (numba), rows in parallel, reading ``signals`` in its own dtype: the
     vectorised NumPy form of the same estimator (a float64 copy of the whole chunk and
@@ -104,12 +135,12 @@ def pair_variance(signals: np.ndarray, pairs: np.ndarray) -> np.ndarray:
         out[:] = np.nan
         return out
     _pair_variance_rows(s, np.ascontiguousarray(pairs[:, 0]),
-                        np.ascontiguousarray(pairs[:, 1]), PAIR_MIN_SNR, out)
+                        np.ascontiguousarray(pairs[:, 1]), out)
     return out
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _pair_variance_rows(s, pa, pb, min_snr, out):
+def _pair_variance_rows(s, pa, pb, out):
     """:func:`pair_variance` of every row of ``s`` into ``out``."""
     n_pairs = pa.size
     n_rows = s.shape[0]
@@ -117,18 +148,19 @@ def _pair_variance_rows(s, pa, pb, min_snr, out):
     for bi in prange((n_rows + block - 1) // block):
         work = np.empty((3, n_pairs))
         for v in range(bi * block, min((bi + 1) * block, n_rows)):
-            out[v] = pair_variance_row(s, v, pa, pb, min_snr, work)
+            out[v] = pair_variance_row(s, v, pa, pb, work)
     return out
 
 
 @njit(cache=True, nogil=True)
-def pair_variance_row(s, v, pa, pb, min_snr, work):
+def pair_variance_row(s, v, pa, pb, work):
     """:func:`pair_variance` of row ``v`` of ``s`` (``work``: (3, n_pairs) scratch); the
     NODDI fit kernel calls it too, so that an unpooled fit estimates its floor from the row
     it has already read (:func:`microvba.models._noddi_kernels.fit_voxels`)."""
     n_pairs = pa.size
     half_d2, mean, sel = work[0], work[1], work[2]
     total = 0.0
+    sum_d2 = 0.0
     for i in range(n_pairs):
         xa = np.float64(s[v, pa[i]])
         xb = np.float64(s[v, pb[i]])
@@ -136,18 +168,21 @@ def pair_variance_row(s, v, pa, pb, min_snr, work):
         mean[i] = 0.5 * (xa + xb)
         sel[i] = half_d2[i]
         total += xa + xb
+        sum_d2 += half_d2[i]
     if not np.isfinite(total):  # a NaN or inf in any pair
         return np.nan
     var = _median_inplace(sel) / 0.4549
-    for _ in range(2):
-        thr = min_snr * np.sqrt(var)
+    n_xi = _XI.size
+    for _ in range(PAIR_ITER):
+        if not (var > 0.0):
+            return np.nan if n_pairs == 0 else var
+        inv_du = 1.0 / (np.sqrt(var) * _XI_DU)
         acc = 0.0
-        n = 0
-        for i in range(n_pairs):  # branch-free: adding 0.0 leaves acc unchanged
-            use = mean[i] >= thr
-            acc += half_d2[i] * use
-            n += use
-        var = acc / n if n > 0 else np.nan
+        for i in range(n_pairs):  # xi(u) interpolated on its uniform grid, branch-free
+            x = min(max((mean[i] * inv_du) - _XI_U0 / _XI_DU, 0.0), n_xi - 1.000001)
+            k = np.int64(x)
+            acc += _XI[k] + (x - k) * (_XI[k + 1] - _XI[k])
+        var = sum_d2 / acc
     return var
 
 
