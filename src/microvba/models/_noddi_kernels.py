@@ -15,13 +15,17 @@ weighted by the group size, see :func:`~microvba.models.gradients.antipodal_grou
    ``coarse``-th tau node, every ``coarse_j``-th f node) on the measurement subset;
 3. a bounded Levenberg-Marquardt polish of (tau, f, both amplitudes, direction) from the
    best node on the exact model (table interpolated bilinearly in :math:`|c|` and tau),
-   ``n_sub_iter`` iterations on the subset then ``n_iter`` on all measurements, with the
+   ``n_sub_iter`` iterations on the subset then ``n_iter`` on all measurements (up to
+   :data:`LOW_SNR_ITER`, until the residual stops falling, where
+   :math:`\sigma_v/S_0 > 1/`:data:`LOW_SNR`), with the
    Rician noise floor: the fitted magnitude is the Rician mean of the model :math:`m` for a
    noise variance :math:`\phi`, approximated by :math:`\sqrt{m^2+\phi} +
    (\sqrt{\pi/2}-1)\sqrt\phi\,e^{-m^2/(1.5\phi)}`; :math:`\phi = \sigma_v^2/S_0^2` with
    the voxel's own noise variance :math:`\sigma_v^2` (given per row to :func:`fit_voxels`;
-   fitted freely by :func:`free_floor`); with ``tie`` S0 is fixed at the mean b0 (the two
-   amplitudes sum to one, as in the NODDI toolbox);
+   fitted freely by :func:`free_floor`, which returns the residual estimate of
+   :func:`_residual_variance`); with ``tie`` S0 is fixed at the mean b0 (the two
+   amplitudes sum to one, as in the NODDI toolbox); with a floor the grid search (step 2)
+   runs on the floor-corrected magnitude :math:`\sqrt{\max(y^2-\phi, 0)}`;
 4. optionally (``posterior``), the tau node index is blended towards its posterior mean on
    the coarse profile, weight ``min(1, 2 sd / coarse)``.
 

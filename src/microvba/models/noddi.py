@@ -240,7 +240,10 @@ class NoddiModel:
        closed-form NNLS;
     3. Levenberg-Marquardt polish of :math:`(\tau, \nu_{ic})`, both amplitudes and the
        direction on the exact model, :data:`N_SUB_ITER` iterations on the subset and
-       then :data:`N_DIR_ITER` on all measurements, with a **Rician noise floor**: the fitted
+       then :data:`N_DIR_ITER` on all measurements (up to
+       :data:`~microvba.models._noddi_kernels.LOW_SNR_ITER` where the voxel's
+       :math:`\sigma/S_0 > 1/`:data:`~microvba.models._noddi_kernels.LOW_SNR`, stopping once
+       the residual falls by less than 0.1 %), with a **Rician noise floor**: the fitted
        magnitude is the Rician mean of the model :math:`m` for a noise variance
        :math:`\phi`, approximated by :math:`\sqrt{m^2+\phi} + (\sqrt{\pi/2}-1)
        \sqrt\phi\, e^{-m^2/(1.5\phi)}` (exact at :math:`m=0`, within about 1 % elsewhere).
@@ -367,6 +370,8 @@ class NoddiModel:
 
     def parameters(self) -> dict:
         """Settings recorded in sidecars."""
+        from ._noddi_kernels import LOW_SNR, LOW_SNR_ITER
+
         return {"model": "noddi", "d_par": self.d_par, "d_iso": self.d_iso,
                 "dti_bmax": self.dti_bmax, "direction": "tensor on all volumes + polish",
                 "n_tau": N_TAU, "n_icvf": N_ICVF, "posterior": self.posterior,
@@ -375,7 +380,8 @@ class NoddiModel:
                 "equivalent_volumes": "same b and direction up to sign averaged, weighted "
                                       "by count (exact for least squares)",
                 "lm_iterations": f"{N_SUB_ITER} on a {self._sub[1].size}-measurement subset "
-                                 f"+ {N_DIR_ITER} on all",
+                                 f"+ {N_DIR_ITER} on all (up to {LOW_SNR_ITER} where "
+                                 f"sigma/S0 > 1/{LOW_SNR:g})",
                 "noise_floor": "none (least squares)" if self.noise_method == "none" else
                 f"Rician floor per voxel, sigma from '{self.noise_method}'",
                 "noise_method": self.noise_method, "s0": self.s0_mode,

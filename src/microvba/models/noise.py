@@ -14,9 +14,10 @@ Three estimators, chosen by what the scheme holds (``method="auto"``, :func:`cho
     (a magnitude near the floor has a variance below :math:`\sigma^2`: :math:`\xi` from
     :math:`2\sigma^2+A^2-\mathrm E[M]^2`, Koay & Basser 2006).
 ``residual``
-    neither: the noise variance fitted freely by the NODDI model in each voxel (see
-    :func:`microvba.models._noddi_kernels.free_floor`); it also absorbs model misfit, so it
-    is the last resort.
+    neither: a NODDI fit of each voxel with the floor as a free parameter, then sigma from
+    that fit's residuals, :math:`\hat\sigma^2 = \mathrm{RSS} / (\sum_i \xi_i - p)`
+    (see :func:`microvba.models._noddi_kernels.free_floor`); it also absorbs model
+    misfit, so it is the last resort.
 
 In an image (``spatial`` not None) the per-voxel variances are pooled over the voxels of the
 mask in a :data:`POOL_RADIUS` neighbourhood (3x3x3: 27 times the degrees of freedom of one
