@@ -180,8 +180,8 @@ def main() -> None:
                             worse = (a - b) if j == 1 else (b - a)
                             if worse > 0:
                                 below.append(f"- {name} {tissue} SNR {snr:g}: {k.upper()} {what} "
-                                             f"{a:.3f} vs {b:.3f} (difference {worse:.3f}, "
-                                             f"bootstrap SE {se[k][j]:.3f}: "
+                                             f"{a:.4f} vs {b:.4f} (difference {worse:.4f}, "
+                                             f"bootstrap SE {se[k][j]:.4f}: "
                                              + ("within 1 SE" if worse <= se[k][j] else
                                                 f"{worse / se[k][j]:.1f} SE") + ")")
             if args.save:

@@ -333,6 +333,12 @@ N_THETA = 7
 #: 10-20 on DSI-515 one iteration leaves GM ODI short of the optimum (r 0.426 -> 0.473 at
 #: SNR 10), at SNR >= 30 one converges (RESULTS.md, issue #13)
 LOW_SNR = 25.0
+#: degrees of freedom taken from the residuals by :func:`_residual_variance`: 3, not the 7
+#: fitted parameters: calibrated on the independent simulator (DSI-515 half sphere, S0
+#: 0.3-3x, Rician SNR 10/20/50): median sigma / truth 1.009 / 0.994 / 0.995 with 3, 1.033
+#: / 1.005 / 1.002 with 7 (the floor's approximate Rician mean leaves a little misfit near
+#: the floor, which the full correction counts twice at SNR 10)
+_RESID_DOF = 3.0
 LOW_SNR_ITER = 3
 LOW_SNR_RTOL = 1e-3
 _LM_ROWS = 9 + N_THETA
@@ -702,7 +708,7 @@ def _residual_variance(theta, mu, e1, e2, bvecs, q, table, ub, eiso, yn, sw, cou
     - p)`, with :math:`\hat M_i` the fitted Rician mean of measurement i (count
     :math:`c_i`), :math:`W` the scatter within groups of equivalent volumes,
     :math:`\xi` the Rician variance factor (:func:`~microvba.models.noise.pair_variance`),
-    p = 7 fitted parameters; three fixed-point steps from the fitted floor
+    p = :data:`_RESID_DOF`; three fixed-point steps from the fitted floor
     :math:`\phi`. The floor parameter alone is poorly determined where the signal stays
     far above it (at SNR 50 its scatter was +-48 % between voxels); the residuals
     measure sigma directly there, and near the floor :math:`\xi` accounts for the smaller
@@ -721,7 +727,7 @@ def _residual_variance(theta, mu, e1, e2, bvecs, q, table, ub, eiso, yn, sw, cou
         em[i] = np.sqrt(m * m + phi + 1e-300) + _RICE_A * ex[i] * sd
     var = phi
     if not (var > 0.0):
-        var = rss / max(np.sum(count) - 7.0, 1.0)
+        var = rss / max(np.sum(count) - _RESID_DOF, 1.0)
     n_xi = _XI.size
     for _ in range(3):
         if not (var > 0.0):
@@ -732,7 +738,7 @@ def _residual_variance(theta, mu, e1, e2, bvecs, q, table, ub, eiso, yn, sw, cou
             x = min(max(em[i] * inv_du - _XI_U0 / _XI_DU, 0.0), n_xi - 1.000001)
             k = np.int64(x)
             acc += count[i] * (_XI[k] + (x - k) * (_XI[k + 1] - _XI[k]))
-        var = rss / max(acc - 7.0, 1.0)
+        var = rss / max(acc - _RESID_DOF, 1.0)
     return var
 
 
