@@ -98,6 +98,84 @@ def selected_active_counts(sel_ptr, sel_idx, a_ptr, a_idx, n_voxels):
     return out
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _window_update(col, lo, hi, step, vox_ptr, studies, feat_ptr, feat_idx, mult, acc):
+    """Add (``step`` = 1) or remove (-1) the peaks of padded voxels ``col + lo..hi`` (one
+    z column) from the window; a study's features change only when its multiplicity
+    crosses zero. Returns the change in the number of active studies."""
+    dn = 0
+    for z in range(lo, hi + 1):
+        flat = col + z
+        for q in range(vox_ptr[flat], vox_ptr[flat + 1]):
+            s = studies[q]
+            before = mult[s]
+            mult[s] = before + step
+            if (before == 0 and step > 0) or (before == 1 and step < 0):
+                dn += step
+                for r in range(feat_ptr[q], feat_ptr[q + 1]):
+                    acc[feat_idx[r]] += step
+    return dn
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def feature_active_counts(rows, disc, pad, padded_shape, flat_to_masked, grid_shape, vox_ptr,
+                          studies, feat_ptr, feat_idx, n_studies, counts, n_active, n_chunks):
+    """Fill ``counts`` (n_features, n_voxels) int32 and ``n_active`` (n_voxels,) from the
+    peaks, without the study x voxel incidence matrix.
+
+    A study is active at voxel ``v`` when it has a peak at ``v + o`` for an offset ``o`` of
+    the symmetric sphere (the MKDA incidence of :func:`sphere_incidence`, seen from the
+    voxel). The sphere is a set of z columns: ``disc[c] = (di, dj, h)``, offsets
+    ``(di, dj, -h..h)``. Along each grid row ``rows[r] = (i, j, k_first, k_last)`` (the
+    row's in-mask extent) a window slides in z: moving from ``k`` to ``k + 1`` removes the
+    peaks at ``k - h`` and adds those at ``k + 1 + h`` in every column, and a per-study
+    multiplicity (peaks of the study inside the sphere) tells when a study enters
+    (0 -> 1) or leaves (1 -> 0) the active set; only then are its features
+    (``feat_idx[feat_ptr[q]:feat_ptr[q+1]]`` of peak ``q`` of study ``studies[q]``, over
+    the voxel -> peaks index ``vox_ptr`` of the grid padded by ``pad``) added to or
+    removed from the running per-feature counts. At each in-mask voxel (``flat_to_masked``
+    >= 0) the counts are :math:`(L^\top A)_{\cdot v}` exactly, with the binary study x
+    feature list matrix :math:`L`, and ``n_active[v]`` the number of active studies. Rows
+    are independent: threads share only the read-only inputs.
+    """
+    n_features = counts.shape[0]
+    ny, nz = grid_shape[1], grid_shape[2]
+    py, pz = padded_shape[1], padded_shape[2]
+    n_rows = rows.shape[0]
+    n_disc = disc.shape[0]
+    bounds = np.linspace(0, n_rows, n_chunks + 1).astype(np.int64)
+    for c in numba.prange(n_chunks):
+        mult = np.zeros(n_studies, dtype=np.int32)
+        acc = np.zeros(n_features, dtype=np.int32)
+        cols = np.empty(n_disc, dtype=np.int64)
+        for r in range(bounds[c], bounds[c + 1]):
+            i, j, k_first, k_last = rows[r, 0], rows[r, 1], rows[r, 2], rows[r, 3]
+            for d in range(n_disc):
+                cols[d] = ((i + pad + disc[d, 0]) * py + (j + pad + disc[d, 1])) * pz + pad
+            n = 0
+            for d in range(n_disc):
+                h = disc[d, 2]
+                n += _window_update(cols[d], k_first - h, k_first + h, 1, vox_ptr, studies,
+                                    feat_ptr, feat_idx, mult, acc)
+            for k in range(k_first, k_last + 1):
+                if k > k_first:
+                    for d in range(n_disc):
+                        h = disc[d, 2]
+                        n += _window_update(cols[d], k - 1 - h, k - 1 - h, -1, vox_ptr,
+                                            studies, feat_ptr, feat_idx, mult, acc)
+                        n += _window_update(cols[d], k + h, k + h, 1, vox_ptr, studies,
+                                            feat_ptr, feat_idx, mult, acc)
+                m = flat_to_masked[(i * ny + j) * nz + k]
+                if m >= 0:
+                    n_active[m] = n
+                    for f in range(n_features):
+                        counts[f, m] = acc[f]
+            for d in range(n_disc):  # empty the window: mult and acc back to zero
+                h = disc[d, 2]
+                n += _window_update(cols[d], k_last - h, k_last + h, -1, vox_ptr, studies,
+                                    feat_ptr, feat_idx, mult, acc)
+
+
 @numba.njit(cache=True, nogil=True, parallel=True)
 def chi2_z_maps(n_sel_active, n_active, n_selected, n_studies):
     """Association and uniformity z maps from counts (closed-form chi-square, MKDA).

@@ -66,7 +66,7 @@ _CHUNK_BYTES = 384 * 2**20
 #: per chunk of features while building maps: counts, association and uniformity arrays
 #: of ~10 MB each, reused from chunk to chunk (large fresh arrays cost page faults: most of
 #: the time of the 2,003 term maps went to them)
-_BUILD_CHUNK_BYTES = 32 * 2**20
+_BUILD_CHUNK_BYTES = 256 * 2**20
 
 
 def resolve_cache_dir(cache_dir: str | Path | None = None) -> Path:
@@ -240,41 +240,91 @@ def peak_activation(ijk: np.ndarray, peak_study: np.ndarray, n_studies: int, gri
     return sp.csr_matrix((data, indices, indptr), shape=(n_studies, grid.n_voxels))
 
 
-def _compute_maps(activation: sp.csr_matrix, selection: sp.csc_matrix, out_assoc, out_unif,
-                  dtype) -> tuple[np.ndarray, np.ndarray]:
+class _PeakCounter:
+    """Per-feature active-study counts of an MKDA incidence, computed from the peaks.
+
+    Holds what :func:`microvba.decode._kernels.feature_active_counts` needs besides the
+    feature lists: the sphere as z columns, the grid rows that hold in-mask voxels and the
+    voxel -> peaks index on the padded grid
+    (:func:`microvba.decode._roi_hits.peak_voxel_index`).
+    """
+
+    def __init__(self, peaks: np.ndarray, n_studies: int, grid: BrainGrid, kernel_mm: float):
+        from ._roi_hits import peak_voxel_index, sphere_offsets
+
+        self.n_studies = int(n_studies)
+        offsets = sphere_offsets(kernel_mm, grid.resolution)
+        self.pad = int(np.abs(offsets).max()) if offsets.size else 0
+        # the sphere as columns (di, dj, h): offsets (di, dj, -h..h) (symmetric, convex)
+        cols, first = np.unique(offsets[:, :2], axis=0, return_index=True)
+        self.disc = np.column_stack([cols, -offsets[first, 2]]).astype(np.int64)
+        self.padded = np.asarray(grid.shape, np.int64) + 2 * self.pad
+        self.shape = np.asarray(grid.shape, np.int64)
+        self.flat_to_masked = grid.flat_to_masked
+        order = np.argsort(peaks[:, 3], kind="stable")  # peak_voxel_index keeps this order
+        self.vox_ptr, self.studies = peak_voxel_index(peaks[order, :3], peaks[order, 3],
+                                                      grid.shape, self.pad)
+        any_k = grid.mask.any(axis=2)
+        i, j = np.nonzero(any_k)
+        nz = grid.shape[2]
+        row_mask = grid.mask[i, j]
+        k_first = row_mask.argmax(axis=1)
+        k_last = nz - 1 - row_mask[:, ::-1].argmax(axis=1)
+        self.rows = np.column_stack([i, j, k_first, k_last]).astype(np.int64)
+        self.n_chunks = 32 * max(1, os.cpu_count() or 1)
+
+    def __call__(self, lists: sp.csr_matrix, counts: np.ndarray, n_active: np.ndarray) -> None:
+        """Fill ``counts`` (n_features, n_voxels) with :math:`L^\\top A` for the binary
+        study x feature matrix ``lists`` and ``n_active`` with the column counts of A."""
+        from . import _kernels  # numba: only when maps are built
+
+        per_peak = lists[self.studies]  # each peak's study's features, in peak order
+        idx = per_peak.indices
+        if counts.shape[0] <= np.iinfo(np.int16).max:
+            idx = idx.astype(np.int16)
+        _kernels.feature_active_counts(
+            self.rows, self.disc, self.pad, self.padded, self.flat_to_masked, self.shape,
+            self.vox_ptr, self.studies, per_peak.indptr.astype(np.int64), idx,
+            self.n_studies, counts, n_active, self.n_chunks)
+
+
+def _compute_maps(counter: _PeakCounter, selection: sp.csc_matrix, n_vox: int, out_assoc,
+                  out_unif, dtype) -> tuple[np.ndarray, np.ndarray]:
     """Stream the maps, chunk of features by chunk, as ``dtype`` bytes to the binary files
     ``out_assoc``/``out_unif``; return the mean and centred norm of each association map
-    (of the stored values)."""
+    (of the stored values).
+
+    Each chunk's selected-active counts come from one pass of ``counter`` over the voxels;
+    features selecting more than half of the studies are counted over the other studies
+    (selected-active = all-active - other-active), so no study lists more than half of
+    them.
+    """
     from . import _kernels  # numba: only when maps are built
 
-    n_studies, n_vox = activation.shape
+    n_studies = counter.n_studies
     n_feat = selection.shape[1]
-    n_active = _kernels.column_counts(activation.indices, n_vox)
     n_sel = np.diff(selection.indptr).astype(np.int64)
     chunk = max(1, min(n_feat, _BUILD_CHUNK_BYTES // (12 * n_vox)))
     mean = np.empty(n_feat)
     norm = np.empty(n_feat)
-    a_ptr, a_idx = activation.indptr.astype(np.int64), activation.indices
     half = np.dtype(dtype) != np.float32
+    counts_buf = np.empty((chunk, n_vox), np.int32)
+    n_active = np.empty(n_vox, np.int64)
     # the stored (float16) values and their float32 copy, one buffer each for all chunks
     stored = np.empty((chunk, n_vox), dtype) if half else None
     widened = np.empty((chunk, n_vox), np.float32) if half else None
     for lo in range(0, n_feat, chunk):
         hi = min(n_feat, lo + chunk)
-        # count over the smaller side: selected-active = all-active - other-active
+        k = hi - lo
         flip = n_sel[lo:hi] > n_studies // 2
-        sub = selection[:, lo:hi]
-        if flip.any():
-            dense = sub.toarray()
-            dense[:, flip] = ~dense[:, flip]
-            sub = sp.csc_matrix(dense)
-        counts = _kernels.selected_active_counts(sub.indptr.astype(np.int64), sub.indices,
-                                                 a_ptr, a_idx, n_vox)
+        dense = selection[:, lo:hi].toarray()
+        dense[:, flip] = ~dense[:, flip]
+        counts = counts_buf[:k]
+        counter(sp.csr_matrix(dense), counts, n_active)
+        del dense
         if flip.any():
             counts[flip] = n_active[None, :].astype(np.int32) - counts[flip]
         za, zu = _kernels.chi2_z_maps(counts, n_active, n_sel[lo:hi], n_studies)
-        del counts
-        k = hi - lo
         if half:
             np.copyto(stored[:k], za, casting="same_kind")
             out_assoc.write(memoryview(stored[:k]))
@@ -425,8 +475,7 @@ def feature_maps(db: Database, vocabulary: str = "lda50", kernel_mm: float = 6.0
     if _bundle_valid(folder, params, db.files):
         return _load_bundle(folder, params, grid)
     peaks = np.column_stack([grid.mm_to_ijk(db.xyz), db.peak_study]).astype(np.int32)
-    activation = peak_activation(peaks[:, :3], peaks[:, 3], db.n_studies, grid,
-                                 float(kernel_mm))
+    counter = _PeakCounter(peaks, db.n_studies, grid, float(kernel_mm))
     weights = sp.csc_matrix(db.weights)
     n_sel = np.diff(_selection(weights, threshold).indptr)
     keep, dropped = _drop_table(db, n_sel, min_studies)
@@ -435,7 +484,7 @@ def feature_maps(db: Database, vocabulary: str = "lda50", kernel_mm: float = 6.0
     features = [f for f, k in zip(db.features, keep, strict=True) if k]
     labels = [lab for lab, k in zip(db.labels, keep, strict=True) if k]
     files = [folder / f for f in _BUNDLE]
-    _build_cache(activation, selection, features, labels, files[:3], grid)
+    _build_cache(counter, selection, features, labels, files[:3], grid)
     with atomic_path(files[3]) as tmp, open(tmp, "wb") as fh:
         sp.save_npz(fh, sp.csc_matrix(weights), compressed=False)
     with atomic_path(files[4]) as tmp:
@@ -444,12 +493,10 @@ def feature_maps(db: Database, vocabulary: str = "lda50", kernel_mm: float = 6.0
         np.save(fh, peaks)
     write_json(folder / "maps.json", make_sidecar(params, db.files, n_dropped=len(dropped),
                                                   InputStamps=_stamps(db.files)))
-    fm = _load_bundle(folder, params, grid)
-    fm._activation = activation
-    return fm
+    return _load_bundle(folder, params, grid)
 
 
-def _build_cache(activation: sp.csr_matrix, selection: sp.csc_matrix, features: list[str],
+def _build_cache(counter: _PeakCounter, selection: sp.csc_matrix, features: list[str],
                  labels: list[str], files: list[Path], grid: BrainGrid) -> None:
     n_feat, n_vox = selection.shape[1], grid.n_voxels
     dtype = np.float16 if n_feat * n_vox * 4 > _FLOAT16_ABOVE else np.float32
@@ -462,7 +509,7 @@ def _build_cache(activation: sp.csr_matrix, selection: sp.csc_matrix, features: 
         fu = stack.enter_context(open(tmp_u, "wb"))
         for fh in (fa, fu):
             np.lib.format.write_array_header_1_0(fh, header)
-        mean, norm = _compute_maps(activation, selection, fa, fu, dtype)
+        mean, norm = _compute_maps(counter, selection, n_vox, fa, fu, dtype)
     table = pd.DataFrame({"feature": features, "label": labels,
                           "n_selected": np.diff(selection.indptr),
                           "z_mean": mean, "z_norm": norm})
