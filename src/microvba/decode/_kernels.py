@@ -134,7 +134,7 @@ def feature_active_counts(rows, disc, pad, padded_shape, flat_to_masked, grid_sh
     (``feat_idx[feat_ptr[q]:feat_ptr[q+1]]`` of peak ``q`` of study ``studies[q]``, over
     the voxel -> peaks index ``vox_ptr`` of the grid padded by ``pad``) added to or
     removed from the running per-feature counts. At each in-mask voxel (``flat_to_masked``
-    >= 0) the counts are :math:`(L^\top A)_{\cdot v}` exactly, with the binary study x
+    >= 0) the counts are :math:`(L^\\top A)_{\\cdot v}` exactly, with the binary study x
     feature list matrix :math:`L`, and ``n_active[v]`` the number of active studies. Rows
     are independent: threads share only the read-only inputs.
     """
@@ -177,8 +177,10 @@ def feature_active_counts(rows, disc, pad, padded_shape, flat_to_masked, grid_sh
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def chi2_z_maps(n_sel_active, n_active, n_selected, n_studies):
-    """Association and uniformity z maps from counts (closed-form chi-square, MKDA).
+def chi2_z_maps(n_sel_active, n_active, n_selected, n_studies, z_assoc, z_unif):
+    """Association and uniformity z maps from counts (closed-form chi-square, MKDA),
+    written to ``z_assoc`` and ``z_unif`` (float32, the shape of ``n_sel_active``; buffers
+    reused from chunk to chunk, as fresh large arrays cost page faults).
 
     For feature :math:`F` with :math:`n_1` selected and :math:`n_2 = n - n_1` other studies,
     and at each voxel :math:`a` selected and :math:`b` other studies active:
@@ -196,8 +198,6 @@ def chi2_z_maps(n_sel_active, n_active, n_selected, n_studies):
       :math:`a - \\bar a`.
     """
     n_features, n_voxels = n_sel_active.shape
-    z_assoc = np.empty((n_features, n_voxels), dtype=np.float32)
-    z_unif = np.empty((n_features, n_voxels), dtype=np.float32)
     n = float(n_studies)
     for f in numba.prange(n_features):
         n1 = float(n_selected[f])
@@ -225,7 +225,6 @@ def chi2_z_maps(n_sel_active, n_active, n_selected, n_studies):
                 z_unif[f, v] = z if d > 0 else (-z if d < 0 else 0.0)
             else:
                 z_unif[f, v] = 0.0
-    return z_assoc, z_unif
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)

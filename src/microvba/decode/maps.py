@@ -63,10 +63,13 @@ ALGORITHM_VERSION = 3
 #: maps larger than this (bytes as float32) are stored as float16
 _FLOAT16_ABOVE = 512 * 2**20
 _CHUNK_BYTES = 384 * 2**20
-#: per chunk of features while building maps: counts, association and uniformity arrays
-#: of ~10 MB each, reused from chunk to chunk (large fresh arrays cost page faults: most of
-#: the time of the 2,003 term maps went to them)
-_BUILD_CHUNK_BYTES = 256 * 2**20
+#: per chunk of features while writing maps: association and uniformity buffers of
+#: ~32 MB each, reused from chunk to chunk (large fresh arrays cost page faults: most of
+#: the time of the 2,003 term maps once went to them)
+_BUILD_CHUNK_BYTES = 64 * 2**20
+#: features counted in one pass over the voxels (uint16 counts): one pass costs about the
+#: same for 50 features as for 500, so the passes are few and large
+_COUNT_CHUNK_BYTES = 256 * 2**20
 
 
 def resolve_cache_dir(cache_dir: str | Path | None = None) -> Path:
@@ -240,6 +243,23 @@ def peak_activation(ijk: np.ndarray, peak_study: np.ndarray, n_studies: int, gri
     return sp.csr_matrix((data, indices, indptr), shape=(n_studies, grid.n_voxels))
 
 
+def _peak_index(peaks: np.ndarray, shape, pad: int) -> tuple[np.ndarray, np.ndarray]:
+    """CSR (ptr, studies) over the voxels of the grid padded by ``pad``: the study of every
+    peak (``peaks`` rows ``i, j, k, study``) in each voxel, in the order of ``peaks``; the
+    index of :func:`microvba.decode._roi_hits.peak_voxel_index`, with the pointers from a
+    histogram instead of a search. Peaks further than ``pad`` voxels outside the grid
+    cannot reach it and are left out."""
+    padded = np.asarray(shape, np.int64) + 2 * pad
+    ijk = peaks[:, :3].astype(np.int64) + pad
+    keep = np.all((ijk >= 0) & (ijk < padded), axis=1)
+    key = (ijk[keep, 0] * padded[1] + ijk[keep, 1]) * padded[2] + ijk[keep, 2]
+    order = np.argsort(key, kind="stable")
+    studies = peaks[keep, 3].astype(np.int32)[order]
+    ptr = np.zeros(int(np.prod(padded)) + 1, np.int64)
+    np.cumsum(np.bincount(key, minlength=ptr.size - 1), out=ptr[1:])
+    return ptr, studies
+
+
 class _PeakCounter:
     """Per-feature active-study counts of an MKDA incidence, computed from the peaks.
 
@@ -250,7 +270,7 @@ class _PeakCounter:
     """
 
     def __init__(self, peaks: np.ndarray, n_studies: int, grid: BrainGrid, kernel_mm: float):
-        from ._roi_hits import peak_voxel_index, sphere_offsets
+        from ._roi_hits import sphere_offsets
 
         self.n_studies = int(n_studies)
         offsets = sphere_offsets(kernel_mm, grid.resolution)
@@ -261,9 +281,7 @@ class _PeakCounter:
         self.padded = np.asarray(grid.shape, np.int64) + 2 * self.pad
         self.shape = np.asarray(grid.shape, np.int64)
         self.flat_to_masked = grid.flat_to_masked
-        order = np.argsort(peaks[:, 3], kind="stable")  # peak_voxel_index keeps this order
-        self.vox_ptr, self.studies = peak_voxel_index(peaks[order, :3], peaks[order, 3],
-                                                      grid.shape, self.pad)
+        self.vox_ptr, self.studies = _peak_index(peaks, grid.shape, self.pad)
         any_k = grid.mask.any(axis=2)
         i, j = np.nonzero(any_k)
         nz = grid.shape[2]
@@ -294,50 +312,61 @@ def _compute_maps(counter: _PeakCounter, selection: sp.csc_matrix, n_vox: int, o
     ``out_assoc``/``out_unif``; return the mean and centred norm of each association map
     (of the stored values).
 
-    Each chunk's selected-active counts come from one pass of ``counter`` over the voxels;
+    The selected-active counts of up to :data:`_COUNT_CHUNK_BYTES` worth of features
+    (uint16) come from one pass of ``counter`` over the voxels (its cost hardly depends on
+    the number of features: one pass for the 50 topics, four for the 2,003 terms);
     features selecting more than half of the studies are counted over the other studies
     (selected-active = all-active - other-active), so no study lists more than half of
-    them.
+    them. The z maps are then computed and written in smaller chunks into buffers reused
+    throughout.
     """
     from . import _kernels  # numba: only when maps are built
 
     n_studies = counter.n_studies
     n_feat = selection.shape[1]
     n_sel = np.diff(selection.indptr).astype(np.int64)
-    chunk = max(1, min(n_feat, _BUILD_CHUNK_BYTES // (12 * n_vox)))
+    count_dtype = np.uint16 if n_studies <= np.iinfo(np.uint16).max else np.int32
+    per_count = max(1, min(n_feat, _COUNT_CHUNK_BYTES
+                           // (np.dtype(count_dtype).itemsize * n_vox)))
+    chunk = max(1, min(per_count, _BUILD_CHUNK_BYTES // (8 * n_vox)))
     mean = np.empty(n_feat)
     norm = np.empty(n_feat)
     half = np.dtype(dtype) != np.float32
-    counts_buf = np.empty((chunk, n_vox), np.int32)
+    counts_buf = np.empty((per_count, n_vox), count_dtype)
     n_active = np.empty(n_vox, np.int64)
+    za_buf = np.empty((chunk, n_vox), np.float32)
+    zu_buf = np.empty((chunk, n_vox), np.float32)
     # the stored (float16) values and their float32 copy, one buffer each for all chunks
     stored = np.empty((chunk, n_vox), dtype) if half else None
     widened = np.empty((chunk, n_vox), np.float32) if half else None
-    for lo in range(0, n_feat, chunk):
-        hi = min(n_feat, lo + chunk)
-        k = hi - lo
-        flip = n_sel[lo:hi] > n_studies // 2
-        dense = selection[:, lo:hi].toarray()
+    for c_lo in range(0, n_feat, per_count):
+        c_hi = min(n_feat, c_lo + per_count)
+        flip = n_sel[c_lo:c_hi] > n_studies // 2
+        dense = selection[:, c_lo:c_hi].toarray()
         dense[:, flip] = ~dense[:, flip]
-        counts = counts_buf[:k]
+        counts = counts_buf[:c_hi - c_lo]
         counter(sp.csr_matrix(dense), counts, n_active)
         del dense
-        if flip.any():
-            counts[flip] = n_active[None, :].astype(np.int32) - counts[flip]
-        za, zu = _kernels.chi2_z_maps(counts, n_active, n_sel[lo:hi], n_studies)
-        if half:
-            np.copyto(stored[:k], za, casting="same_kind")
-            out_assoc.write(memoryview(stored[:k]))
-            np.copyto(widened[:k], stored[:k])
-            mean[lo:hi], norm[lo:hi] = _kernels.mean_and_centred_norm(widened[:k])
-            np.copyto(stored[:k], zu, casting="same_kind")
-            out_unif.write(memoryview(stored[:k]))
-        else:
-            out_assoc.write(memoryview(np.ascontiguousarray(za)))
-            out_unif.write(memoryview(np.ascontiguousarray(zu)))
-            mean[lo:hi], norm[lo:hi] = _kernels.mean_and_centred_norm(za)
-        del za, zu
-        log.debug("maps %d-%d of %d done", lo, hi, n_feat)
+        for f in np.flatnonzero(flip):
+            counts[f] = n_active - counts[f]
+        for lo in range(c_lo, c_hi, chunk):
+            hi = min(c_hi, lo + chunk)
+            k = hi - lo
+            za, zu = za_buf[:k], zu_buf[:k]
+            _kernels.chi2_z_maps(counts[lo - c_lo:hi - c_lo], n_active, n_sel[lo:hi],
+                                 n_studies, za, zu)
+            if half:
+                np.copyto(stored[:k], za, casting="same_kind")
+                out_assoc.write(memoryview(stored[:k]))
+                np.copyto(widened[:k], stored[:k])
+                mean[lo:hi], norm[lo:hi] = _kernels.mean_and_centred_norm(widened[:k])
+                np.copyto(stored[:k], zu, casting="same_kind")
+                out_unif.write(memoryview(stored[:k]))
+            else:
+                out_assoc.write(memoryview(za))
+                out_unif.write(memoryview(zu))
+                mean[lo:hi], norm[lo:hi] = _kernels.mean_and_centred_norm(za)
+            log.debug("maps %d-%d of %d done", lo, hi, n_feat)
     return mean, norm
 
 
