@@ -64,9 +64,10 @@ ALGORITHM_VERSION = 3
 _FLOAT16_ABOVE = 512 * 2**20
 _CHUNK_BYTES = 384 * 2**20
 #: per chunk of features while writing maps: association and uniformity buffers of
-#: ~32 MB each, reused from chunk to chunk (large fresh arrays cost page faults: most of
-#: the time of the 2,003 term maps once went to them)
-_BUILD_CHUNK_BYTES = 64 * 2**20
+#: ~4 MB each (a few features), reused from chunk to chunk: fresh memory costs page faults
+#: (most of the time of the 2,003 term maps once went to them, and ~0.5 s of the 50 topic
+#: maps with 32 MB buffers), and small buffers stay in cache between computing and writing
+_BUILD_CHUNK_BYTES = 8 * 2**20
 #: features counted in one pass over the voxels (uint16 counts): one pass costs about the
 #: same for 50 features as for 500, so the passes are few and large
 _COUNT_CHUNK_BYTES = 256 * 2**20
