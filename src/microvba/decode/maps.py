@@ -64,10 +64,11 @@ ALGORITHM_VERSION = 3
 _FLOAT16_ABOVE = 512 * 2**20
 _CHUNK_BYTES = 384 * 2**20
 #: per chunk of features while writing maps: association and uniformity buffers of
-#: ~4 MB each (a few features), reused from chunk to chunk: fresh memory costs page faults
-#: (most of the time of the 2,003 term maps once went to them, and ~0.5 s of the 50 topic
-#: maps with 32 MB buffers), and small buffers stay in cache between computing and writing
-_BUILD_CHUNK_BYTES = 8 * 2**20
+#: ~16 MB each (17 features at 2 mm), reused from chunk to chunk: fresh memory costs page
+#: faults (most of the time of the 2,003 term maps once went to them), while each call of
+#: a parallel kernel costs a few ms of thread wake-ups on a busy machine (0.25 ms per
+#: feature with 32-feature chunks, 1.6 ms with 4)
+_BUILD_CHUNK_BYTES = 32 * 2**20
 #: features counted in one pass over the voxels (uint16 counts): one pass costs about the
 #: same for 50 features as for 500, so the passes are few and large
 _COUNT_CHUNK_BYTES = 256 * 2**20
@@ -337,9 +338,8 @@ def _compute_maps(counter: _PeakCounter, selection: sp.csc_matrix, n_vox: int, o
     n_active = np.empty(n_vox, np.int64)
     za_buf = np.empty((chunk, n_vox), np.float32)
     zu_buf = np.empty((chunk, n_vox), np.float32)
-    # the stored (float16) values and their float32 copy, one buffer each for all chunks
-    stored = np.empty((chunk, n_vox), dtype) if half else None
-    widened = np.empty((chunk, n_vox), np.float32) if half else None
+    # the stored (float16) values' bits, one buffer for all chunks
+    stored = np.empty((chunk, n_vox), np.uint16) if half else None
     for c_lo in range(0, n_feat, per_count):
         c_hi = min(n_feat, c_lo + per_count)
         flip = n_sel[c_lo:c_hi] > n_studies // 2
@@ -356,12 +356,10 @@ def _compute_maps(counter: _PeakCounter, selection: sp.csc_matrix, n_vox: int, o
             za, zu = za_buf[:k], zu_buf[:k]
             _kernels.chi2_z_maps(counts[lo - c_lo:hi - c_lo], n_active, n_sel[lo:hi],
                                  n_studies, za, zu)
-            if half:
-                np.copyto(stored[:k], za, casting="same_kind")
+            if half:  # float16 bits as astype(np.float16) rounds them, stats of those
+                _kernels.to_half(za, stored[:k], mean[lo:hi], norm[lo:hi], True)
                 out_assoc.write(memoryview(stored[:k]))
-                np.copyto(widened[:k], stored[:k])
-                mean[lo:hi], norm[lo:hi] = _kernels.mean_and_centred_norm(widened[:k])
-                np.copyto(stored[:k], zu, casting="same_kind")
+                _kernels.to_half(zu, stored[:k], mean[lo:hi], norm[lo:hi], False)
                 out_unif.write(memoryview(stored[:k]))
             else:
                 out_assoc.write(memoryview(za))
