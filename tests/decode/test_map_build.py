@@ -125,3 +125,34 @@ def test_parsed_copy_follows_the_source_files(shared_data, tmp_path):
     assert path.stat().st_size > 1000
     assert sorted(p.name for p in (cache / "databases").iterdir()) == sorted(
         [copy.name, path.name])
+
+
+def test_to_half_rounds_as_numpy(rng):
+    """float32 -> float16 bits as ``astype(np.float16)`` (random bit patterns, ties,
+    subnormals, overflow, NaN), and the mean / centred norm of the rounded values as
+    :func:`mean_and_centred_norm` of their float32 copy."""
+    from microvba.decode import _kernels
+
+    z = rng.integers(0, 2**32, 400_000, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    ties = (np.arange(-70000, 70000, dtype=np.float32) + 0.5) / 1024
+    sub = np.arange(0, 2**15, dtype=np.float32) * np.float32(2**-26)
+    edge = np.array([0, -0.0, 65504, 65519.99, 65520, 1e9, np.inf, -np.inf, np.nan, 6.1e-5,
+                     5.96e-8, 2.98e-8, 2.99e-8, 2049, 2051], np.float32)
+    x = np.concatenate([z, ties, sub, -sub, edge])[None]
+    out = np.empty(x.shape, np.uint16)
+    _kernels.to_half(x, out, np.zeros(1), np.zeros(1), False)
+    with np.errstate(over="ignore"):
+        ref = x.astype(np.float16)
+    nan = np.isnan(x)
+    np.testing.assert_array_equal(out[~nan], ref.view(np.uint16)[~nan])
+    assert np.isnan(out.view(np.float16)[nan]).all()
+    # statistics of finite maps (z scale)
+    maps = (rng.standard_normal((5, 20_000)) * rng.uniform(0.01, 30, (5, 1))).astype(np.float32)
+    maps[0, :100] = 1e-7  # subnormal halves
+    mean, norm = np.zeros(5), np.zeros(5)
+    out = np.empty(maps.shape, np.uint16)
+    _kernels.to_half(maps, out, mean, norm, True)
+    np.testing.assert_array_equal(out, maps.astype(np.float16).view(np.uint16))
+    m_ref, n_ref = _kernels.mean_and_centred_norm(maps.astype(np.float16).astype(np.float32))
+    np.testing.assert_array_equal(mean, m_ref)
+    np.testing.assert_array_equal(norm, n_ref)

@@ -70,34 +70,6 @@ def sphere_incidence(ijk, peak_ptr, offsets, shape, flat_to_masked, n_voxels, n_
     return indptr, indices
 
 
-@numba.njit(cache=True, nogil=True)
-def column_counts(indices, n_columns):
-    """Number of stored entries per column of a CSR matrix (active studies per voxel)."""
-    out = np.zeros(n_columns, dtype=np.int64)
-    for i in range(indices.shape[0]):
-        out[indices[i]] += 1
-    return out
-
-
-@numba.njit(cache=True, nogil=True, parallel=True)
-def selected_active_counts(sel_ptr, sel_idx, a_ptr, a_idx, n_voxels):
-    """(n_features, n_voxels) int32: studies of each feature active at each voxel.
-
-    Feature ``f`` selects studies ``sel_idx[sel_ptr[f]:sel_ptr[f+1]]``; study ``s`` is active
-    at voxels ``a_idx[a_ptr[s]:a_ptr[s+1]]``. This is :math:`S^\\top A` for the binary
-    selection matrix :math:`S` and the incidence matrix :math:`A`.
-    """
-    n_features = sel_ptr.shape[0] - 1
-    out = np.zeros((n_features, n_voxels), dtype=np.int32)
-    for f in numba.prange(n_features):
-        row = out[f]
-        for q in range(sel_ptr[f], sel_ptr[f + 1]):
-            s = sel_idx[q]
-            for r in range(a_ptr[s], a_ptr[s + 1]):
-                row[a_idx[r]] += 1
-    return out
-
-
 @numba.njit(cache=True, nogil=True, inline="always")
 def _window_update(col, lo, hi, step, vox_ptr, studies, feat_ptr, feat_idx, mult, acc):
     """Add (``step`` = 1) or remove (-1) the peaks of padded voxels ``col + lo..hi`` (one
@@ -119,7 +91,7 @@ def _window_update(col, lo, hi, step, vox_ptr, studies, feat_ptr, feat_idx, mult
 
 @numba.njit(cache=True, nogil=True, parallel=True)
 def feature_active_counts(rows, disc, pad, padded_shape, flat_to_masked, grid_shape, vox_ptr,
-                          studies, feat_ptr, feat_idx, n_studies, counts, n_active, n_chunks):
+                          studies, feat_ptr, feat_idx, mult_like, counts, n_active, n_chunks):
     """Fill ``counts`` (n_features, n_voxels) int32 and ``n_active`` (n_voxels,) from the
     peaks, without the study x voxel incidence matrix.
 
@@ -136,7 +108,9 @@ def feature_active_counts(rows, disc, pad, padded_shape, flat_to_masked, grid_sh
     removed from the running per-feature counts. At each in-mask voxel (``flat_to_masked``
     >= 0) the counts are :math:`(L^\\top A)_{\\cdot v}` exactly, with the binary study x
     feature list matrix :math:`L`, and ``n_active[v]`` the number of active studies. Rows
-    are independent: threads share only the read-only inputs.
+    are independent: threads share only the read-only inputs. ``mult_like`` (zeros, one
+    per study) gives the multiplicities' type: int16 when no study has 32,768 peaks (28 kB
+    per thread instead of 57 kB for Neurosynth: it stays in the L1 cache).
     """
     n_features = counts.shape[0]
     ny, nz = grid_shape[1], grid_shape[2]
@@ -145,7 +119,7 @@ def feature_active_counts(rows, disc, pad, padded_shape, flat_to_masked, grid_sh
     n_disc = disc.shape[0]
     bounds = np.linspace(0, n_rows, n_chunks + 1).astype(np.int64)
     for c in numba.prange(n_chunks):
-        mult = np.zeros(n_studies, dtype=np.int32)
+        mult = np.zeros_like(mult_like)
         acc = np.zeros(n_features, dtype=np.int32)
         cols = np.empty(n_disc, dtype=np.int64)
         for r in range(bounds[c], bounds[c + 1]):

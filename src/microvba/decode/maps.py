@@ -284,6 +284,8 @@ class _PeakCounter:
         self.shape = np.asarray(grid.shape, np.int64)
         self.flat_to_masked = grid.flat_to_masked
         self.vox_ptr, self.studies = _peak_index(peaks, grid.shape, self.pad)
+        most = np.bincount(self.studies).max(initial=0)
+        self.mult_dtype = np.int16 if most <= np.iinfo(np.int16).max else np.int32
         any_k = grid.mask.any(axis=2)
         i, j = np.nonzero(any_k)
         nz = grid.shape[2]
@@ -305,7 +307,7 @@ class _PeakCounter:
         _kernels.feature_active_counts(
             self.rows, self.disc, self.pad, self.padded, self.flat_to_masked, self.shape,
             self.vox_ptr, self.studies, per_peak.indptr.astype(np.int64), idx,
-            self.n_studies, counts, n_active, self.n_chunks)
+            np.zeros(self.n_studies, self.mult_dtype), counts, n_active, self.n_chunks)
 
 
 def _compute_maps(counter: _PeakCounter, selection: sp.csc_matrix, n_vox: int, out_assoc,
