@@ -13,11 +13,16 @@ as in Neurosynth (Yarkoni et al. 2011) and NiMARE's ``MKDAChi2``:
 The Benjamini-Hochberg threshold at FDR ``q = 0.01`` of each map is stored beside it, so
 :meth:`FeatureMaps.image` can return Neurosynth's thresholded maps as well.
 
-The work is two sparse products, not one meta-analysis per feature. With the binary
-study x voxel incidence matrix :math:`A` (built once from the peaks) and the binary study x
-feature selection :math:`S`, the selected-active counts of every feature are :math:`S^\\top A`
-and the all-study counts :math:`\\mathbf{1}^\\top A`; the chi-square statistics are closed
-forms of those counts (:func:`microvba.decode._kernels.chi2_z_maps`).
+The work is one product, not one meta-analysis per feature. With the binary study x voxel
+incidence matrix :math:`A` and the binary study x feature selection :math:`S`, the
+selected-active counts of every feature are :math:`S^\\top A` and the all-study counts
+:math:`\\mathbf{1}^\\top A`; the chi-square statistics are closed forms of those counts
+(:func:`microvba.decode._kernels.chi2_z_maps`). :math:`A` (~46 million entries for
+Neurosynth) is never built: :func:`microvba.decode._kernels.feature_active_counts` slides
+the sphere along each grid row over the peaks, and a study's features change only when it
+enters or leaves the sphere, so one pass over the peaks gives the counts of many features
+(:attr:`FeatureMaps.activation` still builds :math:`A` on request; the tests check the
+counts against it).
 
 Default thresholds
 ------------------
@@ -495,7 +500,7 @@ def feature_maps(db: Database, vocabulary: str = "lda50", kernel_mm: float = 6.0
     cache_dir
         Cache root; default ``$MICROVBA_CACHE`` or ``~/.cache/microvba/maps``. Entries are
         keyed by database version, parameters and input-file hashes. An entry also holds
-        the study x voxel incidence matrix, the kept weights and the dropped features, so
+        the peaks (grid voxel and study), the kept weights and the dropped features, so
         :func:`cached_feature_maps` serves a warm call without reading the database.
     """
     threshold = _check_args(db, vocabulary, kernel_mm, threshold, resolution, min_studies)
