@@ -251,20 +251,22 @@ def peak_activation(ijk: np.ndarray, peak_study: np.ndarray, n_studies: int, gri
 
 
 def _peak_index(peaks: np.ndarray, shape, pad: int) -> tuple[np.ndarray, np.ndarray]:
-    """CSR (ptr, studies) over the voxels of the grid padded by ``pad``: the study of every
-    peak (``peaks`` rows ``i, j, k, study``) in each voxel, in the order of ``peaks``; the
-    index of :func:`microvba.decode._roi_hits.peak_voxel_index`, with the pointers from a
-    histogram instead of a search. Peaks further than ``pad`` voxels outside the grid
-    cannot reach it and are left out."""
+    """CSR (ptr, studies) over the voxels of the grid padded by ``pad``: the studies with a
+    peak (``peaks`` rows ``i, j, k, study``) in each voxel, each once per voxel (sorted),
+    with the pointers from a histogram. Several peaks of a study in one voxel (12 % of
+    Neurosynth's after rounding to 2 mm) enter and leave the sphere together, so one stands
+    for all in :func:`microvba.decode._kernels.feature_active_counts`. Peaks further than
+    ``pad`` voxels outside the grid cannot reach it and are left out."""
     padded = np.asarray(shape, np.int64) + 2 * pad
     ijk = peaks[:, :3].astype(np.int64) + pad
     keep = np.all((ijk >= 0) & (ijk < padded), axis=1)
     key = (ijk[keep, 0] * padded[1] + ijk[keep, 1]) * padded[2] + ijk[keep, 2]
-    order = np.argsort(key, kind="stable")
-    studies = peaks[keep, 3].astype(np.int32)[order]
+    n_studies = int(peaks[:, 3].max(initial=-1)) + 1
+    pair = np.unique(key * max(n_studies, 1) + peaks[keep, 3].astype(np.int64))
+    key, studies = np.divmod(pair, max(n_studies, 1))
     ptr = np.zeros(int(np.prod(padded)) + 1, np.int64)
     np.cumsum(np.bincount(key, minlength=ptr.size - 1), out=ptr[1:])
-    return ptr, studies
+    return ptr, studies.astype(np.int32)
 
 
 class _PeakCounter:
