@@ -10,7 +10,9 @@
    database parsing, incidence matrix, 50 maps written); median of ``--runs``; once with
    the MNI brain-mask grid already in the cache (the maps cold, as after a parameter
    change) and once with nothing cached (the grid resampled by nilearn, as on first use).
-   With ``--terms`` also the 2,003 NeuroQuery term maps (one run, grid cached).
+   With ``--terms`` also the 2,003 NeuroQuery term maps (one run, grid cached). Each cold
+   build is also timed with the parsed database copy cached (``<cache>/databases/``): the
+   maps are still computed from the peaks and written, only the text parse is skipped.
 3. ``--nimare``: NiMARE's fast route in this process, side by side: ``CorrelationDecoder``
    (MKDAChi2, same 6 mm kernel and 0.05 threshold) fitted on a Studyset (the conversion
    timed apart), and the ratio fit / microvba's fresh-process cold build.
@@ -68,6 +70,28 @@ def _cpu(n: int) -> str:
 def _build_cmd(vocabulary: str) -> list[str]:
     return [sys.executable, "-c",
             f"from microvba.decode import Decoder; Decoder({vocabulary!r}).fit()"]
+
+
+def _cold_parsed_cached(runs: int, env: dict, tmp: Path, grids: list[Path],
+                        vocabulary: str = "lda50") -> tuple[float, float, list[float]]:
+    """Cold builds in fresh processes with the MNI grid and the parsed database copy
+    (``<cache>/databases/``, :func:`microvba.decode.database.load_database`) cached: every
+    map is still computed from the peaks and written; only the text parse is skipped.
+    Returns the median wall, median CPU and the wall of every run."""
+    seed = tmp / f"parsed-seed-{vocabulary}"
+    seed.mkdir()
+    subprocess.run([sys.executable, "-c", "from microvba.decode import load_vocabulary; "
+                    f"load_vocabulary({vocabulary!r})"],
+                   env=dict(env, MICROVBA_CACHE=str(seed)), check=True)
+    walls, cpus = [], []
+    for i in range(runs):
+        folder = tmp / f"cold-parsed-{vocabulary}{i}"
+        shutil.copytree(seed / "databases", folder / "databases")
+        for g in grids:
+            shutil.copy(g, folder / g.name)
+        walls.append(_timed(_build_cmd(vocabulary), dict(env, MICROVBA_CACHE=str(folder))))
+        cpus.append(CPU[-1])
+    return statistics.median(walls), statistics.median(cpus), walls
 
 
 def main() -> int:
@@ -131,6 +155,10 @@ def main() -> int:
         print(f"  same on an empty cache (the MNI grid resampled by nilearn too), median of "
               f"{args.runs}: {empty_s:.2f} s (min {min(empty):.2f}); CPU (user+sys) median "
               f"{empty_c:.2f} s; {_load()}")
+        parsed_s, parsed_c, parsed = _cold_parsed_cached(args.runs, env, tmp, grids)
+        print(f"  same with the parsed database cached too (maps still built from the peaks "
+              f"and written), median of {args.runs}: {parsed_s:.2f} s (min "
+              f"{min(parsed):.2f}); CPU (user+sys) median {parsed_c:.2f} s; {_load()}")
         if args.terms:
             folder = tmp / "terms"
             folder.mkdir()
@@ -139,6 +167,9 @@ def main() -> int:
             t = _timed(_build_cmd("terms"), dict(env, MICROVBA_CACHE=str(folder)))
             print(f"cold build of the NeuroQuery term maps, fresh process (MNI grid "
                   f"cached): {t:.2f} s; {_cpu(1)}; {_load()}")
+            t, c, _ = _cold_parsed_cached(1, env, tmp, grids, "terms")
+            print(f"  same with the parsed database cached too: {t:.2f} s; CPU (user+sys) "
+                  f"{c:.2f} s; {_load()}")
         # 3. NiMARE side by side ------------------------------------------------------
         if args.nimare:
             sys.path.insert(0, str(Path(__file__).parent))
@@ -153,7 +184,8 @@ def main() -> int:
             print(f"NiMARE CorrelationDecoder fit {fit:.1f} s wall, {fit_cpu:.1f} s CPU (+ "
                   f"Studyset conversion {conv:.1f} s); {_load()}")
             for what, w, c in (("MNI grid cached", cold_s, cold_c),
-                               ("empty cache", empty_s, empty_c)):
+                               ("empty cache", empty_s, empty_c),
+                               ("grid and parsed database cached", parsed_s, parsed_c)):
                 print(f"  vs microvba fresh-process cold build ({what}) {w:.2f} s wall, "
                       f"{c:.2f} s CPU -> {fit / w:.0f}x wall, {fit_cpu / c:.0f}x CPU "
                       f"({(fit + conv) / w:.0f}x wall with the conversion)")

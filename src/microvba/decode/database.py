@@ -30,12 +30,23 @@ Coordinates
 Peaks reported in Talairach space (Neurosynth ``space == "TAL"``) are mapped to MNI with
 Lancaster's tal2icbm transform (``tal2icbm_other``; Lancaster et al. 2007, Hum Brain Mapp
 28:1194), as NiMARE does; peaks in ``MNI`` or ``UNKNOWN`` space are used as reported.
+
+Parsed copy
+-----------
+Parsing the publishers' text files (gzip-compressed tables of ~500,000 peaks) is most of
+the time of loading a database. The parsed arrays (study ids, peaks, the sparse weights,
+feature names and labels) are kept as one uncompressed ``.npz`` in
+``<cache_dir>/databases/``, named by the database version and a hash of the source files'
+paths, sizes and modification times; a later load with unchanged files reads it with
+:func:`numpy.load` (no pickles) instead of parsing. It is written atomically, and a
+missing, stale or unreadable copy is simply parsed again; ``cache=False`` bypasses it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -227,7 +238,68 @@ def _reading(name: str, path: Path) -> Iterator[None]:
                              f"--data-dir {path.parent.parent}") from exc
 
 
-def load_database(name: str, data_dir: str | Path | None = None) -> Database:
+#: bump when the parsed arrays (or their meaning) change, so old parsed copies are not used
+_PARSED_FORMAT = 1
+_PARSED_ARRAYS = ("study_ids", "xyz", "peak_study", "w_data", "w_indices", "w_indptr",
+                  "w_shape", "features", "labels", "vocabulary")
+
+
+def parsed_cache_path(name: str, paths: dict[str, Path],
+                      cache_dir: str | Path | None = None) -> Path:
+    """Where the parsed copy of database ``name`` with source files ``paths`` lives: named
+    by a hash of the version, the format and each file's resolved path, size and
+    modification time (ns), so an edited or replaced file never matches an old copy."""
+    from .._provenance import params_hash
+
+    stamps = {}
+    for k, v in sorted(paths.items()):
+        st = os.stat(v)
+        stamps[k] = [str(Path(v).resolve()), int(st.st_size), int(st.st_mtime_ns)]
+    key = params_hash({"database": name, "version": VERSIONS[name],
+                       "format": _PARSED_FORMAT, "files": stamps})[7:23]
+    return _paths.cache_dir(cache_dir) / "databases" / f"{name}-v{VERSIONS[name]}_{key}.npz"
+
+
+def _load_parsed(name: str, path: Path, paths: dict[str, Path]) -> Database | None:
+    """The parsed copy at ``path``, or None when it is missing or unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            a = {k: z[k] for k in _PARSED_ARRAYS}
+        weights = sp.csc_matrix((a["w_data"], a["w_indices"], a["w_indptr"]),
+                                shape=tuple(int(x) for x in a["w_shape"]))
+        return Database(name=name, version=VERSIONS[name], vocabulary=str(a["vocabulary"]),
+                        study_ids=a["study_ids"], xyz=a["xyz"], peak_study=a["peak_study"],
+                        weights=weights, features=a["features"].tolist(),
+                        labels=a["labels"].tolist(), files=paths)
+    except (OSError, EOFError, ValueError, KeyError) as exc:
+        log.debug("parsed copy %s unreadable (%s); parsing the database again", path, exc)
+        return None
+
+
+def _save_parsed(db: Database, path: Path) -> None:
+    """Write the parsed copy atomically; a cache folder that cannot be written only costs
+    the next load a parse."""
+    from .._provenance import atomic_path
+
+    w = sp.csc_matrix(db.weights)
+    arrays = {"study_ids": db.study_ids, "xyz": db.xyz, "peak_study": db.peak_study,
+              "w_data": w.data, "w_indices": w.indices, "w_indptr": w.indptr,
+              "w_shape": np.asarray(w.shape, np.int64),
+              "features": np.asarray(db.features, dtype=str),
+              "labels": np.asarray(db.labels, dtype=str),
+              "vocabulary": np.asarray(db.vocabulary)}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+    except OSError as exc:
+        log.debug("parsed copy not written to %s (%s)", path, exc)
+
+
+def load_database(name: str, data_dir: str | Path | None = None,
+                  cache_dir: str | Path | None = None, cache: bool = True) -> Database:
     """Load the Neurosynth (``lda50``) or NeuroQuery (``terms``) database.
 
     Parameters
@@ -236,13 +308,30 @@ def load_database(name: str, data_dir: str | Path | None = None) -> Database:
         ``"neurosynth"`` or ``"neuroquery"``.
     data_dir
         Folder holding ``<name>/``; default ``$MICROVBA_DATA`` or ``~/.cache/microvba``.
+    cache_dir
+        Cache root for the parsed copy (module docstring, *Parsed copy*); default
+        ``$MICROVBA_CACHE`` or ``~/.cache/microvba/maps``.
+    cache
+        Read and write the parsed copy (``False``: always parse the source files).
 
     Raises
     ------
     InputError
-        When files are missing (the fix says to run ``microvba data fetch``).
+        When files are missing (the fix says to run ``microvba data fetch``) or unreadable.
     """
     paths = database_files(name, data_dir)
+    if not cache:
+        return _parse_database(name, paths)
+    where = parsed_cache_path(name, paths, cache_dir)
+    db = _load_parsed(name, where, paths)
+    if db is None:
+        db = _parse_database(name, paths)
+        _save_parsed(db, where)
+    return db
+
+
+def _parse_database(name: str, paths: dict[str, Path]) -> Database:
+    """Parse the publishers' files of database ``name`` (:func:`load_database`)."""
     with _reading(name, paths["metadata"]):
         metadata = pd.read_table(paths["metadata"])
         ids = metadata["id"]
@@ -281,9 +370,10 @@ def load_database(name: str, data_dir: str | Path | None = None) -> Database:
                     files=paths)
 
 
-def load_vocabulary(vocabulary: str, data_dir: str | Path | None = None) -> Database:
+def load_vocabulary(vocabulary: str, data_dir: str | Path | None = None,
+                    cache_dir: str | Path | None = None, cache: bool = True) -> Database:
     """The database that provides ``vocabulary`` (``lda50`` -> Neurosynth, ``terms`` ->
-    NeuroQuery)."""
+    NeuroQuery); ``cache_dir``, ``cache`` as in :func:`load_database`."""
     check_choice("vocabulary", vocabulary, VOCABULARY_DATABASE)
-    return load_database(VOCABULARY_DATABASE[vocabulary], data_dir)
+    return load_database(VOCABULARY_DATABASE[vocabulary], data_dir, cache_dir, cache)
 

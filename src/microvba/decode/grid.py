@@ -63,7 +63,14 @@ class BrainGrid:
     def mm_to_ijk(self, xyz: np.ndarray) -> np.ndarray:
         """Nearest voxel of MNI coordinates (round half to even, as NiMARE's ``mm2vox``)."""
         inv = np.linalg.inv(self.affine)
-        ijk = np.asarray(xyz, float) @ inv[:3, :3].T + inv[:3, 3]
+        xyz = np.asarray(xyz, float).reshape(-1, 3)
+        if np.count_nonzero(inv[:3, :3] - np.diag(np.diag(inv[:3, :3]))) == 0:
+            # axis-aligned grid (the MNI grids): one scale and shift per axis, the same
+            # values as the matrix product (its other terms are exact zeros) without a
+            # BLAS call on (n, 3) arrays, which costs ~0.3 s for the 500,000 peaks
+            ijk = xyz * np.diag(inv)[:3] + inv[:3, 3]
+        else:
+            ijk = xyz @ inv[:3, :3].T + inv[:3, 3]
         return np.round(ijk).astype(np.int64)
 
 

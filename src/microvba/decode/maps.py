@@ -13,11 +13,16 @@ as in Neurosynth (Yarkoni et al. 2011) and NiMARE's ``MKDAChi2``:
 The Benjamini-Hochberg threshold at FDR ``q = 0.01`` of each map is stored beside it, so
 :meth:`FeatureMaps.image` can return Neurosynth's thresholded maps as well.
 
-The work is two sparse products, not one meta-analysis per feature. With the binary
-study x voxel incidence matrix :math:`A` (built once from the peaks) and the binary study x
-feature selection :math:`S`, the selected-active counts of every feature are :math:`S^\\top A`
-and the all-study counts :math:`\\mathbf{1}^\\top A`; the chi-square statistics are closed
-forms of those counts (:func:`microvba.decode._kernels.chi2_z_maps`).
+The work is one product, not one meta-analysis per feature. With the binary study x voxel
+incidence matrix :math:`A` and the binary study x feature selection :math:`S`, the
+selected-active counts of every feature are :math:`S^\\top A` and the all-study counts
+:math:`\\mathbf{1}^\\top A`; the chi-square statistics are closed forms of those counts
+(:func:`microvba.decode._kernels.chi2_z_maps`). :math:`A` (~46 million entries for
+Neurosynth) is never built: :func:`microvba.decode._kernels.feature_active_counts` slides
+the sphere along each grid row over the peaks, and a study's features change only when it
+enters or leaves the sphere, so one pass over the peaks gives the counts of many features
+(:attr:`FeatureMaps.activation` still builds :math:`A` on request; the tests check the
+counts against it).
 
 Default thresholds
 ------------------
@@ -63,10 +68,15 @@ ALGORITHM_VERSION = 3
 #: maps larger than this (bytes as float32) are stored as float16
 _FLOAT16_ABOVE = 512 * 2**20
 _CHUNK_BYTES = 384 * 2**20
-#: per chunk of features while building maps: counts, association and uniformity arrays
-#: of ~10 MB each, reused from chunk to chunk (large fresh arrays cost page faults: most of
-#: the time of the 2,003 term maps went to them)
+#: per chunk of features while writing maps: association and uniformity buffers of
+#: ~16 MB each (17 features at 2 mm), reused from chunk to chunk: fresh memory costs page
+#: faults (most of the time of the 2,003 term maps once went to them), while each call of
+#: a parallel kernel costs a few ms of thread wake-ups on a busy machine (0.25 ms per
+#: feature with 32-feature chunks, 1.6 ms with 4)
 _BUILD_CHUNK_BYTES = 32 * 2**20
+#: features counted in one pass over the voxels (uint16 counts): one pass costs about the
+#: same for 50 features as for 500, so the passes are few and large
+_COUNT_CHUNK_BYTES = 256 * 2**20
 
 
 def resolve_cache_dir(cache_dir: str | Path | None = None) -> Path:
@@ -240,54 +250,131 @@ def peak_activation(ijk: np.ndarray, peak_study: np.ndarray, n_studies: int, gri
     return sp.csr_matrix((data, indices, indptr), shape=(n_studies, grid.n_voxels))
 
 
-def _compute_maps(activation: sp.csr_matrix, selection: sp.csc_matrix, out_assoc, out_unif,
-                  dtype) -> tuple[np.ndarray, np.ndarray]:
+def _peak_index(peaks: np.ndarray, shape, pad: int) -> tuple[np.ndarray, np.ndarray]:
+    """CSR (ptr, studies) over the voxels of the grid padded by ``pad``: the studies with a
+    peak (``peaks`` rows ``i, j, k, study``) in each voxel, each once per voxel (sorted),
+    with the pointers from a histogram. Several peaks of a study in one voxel (12 % of
+    Neurosynth's after rounding to 2 mm) enter and leave the sphere together, so one stands
+    for all in :func:`microvba.decode._kernels.feature_active_counts`. Peaks further than
+    ``pad`` voxels outside the grid cannot reach it and are left out."""
+    padded = np.asarray(shape, np.int64) + 2 * pad
+    ijk = peaks[:, :3].astype(np.int64) + pad
+    keep = np.all((ijk >= 0) & (ijk < padded), axis=1)
+    key = (ijk[keep, 0] * padded[1] + ijk[keep, 1]) * padded[2] + ijk[keep, 2]
+    n_studies = int(peaks[:, 3].max(initial=-1)) + 1
+    pair = np.unique(key * max(n_studies, 1) + peaks[keep, 3].astype(np.int64))
+    key, studies = np.divmod(pair, max(n_studies, 1))
+    ptr = np.zeros(int(np.prod(padded)) + 1, np.int64)
+    np.cumsum(np.bincount(key, minlength=ptr.size - 1), out=ptr[1:])
+    return ptr, studies.astype(np.int32)
+
+
+class _PeakCounter:
+    """Per-feature active-study counts of an MKDA incidence, computed from the peaks.
+
+    Holds what :func:`microvba.decode._kernels.feature_active_counts` needs besides the
+    feature lists: the sphere as z columns, the grid rows that hold in-mask voxels and the
+    voxel -> peaks index on the padded grid
+    (:func:`microvba.decode._roi_hits.peak_voxel_index`).
+    """
+
+    def __init__(self, peaks: np.ndarray, n_studies: int, grid: BrainGrid, kernel_mm: float):
+        from ._roi_hits import sphere_offsets
+
+        self.n_studies = int(n_studies)
+        offsets = sphere_offsets(kernel_mm, grid.resolution)
+        self.pad = int(np.abs(offsets).max()) if offsets.size else 0
+        # the sphere as columns (di, dj, h): offsets (di, dj, -h..h) (symmetric, convex)
+        cols, first = np.unique(offsets[:, :2], axis=0, return_index=True)
+        self.disc = np.column_stack([cols, -offsets[first, 2]]).astype(np.int64)
+        self.padded = np.asarray(grid.shape, np.int64) + 2 * self.pad
+        self.shape = np.asarray(grid.shape, np.int64)
+        self.flat_to_masked = grid.flat_to_masked
+        self.vox_ptr, self.studies = _peak_index(peaks, grid.shape, self.pad)
+        most = np.bincount(self.studies).max(initial=0)
+        self.mult_dtype = np.int16 if most <= np.iinfo(np.int16).max else np.int32
+        any_k = grid.mask.any(axis=2)
+        i, j = np.nonzero(any_k)
+        nz = grid.shape[2]
+        row_mask = grid.mask[i, j]
+        k_first = row_mask.argmax(axis=1)
+        k_last = nz - 1 - row_mask[:, ::-1].argmax(axis=1)
+        self.rows = np.column_stack([i, j, k_first, k_last]).astype(np.int64)
+        self.n_chunks = 32 * max(1, os.cpu_count() or 1)
+
+    def __call__(self, lists: sp.csr_matrix, counts: np.ndarray, n_active: np.ndarray) -> None:
+        """Fill ``counts`` (n_features, n_voxels) with :math:`L^\\top A` for the binary
+        study x feature matrix ``lists`` and ``n_active`` with the column counts of A."""
+        from . import _kernels  # numba: only when maps are built
+
+        per_peak = lists[self.studies]  # each peak's study's features, in peak order
+        idx = per_peak.indices
+        if counts.shape[0] <= np.iinfo(np.int16).max:
+            idx = idx.astype(np.int16)
+        _kernels.feature_active_counts(
+            self.rows, self.disc, self.pad, self.padded, self.flat_to_masked, self.shape,
+            self.vox_ptr, self.studies, per_peak.indptr.astype(np.int64), idx,
+            np.zeros(self.n_studies, self.mult_dtype), counts, n_active, self.n_chunks)
+
+
+def _compute_maps(counter: _PeakCounter, selection: sp.csc_matrix, n_vox: int, out_assoc,
+                  out_unif, dtype) -> tuple[np.ndarray, np.ndarray]:
     """Stream the maps, chunk of features by chunk, as ``dtype`` bytes to the binary files
     ``out_assoc``/``out_unif``; return the mean and centred norm of each association map
-    (of the stored values)."""
+    (of the stored values).
+
+    The selected-active counts of up to :data:`_COUNT_CHUNK_BYTES` worth of features
+    (uint16) come from one pass of ``counter`` over the voxels (its cost hardly depends on
+    the number of features: one pass for the 50 topics, four for the 2,003 terms);
+    features selecting more than half of the studies are counted over the other studies
+    (selected-active = all-active - other-active), so no study lists more than half of
+    them. The z maps are then computed and written in smaller chunks into buffers reused
+    throughout.
+    """
     from . import _kernels  # numba: only when maps are built
 
-    n_studies, n_vox = activation.shape
+    n_studies = counter.n_studies
     n_feat = selection.shape[1]
-    n_active = _kernels.column_counts(activation.indices, n_vox)
     n_sel = np.diff(selection.indptr).astype(np.int64)
-    chunk = max(1, min(n_feat, _BUILD_CHUNK_BYTES // (12 * n_vox)))
+    count_dtype = np.uint16 if n_studies <= np.iinfo(np.uint16).max else np.int32
+    per_count = max(1, min(n_feat, _COUNT_CHUNK_BYTES
+                           // (np.dtype(count_dtype).itemsize * n_vox)))
+    chunk = max(1, min(per_count, _BUILD_CHUNK_BYTES // (8 * n_vox)))
     mean = np.empty(n_feat)
     norm = np.empty(n_feat)
-    a_ptr, a_idx = activation.indptr.astype(np.int64), activation.indices
     half = np.dtype(dtype) != np.float32
-    # the stored (float16) values and their float32 copy, one buffer each for all chunks
-    stored = np.empty((chunk, n_vox), dtype) if half else None
-    widened = np.empty((chunk, n_vox), np.float32) if half else None
-    for lo in range(0, n_feat, chunk):
-        hi = min(n_feat, lo + chunk)
-        # count over the smaller side: selected-active = all-active - other-active
-        flip = n_sel[lo:hi] > n_studies // 2
-        sub = selection[:, lo:hi]
-        if flip.any():
-            dense = sub.toarray()
-            dense[:, flip] = ~dense[:, flip]
-            sub = sp.csc_matrix(dense)
-        counts = _kernels.selected_active_counts(sub.indptr.astype(np.int64), sub.indices,
-                                                 a_ptr, a_idx, n_vox)
-        if flip.any():
-            counts[flip] = n_active[None, :].astype(np.int32) - counts[flip]
-        za, zu = _kernels.chi2_z_maps(counts, n_active, n_sel[lo:hi], n_studies)
-        del counts
-        k = hi - lo
-        if half:
-            np.copyto(stored[:k], za, casting="same_kind")
-            out_assoc.write(memoryview(stored[:k]))
-            np.copyto(widened[:k], stored[:k])
-            mean[lo:hi], norm[lo:hi] = _kernels.mean_and_centred_norm(widened[:k])
-            np.copyto(stored[:k], zu, casting="same_kind")
-            out_unif.write(memoryview(stored[:k]))
-        else:
-            out_assoc.write(memoryview(np.ascontiguousarray(za)))
-            out_unif.write(memoryview(np.ascontiguousarray(zu)))
-            mean[lo:hi], norm[lo:hi] = _kernels.mean_and_centred_norm(za)
-        del za, zu
-        log.debug("maps %d-%d of %d done", lo, hi, n_feat)
+    counts_buf = np.empty((per_count, n_vox), count_dtype)
+    n_active = np.empty(n_vox, np.int64)
+    za_buf = np.empty((chunk, n_vox), np.float32)
+    zu_buf = np.empty((chunk, n_vox), np.float32)
+    # the stored (float16) values' bits, one buffer for all chunks
+    stored = np.empty((chunk, n_vox), np.uint16) if half else None
+    for c_lo in range(0, n_feat, per_count):
+        c_hi = min(n_feat, c_lo + per_count)
+        flip = n_sel[c_lo:c_hi] > n_studies // 2
+        dense = selection[:, c_lo:c_hi].toarray()
+        dense[:, flip] = ~dense[:, flip]
+        counts = counts_buf[:c_hi - c_lo]
+        counter(sp.csr_matrix(dense), counts, n_active)
+        del dense
+        for f in np.flatnonzero(flip):
+            counts[f] = n_active - counts[f]
+        for lo in range(c_lo, c_hi, chunk):
+            hi = min(c_hi, lo + chunk)
+            k = hi - lo
+            za, zu = za_buf[:k], zu_buf[:k]
+            _kernels.chi2_z_maps(counts[lo - c_lo:hi - c_lo], n_active, n_sel[lo:hi],
+                                 n_studies, za, zu)
+            if half:  # float16 bits as astype(np.float16) rounds them, stats of those
+                _kernels.to_half(za, stored[:k], mean[lo:hi], norm[lo:hi], True)
+                out_assoc.write(memoryview(stored[:k]))
+                _kernels.to_half(zu, stored[:k], mean[lo:hi], norm[lo:hi], False)
+                out_unif.write(memoryview(stored[:k]))
+            else:
+                out_assoc.write(memoryview(za))
+                out_unif.write(memoryview(zu))
+                mean[lo:hi], norm[lo:hi] = _kernels.mean_and_centred_norm(za)
+            log.debug("maps %d-%d of %d done", lo, hi, n_feat)
     return mean, norm
 
 
@@ -415,7 +502,7 @@ def feature_maps(db: Database, vocabulary: str = "lda50", kernel_mm: float = 6.0
     cache_dir
         Cache root; default ``$MICROVBA_CACHE`` or ``~/.cache/microvba/maps``. Entries are
         keyed by database version, parameters and input-file hashes. An entry also holds
-        the study x voxel incidence matrix, the kept weights and the dropped features, so
+        the peaks (grid voxel and study), the kept weights and the dropped features, so
         :func:`cached_feature_maps` serves a warm call without reading the database.
     """
     threshold = _check_args(db, vocabulary, kernel_mm, threshold, resolution, min_studies)
@@ -425,8 +512,7 @@ def feature_maps(db: Database, vocabulary: str = "lda50", kernel_mm: float = 6.0
     if _bundle_valid(folder, params, db.files):
         return _load_bundle(folder, params, grid)
     peaks = np.column_stack([grid.mm_to_ijk(db.xyz), db.peak_study]).astype(np.int32)
-    activation = peak_activation(peaks[:, :3], peaks[:, 3], db.n_studies, grid,
-                                 float(kernel_mm))
+    counter = _PeakCounter(peaks, db.n_studies, grid, float(kernel_mm))
     weights = sp.csc_matrix(db.weights)
     n_sel = np.diff(_selection(weights, threshold).indptr)
     keep, dropped = _drop_table(db, n_sel, min_studies)
@@ -435,7 +521,7 @@ def feature_maps(db: Database, vocabulary: str = "lda50", kernel_mm: float = 6.0
     features = [f for f, k in zip(db.features, keep, strict=True) if k]
     labels = [lab for lab, k in zip(db.labels, keep, strict=True) if k]
     files = [folder / f for f in _BUNDLE]
-    _build_cache(activation, selection, features, labels, files[:3], grid)
+    _build_cache(counter, selection, features, labels, files[:3], grid)
     with atomic_path(files[3]) as tmp, open(tmp, "wb") as fh:
         sp.save_npz(fh, sp.csc_matrix(weights), compressed=False)
     with atomic_path(files[4]) as tmp:
@@ -444,12 +530,10 @@ def feature_maps(db: Database, vocabulary: str = "lda50", kernel_mm: float = 6.0
         np.save(fh, peaks)
     write_json(folder / "maps.json", make_sidecar(params, db.files, n_dropped=len(dropped),
                                                   InputStamps=_stamps(db.files)))
-    fm = _load_bundle(folder, params, grid)
-    fm._activation = activation
-    return fm
+    return _load_bundle(folder, params, grid)
 
 
-def _build_cache(activation: sp.csr_matrix, selection: sp.csc_matrix, features: list[str],
+def _build_cache(counter: _PeakCounter, selection: sp.csc_matrix, features: list[str],
                  labels: list[str], files: list[Path], grid: BrainGrid) -> None:
     n_feat, n_vox = selection.shape[1], grid.n_voxels
     dtype = np.float16 if n_feat * n_vox * 4 > _FLOAT16_ABOVE else np.float32
@@ -462,7 +546,7 @@ def _build_cache(activation: sp.csr_matrix, selection: sp.csc_matrix, features: 
         fu = stack.enter_context(open(tmp_u, "wb"))
         for fh in (fa, fu):
             np.lib.format.write_array_header_1_0(fh, header)
-        mean, norm = _compute_maps(activation, selection, fa, fu, dtype)
+        mean, norm = _compute_maps(counter, selection, n_vox, fa, fu, dtype)
     table = pd.DataFrame({"feature": features, "label": labels,
                           "n_selected": np.diff(selection.indptr),
                           "z_mean": mean, "z_norm": norm})

@@ -1,0 +1,158 @@
+"""The map build's shortcuts against the plain computations they replace: per-feature
+counts from the sliding sphere window vs the study x voxel incidence matrix, and the parsed
+copy of a database vs a fresh parse."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from microvba.decode import database as dbm
+from microvba.decode.maps import _PeakCounter, mni_brain_grid, peak_activation
+
+
+def _incidence_counts(peaks, n_studies, grid, kernel_mm, lists):
+    """Reference: L^T A with A from the per-study sphere kernel (independent code)."""
+    act = peak_activation(peaks[:, :3], peaks[:, 3], n_studies, grid, kernel_mm)
+    act = sp.csr_matrix((np.ones(act.nnz, np.int64), act.indices, act.indptr), act.shape)
+    counts = (sp.csr_matrix(lists.T.astype(np.int64)) @ act).toarray()
+    n_active = np.asarray(act.sum(axis=0)).ravel()
+    return counts, n_active
+
+
+@pytest.mark.parametrize("kernel_mm", [0.0, 4.0, 6.0, 10.0])
+def test_window_counts_equal_incidence_counts(rng, kernel_mm):
+    """Peaks inside, at the edge of and far outside the grid; several peaks of a study in
+    one voxel and in overlapping spheres; studies listing no, one or many features."""
+    grid = mni_brain_grid(2.0)
+    n_studies, n_feat = 300, 7
+    n_peaks = rng.integers(1, 12, n_studies)
+    peak_study = np.repeat(np.arange(n_studies), n_peaks)
+    shape = np.asarray(grid.shape)
+    pool = rng.integers(0, shape, size=(15, 3))  # studies share centres: overlaps
+    centre = pool[rng.integers(0, len(pool), n_studies)][peak_study]
+    ijk = centre + rng.integers(-2, 3, size=(peak_study.size, 3))  # clustered peaks
+    edge = rng.uniform(size=peak_study.size) < 0.1
+    ijk[edge] = rng.integers(-8, shape + 8, size=(int(edge.sum()), 3))  # near/out of grid
+    ijk[:5] = [[-100, 0, 0], [0, 500, 0], [-3, -3, -3], [shape[0] + 2, 10, 10], [0, 0, 0]]
+    peaks = np.column_stack([ijk, peak_study]).astype(np.int32)
+    lists = sp.csr_matrix(rng.uniform(size=(n_studies, n_feat)) < [0, 0.05, 0.3, 0.5, 0.7,
+                                                                       0.95, 1.0])
+    counter = _PeakCounter(peaks, n_studies, grid, kernel_mm)
+    counts = np.full((n_feat, grid.n_voxels), 99, np.uint16)
+    n_active = np.full(grid.n_voxels, -1, np.int64)
+    counter(lists, counts, n_active)
+    ref_counts, ref_active = _incidence_counts(peaks, n_studies, grid, kernel_mm, lists)
+    assert ref_active.max() >= 3  # overlapping studies: the test can fail
+    np.testing.assert_array_equal(n_active, ref_active)
+    np.testing.assert_array_equal(counts, ref_counts)
+
+
+def test_window_counts_on_neurosynth(shared_data):
+    """All 14,371 studies and 507,891 peaks with the 50 topics' selection (6 mm)."""
+    db = dbm.load_database("neurosynth", shared_data)
+    grid = mni_brain_grid(2.0)
+    peaks = np.column_stack([grid.mm_to_ijk(db.xyz), db.peak_study]).astype(np.int32)
+    lists = sp.csr_matrix(db.weights.toarray() >= 0.05)
+    counts = np.empty((50, grid.n_voxels), np.int32)
+    n_active = np.empty(grid.n_voxels, np.int64)
+    _PeakCounter(peaks, db.n_studies, grid, 6.0)(lists, counts, n_active)
+    ref_counts, ref_active = _incidence_counts(peaks, db.n_studies, grid, 6.0, lists)
+    np.testing.assert_array_equal(n_active, ref_active)
+    np.testing.assert_array_equal(counts, ref_counts)
+
+
+def test_mm_to_ijk_equals_matrix_product(rng):
+    grid = mni_brain_grid(2.0)
+    xyz = np.concatenate([rng.uniform(-120, 120, (5000, 3)),
+                          np.round(rng.uniform(-100, 100, (5000, 3))),
+                          rng.integers(-50, 50, (5000, 3)) + 0.5])  # ties: half to even
+    inv = np.linalg.inv(grid.affine)
+    expected = np.round(xyz @ inv[:3, :3].T + inv[:3, 3]).astype(np.int64)
+    np.testing.assert_array_equal(grid.mm_to_ijk(xyz), expected)
+
+
+def _same(a: dbm.Database, b: dbm.Database) -> None:
+    for k in ("study_ids", "xyz", "peak_study"):
+        x, y = getattr(a, k), getattr(b, k)
+        assert x.dtype == y.dtype
+        np.testing.assert_array_equal(x, y)
+    assert a.weights.dtype == b.weights.dtype and a.weights.shape == b.weights.shape
+    assert (a.weights != b.weights).nnz == 0
+    assert (a.features, a.labels, a.vocabulary, a.files) == (b.features, b.labels,
+                                                              b.vocabulary, b.files)
+
+
+@pytest.mark.parametrize("name", ["neurosynth", "neuroquery"])
+def test_parsed_copy_equals_parse(shared_data, tmp_path, name):
+    parsed = dbm.load_database(name, shared_data, cache=False)
+    assert not (tmp_path / "databases").exists()
+    first = dbm.load_database(name, shared_data, cache_dir=tmp_path)
+    copy = dbm.parsed_cache_path(name, parsed.files, tmp_path)
+    assert copy.is_file() and copy.parent == tmp_path / "databases"
+    second = dbm.load_database(name, shared_data, cache_dir=tmp_path)  # from the copy
+    _same(parsed, first)
+    _same(parsed, second)
+
+
+def test_parsed_copy_follows_the_source_files(shared_data, tmp_path):
+    """A changed source file (size or mtime) gets a new copy; an unreadable copy is parsed
+    again and replaced; no temporary files are left."""
+    src = shared_data / "neurosynth"
+    data = tmp_path / "data"
+    (data / "neurosynth").mkdir(parents=True)
+    for f in dbm.FILES["neurosynth"].values():
+        os.symlink(src / f, data / "neurosynth" / f)
+    cache = tmp_path / "cache"
+    ref = dbm.load_database("neurosynth", data, cache_dir=cache)
+    copy = dbm.parsed_cache_path("neurosynth", ref.files, cache)
+    # a replaced vocabulary file (new mtime): another key, and the new content is read
+    voc = data / "neurosynth" / dbm.FILES["neurosynth"]["vocabulary"]
+    text = voc.read_text()
+    voc.unlink()
+    voc.write_text(text.replace(ref.features[0], "renamed_topic", 1))
+    changed = dbm.load_database("neurosynth", data, cache_dir=cache)
+    assert dbm.parsed_cache_path("neurosynth", changed.files, cache) != copy
+    assert changed.features[0] == "renamed_topic" and ref.features[0] != "renamed_topic"
+    # an unreadable copy: parsed again, rewritten
+    path = dbm.parsed_cache_path("neurosynth", changed.files, cache)
+    path.write_bytes(b"not a zip file")
+    again = dbm.load_database("neurosynth", data, cache_dir=cache)
+    _same(changed, again)
+    assert path.stat().st_size > 1000
+    assert sorted(p.name for p in (cache / "databases").iterdir()) == sorted(
+        [copy.name, path.name])
+
+
+def test_to_half_rounds_as_numpy(rng):
+    """float32 -> float16 bits as ``astype(np.float16)`` (random bit patterns, ties,
+    subnormals, overflow, NaN), and the mean / centred norm of the rounded values as
+    :func:`mean_and_centred_norm` of their float32 copy."""
+    from microvba.decode import _kernels
+
+    z = rng.integers(0, 2**32, 400_000, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    ties = (np.arange(-70000, 70000, dtype=np.float32) + 0.5) / 1024
+    sub = np.arange(0, 2**15, dtype=np.float32) * np.float32(2**-26)
+    edge = np.array([0, -0.0, 65504, 65519.99, 65520, 1e9, np.inf, -np.inf, np.nan, 6.1e-5,
+                     5.96e-8, 2.98e-8, 2.99e-8, 2049, 2051], np.float32)
+    x = np.concatenate([z, ties, sub, -sub, edge])[None]
+    out = np.empty(x.shape, np.uint16)
+    _kernels.to_half(x, out, np.zeros(1), np.zeros(1), False)
+    with np.errstate(over="ignore"):
+        ref = x.astype(np.float16)
+    nan = np.isnan(x)
+    np.testing.assert_array_equal(out[~nan], ref.view(np.uint16)[~nan])
+    assert np.isnan(out.view(np.float16)[nan]).all()
+    # statistics of finite maps (z scale)
+    maps = (rng.standard_normal((5, 20_000)) * rng.uniform(0.01, 30, (5, 1))).astype(np.float32)
+    maps[0, :100] = 1e-7  # subnormal halves
+    mean, norm = np.zeros(5), np.zeros(5)
+    out = np.empty(maps.shape, np.uint16)
+    _kernels.to_half(maps, out, mean, norm, True)
+    np.testing.assert_array_equal(out, maps.astype(np.float16).view(np.uint16))
+    m_ref, n_ref = _kernels.mean_and_centred_norm(maps.astype(np.float16).astype(np.float32))
+    np.testing.assert_array_equal(mean, m_ref)
+    np.testing.assert_array_equal(norm, n_ref)
