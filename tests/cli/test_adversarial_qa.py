@@ -1,0 +1,179 @@
+"""Session 6 adversarial pass: inputs a new user hits that were accepted silently, refused
+late or with an OS error. Each test failed before its fix (see benchmarks/RESULTS.md,
+*Adversarial pass (session 6)*).
+
+Real signal: the MRtrix3 ``msmt`` crop in ``$MICROVBA_DATA/dwi`` (15 x 15 x 11, 102 volumes).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from microvba.cli import main
+
+# MNI152 4 mm grid (covers every atlas region)
+MNI4 = np.array([[-4.0, 0, 0, 90], [0, 4, 0, -126], [0, 0, 4, -72], [0, 0, 0, 1]])
+
+
+def _tree(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+def _run(tmp_path, capsys, argv, code):
+    before = _tree(tmp_path)
+    got = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert got == code, err
+    assert "Traceback" not in err
+    return err, _tree(tmp_path) - before
+
+
+# --- fit: signal no model can use ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def msmt(shared_data):
+    d = shared_data / "dwi"
+    img = nib.load(str(d / "msmt_dwi.nii.gz"))
+    return {"img": img, "data": img.get_fdata(dtype=np.float32),
+            "bval": d / "msmt_dwi.bval", "bvec": d / "msmt_dwi.bvec",
+            "mask": d / "msmt_mask.nii.gz"}
+
+
+def _fit(msmt, dwi, out, model="tensor"):
+    return ["fit", dwi, "--bval", msmt["bval"], "--bvec", msmt["bvec"], "--mask",
+            msmt["mask"], "-o", out, "--model", model]
+
+
+def test_dropped_volume_refused_before_fitting(msmt, tmp_path, capsys):
+    """A diffusion-weighted volume of zeros (an interrupted or padded series) made the tensor
+    read total attenuation along its direction: median FA 0.61 instead of 0.12, exit 0."""
+    data = msmt["data"].copy()
+    data[..., 10] = 0.0
+    dwi = tmp_path / "dropped_dwi.nii.gz"
+    nib.save(nib.Nifti1Image(data, msmt["img"].affine), str(dwi))
+    err, new = _run(tmp_path, capsys, _fit(msmt, dwi, tmp_path / "out"), 2)
+    assert "dropped_dwi.nii.gz" in err and "no positive signal" in err
+    assert "10 (b=" in err and "fslselectvols" in err
+    assert not new
+
+
+def test_intact_series_still_fits(msmt, tmp_path, capsys):
+    """The check does not refuse real data with a few negative values (the crop has some)."""
+    assert (msmt["data"] < 0).any()
+    _run(tmp_path, capsys, _fit(msmt, msmt["img"].get_filename(), tmp_path / "out"), 0)
+    fa = nib.load(str(next((tmp_path / "out").glob("*param-fa_dwimap.nii.gz")))).get_fdata()
+    mask = nib.load(str(msmt["mask"])).get_fdata() > 0
+    assert 0.05 < np.median(fa[mask]) < 0.3
+
+
+def test_empty_b0_volumes_refused(msmt, tmp_path, capsys):
+    """b=0 volumes of zeros: the tensor wrote FA = MD = 0.05 everywhere (exit 0)."""
+    from microvba.io.gradients import B0_THRESHOLD, read_bvals
+
+    data = msmt["data"].copy()
+    data[..., read_bvals(msmt["bval"]) <= B0_THRESHOLD] = 0.0
+    dwi = tmp_path / "nob0_dwi.nii.gz"
+    nib.save(nib.Nifti1Image(data, msmt["img"].affine), str(dwi))
+    err, new = _run(tmp_path, capsys, _fit(msmt, dwi, tmp_path / "out"), 2)
+    assert "6 volume(s) have no positive signal" in err and "0 (b=0.5)" in err
+    assert not new
+
+
+def test_inverted_b0_tensor_is_a_failed_fit(msmt, tmp_path, capsys, caplog):
+    """b=0 signal negated in 80% of the mask: the tensor wrote maps (exit 0); now a failed
+    fit, as NODDI's (exit 1, no map written)."""
+    from microvba.io.gradients import B0_THRESHOLD, read_bvals
+
+    data = msmt["data"].copy()
+    b0 = read_bvals(msmt["bval"]) <= B0_THRESHOLD
+    mask = nib.load(str(msmt["mask"])).get_fdata() > 0
+    idx = np.argwhere(mask)
+    sel = tuple(idx[: int(0.8 * len(idx))].T)
+    sub = data[sel]
+    sub[:, b0] = -np.abs(sub[:, b0]) - 1.0
+    data[sel] = sub
+    dwi = tmp_path / "inv_dwi.nii.gz"
+    nib.save(nib.Nifti1Image(data, msmt["img"].affine), str(dwi))
+    with caplog.at_level(logging.ERROR):
+        err, new = _run(tmp_path, capsys, _fit(msmt, dwi, tmp_path / "out"), 1)
+    text = err + caplog.text
+    assert "mean b=0 signal" in text and "inv_dwi.nii.gz" in text and "(80% > 50%)" in text
+    assert not [p for p in new if p.endswith(".nii.gz")]
+
+
+# --- roi: resources and meaningless correlations ----------------------------------------
+
+@pytest.fixture(scope="module")
+def roi_maps(tmp_path_factory, shared_data):
+    root = tmp_path_factory.mktemp("roi")
+    rng = np.random.default_rng(6)
+    ids = [f"sub-{i:02d}" for i in range(1, 9)]
+    maps = []
+    for i in ids:
+        p = root / f"{i}_fa.nii.gz"
+        nib.save(nib.Nifti1Image(rng.random((46, 55, 46)).astype(np.float32), MNI4), str(p))
+        maps.append(p)
+    (root / "participants.tsv").write_text(
+        "participant_id\tscore\tflat\n"
+        + "".join(f"{i}\t{rng.normal():.3f}\t7\n" for i in ids))
+    return root, maps
+
+
+def _roi(root, maps, *extra):
+    return ["roi", "--map", *maps, "--region", "A23c", "--data-dir", SHARED(root),
+            "--participants", root / "participants.tsv", *extra]
+
+
+def SHARED(_root):  # noqa: N802 - the atlas folder of the shared data
+    import os
+
+    return os.environ.get("MICROVBA_DATA", str(Path(__file__).resolve().parents[3]
+                                               / "shared" / "data"))
+
+
+def test_roi_n_boot_bounded(roi_maps, tmp_path, capsys):
+    """--n-boot 1e12 ran for more than 10 minutes (no bound); now refused at once."""
+    root, maps = roi_maps
+    err, _ = _run(tmp_path, capsys, _roi(root, maps, "--score", "score", "--n-boot",
+                                         "1000000000000"), 2)
+    assert "--n-boot" in err and "[0, 100000]" in err
+
+
+def test_roi_constant_score_refused(roi_maps, tmp_path, capsys):
+    """A constant score gave 'r = 0.000, p = 1' from rounding noise."""
+    root, maps = roi_maps
+    err, _ = _run(tmp_path, capsys, _roi(root, maps, "--score", "flat"), 2)
+    assert "'flat' has the same value (7)" in err and "participants.tsv" in err
+
+
+def test_roi_subject_given_twice_refused(roi_maps, tmp_path, capsys):
+    """The same subject's map twice (a glob and an explicit name) entered the correlation
+    twice (n = 9 of 8 subjects)."""
+    root, maps = roi_maps
+    err, _ = _run(tmp_path, capsys, _roi(root, [*maps, maps[0]], "--score", "score"), 2)
+    assert "['sub-01'] have more than one map" in err
+
+
+def test_roi_output_folder_refused_before_reading(roi_maps, tmp_path, capsys):
+    """-o DIR failed after the analysis with 'Is a directory (.tmp-...)' and exit 1."""
+    root, maps = roi_maps
+    err, new = _run(tmp_path, capsys, _roi(root, maps, "-o", tmp_path), 2)
+    assert "is an existing folder" in err and "roi.tsv" in err
+    assert not new
+
+
+def test_roi_valid_run_writes_table(roi_maps, tmp_path, capsys):
+    root, maps = roi_maps
+    out = tmp_path / "roi.tsv"
+    _run(tmp_path, capsys, _roi(root, maps, "--score", "score", "--n-boot", "200", "-o", out), 0)
+    import pandas as pd
+
+    tab = pd.read_csv(out, sep="\t")
+    assert len(tab) == len(maps) and tab["n_voxels"].gt(0).all()
+    shutil.rmtree(tmp_path, ignore_errors=True)
