@@ -177,3 +177,95 @@ def test_roi_valid_run_writes_table(roi_maps, tmp_path, capsys):
     tab = pd.read_csv(out, sep="\t")
     assert len(tab) == len(maps) and tab["n_voxels"].gt(0).all()
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+# --- randomise: design tables and exchangeability blocks ---------------------------------
+
+@pytest.fixture
+def rdata(tmp_path):
+    """12 subjects' 3-D maps named sub-XX (8 x 8 x 6), a mask and a design writer."""
+    rng = np.random.default_rng(61)
+    aff = np.diag([2.0, 2.0, 2.0, 1.0])
+    maps = []
+    for i in range(1, 13):
+        p = tmp_path / f"sub-{i:02d}_fa.nii.gz"
+        nib.save(nib.Nifti1Image(rng.normal(size=(8, 8, 6)).astype(np.float32) + 5, aff),
+                 str(p))
+        maps.append(p)
+    nib.save(nib.Nifti1Image(np.ones((8, 8, 6), np.uint8), aff), str(tmp_path / "mask.nii.gz"))
+    score = rng.normal(size=12).round(3)
+
+    def design(ids, name="design.tsv", extra=""):
+        p = tmp_path / name
+        p.write_text(f"participant_id\tscore{extra and chr(9) + extra}\n" + "".join(
+            f"{pid}\t{s}{extra and chr(9) + str(k % 3)}\n"
+            for k, (pid, s) in enumerate(zip(ids, score, strict=True))))
+        return p
+
+    return tmp_path, maps, design
+
+
+def _randomise(root, maps, design, *extra):
+    return ["randomise", "-i", *maps, "-m", root / "mask.nii.gz", "-d", design,
+            "-o", root / "out" / "fa", "-n", "20", "--contrast", "score", *extra]
+
+
+def test_design_ids_without_sub_prefix_keep_leading_zeros(rdata, tmp_path, capsys):
+    """participant_id 01, 02 ... was read as the numbers 1, 2 and refused as 'rows without
+    an image: sub-1, ...' against images sub-01_fa ...; IDs are text now."""
+    root, maps, design = rdata
+    d = design([f"{i:02d}" for i in range(1, 13)])
+    _run(tmp_path, capsys, _randomise(root, maps, d), 0)
+    assert (root / "out" / "fa_tstat1.nii.gz").is_file()
+    from microvba.io.design_table import read_design_table
+
+    assert list(read_design_table(d).index[:2]) == ["01", "02"]
+
+
+def test_duplicate_participant_id_refused(rdata, tmp_path, capsys):
+    """A repeated participant_id made the table fall back to line numbers, which silently
+    turned off the check of the images' order against the rows (exit 0)."""
+    root, maps, design = rdata
+    ids = [f"sub-{i:02d}" for i in range(1, 13)]
+    ids[11] = "sub-01"
+    err, new = _run(tmp_path, capsys, _randomise(root, maps, design(ids)), 2)
+    assert "participant_id values repeated: sub-01 (lines 2, 13)" in err
+    assert "session_id" in err and not new
+
+
+def test_repeated_measures_with_session_id_accepted(tmp_path):
+    from microvba.io.design_table import read_design_table
+
+    p = tmp_path / "d.tsv"
+    p.write_text("participant_id\tsession_id\tscore\nsub-01\t1\t3\nsub-01\t2\t4\n")
+    assert len(read_design_table(p)) == 2
+
+
+def test_blocks_without_any_rearrangement_refused(rdata, tmp_path, capsys):
+    """--blocks naming a column unique to each row left only the identity: the run wrote
+    maps whose every p-value was 1 (exit 0, one warning)."""
+    root, maps, design = rdata
+    d = design([f"sub-{i:02d}" for i in range(1, 13)])
+    err, new = _run(tmp_path, capsys, _randomise(root, maps, d, "--blocks", "participant_id"),
+                    2)
+    assert "--blocks" in err and "no rearrangement" in err
+    assert not [p for p in new if p.endswith(".nii.gz")]
+
+
+def test_blocks_grouping_subjects_still_run(rdata, tmp_path, capsys):
+    root, maps, design = rdata
+    d = design([f"sub-{i:02d}" for i in range(1, 13)], extra="site")
+    _run(tmp_path, capsys, _randomise(root, maps, d, "--blocks", "site"), 0)
+
+
+# --- BIDS App: output folder inside the input dataset -------------------------------------
+
+@pytest.mark.parametrize("where", ["out", "code/microvba", "sourcedata/x"])
+def test_output_inside_bids_outside_derivatives_refused(tmp_path, capsys, where):
+    """BIDS_DIR/out was accepted: the participant stage wrote into the raw dataset."""
+    bids = tmp_path / "bids"
+    (bids / "sub-01" / "dwi").mkdir(parents=True)
+    (bids / "participants.tsv").write_text("participant_id\tscore\nsub-01\t1\n")
+    err, new = _run(tmp_path, capsys, [bids, bids / where, "participant"], 2)
+    assert "not under its derivatives/ folder" in err and "derivatives/microvba" in err
+    assert not new

@@ -57,8 +57,10 @@ def read_design_table(path: str | Path) -> pd.DataFrame:
         raise InputError(f"duplicate column names {dup}", file=path,
                          fix="Give every design column a unique name.")
     try:
+        # identifiers stay text: participant_id 01 is not the number 1 (sub-01, not sub-1)
         df = pd.read_csv(path, sep=sep, skip_blank_lines=True, skipinitialspace=True,
-                         encoding="utf-8-sig")
+                         encoding="utf-8-sig",
+                         dtype={c: str for c in header if c in ID_COLUMNS})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot parse the design as a table ({exc})", file=path,
                          fix="Write a tab-separated table with a header row and the same "
@@ -67,6 +69,14 @@ def read_design_table(path: str | Path) -> pd.DataFrame:
     if df.empty:
         raise InputError("the design has no rows", file=path, fix="Add one row per volume.")
     ids = df["participant_id"].astype(str).str.strip() if "participant_id" in df else None
+    if ids is not None and not ids.is_unique and "session_id" not in df:
+        dup = ids[ids.duplicated(keep=False)]
+        shown = ", ".join(f"{v} (lines {', '.join(str(i + 2) for i in dup.index[dup == v])})"
+                          for v in dict.fromkeys(dup))
+        raise InputError(f"participant_id values repeated: {shown}", file=path,
+                         fix="Give each subject one row (a copied row or a typo in an ID?); "
+                             "for repeated measures of a subject add a session_id column "
+                             "(and use --blocks participant_id to permute within subjects).")
     if ids is not None and ids.is_unique:
         df.index = pd.Index(ids.to_list(), name="participant_id")
     else:
