@@ -269,3 +269,28 @@ def test_output_inside_bids_outside_derivatives_refused(tmp_path, capsys, where)
     err, new = _run(tmp_path, capsys, [bids, bids / where, "participant"], 2)
     assert "not under its derivatives/ folder" in err and "derivatives/microvba" in err
     assert not new
+
+
+# --- simulate / demo: bounded options, output folder checked first ------------------------
+
+SIM_BAD = [
+    (["--n-subjects", "100000000"], "[1, 10000]"),  # ran for more than 2 minutes
+    (["--resolution", "nan"], "[0.5, 8] mm"),       # accepted
+    (["--effect-scale", "nan"], "--effect-scale"),  # accepted
+    (["--snr", "0"], "(0, 10000]"),                 # accepted
+]
+
+
+@pytest.mark.parametrize(("extra", "allowed"), SIM_BAD, ids=[" ".join(e) for e, _ in SIM_BAD])
+def test_simulate_option_refused(tmp_path, capsys, extra, allowed):
+    err, new = _run(tmp_path, capsys, ["simulate", tmp_path / "sim", *extra], 2)
+    assert allowed in err and extra[0] in err and not new
+
+
+@pytest.mark.parametrize("argv", [["simulate", "{f}", "--box"], ["demo", "--out", "{f}"]])
+def test_output_folder_that_is_a_file_refused(tmp_path, capsys, argv):
+    """A file as the output folder ended with an OS error (exit 1; demo after fetching)."""
+    f = tmp_path / "afile"
+    f.write_text("x")
+    err, new = _run(tmp_path, capsys, [a.format(f=f) for a in argv], 2)
+    assert "is an existing file, not a folder" in err and not new
