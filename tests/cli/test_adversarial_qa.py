@@ -294,3 +294,28 @@ def test_output_folder_that_is_a_file_refused(tmp_path, capsys, argv):
     f.write_text("x")
     err, new = _run(tmp_path, capsys, [a.format(f=f) for a in argv], 2)
     assert "is an existing file, not a folder" in err and not new
+
+
+# --- categorical covariates typed two ways ------------------------------------------------
+
+def test_categorical_levels_differing_in_case_refused(rdata, tmp_path, capsys):
+    """sex F / f / 'M ' was dummy-coded as four groups (three dummies, exit 0)."""
+    root, maps, design = rdata
+    d = root / "sex.tsv"
+    sexes = ["F", "f", "M", "M ", "F", "M", "f", "F", "M", "F", "M", "F"]
+    rows = design([f"sub-{i:02d}" for i in range(1, 13)]).read_text().splitlines()
+    d.write_text(rows[0] + "\tsex\n" + "".join(f"{r}\t{s}\n" for r, s in zip(rows[1:], sexes,
+                                                                          strict=True)))
+    err, new = _run(tmp_path, capsys, _randomise(root, maps, d, "--covariates", "sex"), 2)
+    assert "differ only in upper/lower case or spaces: 'F', 'f'; 'M', 'M '" in err
+    assert not new
+
+
+def test_categorical_levels_distinct_names_accepted():
+    import pandas as pd
+
+    from microvba.stats.design import make_design
+
+    df = pd.DataFrame({"score": [1.0, 2, 3, 4, 5, 6], "site": ["a", "b", "c", "a", "b", "c"]})
+    assert make_design(df, "score", ["site"]).names == ["intercept", "score", "site[b]",
+                                                        "site[c]"]
