@@ -319,3 +319,25 @@ def test_categorical_levels_distinct_names_accepted():
     df = pd.DataFrame({"score": [1.0, 2, 3, 4, 5, 6], "site": ["a", "b", "c", "a", "b", "c"]})
     assert make_design(df, "score", ["site"]).names == ["intercept", "score", "site[b]",
                                                         "site[c]"]
+
+
+# --- per-model options: bounded -------------------------------------------------------------
+
+def test_mapmri_radial_order_bounded(msmt, tmp_path, capsys):
+    """--mapmri-radial-order 1000 was accepted and ran for more than 5 minutes (the basis
+    grows as N^3 / 6)."""
+    argv = _fit(msmt, msmt["img"].get_filename(), tmp_path / "out", "mapmri")
+    with pytest.raises(SystemExit) as exc:  # argparse: exit 2 with the option named
+        main([str(a) for a in [*argv, "--mapmri-radial-order", "1000"]])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--mapmri-radial-order" in err and "<= 12" in err
+    assert not (tmp_path / "out").exists()
+    from microvba._validation import InputError
+    from microvba.models.gradients import GradientTable
+    from microvba.models.mapmri import MapmriModel
+
+    gtab = GradientTable.from_files(msmt["bval"], msmt["bvec"])
+    with pytest.raises(InputError, match=r"even integer in \[2, 12\]; got 14"):
+        MapmriModel(gtab, radial_order=14)
+    assert MapmriModel(gtab, radial_order=12).radial_order == 12
