@@ -63,6 +63,22 @@ def test_dropped_volume_refused_before_fitting(msmt, tmp_path, capsys):
     assert not new
 
 
+def test_small_mask_without_positive_signal_at_one_volume_fits(msmt, tmp_path, capsys):
+    """The dropped-volume check looks at the whole image: a small mask (here 8 voxels)
+    whose signal at one high-b volume is negative after preprocessing is still fitted."""
+    data = msmt["data"].copy()
+    data[6:8, 6:8, 4:6, 20] = -1.0
+    dwi = tmp_path / "neg_dwi.nii.gz"
+    nib.save(nib.Nifti1Image(data, msmt["img"].affine), str(dwi))
+    small = np.zeros(data.shape[:3], np.uint8)
+    small[6:8, 6:8, 4:6] = 1
+    mask = tmp_path / "small_mask.nii.gz"
+    nib.save(nib.Nifti1Image(small, msmt["img"].affine), str(mask))
+    argv = _fit(msmt, dwi, tmp_path / "out")
+    argv[argv.index("--mask") + 1] = mask
+    _run(tmp_path, capsys, argv, 0)
+
+
 def test_intact_series_still_fits(msmt, tmp_path, capsys):
     """The check does not refuse real data with a few negative values (the crop has some)."""
     assert (msmt["data"] < 0).any()

@@ -180,7 +180,7 @@ def _check_signal(data: np.ndarray, mask: np.ndarray, gtab: GradientTable, dwi_p
                   bval_path: str | Path, prefix: str, b0: bool = True) -> None:
     r"""Refuse, before any fit, signal no model can use.
 
-    * A volume that is zero (or negative) in every voxel of the mask: a dropped or
+    * A volume that is zero (or negative) in every voxel of the image: a dropped or
       unreconstructed volume (an interrupted scan, a volume zeroed by eddy's outlier
       replacement gone wrong, a padded series). Its :math:`\log S` is undefined and the
       tensor fit, which clips it to a tiny positive signal, reads it as complete attenuation
@@ -193,20 +193,22 @@ def _check_signal(data: np.ndarray, mask: np.ndarray, gtab: GradientTable, dwi_p
       the maps would be meaningless (the tensor would still write them):
       :class:`FitFailedError`, a failed subject (exit 1) as when NODDI fails there.
     """
-    inside = np.flatnonzero(mask.ravel())
-    flat = data.reshape(-1, data.shape[-1])
-    empty = [v for v in range(data.shape[-1]) if not np.any(flat[inside, v] > 0)]
+    # the whole image, not the mask: a small mask in CSF may hold no positive value at a
+    # high b on real (denoised, eddy-corrected) data
+    empty = [v for v in range(data.shape[-1]) if not np.any(data[..., v] > 0)]
     if empty:
         shown = ", ".join(f"{v} (b={gtab.bvals[v]:g})" for v in empty[:8])
         more = f" and {len(empty) - 8} more" if len(empty) > 8 else ""
-        raise InputError(f"{len(empty)} volume(s) have no positive signal in any voxel of "
-                         f"the mask (dropped or empty volumes): {shown}{more} (0-based "
-                         "volume indices)", file=dwi_path,
+        raise InputError(f"{len(empty)} volume(s) have no positive signal in any voxel "
+                         f"(dropped or empty volumes): {shown}{more} (0-based volume "
+                         "indices)", file=dwi_path,
                          fix="Remove those volumes from the image and their entries from "
                              f"{Path(bval_path).name} and the .bvec (e.g. with fslselectvols "
                              "or mrconvert -coord 3), or re-export the series.")
     if not b0:
         return
+    inside = np.flatnonzero(mask.ravel())
+    flat = data.reshape(-1, data.shape[-1])
     mean_b0 = np.mean(flat[inside][:, gtab.b0s_mask], axis=1)
     bad = int(np.sum(~(mean_b0 > 0)))
     if bad > MAX_NONPOSITIVE_B0_FRACTION * inside.size:
