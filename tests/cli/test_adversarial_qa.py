@@ -357,3 +357,22 @@ def test_mapmri_radial_order_bounded(msmt, tmp_path, capsys):
     with pytest.raises(InputError, match=r"even integer in \[2, 12\]; got 14"):
         MapmriModel(gtab, radial_order=14)
     assert MapmriModel(gtab, radial_order=12).radial_order == 12
+
+
+# --- --config: paths as a shell would give them -------------------------------------------
+
+def test_config_path_with_tilde_is_expanded(tmp_path, monkeypatch):
+    """data_dir = "~/atlases" in a TOML file gave Path('~/atlases'): a folder literally
+    named '~' in the working directory (no shell expands it)."""
+    import argparse
+
+    from microvba.cli._config import apply_config
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cfg = tmp_path / "run.toml"
+    cfg.write_text('data_dir = "~/atlases"\n')
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--config")
+    apply_config(parser, ["--config", str(cfg)])
+    assert parser.parse_args([]).data_dir == tmp_path / "atlases"
