@@ -376,3 +376,29 @@ def test_config_path_with_tilde_is_expanded(tmp_path, monkeypatch):
     parser.add_argument("--config")
     apply_config(parser, ["--config", str(cfg)])
     assert parser.parse_args([]).data_dir == tmp_path / "atlases"
+
+
+# --- Excel "Unicode Text" (UTF-16) tables ------------------------------------------------
+
+def test_utf16_design_and_bval_read(tmp_path):
+    """A design saved by Excel as "Unicode Text" (UTF-16 with a BOM) and a UTF-16 .bval were
+    refused ("'utf-8' codec can't decode byte 0xff"); they are unambiguous and read now.
+    (participants.tsv stays UTF-8 only, as BIDS requires.)"""
+    from microvba.io.design_table import read_design_table
+    from microvba.io.gradients import read_bvals
+
+    text = "participant_id\tscore\tsex\r\nsub-01\t1.5\tF\r\nsub-02\t2.5\tM\r\n"
+    for enc in ("utf-16", "utf-16-be"):
+        p = tmp_path / f"design_{enc}.tsv"
+        p.write_bytes(("\ufeff" if enc.endswith("be") else "").encode(enc) + text.encode(enc))
+        df = read_design_table(p)
+        assert list(df.index) == ["sub-01", "sub-02"] and df["score"].tolist() == [1.5, 2.5]
+    b = tmp_path / "dwi.bval"
+    b.write_bytes("0 1000 2000\n".encode("utf-16"))
+    assert read_bvals(b).tolist() == [0.0, 1000.0, 2000.0]
+    bad = tmp_path / "latin1.tsv"
+    bad.write_bytes("participant_id\t\xe2ge\nsub-01\t3\n".encode("latin-1"))
+    from microvba._validation import InputError
+
+    with pytest.raises(InputError, match="cannot read the design as text"):
+        read_design_table(bad)

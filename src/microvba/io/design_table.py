@@ -7,11 +7,12 @@ FSL VEST files (design.mat / design.con / design.grp) are read by :mod:`microvba
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pandas as pd
 
-from .._resources import MAX_TABLE_BYTES, check_regular_file
+from .._resources import MAX_TABLE_BYTES, check_regular_file, decode_text
 from .._validation import InputError
 
 #: columns never used as covariates by default
@@ -34,7 +35,7 @@ def read_design_table(path: str | Path) -> pd.DataFrame:
                          fix="Pass a TSV with one row per volume.")
     check_regular_file(path, "design file", MAX_TABLE_BYTES)
     try:
-        text = path.read_bytes().decode("utf-8-sig")
+        text = decode_text(path.read_bytes())  # UTF-8, or UTF-16 with its BOM (Excel)
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read the design as text ({exc})", file=path,
                          fix="Write a UTF-8 tab-separated table with a header row.") from exc
@@ -58,8 +59,8 @@ def read_design_table(path: str | Path) -> pd.DataFrame:
                          fix="Give every design column a unique name.")
     try:
         # identifiers stay text: participant_id 01 is not the number 1 (sub-01, not sub-1)
-        df = pd.read_csv(path, sep=sep, skip_blank_lines=True, skipinitialspace=True,
-                         encoding="utf-8-sig",
+        df = pd.read_csv(io.StringIO(text), sep=sep, skip_blank_lines=True,
+                         skipinitialspace=True,
                          dtype={c: str for c in header if c in ID_COLUMNS})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot parse the design as a table ({exc})", file=path,
