@@ -207,14 +207,16 @@ def _check_signal(data: np.ndarray, mask: np.ndarray, gtab: GradientTable, dwi_p
                              "or mrconvert -coord 3), or re-export the series.")
     if not b0:
         return
-    inside = np.flatnonzero(mask.ravel())
-    flat = data.reshape(-1, data.shape[-1])
-    mean_b0 = np.mean(flat[inside][:, gtab.b0s_mask], axis=1)
-    bad = int(np.sum(~(mean_b0 > 0)))
-    if bad > MAX_NONPOSITIVE_B0_FRACTION * inside.size:
+    b0_volumes = np.flatnonzero(gtab.b0s_mask)
+    mean_b0 = np.zeros(int(mask.sum()))
+    for v in b0_volumes:  # one volume at a time: no (voxels x volumes) copy of a DSI series
+        mean_b0 += data[..., v][mask]
+    n_inside = mean_b0.size
+    bad = int(np.sum(~(mean_b0 > 0)))  # the sum's sign is the mean's
+    if bad > MAX_NONPOSITIVE_B0_FRACTION * n_inside:
         raise FitFailedError(
             f"{prefix}: the mean b=0 signal of {dwi_path} is not positive in {bad} of "
-            f"{inside.size} mask voxels ({100.0 * bad / inside.size:.0f}% > "
+            f"{n_inside} mask voxels ({100.0 * bad / n_inside:.0f}% > "
             f"{100 * MAX_NONPOSITIVE_B0_FRACTION:.0f}%): empty or inverted b=0 volumes, or a "
             "negative scaling (scl_slope). No map was written; check the image's b=0 volumes "
             "and scaling, and that the b-values mark the right volumes as b=0.")
