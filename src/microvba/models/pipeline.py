@@ -180,7 +180,7 @@ def _check_signal(data: np.ndarray, mask: np.ndarray, gtab: GradientTable, dwi_p
                   bval_path: str | Path, prefix: str, b0: bool = True) -> None:
     r"""Refuse, before any fit, signal no model can use.
 
-    * A volume that is zero (or negative) in every voxel of the image: a dropped or
+    * A volume that is zero in every voxel of the image: a dropped or
       unreconstructed volume (an interrupted scan, a volume zeroed by eddy's outlier
       replacement gone wrong, a padded series). Its :math:`\log S` is undefined and the
       tensor fit, which clips it to a tiny positive signal, reads it as complete attenuation
@@ -194,14 +194,15 @@ def _check_signal(data: np.ndarray, mask: np.ndarray, gtab: GradientTable, dwi_p
       :class:`FitFailedError`, a failed subject (exit 1) as when NODDI fails there.
     """
     # the whole image, not the mask: a small mask in CSF may hold no positive value at a
-    # high b on real (denoised, eddy-corrected) data
-    empty = [v for v in range(data.shape[-1]) if not np.any(data[..., v] > 0)]
+    # high b on real (denoised, eddy-corrected) data; inverted (negative) volumes are left
+    # to the b=0 check below and NODDI's failed-fit check
+    empty = [v for v in range(data.shape[-1]) if not np.any(data[..., v] != 0)]
     if empty:
         shown = ", ".join(f"{v} (b={gtab.bvals[v]:g})" for v in empty[:8])
         more = f" and {len(empty) - 8} more" if len(empty) > 8 else ""
-        raise InputError(f"{len(empty)} volume(s) have no positive signal in any voxel "
-                         f"(dropped or empty volumes): {shown}{more} (0-based volume "
-                         "indices)", file=dwi_path,
+        raise InputError(f"{len(empty)} volume(s) are zero in every voxel (dropped or "
+                         f"empty volumes): {shown}{more} (0-based volume indices)",
+                         file=dwi_path,
                          fix="Remove those volumes from the image and their entries from "
                              f"{Path(bval_path).name} and the .bvec (e.g. with fslselectvols "
                              "or mrconvert -coord 3), or re-export the series.")
