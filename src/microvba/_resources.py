@@ -119,9 +119,20 @@ def check_regular_file(path: str | Path, what: str = "file",
     return path
 
 
+def decode_text(raw: bytes) -> str:
+    """Text of a table file: UTF-8 (a BOM allowed), or UTF-16 when it starts with a UTF-16
+    byte-order mark (Excel's "Unicode Text" export). UnicodeDecodeError otherwise."""
+    import codecs
+
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return raw.decode("utf-16")
+    return raw.decode("utf-8-sig")
+
+
 def read_table_text(path: str | Path, what: str = "table",
                     max_bytes: int = MAX_TABLE_BYTES) -> str:
-    """UTF-8 text (a BOM allowed) of a regular file of at most ``max_bytes`` bytes."""
+    """UTF-8 text (a BOM allowed; UTF-16 with its BOM) of a regular file of at most
+    ``max_bytes`` bytes."""
     path = check_regular_file(path, what, max_bytes)
     try:
         with open(path, "rb") as fh:
@@ -133,7 +144,7 @@ def read_table_text(path: str | Path, what: str = "table",
         raise InputError(f"the {what} is larger than {fmt_bytes(max_bytes)}", file=path,
                          fix="Check that this is the right file.")
     try:
-        return raw.decode("utf-8-sig")
+        return decode_text(raw)
     except UnicodeDecodeError as exc:
         raise InputError(f"the {what} is not UTF-8 text (byte {exc.start} is "
                          f"{raw[exc.start:exc.start + 1]!r})", file=path,

@@ -215,9 +215,12 @@ def check_output_placement(bids_dir: str | Path, out_dir: str | Path) -> None:
     """Refuse an output folder that would write into the raw BIDS data.
 
     Refused: ``OUTPUT_DIR`` equal to ``BIDS_DIR``, inside a raw subject folder
-    (``BIDS_DIR/sub-01/dwi/out``), or a folder named ``sub-*`` at the dataset root
-    (``BIDS_DIR/sub-99`` would be read as a subject by the next run). Allowed: anywhere
-    outside the dataset, and ``BIDS_DIR/derivatives/...`` (BIDS's place for derivatives).
+    (``BIDS_DIR/sub-01/dwi/out``), a folder named ``sub-*`` at the dataset root
+    (``BIDS_DIR/sub-99`` would be read as a subject by the next run), or any other folder
+    inside the dataset but outside ``derivatives/`` (``BIDS_DIR/out``: the BIDS-Apps
+    convention keeps the input dataset unmodified, and the BIDS validator reports an unknown
+    top-level folder). Allowed: anywhere outside the dataset, and ``BIDS_DIR/derivatives/...``
+    (BIDS's place for derivatives).
     """
     bids = Path(os.path.realpath(bids_dir))
     out = Path(os.path.realpath(out_dir))
@@ -240,3 +243,7 @@ def check_output_placement(bids_dir: str | Path, out_dir: str | Path) -> None:
                  "read as a subject")
         raise InputError(f"the output folder {where}; outputs would be mixed with the raw "
                          "data", file=out_dir, fix=fix)
+    raise InputError(f"the output folder is inside the BIDS dataset {bids_dir} but not under "
+                     "its derivatives/ folder: BIDS Apps leave the input dataset unmodified, "
+                     f"and the BIDS validator would report {top!r} as an unknown folder",
+                     file=out_dir, fix=fix)

@@ -96,7 +96,7 @@ def test_cli_writes_dataset_and_maps_bad_input_to_exit_2(tmp_path, capsys):
                  "-q"]) == 0
     assert nib.load(box / "sub-01" / "dwi" / "sub-01_dwi.nii.gz").shape == (12, 12, 8, 186)
     assert main(["simulate", str(tmp_path / "bad"), "--n-subjects", "0", "-q"]) == 2
-    assert "n_subjects" in capsys.readouterr().err
+    assert "--n-subjects" in capsys.readouterr().err  # the option's command-line name
 
 
 def test_rerun_replaces_an_earlier_simulation_but_never_foreign_data(tmp_path):

@@ -108,6 +108,8 @@ def _config_item(action: argparse.Action, key: str, value: Any, path: Path) -> A
     if isinstance(value, str):
         if kind is None:
             return value
+        if kind is Path:  # no shell expands "~" in a TOML file: a folder named "~" otherwise
+            return Path(value).expanduser()
         try:
             return kind(value)
         except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:

@@ -66,6 +66,9 @@ def run(args: argparse.Namespace) -> int:
 
     scale = _effect_scale(args)  # checked before anything is written
     _check_options(args)
+    from .._validation import check_output_dir
+
+    check_output_dir(args.out, "demo output folder")  # before the data are fetched
     _ensure_data(args)  # first use: fetch the atlas (and databases), or name the command
     models = [registry.get(m).name for m in getattr(args, "models", ["tensor", "noddi"])]
     out = Path(args.out)

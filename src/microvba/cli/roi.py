@@ -55,8 +55,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .._validation import InputError, check_output_dir
     from ..regions.roi import roi_analysis
 
+    if args.output is not None:  # before any map is read
+        if args.output.is_dir():
+            raise InputError("-o/--output is an existing folder; it names the table to write",
+                             file=args.output,
+                             fix=f"Pass a file name, e.g. -o {args.output / 'roi.tsv'}.")
+        check_output_dir(args.output.parent)
     result = roi_analysis(args.map, args.atlas, args.region, hemisphere=args.hemisphere,
                           participants=args.participants, score=args.score,
                           covariates=args.covariates, method=args.method,

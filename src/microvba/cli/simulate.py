@@ -56,9 +56,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default $MICROVBA_DATA, else ~/.cache/microvba)")
 
 
+#: most subjects ``--n-subjects`` may request (as ``microvba demo``)
+MAX_SUBJECTS = 10000
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """Every numeric option and the output folder, before anything is simulated
+    (InputError naming the option: exit 2). ``--resolution`` in [0.5, 8] mm like the
+    participant stage's, ``--snr`` in (0, 10000], ``--n-subjects`` in [1, 10000] (at least
+    8 with ``--cohort``, which plants correlations with four covariates), ``--effect-scale``
+    as ``microvba demo`` checks it."""
+    from .._validation import check_option_number, check_output_dir
+
+    low = 8 if args.cohort else 1
+    if args.n_subjects is not None:
+        check_option_number("--n-subjects", args.n_subjects, low, MAX_SUBJECTS, integer=True,
+                            hint="the default is 4, or 64 with --cohort")
+    if args.resolution is not None:
+        check_option_number("--resolution", args.resolution, 0.5, 8.0, unit="mm",
+                            hint="the voxel size, e.g. 4")
+    if args.snr is not None:
+        check_option_number("--snr", args.snr, 0.0, 10000.0, low_open=True,
+                            hint="the b=0 grey-matter signal-to-noise ratio, e.g. 30")
+    if args.cohort:
+        from .demo import _effect_scale
+
+        _effect_scale(args)
+    else:
+        check_option_number("--effect-scale", args.effect_scale, 0.0, None,
+                            hint="used with --cohort only")
+    check_output_dir(args.out, "output folder of the simulated dataset")
+
+
 def run(args: argparse.Namespace) -> int:
     from ..simulate import simulate_cohort, simulate_dataset
 
+    check_options(args)
     if args.n_jobs != -1:  # -1 = every core; otherwise >= 1, capped to the cores
         from ..workflows.executor import check_n_jobs
 

@@ -7,11 +7,12 @@ FSL VEST files (design.mat / design.con / design.grp) are read by :mod:`microvba
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pandas as pd
 
-from .._resources import MAX_TABLE_BYTES, check_regular_file
+from .._resources import MAX_TABLE_BYTES, check_regular_file, decode_text
 from .._validation import InputError
 
 #: columns never used as covariates by default
@@ -34,7 +35,7 @@ def read_design_table(path: str | Path) -> pd.DataFrame:
                          fix="Pass a TSV with one row per volume.")
     check_regular_file(path, "design file", MAX_TABLE_BYTES)
     try:
-        text = path.read_bytes().decode("utf-8-sig")
+        text = decode_text(path.read_bytes())  # UTF-8, or UTF-16 with its BOM (Excel)
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read the design as text ({exc})", file=path,
                          fix="Write a UTF-8 tab-separated table with a header row.") from exc
@@ -57,8 +58,10 @@ def read_design_table(path: str | Path) -> pd.DataFrame:
         raise InputError(f"duplicate column names {dup}", file=path,
                          fix="Give every design column a unique name.")
     try:
-        df = pd.read_csv(path, sep=sep, skip_blank_lines=True, skipinitialspace=True,
-                         encoding="utf-8-sig")
+        # identifiers stay text: participant_id 01 is not the number 1 (sub-01, not sub-1)
+        df = pd.read_csv(io.StringIO(text), sep=sep, skip_blank_lines=True,
+                         skipinitialspace=True,
+                         dtype={c: str for c in header if c in ID_COLUMNS})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot parse the design as a table ({exc})", file=path,
                          fix="Write a tab-separated table with a header row and the same "
@@ -67,6 +70,14 @@ def read_design_table(path: str | Path) -> pd.DataFrame:
     if df.empty:
         raise InputError("the design has no rows", file=path, fix="Add one row per volume.")
     ids = df["participant_id"].astype(str).str.strip() if "participant_id" in df else None
+    if ids is not None and not ids.is_unique and "session_id" not in df:
+        dup = ids[ids.duplicated(keep=False)]
+        shown = ", ".join(f"{v} (lines {', '.join(str(i + 2) for i in dup.index[dup == v])})"
+                          for v in dict.fromkeys(dup))
+        raise InputError(f"participant_id values repeated: {shown}", file=path,
+                         fix="Give each subject one row (a copied row or a typo in an ID?); "
+                             "for repeated measures of a subject add a session_id column "
+                             "(and use --blocks participant_id to permute within subjects).")
     if ids is not None and ids.is_unique:
         df.index = pd.Index(ids.to_list(), name="participant_id")
     else:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._resources import MAX_TABLE_BYTES, check_regular_file
+from .._resources import MAX_TABLE_BYTES, check_regular_file, decode_text
 from .._validation import InputError
 
 #: b-values at or below this (s/mm^2) count as b=0 volumes (DIPY's default ``b0_threshold``)
@@ -31,7 +31,7 @@ def _rows(path: Path, what: str) -> list[list[str]]:
     if path.exists():  # a FIFO or a device is refused before it is opened
         check_regular_file(path, what, MAX_TABLE_BYTES)
     try:
-        text = path.read_bytes().decode("utf-8-sig")
+        text = decode_text(path.read_bytes())  # UTF-8, or UTF-16 with its BOM
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read {what} ({exc})", file=path,
                          fix=f"Provide a readable text file of {what}.") from exc

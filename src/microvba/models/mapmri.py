@@ -176,9 +176,12 @@ class MapmriModel:
 
         check_multishell(gtab, "MAP-MRI", "Fit the tensor or NODDI instead, or acquire a "
                          "DSI grid or several shells (e.g. b=1000, 2000, 3000 s/mm^2).")
-        if radial_order < 2 or radial_order % 2:
-            raise InputError(f"radial order must be an even integer >= 2; got {radial_order}",
-                             file="parameter mapmri_radial_order", fix="Use e.g. 6.")
+        from .registry import MAX_RADIAL_ORDER
+
+        if radial_order < 2 or radial_order % 2 or radial_order > MAX_RADIAL_ORDER:
+            raise InputError(f"radial order must be an even integer in [2, {MAX_RADIAL_ORDER}]; "
+                             f"got {radial_order}", file="parameter mapmri_radial_order",
+                             fix="Use e.g. 6.")
         if isinstance(laplacian_weighting, str):
             if laplacian_weighting.upper() != "GCV":
                 raise InputError(f"Laplacian weighting {laplacian_weighting!r} is neither "

@@ -171,6 +171,58 @@ def _check_finite(data: np.ndarray, mask: np.ndarray, dwi_path: Path, given: boo
             np.nan_to_num(data[..., v], copy=False, nan=0.0, posinf=0.0, neginf=0.0)
 
 
+#: a series whose mean b=0 signal is not positive in more than this fraction of the mask
+#: voxels is refused before fitting (every model divides by it)
+MAX_NONPOSITIVE_B0_FRACTION = 0.5
+
+
+def _check_signal(data: np.ndarray, mask: np.ndarray, gtab: GradientTable, dwi_path: Path,
+                  bval_path: str | Path, prefix: str, b0: bool = True) -> None:
+    r"""Refuse, before any fit, signal no model can use.
+
+    * A volume that is zero in every voxel of the image: a dropped or
+      unreconstructed volume (an interrupted scan, a volume zeroed by eddy's outlier
+      replacement gone wrong, a padded series). Its :math:`\log S` is undefined and the
+      tensor fit, which clips it to a tiny positive signal, reads it as complete attenuation
+      along that direction (FA of the crop ``msmt_dwi`` rises from 0.12 to 0.61 with one
+      such volume): :class:`InputError`.
+    * With ``b0`` (models without NODDI, whose fit makes the same check per voxel), a mean
+      b=0 signal :math:`\bar S_0 \le 0` in more than
+      :data:`MAX_NONPOSITIVE_B0_FRACTION` of the mask voxels (empty or inverted b=0
+      volumes, a negative ``scl_slope``): every model normalises by :math:`\bar S_0`, so
+      the maps would be meaningless (the tensor would still write them):
+      :class:`FitFailedError`, a failed subject (exit 1) as when NODDI fails there.
+    """
+    # the whole image, not the mask: a small mask in CSF may hold no positive value at a
+    # high b on real (denoised, eddy-corrected) data; inverted (negative) volumes are left
+    # to the b=0 check below and NODDI's failed-fit check
+    empty = [v for v in range(data.shape[-1]) if not np.any(data[..., v] != 0)]
+    if empty:
+        shown = ", ".join(f"{v} (b={gtab.bvals[v]:g})" for v in empty[:8])
+        more = f" and {len(empty) - 8} more" if len(empty) > 8 else ""
+        raise InputError(f"{len(empty)} volume(s) are zero in every voxel (dropped or "
+                         f"empty volumes): {shown}{more} (0-based volume indices)",
+                         file=dwi_path,
+                         fix="Remove those volumes from the image and their entries from "
+                             f"{Path(bval_path).name} and the .bvec (e.g. with fslselectvols "
+                             "or mrconvert -coord 3), or re-export the series.")
+    if not b0:
+        return
+    b0_volumes = np.flatnonzero(gtab.b0s_mask)
+    mean_b0 = np.zeros(int(mask.sum()))
+    for v in b0_volumes:  # one volume at a time: no (voxels x volumes) copy of a DSI series
+        mean_b0 += data[..., v][mask]
+    n_inside = mean_b0.size
+    bad = int(np.sum(~(mean_b0 > 0)))  # the sum's sign is the mean's
+    if bad > MAX_NONPOSITIVE_B0_FRACTION * n_inside:
+        raise FitFailedError(
+            f"{prefix}: the mean b=0 signal of {dwi_path} is not positive in {bad} of "
+            f"{n_inside} mask voxels ({100.0 * bad / n_inside:.0f}% > "
+            f"{100 * MAX_NONPOSITIVE_B0_FRACTION:.0f}%): empty or inverted b=0 volumes, or a "
+            "negative scaling (scl_slope). No map was written; check the image's b=0 volumes "
+            "and scaling, and that the b-values mark the right volumes as b=0.")
+
+
 def _parameters(models, d_par, d_iso, tissue, dti_bmax, dti_method, denoise, mask_path,
                 gtab, noddi_options=None, options: dict | None = None) -> dict:
     params = {"models": list(models), "d_par": d_par, "d_iso": d_iso, "tissue": tissue,
@@ -274,6 +326,8 @@ def fit_image(dwi_path: str | Path, bval_path: str | Path, bvec_path: str | Path
     img, data = _load_dwi(dwi_path, gtab)
     mask = _load_mask(Path(mask_path), img) if mask_path else _auto_mask(data, gtab, dwi_path)
     _check_finite(data, mask, dwi_path, given=mask_path is not None)
+    # NODDI's own check (after its fit) covers the b=0 case with the same threshold
+    _check_signal(data, mask, gtab, dwi_path, bval_path, prefix, b0="noddi" not in models)
     log.info("%s: %d voxels in the mask", prefix, int(mask.sum()))
     if denoise:
         from .mask import denoise as mppca

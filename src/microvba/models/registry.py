@@ -143,12 +143,18 @@ def _positive_float(text: str) -> float:
     return value
 
 
+#: highest MAP-MRI radial order accepted (252 basis functions; Ozarslan et al. 2013 and DIPY
+#: use 6 to 8); the basis grows as N^3 / 6, so --mapmri-radial-order 1000 would not finish
+MAX_RADIAL_ORDER = 12
+
+
 def _even_order(text: str) -> int:
     import argparse
 
     value = _converted(text, int)
-    if value < 2 or value % 2:
-        raise argparse.ArgumentTypeError(f"{text}: the radial order must be even and >= 2")
+    if value < 2 or value % 2 or value > MAX_RADIAL_ORDER:
+        raise argparse.ArgumentTypeError(f"{text}: the radial order must be even, >= 2 and "
+                                         f"<= {MAX_RADIAL_ORDER} (6 is the default)")
     return value
 
 

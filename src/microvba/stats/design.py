@@ -138,6 +138,16 @@ def make_design(participants: pd.DataFrame, score: str, covariates: Sequence[str
             names.append(col)
         else:
             mat, dummy_names, lev = dummy_code(series, col)
+            alike: dict[str, list[str]] = {}
+            for v in lev:
+                alike.setdefault(" ".join(str(v).split()).casefold(), []).append(str(v))
+            clash = [vs for vs in alike.values() if len(vs) > 1]
+            if clash:  # 'F' and 'f ' would be two groups: a typo, not a third sex
+                problems.add(source, f"categorical covariate {col!r} has levels that differ "
+                             "only in upper/lower case or spaces: "
+                             + "; ".join(", ".join(repr(v) for v in vs) for vs in clash),
+                             f"Write each level of {col!r} one way (e.g. all 'F'), or give "
+                             "distinct groups distinct names.")
             if not dummy_names:
                 problems.add(source, f"categorical covariate {col!r} has a single level "
                              f"({lev[0]!r})", "Drop the covariate.")
