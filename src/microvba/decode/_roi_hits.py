@@ -112,6 +112,9 @@ def hit_blocks(roi_ijk: np.ndarray, shifts: np.ndarray, kept: np.ndarray,
     d_flat, cover = _dilation(roi_ijk, offsets, padded, pad)
     n_d = d_flat.size
     shift_flat = _flat(np.asarray(shifts, np.int64), padded)
+    vox_ptr = np.asarray(vox_ptr, np.intp)  # index arrays in numpy's own index type
+    vox_count = np.diff(vox_ptr)
+    studies = np.asarray(studies, np.intp)
     kept = np.asarray(kept, bool)
     clipped = ~kept.all(axis=0)
     step = max(1, min(n_rois, block_points // max(n_d, 1)))
@@ -120,19 +123,34 @@ def hit_blocks(roi_ijk: np.ndarray, shifts: np.ndarray, kept: np.ndarray,
         hi = min(n_rois, lo + step)
         nb = hi - lo
         flat = d_flat[None, :] + shift_flat[lo:hi, None]  # (nb, |D(R)|)
-        keep = None
         rows = np.flatnonzero(clipped[lo:hi])
+        if rows.size:  # points of clipped copies may leave the padded grid: not counted
+            np.clip(flat, 0, vox_count.size - 1, out=flat)
+        start = vox_ptr[flat]
+        count = vox_count[flat]  # peak entries of each (ROI, point) pair
         if rows.size:  # clipped copies: only the points that a kept voxel covers
-            keep = np.ones(flat.shape, dtype=bool)
-            keep[rows] = ((cover @ kept[:, lo + rows].astype(np.float32)) > 0).T
-            keep = keep.ravel()
-        pair, hit = _expand(flat.ravel(), vox_ptr, studies, keep)
+            count[rows] *= ((cover @ kept[:, lo + rows].astype(np.float32)) > 0).T
+        row_total = count.sum(axis=1)  # peak entries of each ROI of the block
+        count = count.ravel()
+        pair = np.flatnonzero(count)
+        count, start = count[pair], start.ravel()[pair]
+        # the entries start[k] .. start[k] + count[k] - 1 of every pair k, in pair order, as
+        # a running sum: +1 within a range, a jump to start[k] where range k begins
+        step_by = np.ones(int(row_total.sum()), dtype=np.intp)
+        if step_by.size:
+            begin = np.cumsum(count[:-1])
+            step_by[0] = start[0]
+            step_by[begin] = start[1:] - start[:-1] - count[:-1] + 1
+        target = studies[np.cumsum(step_by)]
+        target *= nb
+        # pairs are in ROI order, so each ROI's entries are one run
+        target += np.repeat(np.arange(nb), row_total)
         if nb == step:
             out = block
             out.fill(0.0)
         else:  # the last, narrower block
             out = np.zeros((n_studies, nb), dtype=np.float32)
-        out.ravel()[hit.astype(np.int64) * nb + pair // n_d] = 1.0
+        out.ravel()[target] = 1.0
         yield lo, hi, out
 
 
@@ -172,10 +190,11 @@ def cover_counts(roi_ijk: np.ndarray, offsets: np.ndarray, padded: np.ndarray, p
                  vox_ptr: np.ndarray, studies: np.ndarray, n_studies: int) -> np.ndarray:
     """(n_studies,) number of ROI voxels inside a study's spheres, each (study, voxel) pair
     counted once (:func:`microvba.decode._kernels.roi_cover_peaks` in numpy)."""
-    roi_ijk = np.asarray(roi_ijk, np.int64)
-    n_off = offsets.shape[0]
-    pts = _flat(roi_ijk[:, None, :] + offsets[None, :, :] + pad,
-                np.asarray(padded, np.int64)).ravel()
-    rows, hit = _expand(pts, vox_ptr, studies)
-    pair = np.unique((rows // n_off).astype(np.int64) * n_studies + hit)
-    return np.bincount(pair % n_studies, minlength=n_studies).astype(np.int64)
+    d_flat, cover = _dilation(np.asarray(roi_ijk, np.int64), offsets,
+                              np.asarray(padded, np.int64), pad)
+    point, hit = _expand(d_flat, vox_ptr, studies)  # the peaks in D(R)
+    peaks = sp.csr_matrix((np.ones(hit.size, np.float32), (hit, point)),
+                          shape=(n_studies, d_flat.size))
+    # (studies, ROI voxels): positive where a peak of the study lies in the voxel's sphere
+    covered = peaks @ cover
+    return np.diff(covered.indptr).astype(np.int64)

@@ -211,15 +211,25 @@ class Decoder:
         tries = 0
         chunk = max(1, 2_000_000 // max(roi.size, 1))
         ijk32, shape32 = ijk.astype(np.int32), shape.astype(np.int32)  # flat index < 2**31
+        flat_roi = np.ravel_multi_index(ijk.T, tuple(shape)).astype(np.int32)
+        strides = np.array([shape[1] * shape[2], shape[2], 1], np.int64)
+        low, high = ijk.min(axis=0), ijk.max(axis=0)
+        to_masked = fm.grid.flat_to_masked
         while need > 0 and tries < 50 * self.n_null:
             targets = self._vox_ijk[rng.integers(0, len(self._vox_ijk), size=self.n_null)]
             for lo in range(0, len(targets), chunk):
                 shift = targets[lo:lo + chunk] - centre
-                moved = ijk32[None, :, :] + shift[:, None, :].astype(np.int32)
-                inside = np.all((moved >= 0) & (moved < shape32), axis=2)
-                flat = (moved[..., 0] * shape32[1] + moved[..., 1]) * shape32[2] \
-                    + moved[..., 2]
-                idx = np.where(inside, fm.grid.flat_to_masked[np.where(inside, flat, 0)], -1)
+                # copies that stay inside the grid: one flat offset each
+                whole = np.all((low + shift >= 0) & (high + shift < shape), axis=1)
+                idx = np.empty((len(shift), roi.size), dtype=to_masked.dtype)
+                idx[whole] = to_masked[flat_roi[None, :]
+                                       + (shift[whole] @ strides).astype(np.int32)[:, None]]
+                if not whole.all():  # copies crossing the grid's edge: voxel by voxel
+                    moved = ijk32[None, :, :] + shift[~whole, None, :].astype(np.int32)
+                    inside = np.all((moved >= 0) & (moved < shape32), axis=2)
+                    flat = (moved[..., 0] * shape32[1] + moved[..., 1]) * shape32[2] \
+                        + moved[..., 2]
+                    idx[~whole] = np.where(inside, to_masked[np.where(inside, flat, 0)], -1)
                 ok = np.flatnonzero((idx >= 0).sum(axis=1) >= _MIN_INSIDE * roi.size)
                 take = ok[:need]
                 shifts.append(shift[take])
