@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .._validation import InputError, check_output_dir, check_positive_int
 from ..io import derivatives
 from ._types import seed
+
+if TYPE_CHECKING:
+    from ..decode.writer import FigureProcess
 
 HELP = ("Meta-analytic decoding of an ROI (ROI association: log-odds, chi-square/Fisher p, "
         "FDR q, spatial-null p) and/or an unthresholded map (correlation with association "
@@ -68,16 +72,9 @@ def _show(table, title: str, n: int = 10) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .._provenance import make_sidecar, write_json
-    from ..decode.decoder import Decoder
-    from ..decode.grid import check_roi_extent, load_image, mni_brain_grid, select_roi
-    from ..decode.writer import (
-        dropped_summary,
-        null_summary,
-        roi_summary,
-        write_decoding,
-        write_dropped,
-    )
+    # (the decode package, with pandas and scipy, is imported before the fork: the child
+    # shares it)
+    from ..decode.writer import FigureProcess
 
     if args.roi is None and args.stat_map is None:
         raise InputError("Nothing to decode.", file="command line",
@@ -95,6 +92,28 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(args.output_dir)
     if args.cache_dir is not None:
         check_output_dir(args.cache_dir, "map cache folder")
+    figures = FigureProcess()  # a child imports matplotlib while this process decodes
+    try:
+        return _decode(args, figures)
+    finally:
+        figures.close()
+
+
+def _decode(args: argparse.Namespace, figures: FigureProcess) -> int:
+    """:func:`run` once the command line is checked; ``figures`` a
+    :class:`~microvba.decode.writer.FigureProcess` that draws the tables' figures."""
+    from .._provenance import make_sidecar, write_json
+    from ..decode.decoder import Decoder
+    from ..decode.grid import check_roi_extent, load_image, mni_brain_grid, select_roi
+    from ..decode.writer import (
+        dropped_summary,
+        figure_tasks,
+        null_summary,
+        roi_summary,
+        write_decoding,
+        write_dropped,
+    )
+
     # fail before loading the database (seconds to minutes)
     roi_img = roi_vox = None
     if args.roi is not None:  # values (stat map?), emptiness and extent, in one pass
@@ -124,8 +143,11 @@ def run(args: argparse.Namespace) -> int:
               if image is not None]
     dropped = dec.maps_.dropped
     outputs = {}
+    for kind, _, table in tables:
+        outputs[kind] = write_decoding(table, stem, kind, figures=False)["tsv"]
+    figures.submit([task for kind, _, table in tables
+                    for task in figure_tasks(table, stem, kind, top=args.top)])
     for kind, image, table in tables:
-        outputs[kind] = write_decoding(table, stem, kind, top=args.top)["tsv"]
         _show(table, f"{kind}: {image}")
     params = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
               if k not in ("verbose", "quiet", "debug", "config")}
@@ -142,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{len(dropped)} {args.vocabulary} feature(s) have no map and are not decoded "
               f"({', '.join(f'{v} {k}' for k, v in extra['DroppedFeatures']['reasons'].items())}"
               f"); listed in {outputs['dropped']}")
+    figures.wait()  # the sidecar, written last, marks a complete output
     write_json(stem.with_name(derivatives.decoding_sidecar_name(stem.name)),
                make_sidecar(params, inputs, **extra))
     print(f"\nwrote {', '.join(str(p) for p in outputs.values())}")
