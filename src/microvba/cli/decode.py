@@ -104,7 +104,8 @@ def _decode(args: argparse.Namespace, figures: FigureProcess) -> int:
     :class:`~microvba.decode.writer.FigureProcess` that draws the tables' figures."""
     from .._provenance import make_sidecar, write_json
     from ..decode.decoder import Decoder
-    from ..decode.grid import check_roi_extent, load_image, mni_brain_grid, select_roi
+    from ..decode.grid import load_image, mni_brain_grid
+    from ..decode.roi_cache import roi_grid_voxels
     from ..decode.writer import (
         dropped_summary,
         figure_tasks,
@@ -115,12 +116,11 @@ def _decode(args: argparse.Namespace, figures: FigureProcess) -> int:
     )
 
     # fail before loading the database (seconds to minutes)
-    roi_img = roi_vox = None
+    roi_vox = None
     if args.roi is not None:  # values (stat map?), emptiness and extent, in one pass
-        roi_img = args.roi
-        if args.labels is not None or args.roi_threshold is not None:
-            roi_img = select_roi(args.roi, labels=args.labels, threshold=args.roi_threshold)
-        roi_vox = check_roi_extent(roi_img, mni_brain_grid(2.0, args.cache_dir))
+        roi_vox = roi_grid_voxels(args.roi, mni_brain_grid(2.0, args.cache_dir),
+                                  labels=args.labels, threshold=args.roi_threshold,
+                                  cache_dir=args.cache_dir)
     if args.stat_map is not None:
         values = np.asarray(load_image(args.stat_map, "statistic map").dataobj, np.float64)
         values = values[np.isfinite(values)]
@@ -137,7 +137,7 @@ def _decode(args: argparse.Namespace, figures: FigureProcess) -> int:
     # decode every input before writing anything: a bad map leaves no partial output
     tables = [(kind, image, method(source))
               for kind, image, source, method in (
-                  (derivatives.DECODING, args.roi, roi_img,
+                  (derivatives.DECODING, args.roi, args.roi,
                    lambda img: dec.decode_roi(img, voxels=roi_vox)),
                   (derivatives.MAP_DECODING, args.stat_map, args.stat_map, dec.decode_map))
               if image is not None]
