@@ -31,6 +31,7 @@ unsafe), the figures are drawn in the calling process, as :func:`write_figures` 
 
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 import struct
@@ -179,6 +180,9 @@ class FigureProcess:
 
     def _child(self, jobs_read: int, jobs_write: int) -> list[str]:
         os.close(jobs_write)
+        # a short-lived process: no cyclic GC, whose passes over the objects shared with
+        # the parent would copy their pages
+        gc.disable()
         from . import figures
 
         figures._text_width_pt(["warm up the font"], 8)  # font loaded before the tables
