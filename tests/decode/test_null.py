@@ -171,6 +171,15 @@ def test_translated_hits_equal_the_compiled_kernel(lda_decoder, rois, name):
     assert all(np.array_equal(a, b) for a, b in zip(again, sets[1:], strict=True))
 
 
+@pytest.mark.parametrize("high", [1, 300, 2**20, 2**40])
+def test_stable_order_is_numpys_stable_argsort(high):
+    from microvba.decode._roi_hits import _stable_order
+
+    key = np.random.default_rng(high).integers(0, high, size=20_000)  # many ties
+    np.testing.assert_array_equal(_stable_order(key), np.argsort(key, kind="stable"))
+    assert _stable_order(np.zeros(0, np.int64)).size == 0
+
+
 def _translations_loop(dec, roi, rng):
     """Reference of Decoder._null_translations, one target at a time: targets drawn n_null
     at a time, taken in order while >= 80 % of the moved ROI lands in the brain mask."""

@@ -53,13 +53,28 @@ def peak_voxel_index(ijk: np.ndarray, peak_study: np.ndarray, shape, pad: int
     shape = np.asarray(shape, dtype=np.int64)
     padded = shape + 2 * pad
     ijk = np.asarray(ijk, dtype=np.int64) + pad
-    keep = np.all((ijk >= 0) & (ijk < padded), axis=1)
+    keep = np.ones(ijk.shape[0], dtype=bool)
+    for axis in range(3):
+        keep &= (ijk[:, axis] >= 0) & (ijk[:, axis] < padded[axis])
     key = np.ravel_multi_index(ijk[keep].T, tuple(padded))
-    order = np.argsort(key, kind="stable")
-    studies = np.asarray(peak_study, dtype=np.int32)[keep][order]
+    studies = np.asarray(peak_study, dtype=np.int32)[keep][_stable_order(key)]
     ptr = np.zeros(int(np.prod(padded)) + 1, dtype=np.int64)
     np.cumsum(np.bincount(key, minlength=ptr.size - 1), out=ptr[1:])
     return ptr, studies
+
+
+def _stable_order(key: np.ndarray) -> np.ndarray:
+    """``np.argsort(key, kind="stable")`` of non-negative integer keys, as a least
+    significant digit radix sort on 16-bit digits (numpy's stable sort of 16-bit integers
+    is a radix sort: linear, about 4x faster than its merge sort of 64-bit keys)."""
+    key = np.asarray(key, dtype=np.int64)
+    order = np.arange(key.size)
+    rest = key
+    while True:
+        order = order[np.argsort((rest[order] & 0xFFFF).astype(np.uint16), kind="stable")]
+        rest = rest >> 16
+        if not rest.any():
+            return order
 
 
 def _flat(ijk: np.ndarray, padded: np.ndarray) -> np.ndarray:
