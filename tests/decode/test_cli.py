@@ -146,8 +146,10 @@ def test_decode_figures_from_the_child_equal_those_drawn_in_process(
     the command's own process (no fork available)."""
     from microvba.decode import writer
 
+    # threads left by other tests in this process would turn the fork off: not here
+    monkeypatch.setattr(writer.threading, "active_count", lambda: 1)
     forked = writer.FigureProcess()
-    assert forked.forked  # this test process may fork: the child route is exercised
+    assert forked.forked  # the child route is exercised
     forked.close()
     out_child, out_here = tmp_path / "child", tmp_path / "here"
     assert main(_decode_args(amygdala_roi, shared_data, map_cache, out_child)) == 0
@@ -166,11 +168,12 @@ def test_decode_figure_error_in_the_child_fails_the_command(
         shared_data, map_cache, amygdala_roi, tmp_path, monkeypatch, caplog):
     """An error while drawing in the child is reported by the command (exit 1, the
     figure named) and no sidecar marks the output complete."""
-    from microvba.decode import figures
+    from microvba.decode import figures, writer
 
     def broken(table, top=10):
         raise ValueError("no polar today")
 
+    monkeypatch.setattr(writer.threading, "active_count", lambda: 1)  # fork
     monkeypatch.setattr(figures, "polar_plot", broken)  # inherited by the forked child
     out = tmp_path / "out"
     assert main(_decode_args(amygdala_roi, shared_data, map_cache, out)) == 1
@@ -178,6 +181,23 @@ def test_decode_figure_error_in_the_child_fails_the_command(
     assert not (out / "amygdala_vocab-lda50_decoding.json").exists()
     assert not (out / "amygdala_vocab-lda50_polar.png").exists()
     assert (out / "amygdala_vocab-lda50_bar.png").exists()  # drawn by the other process
+
+
+def test_decode_figure_child_failing_before_the_tables_fails_the_command(
+        shared_data, map_cache, amygdala_roi, tmp_path, monkeypatch, caplog):
+    """A child that stops before reading the tables (its matplotlib setup failed): the
+    command still ends, with exit 1 and the child's error, and no figure or sidecar."""
+    from microvba.decode import figures, writer
+
+    def no_fonts(texts, size):
+        raise OSError("no fonts here")
+
+    monkeypatch.setattr(writer.threading, "active_count", lambda: 1)  # fork
+    monkeypatch.setattr(figures, "_text_width_pt", no_fonts)
+    out = tmp_path / "out"
+    assert main(_decode_args(amygdala_roi, shared_data, map_cache, out)) == 1
+    assert "no fonts here" in caplog.text
+    assert not list(out.glob("*.png")) and not list(out.glob("*.json"))
 
 
 def test_decode_failure_before_the_tables_leaves_no_figure(

@@ -201,7 +201,10 @@ class FigureProcess:
         self._tasks = list(tasks)
         if self._jobs is not None:
             jobs, self._jobs = self._jobs, None
-            _send(jobs, self._tasks)
+            try:
+                _send(jobs, self._tasks)
+            except BrokenPipeError:
+                pass  # the child has already stopped; wait() reports why
 
     def wait(self) -> list[Path]:
         """Wait for the figures (drawn here when no child was forked); their paths.
