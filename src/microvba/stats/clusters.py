@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# the numba kernels (cluster_sweep) and scipy.ndimage (neighbour_table) are imported where
-# used: the decoder imports fdr_bh from here on the warm ``microvba decode`` path
+from ._kernels import cluster_sweep
+from .tfce import neighbour_table
 
 
 class ClusterWorkspace:
@@ -31,8 +31,6 @@ class ClusterWorkspace:
     def sweep(self, t: np.ndarray, order: np.ndarray, sign: int, threshold: float,
               neigh: np.ndarray) -> tuple[float, float]:
         """Largest extent and mass of the ``sign`` tail's clusters; fills ``self.labels``."""
-        from ._kernels import cluster_sweep
-
         return cluster_sweep(t, order, sign, float(threshold), neigh, self.labels,
                              self.parent, self.size, self.mass, self.visited)
 
@@ -90,8 +88,6 @@ def label_clusters(stat_3d: np.ndarray, threshold: float, connectivity: int = 26
     labels_3d = np.zeros(stat.shape, dtype=np.int32)
     if not mask.any():
         return labels_3d, Clusters(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
-    from .tfce import neighbour_table
-
     neigh = neighbour_table(mask, connectivity)
     cl = find_clusters(stat[mask], neigh, threshold)
     labels_3d[mask] = cl.labels
