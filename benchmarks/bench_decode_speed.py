@@ -18,6 +18,15 @@
    timed apart), and the ratio fit / microvba's fresh-process cold build.
 
 Every figure is printed with ``os.getloadavg()`` (the machine is shared).
+
+4. ``--components`` (issue 16, third pass): the warm command line's parts, each in a fresh
+   process on the warm cache: the command's own process (python + imports, ROI voxels read
+   or from the ROI cache, ``Decoder.fit``, ``decode_roi`` with the null, TSV and sidecar)
+   and the figure child (matplotlib import, bar and polar plots), CPU (user + sys) and
+   wall; then the whole command's CPU split between its process and its figure children.
+5. ``--against REV``: the warm command line of git revision ``REV`` (its ``src`` exported
+   to a temporary folder) and of this tree, alternating in fresh processes ``--runs``
+   times each, tables compared byte for byte.
 """
 
 from __future__ import annotations
@@ -94,15 +103,151 @@ def _cold_parsed_cached(runs: int, env: dict, tmp: Path, grids: list[Path],
     return statistics.median(walls), statistics.median(cpus), walls
 
 
+_PHASES = r"""
+import json, os, resource, sys, time
+def ru():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime, time.perf_counter()
+out, last = {}, ru()
+def lap(name):
+    global last
+    now = ru(); out[name] = (now[0] - last[0], now[1] - last[1]); last = now
+atlas, labels, tmp = sys.argv[1], [int(v) for v in sys.argv[2].split(",")], sys.argv[3]
+if sys.argv[4] == "parent":
+    import microvba.cli.decode, microvba.decode.writer
+    lap("python + imports (numpy, pandas, scipy.sparse, nibabel, microvba)")
+    from microvba.decode.decoder import Decoder
+    from microvba.decode.grid import check_roi_extent, mni_brain_grid, select_roi
+    from microvba.decode.roi_cache import roi_grid_voxels
+    grid = mni_brain_grid(2.0)
+    lap("MNI grid (cached)")
+    check_roi_extent(select_roi(atlas, labels=labels), grid)
+    lap("ROI voxels, read from the 1 mm atlas")
+    vox = roi_grid_voxels(atlas, grid, labels=labels)
+    lap("ROI voxels, from the ROI cache")
+    dec = Decoder("lda50").fit()
+    lap("Decoder.fit (warm map cache)")
+    table = dec.decode_roi(atlas, voxels=vox)
+    lap("decode_roi with the 1,000-ROI null")
+    from microvba._provenance import make_sidecar, write_json
+    from microvba.decode.writer import write_table
+    write_table(table, os.path.join(tmp, "t.tsv"))
+    write_json(os.path.join(tmp, "t.json"), make_sidecar({}, {"roi": atlas}))
+    lap("TSV + sidecar (input hash)")
+    table.to_pickle(os.path.join(tmp, "t.pkl"))
+else:
+    import pandas as pd
+    import microvba.decode.writer as w
+    table = pd.read_pickle(os.path.join(tmp, "t.pkl"))
+    last = ru()
+    import matplotlib.figure
+    from microvba.decode import figures
+    figures._text_width_pt(["warm up"], 8)
+    lap("matplotlib import + font")
+    tasks = w.figure_tasks(table, os.path.join(tmp, "A23c"))
+    w.draw_figure(tasks[0])
+    lap("bar plot")
+    w.draw_figure(tasks[1])
+    lap("polar plot")
+print(json.dumps(out))
+"""
+
+_SPLIT = r"""
+import resource, sys
+from microvba.cli import main
+code = main(sys.argv[1:])
+s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+print("RUSAGE", s.ru_utime + s.ru_stime, c.ru_utime + c.ru_stime)
+sys.exit(code)
+"""
+
+
+def _components(env: dict, runs: int, tmp: Path) -> None:
+    """Item 4 of the module docstring: medians of ``runs`` fresh processes per part."""
+    import json
+
+    labels = "185,186"
+    parts: dict[str, list[tuple[float, float]]] = {}
+    for _ in range(runs):
+        for role in ("parent", "figures"):
+            res = subprocess.run([sys.executable, "-c", _PHASES, str(ATLAS), labels, str(tmp),
+                                  role], env=env, check=True, capture_output=True, text=True)
+            for name, cw in json.loads(res.stdout.strip().splitlines()[-1]).items():
+                parts.setdefault(f"{role}: {name}", []).append(tuple(cw))
+    print(f"warm CLI components, median of {runs} fresh processes (CPU = user + sys):")
+    for name, vals in parts.items():
+        print(f"  {name:78s} CPU {statistics.median(v[0] for v in vals):.3f} s  wall "
+              f"{statistics.median(v[1] for v in vals):.3f} s")
+    cmd = ["decode", "--roi", str(ATLAS), "--labels", "185", "186", "--prefix", "A23c",
+           "-o", str(tmp / "split"), "-q"]
+    own, kids, walls = [], [], []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        res = subprocess.run([sys.executable, "-c", _SPLIT, *cmd], env=env, check=True,
+                             capture_output=True, text=True)
+        walls.append(time.perf_counter() - t0)
+        line = next(x for x in res.stdout.splitlines() if x.startswith("RUSAGE"))
+        own.append(float(line.split()[1]))
+        kids.append(float(line.split()[2]))
+    print(f"  whole warm CLI, median of {runs}: wall {statistics.median(walls):.2f} s (min "
+          f"{min(walls):.2f}); CPU of its process {statistics.median(own):.2f} s + figure "
+          f"children {statistics.median(kids):.2f} s; {_load()}")
+
+
+def _against(rev: str, env: dict, runs: int, tmp: Path) -> None:
+    """Item 5 of the module docstring."""
+    old = tmp / f"rev-{rev}"
+    old.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "src"], check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
+    trees = {rev: old / "src", "this tree": ROOT / "src"}
+    res: dict[str, list[tuple[float, float]]] = {k: [] for k in trees}
+    for src in trees.values():  # each tree's own caches built (its map cache key may differ)
+        _timed(CLI + ["decode", "--roi", str(ATLAS), "--labels", "185", "186", "-o",
+                      str(tmp / "warm-up"), "-q"], dict(env, PYTHONPATH=str(src)))
+    for _ in range(runs):
+        for name, src in trees.items():
+            out = tmp / f"against-{name.replace(' ', '-')}"
+            cmd = CLI + ["decode", "--roi", str(ATLAS), "--labels", "185", "186", "--prefix",
+                         "A23c", "-o", str(out), "-q"]
+            wall = _timed(cmd, dict(env, PYTHONPATH=str(src)))
+            res[name].append((wall, CPU[-1]))
+    for name, vals in res.items():
+        walls, cpus = [v[0] for v in vals], [v[1] for v in vals]
+        print(f"warm CLI decode --roi A23c, {name}: wall median {statistics.median(walls):.2f} s "
+              f"(min {min(walls):.2f}); CPU (user+sys, with children) median "
+              f"{statistics.median(cpus):.2f} s (min {min(cpus):.2f}); alternating, {runs} "
+              f"each; {_load()}")
+    a, b = (tmp / f"against-{n.replace(' ', '-')}" / "A23c_vocab-lda50_decoding.tsv"
+            for n in trees)
+    print(f"  tables byte-identical: {a.read_bytes() == b.read_bytes()}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--terms", action="store_true", help="also build the term maps")
     ap.add_argument("--nimare", action="store_true", help="NiMARE's fit side by side")
+    ap.add_argument("--components", action="store_true",
+                    help="only the warm CLI's parts (item 4), then exit")
+    ap.add_argument("--against", metavar="REV", default=None,
+                    help="only the warm CLI of git revision REV vs this tree (item 5)")
     args = ap.parse_args()
     env = dict(os.environ, MICROVBA_PROGRESS="0")
     with tempfile.TemporaryDirectory(prefix="bench-decode-") as tmp:
         tmp = Path(tmp)
+        if args.components or args.against:
+            env_warm = dict(env, MICROVBA_CACHE=str(tmp / "warm"))
+            cmd = CLI + ["decode", "--roi", str(ATLAS), "--labels", "185", "186",
+                         "--prefix", "A23c", "-o", str(tmp / "out"), "-q"]
+            _timed(cmd, env_warm)  # build the map cache, then the ROI cache
+            _timed(cmd, env_warm)
+            if args.components:
+                _components(env_warm, args.runs, tmp)
+            if args.against:
+                _against(args.against, env_warm, args.runs, tmp)
+            return 0
         # 1. warm CLI ------------------------------------------------------------
         env_warm = dict(env, MICROVBA_CACHE=str(tmp / "warm"))
         cmd = CLI + ["decode", "--roi", str(ATLAS), "--labels", "185", "186",

@@ -123,3 +123,98 @@ def test_data_dir_env(monkeypatch, tmp_path):
         from microvba.decode import load_database
 
         load_database("neurosynth")
+
+
+# ------------------------------------------------------------------ figures in a child process
+
+
+def _decode_args(roi, shared_data, map_cache, out):
+    return ["decode", "--roi", str(roi), "--data-dir", str(shared_data), "--cache-dir",
+            str(map_cache), "--n-null", "50", "-o", str(out), "-q"]
+
+
+@pytest.fixture
+def amygdala_roi(rois, tmp_path):
+    roi = tmp_path / "amygdala.nii.gz"
+    nib.save(rois["amygdala"], roi)
+    return roi
+
+
+def test_decode_figures_from_the_child_equal_those_drawn_in_process(
+        shared_data, map_cache, amygdala_roi, tmp_path, monkeypatch):
+    """The forked figure process writes the same PNG files, byte for byte, as drawing in
+    the command's own process (no fork available)."""
+    from microvba.decode import writer
+
+    # threads left by other tests in this process would turn the fork off: not here
+    monkeypatch.setattr(writer.threading, "active_count", lambda: 1)
+    forked = writer.FigureProcess()
+    assert forked.forked  # the child route is exercised
+    forked.close()
+    out_child, out_here = tmp_path / "child", tmp_path / "here"
+    assert main(_decode_args(amygdala_roi, shared_data, map_cache, out_child)) == 0
+    monkeypatch.delattr(writer.os, "fork")
+    assert not writer.FigureProcess().forked
+    assert main(_decode_args(amygdala_roi, shared_data, map_cache, out_here)) == 0
+    names = sorted(p.name for p in out_child.iterdir())
+    assert names == sorted(p.name for p in out_here.iterdir())
+    pngs = [n for n in names if n.endswith(".png")]
+    assert pngs == ["amygdala_vocab-lda50_bar.png", "amygdala_vocab-lda50_polar.png"]
+    for name in pngs + ["amygdala_vocab-lda50_decoding.tsv"]:
+        assert (out_child / name).read_bytes() == (out_here / name).read_bytes(), name
+
+
+def test_decode_figure_error_in_the_child_fails_the_command(
+        shared_data, map_cache, amygdala_roi, tmp_path, monkeypatch, caplog):
+    """An error while drawing in the child is reported by the command (exit 1, the
+    figure named) and no sidecar marks the output complete."""
+    from microvba.decode import figures, writer
+
+    def broken(table, top=10):
+        raise ValueError("no polar today")
+
+    monkeypatch.setattr(writer.threading, "active_count", lambda: 1)  # fork
+    monkeypatch.setattr(figures, "polar_plot", broken)  # inherited by the forked child
+    out = tmp_path / "out"
+    assert main(_decode_args(amygdala_roi, shared_data, map_cache, out)) == 1
+    assert "amygdala_vocab-lda50_polar.png" in caplog.text and "no polar today" in caplog.text
+    assert not (out / "amygdala_vocab-lda50_decoding.json").exists()
+    assert not (out / "amygdala_vocab-lda50_polar.png").exists()
+    assert (out / "amygdala_vocab-lda50_bar.png").exists()  # drawn by the other process
+
+
+def test_decode_figure_child_failing_before_the_tables_fails_the_command(
+        shared_data, map_cache, amygdala_roi, tmp_path, monkeypatch, caplog):
+    """A child that stops before reading the tables (its matplotlib setup failed): the
+    command still ends, with exit 1 and the child's error, and no figure or sidecar."""
+    from microvba.decode import figures, writer
+
+    def no_fonts(texts, size):
+        raise OSError("no fonts here")
+
+    monkeypatch.setattr(writer.threading, "active_count", lambda: 1)  # fork
+    monkeypatch.setattr(figures, "_text_width_pt", no_fonts)
+    out = tmp_path / "out"
+    assert main(_decode_args(amygdala_roi, shared_data, map_cache, out)) == 1
+    assert "no fonts here" in caplog.text
+    assert not list(out.glob("*.png")) and not list(out.glob("*.json"))
+
+
+def test_decode_failure_before_the_tables_leaves_no_figure(
+        shared_data, map_cache, amygdala_roi, tmp_path, monkeypatch, capsys):
+    """Invalid input found after the figure process started: exit 2, no file written, the
+    child stopped (no figure appears later)."""
+    import os
+
+    from microvba.decode.decoder import Decoder
+
+    def refuse(self, *args, **kwargs):
+        raise InputError("refused for the test", file="roi", fix="none")
+
+    monkeypatch.setattr(Decoder, "decode_roi", refuse)
+    out = tmp_path / "out"
+    assert main(_decode_args(amygdala_roi, shared_data, map_cache, out)) == 2
+    assert "refused for the test" in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())
+    with pytest.raises(ChildProcessError):  # the child was reaped: no process left
+        os.waitpid(-1, os.WNOHANG)

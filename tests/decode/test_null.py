@@ -171,6 +171,88 @@ def test_translated_hits_equal_the_compiled_kernel(lda_decoder, rois, name):
     assert all(np.array_equal(a, b) for a, b in zip(again, sets[1:], strict=True))
 
 
+@pytest.mark.parametrize("high", [1, 300, 2**20, 2**40])
+def test_stable_order_is_numpys_stable_argsort(high):
+    from microvba.decode._roi_hits import _stable_order
+
+    key = np.random.default_rng(high).integers(0, high, size=20_000)  # many ties
+    np.testing.assert_array_equal(_stable_order(key), np.argsort(key, kind="stable"))
+    assert _stable_order(np.zeros(0, np.int64)).size == 0
+
+
+def _translations_loop(dec, roi, rng):
+    """Reference of Decoder._null_translations, one target at a time: targets drawn n_null
+    at a time, taken in order while >= 80 % of the moved ROI lands in the brain mask."""
+    grid = dec.maps_.grid
+    ijk = dec._vox_ijk[roi]
+    centre = np.rint(ijk.mean(axis=0)).astype(np.int64)
+    shifts, idxs = [], []
+    while len(shifts) < dec.n_null:
+        for t in dec._vox_ijk[rng.integers(0, len(dec._vox_ijk), size=dec.n_null)]:
+            moved = ijk + (t - centre)
+            inside = np.all((moved >= 0) & (moved < grid.shape), axis=1)
+            idx = np.full(roi.size, -1, np.int64)
+            idx[inside] = grid.flat_to_masked[np.ravel_multi_index(moved[inside].T,
+                                                                   grid.shape)]
+            if (idx >= 0).sum() >= 0.8 * roi.size:
+                shifts.append(t - centre)
+                idxs.append(idx)
+                if len(shifts) == dec.n_null:
+                    break
+    return np.array(shifts), np.array(idxs).T
+
+
+@pytest.mark.parametrize("name", ["A23c", "A4ul"])
+def test_null_translations_equal_a_plain_loop(lda_decoder, rois, name):
+    """The vectorised translations (a flat offset for copies inside the grid, voxel by
+    voxel for copies crossing its edge) draw and accept exactly as a one-by-one loop."""
+    from microvba.decode.grid import roi_voxels
+
+    dec = lda_decoder
+    roi = roi_voxels(rois[name], dec.maps_.grid)
+    shifts, kept, idx = dec._null_translations(roi, np.random.default_rng(11))
+    ref_shifts, ref_idx = _translations_loop(dec, roi, np.random.default_rng(11))
+    np.testing.assert_array_equal(shifts, ref_shifts)
+    np.testing.assert_array_equal(idx, ref_idx)
+    np.testing.assert_array_equal(kept, ref_idx >= 0)
+
+
+def test_translated_hits_of_copies_leaving_the_padded_grid(lda_decoder, atlas):
+    """A large ROI (Brainnetome 1-20, frontal) has null copies with voxels off the grid,
+    whose spheres reach beyond the grid padded by the sphere radius: their hits still
+    equal the compiled kernel's."""
+    from microvba.decode.grid import atlas_roi, roi_voxels
+
+    dec = lda_decoder
+    grid = dec.maps_.grid
+    roi = roi_voxels(atlas_roi(atlas, list(range(1, 21))), grid)
+    shifts, kept, idx = dec._null_translations(roi, np.random.default_rng(5))
+    moved = dec._vox_ijk[roi][None, :, :] + shifts[:, None, :]
+    beyond = ((moved < 0) | (moved >= np.asarray(grid.shape))).any(axis=(1, 2))
+    pick = np.concatenate([np.flatnonzero(beyond)[:12], np.flatnonzero(~beyond)[:3]])
+    assert beyond.sum() >= 1
+    sets = [roi] + [idx[kept[:, j], j] for j in pick]
+    got = dec._hits_translated(roi, shifts[pick], kept[:, pick])
+    np.testing.assert_array_equal(got.toarray().T > 0, dec._hits(sets))
+
+
+def test_translated_counts_equal_hits_times_selection(lda_decoder, rois):
+    """decode_roi's per-block counts (studies hit, and selected studies hit per feature)
+    equal the sparse hit matrix's row sums and its product with the selection."""
+    from microvba.decode import _roi_hits
+    from microvba.decode.grid import roi_voxels
+
+    dec = lda_decoder
+    roi = roi_voxels(rois["amygdala"], dec.maps_.grid)
+    shifts, kept, _ = dec._null_translations(roi, np.random.default_rng(3))
+    args = dec._translation_args(roi, shifts, kept)
+    hits = _roi_hits.translated_hits(*args).toarray()
+    n_hit, a = _roi_hits.translated_counts(*args, selection_t=dec._sel_t)
+    np.testing.assert_array_equal(n_hit, hits.sum(axis=1))
+    np.testing.assert_array_equal(a, (dec.maps_.selection.T @ hits.T))
+    assert n_hit.min() > 0 and a.max() > 0
+
+
 # ------------------------------------------------------------------ false positives
 
 

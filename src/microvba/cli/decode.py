@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .._validation import InputError, check_output_dir, check_positive_int
 from ..io import derivatives
 from ._types import seed
+
+if TYPE_CHECKING:
+    from ..decode.writer import FigureProcess
 
 HELP = ("Meta-analytic decoding of an ROI (ROI association: log-odds, chi-square/Fisher p, "
         "FDR q, spatial-null p) and/or an unthresholded map (correlation with association "
@@ -68,16 +72,9 @@ def _show(table, title: str, n: int = 10) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .._provenance import make_sidecar, write_json
-    from ..decode.decoder import Decoder
-    from ..decode.grid import check_roi_extent, load_image, mni_brain_grid, select_roi
-    from ..decode.writer import (
-        dropped_summary,
-        null_summary,
-        roi_summary,
-        write_decoding,
-        write_dropped,
-    )
+    # (the decode package, with pandas and scipy, is imported before the fork: the child
+    # shares it)
+    from ..decode.writer import FigureProcess
 
     if args.roi is None and args.stat_map is None:
         raise InputError("Nothing to decode.", file="command line",
@@ -95,13 +92,35 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(args.output_dir)
     if args.cache_dir is not None:
         check_output_dir(args.cache_dir, "map cache folder")
+    figures = FigureProcess()  # a child imports matplotlib while this process decodes
+    try:
+        return _decode(args, figures)
+    finally:
+        figures.close()
+
+
+def _decode(args: argparse.Namespace, figures: FigureProcess) -> int:
+    """:func:`run` once the command line is checked; ``figures`` a
+    :class:`~microvba.decode.writer.FigureProcess` that draws the tables' figures."""
+    from .._provenance import make_sidecar, write_json
+    from ..decode.decoder import Decoder
+    from ..decode.grid import load_image, mni_brain_grid
+    from ..decode.roi_cache import roi_grid_voxels
+    from ..decode.writer import (
+        dropped_summary,
+        figure_tasks,
+        null_summary,
+        roi_summary,
+        write_decoding,
+        write_dropped,
+    )
+
     # fail before loading the database (seconds to minutes)
-    roi_img = roi_vox = None
+    roi_vox = None
     if args.roi is not None:  # values (stat map?), emptiness and extent, in one pass
-        roi_img = args.roi
-        if args.labels is not None or args.roi_threshold is not None:
-            roi_img = select_roi(args.roi, labels=args.labels, threshold=args.roi_threshold)
-        roi_vox = check_roi_extent(roi_img, mni_brain_grid(2.0, args.cache_dir))
+        roi_vox = roi_grid_voxels(args.roi, mni_brain_grid(2.0, args.cache_dir),
+                                  labels=args.labels, threshold=args.roi_threshold,
+                                  cache_dir=args.cache_dir)
     if args.stat_map is not None:
         values = np.asarray(load_image(args.stat_map, "statistic map").dataobj, np.float64)
         values = values[np.isfinite(values)]
@@ -118,14 +137,17 @@ def run(args: argparse.Namespace) -> int:
     # decode every input before writing anything: a bad map leaves no partial output
     tables = [(kind, image, method(source))
               for kind, image, source, method in (
-                  (derivatives.DECODING, args.roi, roi_img,
+                  (derivatives.DECODING, args.roi, args.roi,
                    lambda img: dec.decode_roi(img, voxels=roi_vox)),
                   (derivatives.MAP_DECODING, args.stat_map, args.stat_map, dec.decode_map))
               if image is not None]
     dropped = dec.maps_.dropped
     outputs = {}
+    for kind, _, table in tables:
+        outputs[kind] = write_decoding(table, stem, kind, figures=False)["tsv"]
+    figures.submit([task for kind, _, table in tables
+                    for task in figure_tasks(table, stem, kind, top=args.top)])
     for kind, image, table in tables:
-        outputs[kind] = write_decoding(table, stem, kind, top=args.top)["tsv"]
         _show(table, f"{kind}: {image}")
     params = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
               if k not in ("verbose", "quiet", "debug", "config")}
@@ -142,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{len(dropped)} {args.vocabulary} feature(s) have no map and are not decoded "
               f"({', '.join(f'{v} {k}' for k, v in extra['DroppedFeatures']['reasons'].items())}"
               f"); listed in {outputs['dropped']}")
+    figures.wait()  # the sidecar, written last, marks a complete output
     write_json(stem.with_name(derivatives.decoding_sidecar_name(stem.name)),
                make_sidecar(params, inputs, **extra))
     print(f"\nwrote {', '.join(str(p) for p in outputs.values())}")

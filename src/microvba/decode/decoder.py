@@ -169,8 +169,7 @@ class Decoder:
         self._padded = np.asarray(fm.grid.shape, np.int64) + 2 * self._pad
         self._peak_ptr, self._peak_studies = _roi_hits.peak_voxel_index(
             fm.peaks[:, :3], fm.peaks[:, 3], fm.grid.shape, self._pad)
-        self._peak_matrix = None  # built on the first ROI decoded
-        self._sel_csr = fm.selection.tocsr().astype(np.float32)
+        self._sel_t = fm.selection.T.tocsr().astype(np.float32)  # (features, studies)
         self._n_sel = np.diff(fm.selection.indptr).astype(float)
         w = sp.csc_matrix(fm.weights, dtype=np.float64)
         self._w = w
@@ -212,15 +211,25 @@ class Decoder:
         tries = 0
         chunk = max(1, 2_000_000 // max(roi.size, 1))
         ijk32, shape32 = ijk.astype(np.int32), shape.astype(np.int32)  # flat index < 2**31
+        flat_roi = np.ravel_multi_index(ijk.T, tuple(shape)).astype(np.int32)
+        strides = np.array([shape[1] * shape[2], shape[2], 1], np.int64)
+        low, high = ijk.min(axis=0), ijk.max(axis=0)
+        to_masked = fm.grid.flat_to_masked
         while need > 0 and tries < 50 * self.n_null:
             targets = self._vox_ijk[rng.integers(0, len(self._vox_ijk), size=self.n_null)]
             for lo in range(0, len(targets), chunk):
                 shift = targets[lo:lo + chunk] - centre
-                moved = ijk32[None, :, :] + shift[:, None, :].astype(np.int32)
-                inside = np.all((moved >= 0) & (moved < shape32), axis=2)
-                flat = (moved[..., 0] * shape32[1] + moved[..., 1]) * shape32[2] \
-                    + moved[..., 2]
-                idx = np.where(inside, fm.grid.flat_to_masked[np.where(inside, flat, 0)], -1)
+                # copies that stay inside the grid: one flat offset each
+                whole = np.all((low + shift >= 0) & (high + shift < shape), axis=1)
+                idx = np.empty((len(shift), roi.size), dtype=to_masked.dtype)
+                idx[whole] = to_masked[flat_roi[None, :]
+                                       + (shift[whole] @ strides).astype(np.int32)[:, None]]
+                if not whole.all():  # copies crossing the grid's edge: voxel by voxel
+                    moved = ijk32[None, :, :] + shift[~whole, None, :].astype(np.int32)
+                    inside = np.all((moved >= 0) & (moved < shape32), axis=2)
+                    flat = (moved[..., 0] * shape32[1] + moved[..., 1]) * shape32[2] \
+                        + moved[..., 2]
+                    idx[~whole] = np.where(inside, to_masked[np.where(inside, flat, 0)], -1)
                 ok = np.flatnonzero((idx >= 0).sum(axis=1) >= _MIN_INSIDE * roi.size)
                 take = ok[:need]
                 shifts.append(shift[take])
@@ -243,20 +252,20 @@ class Decoder:
         _, kept, idx = self._null_translations(roi, rng)
         return [idx[kept[:, j], j] for j in range(idx.shape[1])]
 
+    def _translation_args(self, roi: np.ndarray, shifts: np.ndarray, kept: np.ndarray
+                          ) -> tuple:
+        """Arguments of :mod:`microvba.decode._roi_hits` for the ROI (row 0, no shift, all
+        voxels kept) and its translations."""
+        shifts = np.vstack([np.zeros((1, 3), np.int64), shifts])
+        kept = np.hstack([np.ones((roi.size, 1), bool), kept])
+        return (self._vox_ijk[roi], shifts, kept, self._offsets, self._padded, self._pad,
+                self._peak_ptr, self._peak_studies, self.maps_.n_studies)
+
     def _hits_translated(self, roi: np.ndarray, shifts: np.ndarray,
                          kept: np.ndarray) -> sp.csr_matrix:
         """(1 + n_null, n_studies) sparse 0/1 hits of the ROI and its translations, in
         numpy (:func:`microvba.decode._roi_hits.translated_hits`)."""
-        fm = self.maps_
-        shifts = np.vstack([np.zeros((1, 3), np.int64), shifts])
-        kept = np.hstack([np.ones((roi.size, 1), bool), kept])
-        if getattr(self, "_peak_matrix", None) is None:
-            self._peak_matrix = _roi_hits.peak_matrix(self._peak_ptr, self._peak_studies,
-                                                      fm.n_studies)
-        return _roi_hits.translated_hits(self._vox_ijk[roi], shifts, kept, self._offsets,
-                                         self._padded, self._pad, self._peak_ptr,
-                                         self._peak_studies, fm.n_studies,
-                                         peaks=self._peak_matrix)
+        return _roi_hits.translated_hits(*self._translation_args(roi, shifts, kept))
 
     def _hits(self, rois: list[np.ndarray]) -> np.ndarray:
         """(n_studies, n_rois) bool: study's spheres overlap each ROI (from the peaks,
@@ -316,9 +325,9 @@ class Decoder:
             shifts, kept, _ = self._null_translations(roi, rng)
         else:
             shifts, kept = np.zeros((0, 3), np.int64), np.zeros((roi.size, 0), bool)
-        hits = self._hits_translated(roi, shifts, kept)  # (rois, studies) sparse 0/1
-        n_hit = np.asarray(hits.sum(axis=1), dtype=float).ravel()
-        a_all = np.asarray((hits @ self._sel_csr).toarray().T, dtype=float)
+        # studies hit by the ROI and each translation, all and per feature's selection
+        n_hit, a_all = _roi_hits.translated_counts(*self._translation_args(roi, shifts, kept),
+                                                   selection_t=self._sel_t)
         n1 = self._n_sel[:, None]
         n2 = fm.n_studies - n1
         c_all = n_hit[None, :] - a_all
