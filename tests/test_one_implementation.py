@@ -52,7 +52,7 @@ def _strings(text: str, exact: bool = False) -> list[str]:
 
 
 def test_one_fdr_bh():
-    assert [d.split(":")[0] for d in _defs("fdr_bh")] == ["stats/clusters.py"]
+    assert [d.split(":")[0] for d in _defs("fdr_bh")] == ["_fdr.py"]
     from microvba.decode import decoder
     from microvba.regions import correlation
     from microvba.stats import clusters

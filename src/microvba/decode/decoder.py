@@ -49,10 +49,10 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy import special
 
+from .._fdr import fdr_bh
 from .._logging import get_logger
 from .._validation import InputError, check_choice, check_in_range, check_positive_int
 from ..io import derivatives as D
-from ..stats.clusters import fdr_bh
 from . import _roi_hits
 from . import null as _null
 from .database import load_vocabulary

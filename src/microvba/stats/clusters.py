@@ -9,11 +9,11 @@ cluster is the fraction of permutations whose largest cluster is at least as lar
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from .._fdr import fdr_bh  # noqa: F401  (re-exported: the stats API names it)
 from ._kernels import cluster_sweep
 from .tfce import neighbour_table
 
@@ -92,28 +92,3 @@ def label_clusters(stat_3d: np.ndarray, threshold: float, connectivity: int = 26
     cl = find_clusters(stat[mask], neigh, threshold)
     labels_3d[mask] = cl.labels
     return labels_3d, cl
-
-
-def fdr_bh(p: Sequence[float] | np.ndarray) -> np.ndarray:
-    r"""Benjamini-Hochberg adjusted p-values (q-values) of a vector of p-values.
-
-    :math:`q_{(i)} = \min_{j \ge i} \min(1, m\,p_{(j)} / j)` for the sorted p-values
-    (Benjamini & Hochberg 1995); a voxel is significant at FDR :math:`\alpha` when
-    :math:`q \le \alpha`. Equals ``statsmodels.stats.multitest.fdrcorrection``. NaN
-    entries stay NaN and are not counted in :math:`m`. The one implementation in the package
-    (voxel maps, cluster follow-up correlations and decoding tables call it).
-    """
-    p = np.asarray(p, dtype=np.float64)
-    q = np.full(p.shape, np.nan)
-    ok = np.isfinite(p)
-    m = int(ok.sum())
-    if m == 0:
-        return q
-    finite = p[ok]
-    order = np.argsort(finite, kind="stable")
-    ranked = finite[order] * m / np.arange(1, m + 1)
-    q_sorted = np.minimum.accumulate(ranked[::-1])[::-1]
-    out = np.empty(m)
-    out[order] = np.minimum(q_sorted, 1.0)
-    q[ok] = out
-    return q
