@@ -106,6 +106,24 @@ def tissue_voxels(ours: dict, theirs: dict, mask: np.ndarray) -> np.ndarray:
     return tissue & np.all([np.isfinite(ours[k]) for k in METRICS], axis=0)
 
 
+def _sample(dwi: Path, bval: Path, bvec: Path, tissue: np.ndarray, n_voxels: int,
+            seed: int) -> tuple:
+    """The reference comparisons' voxel sample: b-values, b-vectors, the b0 mask, up to
+    ``n_voxels`` tissue voxel indices (seeded, sorted), their signals and S / mean(b0)."""
+    import nibabel as nib
+
+    from microvba.models.gradients import GradientTable
+
+    bvals, bvecs = np.loadtxt(bval), np.loadtxt(bvec).T
+    b0 = GradientTable(bvals, bvecs).b0s_mask
+    idx = np.flatnonzero(tissue.ravel())
+    rng = np.random.default_rng(seed)
+    if idx.size > n_voxels:
+        idx = np.sort(rng.choice(idx, n_voxels, replace=False))
+    sig = nib.load(dwi).get_fdata().reshape(-1, bvals.size)[idx]
+    return bvals, bvecs, b0, idx, sig, sig / sig[:, b0].mean(axis=1, keepdims=True)
+
+
 def least_squares_reference(dwi: Path, bval: Path, bvec: Path, ours: dict, theirs: dict,
                             tissue: np.ndarray, n_voxels: int = 300, seed: int = 0) -> dict:
     r"""Refine AMICO's solution to the least-squares optimum of the NODDI model.
@@ -116,21 +134,11 @@ def least_squares_reference(dwi: Path, bval: Path, bvec: Path, ours: dict, their
     ``scipy.optimize.least_squares`` (trust-region reflective, bounds) from AMICO's ICVF,
     ODI, ISOVF and direction. Returns r of microvba and of AMICO against the optimum, and the
     median SSE of each tool's own parameters and of the optimum."""
-    import nibabel as nib
     from scipy.optimize import least_squares
 
-    from microvba.models.gradients import GradientTable
     from microvba.models.noddi import noddi_signal
 
-    bvals, bvecs = np.loadtxt(bval), np.loadtxt(bvec).T
-    b0 = GradientTable(bvals, bvecs).b0s_mask
-    idx = np.flatnonzero(tissue.ravel())
-    rng = np.random.default_rng(seed)
-    if idx.size > n_voxels:
-        idx = np.sort(rng.choice(idx, n_voxels, replace=False))
-    img = nib.load(dwi)
-    sig = img.get_fdata().reshape(-1, bvals.size)[idx]
-    y = sig / sig[:, b0].mean(axis=1, keepdims=True)
+    bvals, bvecs, b0, idx, sig, y = _sample(dwi, bval, bvec, tissue, n_voxels, seed)
 
     def pick(maps: dict) -> tuple[np.ndarray, np.ndarray]:
         p = np.stack([maps[k].ravel()[idx] for k in METRICS], axis=1)
@@ -201,21 +209,11 @@ def dmipy_reference(dwi: Path, bval: Path, bvec: Path, ours: dict, theirs: dict,
     dmipy's."""
     import warnings
 
-    import nibabel as nib
-
-    from microvba.models.gradients import GradientTable
     from microvba.models.noddi import noddi_signal
 
     (scheme_from_bvalues, MultiCompartmentModel, SD1WatsonDistributed, cylinder_models,
      gaussian_models) = _import_dmipy(dmipy_path)
-    bvals, bvecs = np.loadtxt(bval), np.loadtxt(bvec).T
-    b0 = GradientTable(bvals, bvecs).b0s_mask
-    idx = np.flatnonzero(tissue.ravel())
-    rng = np.random.default_rng(seed)
-    if idx.size > n_voxels:
-        idx = np.sort(rng.choice(idx, n_voxels, replace=False))
-    sig = nib.load(dwi).get_fdata().reshape(-1, bvals.size)[idx]
-    y = sig / sig[:, b0].mean(axis=1, keepdims=True)
+    bvals, bvecs, b0, idx, sig, y = _sample(dwi, bval, bvec, tissue, n_voxels, seed)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         # b-values in s/m^2; b <= 50 s/mm^2 counted as b0 (as microvba and AMICO here)

@@ -69,3 +69,19 @@ def _white_matter_roi(seed: int) -> nib.Nifti1Image:
     vol = np.zeros(deep.shape, np.uint8)
     vol[c[0] - 1:c[0] + 2, c[1] - 1:c[1] + 2, c[2] - 1:c[2] + 2] = 1
     return nib.Nifti1Image(vol, wm.affine)
+
+
+@pytest.fixture
+def decoder_fits(monkeypatch) -> list:
+    """The decoders fitted by the decode stage during the test (``Decoder.fit`` counted)."""
+    from microvba.decode import stage
+
+    fits = []
+    real_fit = stage.Decoder.fit
+
+    def counting_fit(self, *args, **kwargs):
+        fits.append(self)
+        return real_fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(stage.Decoder, "fit", counting_fit)
+    return fits

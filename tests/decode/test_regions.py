@@ -99,17 +99,8 @@ def test_clusters_of_reads_every_label():
 
 
 def test_decode_regions_decodes_each_region_once(shared_data, map_cache, rois, tmp_path,
-                                                 monkeypatch):
-    from microvba.decode import stage
-
-    fits = []
-    real_fit = stage.Decoder.fit
-
-    def counting_fit(self, *args, **kwargs):
-        fits.append(self)
-        return real_fit(self, *args, **kwargs)
-
-    monkeypatch.setattr(stage.Decoder, "fit", counting_fit)
+                                                 decoder_fits):
+    fits = decoder_fits
     amyg_img = rois["amygdala"]
     amyg = np.asarray(amyg_img.dataobj) > 0
     motor = np.asarray(rois["A4ul"].dataobj) > 0

@@ -45,17 +45,8 @@ def test_missing_database_names_the_fix(tmp_path, monkeypatch):
 
 
 def test_decoders_dict_fits_each_vocabulary_once(shared_data, map_cache, rois, tmp_path,
-                                                 monkeypatch):
-    from microvba.decode import stage
-
-    fits = []
-    real_fit = stage.Decoder.fit
-
-    def counting_fit(self, *args, **kwargs):
-        fits.append(self)
-        return real_fit(self, *args, **kwargs)
-
-    monkeypatch.setattr(stage.Decoder, "fit", counting_fit)
+                                                 decoder_fits):
+    fits = decoder_fits
     amyg = np.asarray(rois["amygdala"].dataobj) > 0
     labels = nib.Nifti1Image(amyg.astype(np.int16), rois["amygdala"].affine)
     decoders: dict = {}

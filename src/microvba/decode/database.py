@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -244,6 +243,16 @@ _PARSED_ARRAYS = ("study_ids", "xyz", "peak_study", "w_data", "w_indices", "w_in
                   "w_shape", "features", "labels", "vocabulary")
 
 
+def file_stamps(files: dict[str, Path]) -> dict[str, list[int]]:
+    """Size and modification time (ns) of each file: a change of either marks it changed
+    (the parsed copy's name; the map cache re-hashes such an input)."""
+    out = {}
+    for k, v in files.items():
+        st = Path(v).stat()
+        out[k] = [int(st.st_size), int(st.st_mtime_ns)]
+    return out
+
+
 def parsed_cache_path(name: str, paths: dict[str, Path],
                       cache_dir: str | Path | None = None) -> Path:
     """Where the parsed copy of database ``name`` with source files ``paths`` lives: named
@@ -251,10 +260,7 @@ def parsed_cache_path(name: str, paths: dict[str, Path],
     modification time (ns), so an edited or replaced file never matches an old copy."""
     from .._provenance import params_hash
 
-    stamps = {}
-    for k, v in sorted(paths.items()):
-        st = os.stat(v)
-        stamps[k] = [str(Path(v).resolve()), int(st.st_size), int(st.st_mtime_ns)]
+    stamps = {k: [str(Path(paths[k]).resolve()), *st] for k, st in file_stamps(paths).items()}
     key = params_hash({"database": name, "version": VERSIONS[name],
                        "format": _PARSED_FORMAT, "files": stamps})[7:23]
     return _paths.cache_dir(cache_dir) / "databases" / f"{name}-v{VERSIONS[name]}_{key}.npz"

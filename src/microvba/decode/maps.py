@@ -55,7 +55,7 @@ from .. import _paths
 from .._logging import get_logger
 from .._provenance import atomic_path, file_hash, make_sidecar, params_hash, write_json
 from .._validation import InputError, check_choice, check_in_range, check_positive_int
-from .database import VERSIONS, VOCABULARY_DATABASE, Database, database_files
+from .database import VERSIONS, VOCABULARY_DATABASE, Database, database_files, file_stamps
 from .grid import BrainGrid, mni_brain_grid
 
 log = get_logger(__name__)
@@ -250,25 +250,6 @@ def peak_activation(ijk: np.ndarray, peak_study: np.ndarray, n_studies: int, gri
     return sp.csr_matrix((data, indices, indptr), shape=(n_studies, grid.n_voxels))
 
 
-def _peak_index(peaks: np.ndarray, shape, pad: int) -> tuple[np.ndarray, np.ndarray]:
-    """CSR (ptr, studies) over the voxels of the grid padded by ``pad``: the studies with a
-    peak (``peaks`` rows ``i, j, k, study``) in each voxel, each once per voxel (sorted),
-    with the pointers from a histogram. Several peaks of a study in one voxel (12 % of
-    Neurosynth's after rounding to 2 mm) enter and leave the sphere together, so one stands
-    for all in :func:`microvba.decode._kernels.feature_active_counts`. Peaks further than
-    ``pad`` voxels outside the grid cannot reach it and are left out."""
-    padded = np.asarray(shape, np.int64) + 2 * pad
-    ijk = peaks[:, :3].astype(np.int64) + pad
-    keep = np.all((ijk >= 0) & (ijk < padded), axis=1)
-    key = (ijk[keep, 0] * padded[1] + ijk[keep, 1]) * padded[2] + ijk[keep, 2]
-    n_studies = int(peaks[:, 3].max(initial=-1)) + 1
-    pair = np.unique(key * max(n_studies, 1) + peaks[keep, 3].astype(np.int64))
-    key, studies = np.divmod(pair, max(n_studies, 1))
-    ptr = np.zeros(int(np.prod(padded)) + 1, np.int64)
-    np.cumsum(np.bincount(key, minlength=ptr.size - 1), out=ptr[1:])
-    return ptr, studies.astype(np.int32)
-
-
 class _PeakCounter:
     """Per-feature active-study counts of an MKDA incidence, computed from the peaks.
 
@@ -279,7 +260,7 @@ class _PeakCounter:
     """
 
     def __init__(self, peaks: np.ndarray, n_studies: int, grid: BrainGrid, kernel_mm: float):
-        from ._roi_hits import sphere_offsets
+        from ._roi_hits import peak_voxel_index, sphere_offsets
 
         self.n_studies = int(n_studies)
         offsets = sphere_offsets(kernel_mm, grid.resolution)
@@ -290,7 +271,8 @@ class _PeakCounter:
         self.padded = np.asarray(grid.shape, np.int64) + 2 * self.pad
         self.shape = np.asarray(grid.shape, np.int64)
         self.flat_to_masked = grid.flat_to_masked
-        self.vox_ptr, self.studies = _peak_index(peaks, grid.shape, self.pad)
+        self.vox_ptr, self.studies = peak_voxel_index(peaks[:, :3], peaks[:, 3], grid.shape,
+                                                       self.pad, unique=True)
         most = np.bincount(self.studies).max(initial=0)
         self.mult_dtype = np.int16 if most <= np.iinfo(np.int16).max else np.int32
         any_k = grid.mask.any(axis=2)
@@ -412,15 +394,6 @@ _BUNDLE = ("z_association.npy", "z_uniformity.npy", "features.tsv", "weights.npz
            "dropped.tsv", "peaks.npy")
 
 
-def _stamps(files: dict[str, Path]) -> dict[str, list[int]]:
-    """Size and modification time (ns) of each input: a change of either re-hashes it."""
-    out = {}
-    for k, v in files.items():
-        st = Path(v).stat()
-        out[k] = [int(st.st_size), int(st.st_mtime_ns)]
-    return out
-
-
 def _bundle_valid(folder: Path, params: dict[str, Any], inputs: dict[str, Path]) -> bool:
     """The entry exists for these parameters and inputs; inputs whose size and mtime match
     those recorded are not hashed again (a warm call reads no database file)."""
@@ -437,7 +410,7 @@ def _bundle_valid(folder: Path, params: dict[str, Any], inputs: dict[str, Path])
     hashes = recorded.get("InputHashes", {})
     if set(hashes) != set(inputs):
         return False
-    now = _stamps(inputs)
+    now = file_stamps(inputs)
     return all(stamps.get(k) == now[k] or hashes[k] == file_hash(v)
                for k, v in inputs.items())
 
@@ -529,7 +502,7 @@ def feature_maps(db: Database, vocabulary: str = "lda50", kernel_mm: float = 6.0
     with atomic_path(files[5]) as tmp, open(tmp, "wb") as fh:
         np.save(fh, peaks)
     write_json(folder / "maps.json", make_sidecar(params, db.files, n_dropped=len(dropped),
-                                                  InputStamps=_stamps(db.files)))
+                                                  InputStamps=file_stamps(db.files)))
     return _load_bundle(folder, params, grid)
 
 
