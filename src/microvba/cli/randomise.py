@@ -289,7 +289,8 @@ def _run_vest(args: argparse.Namespace, options: RandomiseOptions, out: Path) ->
     contrasts = [Contrast(number=k + 1, name=cons.names[k], vector=cons.matrix[k])
                  for k in chosen]
     engine = options.engine(args)
-    check_rearrangements(design.matrix, contrasts, engine["correction"], source=args.tcon)
+    check_rearrangements(design.matrix, contrasts, engine["correction"], source=args.tcon,
+                         blocks=blocks)
     stack = read_image_stack(args.input, args.mask)
     what = "the 4-D image" if len(args.input) == 1 else "the inputs"
     design.check_n_points(stack.data.shape[0], images=what)

@@ -162,6 +162,21 @@ def n_possible(n: int, sign_flip: bool, blocks: np.ndarray | None) -> float:
     return total
 
 
+def check_rearrangeable(n: int, sign_flip: bool, blocks: np.ndarray | None) -> float:
+    """:func:`n_possible`, refused (InputError) when only the identity exists: blocks of one
+    subject each leave nothing to permute, and every p-value would be 1 (a meaningless map,
+    not a test)."""
+    possible = n_possible(n, sign_flip, blocks)
+    if possible < 2:
+        raise InputError(f"the exchangeability blocks allow no rearrangement of the "
+                         f"{n} subjects (every block holds a single subject), so "
+                         "every permutation p-value would be 1",
+                         file="exchangeability blocks (--blocks / -e)",
+                         fix="Use blocks that group several subjects (e.g. site or family), "
+                             "not a column with a different value in every row.")
+    return possible
+
+
 def draw_rearrangements(rng: np.random.Generator, n: int, count: int, sign_flip: bool,
                         blocks: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """``count`` random rearrangements: row permutations (within blocks) and signs.

@@ -61,10 +61,10 @@ from .family import (
 from .glm import (
     FreedmanLane,
     check_blocks,
+    check_rearrangeable,
     draw_rearrangements,
     enumerate_rearrangements,
     freedman_lane,
-    n_possible,
     projection_weights,
 )
 from .inference import assemble_maps
@@ -362,15 +362,7 @@ def _randomise_images(
     fl = freedman_lane(X, contrast)
     blocks = check_blocks(exchangeability_blocks, X.shape[0])
     signs = (1, -1) if two_sided else (1,)
-    possible = n_possible(X.shape[0], fl.sign_flip, blocks)
-    if possible < 2:
-        # only the identity: every p-value would be 1 (a meaningless map, not a test)
-        raise InputError(f"the exchangeability blocks allow no rearrangement of the "
-                         f"{X.shape[0]} subjects (every block holds a single subject), so "
-                         "every permutation p-value would be 1",
-                         file="exchangeability blocks (--blocks / -e)",
-                         fix="Use blocks that group several subjects (e.g. site or family), "
-                             "not a column with a different value in every row.")
+    possible = check_rearrangeable(X.shape[0], fl.sign_flip, blocks)
     n_requested = n_perm
     exhaustive = n_perm >= possible
     if exhaustive:

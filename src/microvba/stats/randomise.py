@@ -59,7 +59,7 @@ from ..io.design_table import ID_COLUMNS, is_identifier
 from ..io.fsl import FslDesign
 from .design import Design, make_design
 from .family import Correction, Family
-from .glm import freedman_lane
+from .glm import check_blocks, check_rearrangeable, freedman_lane
 from .inference import fwe_p
 from .permutation import BatchMap, randomise_family
 from .result import RandomiseResult
@@ -180,11 +180,17 @@ def warn_intercept(design: FslDesign) -> None:
 
 
 def check_rearrangements(design_matrix: np.ndarray, contrasts: Sequence[Contrast],
-                         correction: Correction, *, source: str | Path = "contrasts"
-                         ) -> dict[int, bool]:
+                         correction: Correction, *, source: str | Path = "contrasts",
+                         blocks: np.ndarray | None = None) -> dict[int, bool]:
     """Whether each contrast is tested by sign flips (one-sample); a family correction over
-    the contrasts needs the same rearrangements for all (InputError naming ``source``)."""
+    the contrasts needs the same rearrangements for all (InputError naming ``source``).
+    With ``blocks`` (one label per design row), blocks that leave nothing to rearrange are
+    refused too (:func:`microvba.stats.glm.check_rearrangeable`), before any image is read."""
     methods = {c.number: freedman_lane(design_matrix, c.vector).sign_flip for c in contrasts}
+    if blocks is not None and np.size(blocks) == design_matrix.shape[0]:
+        codes = check_blocks(blocks, design_matrix.shape[0])
+        for flip in set(methods.values()):
+            check_rearrangeable(design_matrix.shape[0], flip, codes)
     if correction.across is not Family.NONE and len(set(methods.values())) > 1:
         raise InputError("--corrcon needs the same rearrangements for every contrast, but "
                          "some contrasts are tested by sign flips (one-sample) and others by "
