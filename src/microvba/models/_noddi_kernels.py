@@ -27,7 +27,12 @@ weighted by the group size, see :func:`~microvba.models.gradients.antipodal_grou
    amplitudes sum to one, as in the NODDI toolbox); with a floor the grid search (step 2)
    runs on the floor-corrected magnitude :math:`\sqrt{\max(y^2-\phi, 0)}`;
 4. optionally (``posterior``), the tau node index is blended towards its posterior mean on
-   the coarse profile, weight ``min(1, 2 sd / coarse)``.
+   the coarse profile, weight ``min(1, 2 sd / coarse)``;
+5. with ``bound_mean``, in low-SNR voxels with a floor (:math:`\sigma_v/S_0 >
+   1/`:data:`LOW_SNR`, S0 fixed), the bounded parameters (tau node, ICVF, the anisotropic
+   amplitude, i.e. 1 - ISOVF) are replaced by their posterior means under a uniform prior
+   on their ranges with a Laplace approximation of the likelihood
+   (:func:`_bound_posterior_mean`, :func:`truncated_normal_mean`).
 
 Voxels are processed in blocks of 64 across the threads; each block allocates its work
 arrays once (nothing is allocated per voxel) and clears them before every voxel, so that a
@@ -46,6 +51,8 @@ signal comes from an exact table over (b, :math:`|c|`, tau node) interpolated li
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from numba import njit, prange
@@ -574,12 +581,136 @@ def _levenberg_marquardt(theta, mu, bvecs, q, table, ub, eiso, yn, sw, tau_nodes
     return r
 
 
+_SQRT2 = np.sqrt(2.0)
+_INV_SQRT2PI = 1.0 / np.sqrt(2.0 * np.pi)
+
+
+@njit(cache=True, nogil=True)
+def truncated_normal_mean(m, sd, lo, hi):
+    r"""Mean of a normal :math:`N(m, s^2)` truncated to :math:`[l, h]`:
+
+    .. math::
+
+        E = m + s\,\frac{\varphi(a) - \varphi(b)}{\Phi(b) - \Phi(a)},\qquad
+        a = \frac{l - m}{s},\; b = \frac{h - m}{s}
+
+    (:math:`\varphi`, :math:`\Phi` the standard normal density and distribution; Johnson,
+    Kotz & Balakrishnan 1994, *Continuous Univariate Distributions* vol. 1, ch. 13.10).
+    With a uniform prior on :math:`[l, h]` and a Gaussian (Laplace) likelihood centred on
+    :math:`m` with sd :math:`s`, this is the posterior mean (the minimum mean squared
+    error estimate). It is increasing in :math:`m`, lies inside :math:`(l, h)`, and equals
+    :math:`m` to within :math:`s\,\varphi(a)/\Phi(\cdot)` when :math:`m` is many
+    :math:`s` inside the range. The difference of :math:`\Phi` is taken from the tail on
+    the side of :math:`m` (no cancellation when :math:`m` lies far outside the range);
+    beyond 30 sd the tail expansion :math:`E - l \approx s(1/a - 2/a^3)` is used. ``sd``
+    <= 0 gives :math:`m` clipped to the range."""
+    if not (sd > 0.0):
+        return min(max(m, lo), hi)
+    a = (lo - m) / sd
+    b = (hi - m) / sd
+    if a > 30.0:
+        return min(lo + sd * (1.0 / a - 2.0 / (a * a * a)), hi)
+    if b < -30.0:
+        nb = -b
+        return max(hi - sd * (1.0 / nb - 2.0 / (nb * nb * nb)), lo)
+    if a > 0.0:  # m below the range: both upper tails
+        z = 0.5 * (math.erfc(a / _SQRT2) - math.erfc(b / _SQRT2))
+    elif b < 0.0:  # m above the range: both lower tails
+        z = 0.5 * (math.erfc(-b / _SQRT2) - math.erfc(-a / _SQRT2))
+    else:
+        z = 1.0 - 0.5 * (math.erfc(b / _SQRT2) + math.erfc(-a / _SQRT2))
+    num = (math.exp(-0.5 * a * a) - math.exp(-0.5 * b * b)) * _INV_SQRT2PI
+    if not (z > 0.0):
+        return min(max(m, lo), hi)
+    return min(max(m + sd * num / z, lo), hi)
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _tangent_basis(mu, e1, e2):
+    """Orthonormal basis (e1, e2) of the plane normal to the unit vector mu (e1 from the
+    axis least aligned with mu, e2 = mu x e1), as in :func:`_levenberg_marquardt`."""
+    ax = 0 if abs(mu[0]) < 0.9 else 1
+    for t in range(3):
+        e1[t] = (1.0 if t == ax else 0.0) - mu[ax] * mu[t]
+    ne = np.sqrt(e1[0] ** 2 + e1[1] ** 2 + e1[2] ** 2)
+    for t in range(3):
+        e1[t] /= ne
+    e2[0] = mu[1] * e1[2] - mu[2] * e1[1]
+    e2[1] = mu[2] * e1[0] - mu[0] * e1[2]
+    e2[2] = mu[0] * e1[1] - mu[1] * e1[0]
+
+
+#: parameters of theta given their posterior mean by :func:`_bound_posterior_mean`: the tau
+#: node index (ODI), ICVF and the anisotropic amplitude (1 - ISOVF with S0 fixed)
+N_BOUNDED = 3
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _bound_posterior_mean(theta, mu, bvecs, q, table, ub, eiso, yn, sw, tau_nodes, fit_dir,
+                          lw, ibuf, idx, mats, vecs, act):
+    r"""Replace the bounded parameters of a converged low-SNR fit (S0 fixed: theta = (k, f,
+    s, 1 - s, 0, 0, phi)) by their posterior means under a uniform prior on their ranges.
+
+    Laplace approximation (MacKay 2003, *Information Theory, Inference, and Learning
+    Algorithms*, ch. 27) of the likelihood around the unconstrained optimum: with the
+    Gauss-Newton normal equations at the fitted point, :math:`H = J^\top J/\phi` (J the
+    Jacobian of the weighted fitted magnitudes over the free parameters, direction
+    included; :math:`\phi = \sigma_v^2/S_0^2` the noise variance in S0 units), the
+    marginal sd of parameter i is :math:`s_i = \sqrt{\phi\,(J^\top J)^{-1}_{ii}}` and its
+    centre :math:`\mu_i = x_i + [(J^\top J)^{-1} J^\top r]_i`, the Gauss-Newton step that
+    the bound cut off, where the fit stopped on a bound of that parameter, else the fitted
+    :math:`x_i`. The reported value is the mean of :math:`N(\mu_i, s_i^2)` truncated to
+    the parameter's range (:func:`truncated_normal_mean`): monotone in :math:`\mu_i`, so
+    the voxels that least squares piles on a bound keep their ranking, and equal to the
+    fitted value where :math:`s_i` is small beside the distance to the bounds. The tau
+    node index (nodes uniform in ODI) is treated in that index, i.e. with a prior close
+    to uniform in ODI, and mapped to tau and kappa afterwards. Nothing is changed where
+    the normal equations are singular."""
+    h, chol = mats[0], mats[1]
+    g, rhs, step, col, lo, hi, e1, e2 = (vecs[0], vecs[1], vecs[2], vecs[3], vecs[4],
+                                         vecs[5], vecs[6], vecs[7])
+    _tangent_basis(mu, e1, e2)
+    lo[0], lo[1], lo[2] = 0.0, 0.0, 0.0
+    hi[0], hi[1], hi[2] = tau_nodes.size - 1.0, 1.0, 1.0
+    n_act = 0
+    for p in range(N_THETA):
+        if p < 3 or (3 < p < 6 and fit_dir):
+            act[n_act] = p
+            n_act += 1
+    _model_eval(theta, act, n_act, mu, e1, e2, bvecs, q, table, ub, eiso, yn, sw, tau_nodes,
+                lw, ibuf, idx, h, g, True, True)
+    if not _solve_spd(h, 0.0, g, n_act, chol, step):
+        return
+    phi = theta[6]
+    k_new, f_new, s_new = theta[0], theta[1], theta[2]
+    for a in range(N_BOUNDED):
+        for t in range(n_act):
+            rhs[t] = 0.0
+        rhs[a] = 1.0
+        if not _solve_spd(h, 0.0, rhs, n_act, chol, col):
+            return
+        if not (col[a] > 0.0):
+            return
+        sd = np.sqrt(phi * col[a])
+        x = theta[a]
+        centre = x + step[a] if (x <= lo[a] or x >= hi[a]) else x
+        e = truncated_normal_mean(centre, sd, lo[a], hi[a])
+        if a == 0:
+            k_new = e
+        elif a == 1:
+            f_new = e
+        else:
+            s_new = e
+    theta[0], theta[1], theta[2], theta[3] = k_new, f_new, s_new, 1.0 - s_new
+
+
+
 @njit(cache=True, nogil=True, fastmath=True)
 def _fit_voxel(y, within, count, sw, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso, ub, sub,
                table, k_nodes,
                tau_nodes, k_fine, n_j, coarse, coarse_j, n_sub_iter, n_iter, fit_dir, lm_rtol,
-               fit_floor, tie, floor_abs2, posterior, tau_grid_kappa, out, ws, wss, cbin, ibuf,
-               res, prof, phi_out, mats, vecs, act, idx):
+               fit_floor, tie, floor_abs2, posterior, bound_mean, tau_grid_kappa, out, ws, wss,
+               cbin, ibuf, res, prof, phi_out, mats, vecs, act, idx):
     n = y.size
     s0 = 0.0
     c0 = 0.0
@@ -671,6 +802,11 @@ def _fit_voxel(y, within, count, sw, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso
         r = _levenberg_marquardt(theta, mu, bvecs, q, table, ub, eiso, yn, sw, tau_nodes,
                                  n_full, fit_dir, fit_floor, lw, ibuf, idx, mats, vecs, act,
                                  rtol_full, tie)
+        if bound_mean and tie and not fit_floor and phi0 * LOW_SNR * LOW_SNR > 1.0:
+            # low SNR, S0 fixed: posterior means of the bounded parameters instead of the
+            # clipped least-squares point (the same gate as the extra iterations)
+            _bound_posterior_mean(theta, mu, bvecs, q, table, ub, eiso, yn, sw, tau_nodes,
+                                  fit_dir, lw, ibuf, idx, mats, vecs, act)
     kr, f, s, w = theta[0], theta[1], theta[2], theta[3]
     phi_out[0] = theta[6] * s0 * s0
     if fit_floor and n_iter > 0:
@@ -792,8 +928,8 @@ def _valid_signal(y, count, b0_idx):
 @njit(cache=True, nogil=True, parallel=True)
 def _fit_rows(data, rows, groups, count, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso, ub, sub,
               table, k_nodes, tau_nodes, k_fine, n_j, coarse, coarse_j, n_sub_iter, n_iter,
-              fit_dir, lm_rtol, fit_floor, tie, sigma2, posterior, tau_grid_kappa, out, phi,
-              pair_a, pair_b, fuse_pairs, var_out):
+              fit_dir, lm_rtol, fit_floor, tie, sigma2, posterior, bound_mean, tau_grid_kappa,
+              out, phi, pair_a, pair_b, fuse_pairs, var_out):
     """Fit row rows[t] of data into out[t] (and the squared noise floor into phi[t]), with
     the Rician noise variance sigma2[t] (signal units squared; the start value where
     ``fit_floor``) and, with ``tie``, S0 fixed at the mean b0;
@@ -859,20 +995,23 @@ def _fit_rows(data, rows, groups, count, b0_idx, pinv, xmat_t, xprod, bvecs, q, 
                 continue
             _fit_voxel(y, within, count, sw, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso, ub, sub, table,
                        k_nodes, tau_nodes, k_fine, n_j, coarse, coarse_j, n_sub_iter, n_iter,
-                       fit_dir, lm_rtol, fit_floor, tie, s2, posterior, tau_grid_kappa,
-                       out[t], ws, wss, cbin, ibuf, res, prof, phi[t:t + 1], mats, vecs, act,
+                       fit_dir, lm_rtol, fit_floor, tie, s2, posterior, bound_mean,
+                       tau_grid_kappa, out[t], ws, wss, cbin, ibuf, res, prof, phi[t:t + 1], mats, vecs, act,
                        idx)
 
 
 def fit_voxels(data, groups, count, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso, ub, sub,
                table, k_nodes, tau_nodes, k_fine, n_j, coarse, coarse_j, n_sub_iter, n_iter,
-               fit_dir, lm_rtol, sigma2, tie, posterior, tau_grid_kappa, pairs=None):
+               fit_dir, lm_rtol, sigma2, tie, posterior, tau_grid_kappa, pairs=None,
+               bound_mean=False):
     """Fit every row of ``data`` (n_voxels, n_volumes); returns (n_voxels, N_OUT).
 
     The model arrays are per measurement (a group of equivalent volumes, see
     :func:`~microvba.models.gradients.antipodal_groups`), the grid-search subset ``sub``
     first. ``sigma2`` (n_voxels,): the Rician noise variance of each row in signal units
-    squared (0: no floor); ``tie``: S0 fixed at the mean b0 (else fitted).
+    squared (0: no floor); ``tie``: S0 fixed at the mean b0 (else fitted); ``bound_mean``:
+    posterior means of the bounded parameters in low-SNR voxels (see
+    :func:`_bound_posterior_mean`; only with ``tie`` and a floor above S0 / LOW_SNR).
 
     ``pairs`` ((n_pairs, 2) volume indices): estimate each row's variance from its pairs
     of repeated volumes in the same pass (:func:`~microvba.models.noise.pair_variance`,
@@ -888,8 +1027,8 @@ def fit_voxels(data, groups, count, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso,
     pa, pb = _pair_columns(pairs if fuse else None)
     var = np.full(nv, np.nan)
     _fit_rows(data, np.arange(nv), *args, False,
-              bool(tie), sigma2, posterior, tau_grid_kappa, out, phi, pa, pb,
-              fuse, var)
+              bool(tie), sigma2, posterior, bool(bound_mean), tau_grid_kappa, out, phi, pa,
+              pb, fuse, var)
     return (out, var) if pairs is not None else out
 
 
@@ -915,6 +1054,6 @@ def free_floor(data, args, tie, tau_grid_kappa):
     phi = np.empty(nv)
     pa, pb = _pair_columns(None)
     _fit_rows(_kernel_input(data), np.arange(nv), *args, True,
-              bool(tie), np.zeros(nv), False, tau_grid_kappa, out, phi, pa, pb,
+              bool(tie), np.zeros(nv), False, False, tau_grid_kappa, out, phi, pa, pb,
               False, np.empty(0))
     return phi

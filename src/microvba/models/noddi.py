@@ -224,7 +224,16 @@ class NoddiModel:
         ``"auto"``, ``"b0"``, ``"pairs"``, ``"residual"`` or ``"none"`` (least squares).
     compat
         ``"toolbox"``: every choice of the NODDI MATLAB toolbox (S0 fixed at the mean b0,
-        least squares without a floor), for users who must match published toolbox numbers.
+        least squares without a floor, no posterior means), for users who must match
+        published toolbox numbers.
+    bound_mean
+        In low-SNR voxels with a noise floor (:math:`\sigma_v/S_0 >
+        1/`:data:`~microvba.models._noddi_kernels.LOW_SNR`) and S0 fixed, report the
+        posterior mean of each bounded parameter (ICVF, ISOVF, the tau node behind ODI)
+        under a uniform prior on its range instead of the least-squares point clipped at
+        the bound (see the notes, step 4). Default on; ``False`` keeps the clipped
+        least-squares estimate everywhere. It changes nothing where there is no floor
+        (clinical schemes with ``noise="auto"``, ``compat="toolbox"``) or SNR > LOW_SNR.
 
     Notes
     -----
@@ -256,6 +265,18 @@ class NoddiModel:
        ODI by +0.015 in white matter) and least squares on clinical multi-shell schemes
        (b0 repeats of real scans vary far more than the thermal noise; see
        :func:`~microvba.models.noise.choose_method`).
+    4. **posterior means at the bounds** (``bound_mean``, low-SNR voxels with a floor
+       only): least squares piles noisy voxels on a bound (on DSI-515 at SNR 20 the
+       fitted ISOVF is exactly 0 in 15 % of voxels, 28 % at SNR 10), which throws away
+       their ranking. With a Laplace approximation of the likelihood (MacKay 2003, ch. 27)
+       around the unconstrained optimum of each bounded parameter, centre :math:`\mu`
+       (the Gauss-Newton step the bound cut off; the fitted value inside the range) and
+       marginal sd :math:`s = \sqrt{\phi\,(J^\top J)^{-1}_{ii}}`, the posterior mean
+       under a uniform prior on :math:`[l, h]` is the truncated-normal mean
+       :math:`\mu + s\,(\varphi(a) - \varphi(b))/(\Phi(b) - \Phi(a))`,
+       :math:`a = (l-\mu)/s`, :math:`b = (h-\mu)/s`: monotone in :math:`\mu` and equal to
+       it where :math:`s` is small beside the distance to the bounds
+       (:func:`~microvba.models._noddi_kernels.truncated_normal_mean`).
 
     Failed voxels (non-finite data, mean b0 <= 0, all zero) are NaN in the maps and 3 in
     :attr:`NoddiFit.status`.
@@ -265,7 +286,8 @@ class NoddiModel:
 
     def __init__(self, gtab, d_par: float = D_PAR_WM, d_iso: float = D_ISO,
                  dti_bmax: float = 1750.0, posterior: bool = False, s0: str = "auto",
-                 noise: str = "auto", compat: str | None = None) -> None:
+                 noise: str = "auto", compat: str | None = None,
+                 bound_mean: bool = True) -> None:
         from .._validation import InputError, check_choice, check_in_range
 
         self.gtab = gtab
@@ -276,6 +298,7 @@ class NoddiModel:
         self.d_iso = check_in_range("d_iso", d_iso, 1e-4, 5e-3)
         self.dti_bmax = float(dti_bmax)
         self.posterior = bool(posterior)
+        self.bound_mean = bool(bound_mean) and self.compat != "toolbox"
         if not np.any(gtab.b0s_mask):
             raise InputError("NODDI needs at least one b0 volume to normalise the signal",
                              file=gtab.source, fix="Include a b=0 volume in the scheme.")
@@ -386,6 +409,11 @@ class NoddiModel:
                 f"Rician floor per voxel, sigma from '{self.noise_method}'",
                 "noise_method": self.noise_method, "s0": self.s0_mode,
                 "compat": self.compat or "none",
+                "bounded_estimates": (
+                    f"posterior mean at bounds, low-SNR voxels (sigma/S0 > 1/{LOW_SNR:g}, "
+                    "floor on, S0 fixed): uniform prior on the range, Laplace "
+                    "approximation" if self.bound_mean else "least squares clipped at the "
+                    "bounds"),
                 "algorithm": "microvba variable projection (exact Watson kernels)"}
 
     def _kernel_args(self) -> tuple:
@@ -433,7 +461,7 @@ class NoddiModel:
             sigma2 = self.noise_variance(signals)
         sigma2 = np.where(np.isfinite(sigma2) & (sigma2 > 0), sigma2, 0.0)
         return fit_voxels(signals, *self._kernel_args(), sigma2, self.fixed_s0,
-                          self.posterior, self._tau_kappa)
+                          self.posterior, self._tau_kappa, bound_mean=self.bound_mean)
 
     def _fit_fused(self, signals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Fit with each row's own unpooled ``pairs`` variance, estimated in the fit's pass
@@ -442,7 +470,7 @@ class NoddiModel:
         from ._noddi_kernels import fit_voxels
 
         return fit_voxels(signals, *self._kernel_args(), 0.0, self.fixed_s0, self.posterior,
-                          self._tau_kappa, pairs=self._pairs)
+                          self._tau_kappa, pairs=self._pairs, bound_mean=self.bound_mean)
 
     def fit(self, data: np.ndarray, mask: np.ndarray | None = None,
             chunk_size: int = _CHUNK, progress_desc: str | None = None) -> NoddiFit:
