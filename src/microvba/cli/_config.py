@@ -69,6 +69,15 @@ def apply_config(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
     parser.set_defaults(**values)
 
 
+def config_keys(path: Path) -> set[str]:
+    """The keys (with ``_``) of a ``--config`` file that :func:`apply_config` already read."""
+    try:
+        config = tomllib.loads(read_table_text(path, "--config file"))
+    except (InputError, tomllib.TOMLDecodeError, OSError):
+        return set()
+    return {k.replace("-", "_") for k in config}
+
+
 def _config_value(action: argparse.Action, key: str, value: Any, path: Path) -> Any:
     """Check and convert one TOML value as the command line would convert the option."""
 

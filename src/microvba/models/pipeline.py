@@ -186,6 +186,10 @@ def _check_signal(data: np.ndarray, mask: np.ndarray, gtab: GradientTable, dwi_p
       tensor fit, which clips it to a tiny positive signal, reads it as complete attenuation
       along that direction (FA of the crop ``msmt_dwi`` rises from 0.12 to 0.61 with one
       such volume): :class:`InputError`.
+    * A diffusion-weighted volume whose whole-image mean is :math:`\le 0` while the b=0
+      volumes' mean is positive (inverted), likewise
+      (:func:`~microvba.io.nifti_checks.signal_volume_problems`, which the BIDS App's
+      up-front validation applies to the streamed scan of each series).
     * With ``b0`` (models without NODDI, whose fit makes the same check per voxel), a mean
       b=0 signal :math:`\bar S_0 \le 0` in more than
       :data:`MAX_NONPOSITIVE_B0_FRACTION` of the mask voxels (empty or inverted b=0
@@ -193,19 +197,21 @@ def _check_signal(data: np.ndarray, mask: np.ndarray, gtab: GradientTable, dwi_p
       the maps would be meaningless (the tensor would still write them):
       :class:`FitFailedError`, a failed subject (exit 1) as when NODDI fails there.
     """
-    # the whole image, not the mask: a small mask in CSF may hold no positive value at a
-    # high b on real (denoised, eddy-corrected) data; inverted (negative) volumes are left
-    # to the b=0 check below and NODDI's failed-fit check
-    empty = [v for v in range(data.shape[-1]) if not np.any(data[..., v] != 0)]
-    if empty:
-        shown = ", ".join(f"{v} (b={gtab.bvals[v]:g})" for v in empty[:8])
-        more = f" and {len(empty) - 8} more" if len(empty) > 8 else ""
-        raise InputError(f"{len(empty)} volume(s) are zero in every voxel (dropped or "
-                         f"empty volumes): {shown}{more} (0-based volume indices)",
-                         file=dwi_path,
-                         fix="Remove those volumes from the image and their entries from "
-                             f"{Path(bval_path).name} and the .bvec (e.g. with fslselectvols "
-                             "or mrconvert -coord 3), or re-export the series.")
+    # whole-image figures, not the mask's: a small mask in CSF may hold no positive value at
+    # a high b on real (denoised, eddy-corrected) data (see signal_volume_problems)
+    from ..io.nifti_checks import signal_volume_problems
+
+    n_vol = data.shape[-1]
+    mean, vmin, vmax = np.full(n_vol, np.nan), np.full(n_vol, np.nan), np.full(n_vol, np.nan)
+    for v in range(n_vol):  # one volume at a time: no full-size temporary
+        vol = data[..., v]
+        finite = vol[np.isfinite(vol)]
+        if finite.size:
+            mean[v], vmin[v], vmax[v] = finite.mean(dtype=np.float64), finite.min(), finite.max()
+    found = signal_volume_problems(mean, vmin, vmax, np.asarray(gtab.bvals, float),
+                                   np.asarray(gtab.b0s_mask, bool), Path(bval_path).name)
+    if found:
+        raise InputError("; ".join(m for m, _ in found), file=dwi_path, fix=found[-1][1])
     if not b0:
         return
     b0_volumes = np.flatnonzero(gtab.b0s_mask)
