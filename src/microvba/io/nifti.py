@@ -154,7 +154,8 @@ def _zlib_text(exc: BaseException) -> str:
     return text
 
 
-def scan_nifti(path: str | Path, img: Any, chunk_bytes: int = CHUNK_BYTES) -> NiftiScan:
+def scan_nifti(path: str | Path, img: Any, chunk_bytes: int = CHUNK_BYTES,
+               per_volume: bool = True) -> NiftiScan:
     """Read ``path`` to its end once; check its gzip CRC and the values of its data block.
 
     Parameters
@@ -165,6 +166,9 @@ def scan_nifti(path: str | Path, img: Any, chunk_bytes: int = CHUNK_BYTES) -> Ni
         The nibabel image of ``path`` (header already read).
     chunk_bytes
         Largest piece of data held at once.
+    per_volume
+        Also gather, for a 4-D image, each volume's sum, count, minimum and maximum
+        (:attr:`NiftiScan.volume_sum`, ...; a few float64 per volume).
     """
     path = Path(path)
     image_file = getattr(img, "file_map", {}).get("image")
@@ -180,7 +184,8 @@ def scan_nifti(path: str | Path, img: Any, chunk_bytes: int = CHUNK_BYTES) -> Ni
     scan = NiftiScan()
     numeric = dtype.kind in "iuf"
     lo, hi = math.inf, -math.inf
-    per_volume = numeric and len(img.shape) == 4
+    n_bad = 0
+    per_volume = per_volume and numeric and len(img.shape) == 4
     if per_volume:
         n_vol = int(img.shape[3])
         vol_items = int(np.prod(img.shape[:3], dtype=np.int64))
@@ -190,14 +195,20 @@ def scan_nifti(path: str | Path, img: Any, chunk_bytes: int = CHUNK_BYTES) -> Ni
     try:
         for block in _data_blocks(chunks, offset, n_bytes, dtype.itemsize):
             values = np.frombuffer(block, dtype=dtype)
+            if dtype.kind in "fc":
+                finite = np.isfinite(values)
+                n_bad = values.size - int(np.count_nonzero(finite))
+                scan.n_nonfinite += n_bad
+                if n_bad and numeric and not per_volume:
+                    values = values[finite]
             if per_volume:  # split at volume boundaries (volume t: one contiguous run)
                 start = 0
                 while start < values.size:
                     t = (item + start) // vol_items
                     stop = min(values.size, (t + 1) * vol_items - item)
                     part = values[start:stop]
-                    if dtype.kind == "f":
-                        part = part[np.isfinite(part)]
+                    if dtype.kind == "f" and n_bad:
+                        part = part[finite[start:stop]]
                     if part.size:
                         v_sum[t] += float(np.sum(part, dtype=np.float64))
                         v_cnt[t] += part.size
@@ -205,13 +216,7 @@ def scan_nifti(path: str | Path, img: Any, chunk_bytes: int = CHUNK_BYTES) -> Ni
                         v_max[t] = max(v_max[t], float(part.max()))
                     start = stop
                 item += values.size
-            if dtype.kind in "fc":
-                finite = np.isfinite(values)
-                n_bad = values.size - int(np.count_nonzero(finite))
-                scan.n_nonfinite += n_bad
-                if n_bad and numeric:
-                    values = values[finite]
-            if numeric and values.size:
+            elif numeric and values.size:
                 lo, hi = min(lo, float(values.min())), max(hi, float(values.max()))
         for _ in chunks:  # the rest of the stream (extensions after the data, trailer, CRC)
             pass
@@ -221,6 +226,8 @@ def scan_nifti(path: str | Path, img: Any, chunk_bytes: int = CHUNK_BYTES) -> Ni
         scan.problem = f"truncated image ({exc})"
     except OSError as exc:
         scan.problem = f"unreadable file ({type(exc).__name__}: {exc})"
+    if per_volume:  # the whole image's range from the volumes' (one min/max per value)
+        lo, hi = float(v_min.min(initial=math.inf)), float(v_max.max(initial=-math.inf))
     if numeric and lo <= hi:
         scan.raw_min, scan.raw_max = lo, hi
     if per_volume and scan.problem is None:
