@@ -146,3 +146,33 @@ def test_config_with_valid_other_stage_keys_accepted(box, tmp_path, capsys):
     cfg.write_text('n_perm = 100\nfwhm = 4\nmodels = ["tensor"]\nskip_normalise = true\n'
                    'participant_label = ["01"]\n')
     _run(tmp_path, capsys, [box, tmp_path / "out", "participant", "--config", cfg], 0)
+
+
+# --- decode: every resource an option can request is bounded ------------------------------
+
+@pytest.fixture(scope="module")
+def mni_roi(tmp_path_factory):
+    affine = np.array([[2.0, 0, 0, -98], [0, 2, 0, -134], [0, 0, 2, -72], [0, 0, 0, 1]])
+    data = np.zeros((99, 117, 95), np.uint8)
+    data[25:30, 75:80, 50:55] = 1
+    path = tmp_path_factory.mktemp("roi") / "roi.nii.gz"
+    nib.save(nib.Nifti1Image(data, affine), str(path))
+    return path
+
+
+DECODE_BAD = [
+    (["--n-null", "1000000000000"], "--n-null", "[0, 100000]"),  # MemoryError, exit 1
+    (["--n-null", "1000000"], "--n-null", "[0, 100000]"),        # ran past 100 s
+    (["--threshold", "0"], "--threshold", "(0, 1)"),             # NotImplementedError
+    (["--threshold", "1"], "--threshold", "(0, 1)"),             # empty table, exit 0
+    (["--labels", "0"], "--labels", "background"),               # "<ROI image>" covers 100%
+]
+
+
+@pytest.mark.parametrize(("extra", "option", "text"), DECODE_BAD,
+                         ids=[" ".join(e) for e, _, _ in DECODE_BAD])
+def test_decode_option_refused_at_once(mni_roi, tmp_path, capsys, extra, option, text):
+    err, new = _run(tmp_path, capsys, ["decode", "--roi", mni_roi, "-o", tmp_path / "out",
+                                       "--cache-dir", tmp_path / "cache", *extra], 2)
+    assert f"{option}:" in err and text in err
+    assert not new
