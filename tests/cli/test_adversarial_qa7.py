@@ -176,3 +176,45 @@ def test_decode_option_refused_at_once(mni_roi, tmp_path, capsys, extra, option,
                                        "--cache-dir", tmp_path / "cache", *extra], 2)
     assert f"{option}:" in err and text in err
     assert not new
+
+
+# --- fit: scanner tables and small masks ----------------------------------------------------
+
+def test_denoise_on_a_one_voxel_mask_refused(msmt, tmp_path, capsys):
+    """MP-PCA on a 1-voxel mask gave NaN there or "SVD did not converge" (exit 1)."""
+    mask = np.zeros(msmt["data"].shape[:3], np.uint8)
+    mask[7, 7, 5] = 1
+    path = tmp_path / "one.nii.gz"
+    nib.save(nib.Nifti1Image(mask, msmt["img"].affine), str(path))
+    dwi = msmt["bval"].parent / "msmt_dwi.nii.gz"
+    argv = _fit(msmt, dwi, tmp_path / "out") + ["--denoise"]
+    argv[argv.index("--mask") + 1] = path
+    err, new = _run(tmp_path, capsys, argv, 2)
+    assert "--denoise" in err and "1 voxel" in err and "msmt_dwi.nii.gz" in err
+    assert not any(n.startswith("out/") for n in new)
+
+
+def test_jittered_shells_are_clustered(msmt, tmp_path, capsys):
+    """b-values written as the scanner measured them (995/1005-style jitter of +-10) are one
+    shell each, not refused or split: same shells and nearly the same FA as the nominal."""
+    import json
+
+    rng = np.random.default_rng(0)
+    b = msmt["bvals"].copy()
+    dw = b > 50
+    b[dw] += rng.choice([-10, -5, 5, 10], dw.sum())
+    bval = tmp_path / "j.bval"
+    np.savetxt(bval, b[None], fmt="%g")
+    dwi = msmt["bval"].parent / "msmt_dwi.nii.gz"
+    maps = {}
+    for name, bv in (("nominal", msmt["bval"]), ("jitter", bval)):
+        argv = _fit(msmt, dwi, tmp_path / name)
+        argv[argv.index("--bval") + 1] = bv
+        _run(tmp_path, capsys, argv, 0)
+        side = json.loads(next((tmp_path / name).glob("*param-fa_dwimap.json")).read_text())
+        text = json.dumps(side)
+        assert '"shells": [700.0, 1200.0, 2800.0]' in text
+        maps[name] = np.asarray(nib.load(str(next((tmp_path / name).glob(
+            "*param-fa_dwimap.nii.gz")))).dataobj)
+    mask = np.asarray(nib.load(str(msmt["mask"])).dataobj) > 0
+    assert abs(np.median(maps["jitter"][mask]) - np.median(maps["nominal"][mask])) < 0.005

@@ -229,6 +229,31 @@ def _check_signal(data: np.ndarray, mask: np.ndarray, gtab: GradientTable, dwi_p
             "and scaling, and that the b-values mark the right volumes as b=0.")
 
 
+def _denoised(mppca, data: np.ndarray, mask: np.ndarray, dwi_path: Path) -> np.ndarray:
+    """MP-PCA of ``data`` in ``mask``; InputError naming ``--denoise`` when it gives no
+    usable signal: on a mask of a few voxels (1 or 18 voxels of the ``msmt`` crop) DIPY's
+    ``mppca`` returns NaN there or fails with "SVD did not converge" (exit 1 before), since
+    its noise estimate needs patches of mostly masked voxels."""
+    n = int(mask.sum())
+    problem = None
+    try:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = mppca(data, mask=mask)
+    except np.linalg.LinAlgError as exc:
+        problem = f"failed ({exc})"
+    else:
+        bad = int(np.count_nonzero(~np.isfinite(out[mask]).all(axis=-1)))
+        if bad:
+            problem = f"gave NaN or infinite signal in {bad} of the {n} mask voxels"
+    if problem is not None:
+        raise InputError(f"--denoise: MP-PCA denoising {problem}; the mask has only {n} "
+                         "voxel(s), too few for its patch-wise noise estimate",
+                         file=dwi_path,
+                         fix="Leave out --denoise, or pass a mask that covers the brain "
+                             "(at least a few hundred voxels).")
+    return out
+
+
 def _parameters(models, d_par, d_iso, tissue, dti_bmax, dti_method, denoise, mask_path,
                 gtab, noddi_options=None, options: dict | None = None) -> dict:
     params = {"models": list(models), "d_par": d_par, "d_iso": d_iso, "tissue": tissue,
@@ -339,7 +364,7 @@ def fit_image(dwi_path: str | Path, bval_path: str | Path, bvec_path: str | Path
         from .mask import denoise as mppca
 
         t0 = time.perf_counter()
-        data = mppca(data, mask=mask)
+        data = _denoised(mppca, data, mask, dwi_path)
         log.info("%s: MP-PCA denoising in %.1f s", prefix, time.perf_counter() - t0)
     from .mask import mean_b0
 
