@@ -219,3 +219,94 @@ def test_jittered_shells_are_clustered(msmt, tmp_path, capsys):
             "*param-fa_dwimap.nii.gz")))).dataobj)
     mask = np.asarray(nib.load(str(msmt["mask"])).dataobj) > 0
     assert abs(np.median(maps["jitter"][mask]) - np.median(maps["nominal"][mask])) < 0.005
+
+
+# --- randomise / roi: tables as spreadsheets write them ------------------------------------
+
+MNI4 = np.array([[-4.0, 0, 0, 90], [0, 4, 0, -126], [0, 0, 4, -72], [0, 0, 0, 1]])
+
+
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory):
+    """12 subjects' small maps (randomise) and MNI 4 mm maps (roi), and a table writer."""
+    root = tmp_path_factory.mktemp("tables")
+    rng = np.random.default_rng(61)
+    small, mni = [], []
+    for i in range(1, 13):
+        p = root / f"sub-{i:02d}_fa.nii.gz"
+        nib.save(nib.Nifti1Image(rng.normal(size=(8, 8, 6)).astype(np.float32) + 5,
+                                 np.diag([2.0, 2.0, 2.0, 1.0])), str(p))
+        small.append(p)
+        q = root / "mni" / f"sub-{i:02d}_fa.nii.gz"
+        q.parent.mkdir(exist_ok=True)
+        nib.save(nib.Nifti1Image(rng.random((46, 55, 46)).astype(np.float32), MNI4), str(q))
+        mni.append(q)
+    nib.save(nib.Nifti1Image(np.ones((8, 8, 6), np.uint8), np.diag([2.0, 2.0, 2.0, 1.0])),
+             str(root / "mask.nii.gz"))
+    score, age = rng.normal(size=12).round(3), rng.integers(20, 60, 12)
+
+    def table(name, header="participant_id\tscore\tage", pad="", eol="\n", edit=None):
+        rows = [[f"sub-{i + 1:02d}", str(score[i]), str(age[i])] for i in range(12)]
+        if edit:
+            edit(rows)
+        text = eol.join([header + pad, *("\t".join(r) + pad for r in rows)]) + eol
+        (root / name).write_text(text)
+        return root / name
+
+    return root, small, mni, table
+
+
+def test_design_padded_with_trailing_tabs_accepted(tables, tmp_path, capsys):
+    """Rows and header ending in tabs (a spreadsheet's empty columns) were refused as
+    "duplicate column names ['']"; CRLF line ends were already read."""
+    root, small, _, table = tables
+    design = table("pad.tsv", pad="\t\t", eol="\r\n")
+    _run(tmp_path, capsys, ["randomise", "-i", *small, "-m", root / "mask.nii.gz", "-d",
+                            design, "-o", tmp_path / "out" / "fa", "-n", "20", "--contrast",
+                            "score", "--covariates", "age"], 0)
+
+
+def test_participants_padded_with_trailing_tabs_read():
+    """The same padding in a participants.tsv (BIDS App, roi) is read (it was refused: "line
+    3 has 2 tab-separated values but the header has 4 columns")."""
+    import tempfile
+
+    from microvba.io.participants import read_participants
+
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "participants.tsv"
+        p.write_text("participant_id\tscore\t\t\nsub-01\t1\t\t\nsub-02\t2\n")
+        df = read_participants(p)
+        assert list(df.columns) == ["participant_id", "score"] and df["score"].tolist() == [1, 2]
+
+
+def test_roi_text_score_refused_before_reading_maps(tables, tmp_path, capsys, shared_data):
+    """A patient/control score ended with "ValueError: could not convert string to float"."""
+    root, _, mni, table = tables
+
+    def groups(rows):
+        for k, r in enumerate(rows):
+            r[1] = "patient" if k % 2 else "control"
+
+    tsv = table("groups.tsv", edit=groups)
+    err, new = _run(tmp_path, capsys, ["roi", "--map", *mni, "--region", "A23c",
+                                       "--data-dir", shared_data, "--participants", tsv,
+                                       "--score", "score", "-o", tmp_path / "roi.tsv"], 2)
+    assert "'score' is not numeric" in err and "0 = control, 1 = patient" in err
+    assert not new
+
+
+def test_roi_rows_left_out_for_na_are_named(tables, tmp_path, capsys, shared_data, caplog):
+    """Participants with n/a in a covariate were left out silently (only n showed it)."""
+    root, _, mni, table = tables
+
+    def na(rows):
+        rows[3][2] = "n/a"
+        rows[7][2] = "n/a"
+
+    tsv = table("na.tsv", edit=na)
+    err, _ = _run(tmp_path, capsys, ["roi", "--map", *mni, "--region", "A23c", "--data-dir",
+                                     shared_data, "--participants", tsv, "--score", "score",
+                                     "--covariates", "age", "-o", tmp_path / "roi.tsv"], 0)
+    assert "2 participant(s) with n/a" in caplog.text and "sub-04, sub-08" in caplog.text
+    assert "n = 10" in err
