@@ -310,3 +310,32 @@ def test_roi_rows_left_out_for_na_are_named(tables, tmp_path, capsys, shared_dat
                                      "--covariates", "age", "-o", tmp_path / "roi.tsv"], 0)
     assert "2 participant(s) with n/a" in caplog.text and "sub-04, sub-08" in caplog.text
     assert "n = 10" in err
+
+
+# --- simulate / demo: memory and disk estimated before anything is written ----------------
+
+def test_simulate_memory_estimated_before_writing(tmp_path, capsys, monkeypatch):
+    """--resolution 1 (3.3e9 DWI values, ~50 GB) was started; --resolution 0.5 passed the
+    command line and was refused by the simulator as "parameter resolution"."""
+    monkeypatch.setenv("MICROVBA_MEMORY_LIMIT", str(8 * 2**30))
+    err, new = _run(tmp_path, capsys, ["simulate", tmp_path / "sim", "--resolution", "1",
+                                       "--n-subjects", "1"], 2)
+    assert "--resolution:" in err and "GiB of memory" in err and "8 GiB available" in err
+    assert not new
+    err, _ = _run(tmp_path, capsys, ["simulate", tmp_path / "sim", "--resolution", "0.5"], 2)
+    assert "--resolution must be a number in [1, 8] mm" in err
+
+
+@pytest.mark.parametrize("cmd", ["simulate", "demo"])
+def test_disk_estimated_before_writing(tmp_path, capsys, monkeypatch, cmd):
+    """--n-subjects 9000 (about 141 GiB of DWI at 4 mm) wrote until the disk was full."""
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(2**40, 2**39, 10 * 2**30))
+    argv = (["simulate", tmp_path / "sim", "--cohort"] if cmd == "simulate" else
+            ["demo", "--out", tmp_path / "demo", "--no-decode"]) + ["--n-subjects", "9000"]
+    err, new = _run(tmp_path, capsys, argv, 2)
+    assert "--n-subjects:" in err and "on disk" in err and "10 GiB free" in err
+    assert not new
