@@ -122,7 +122,7 @@ def _check_options(args: argparse.Namespace) -> None:
     args.n_jobs = ExecutionSettings(n_jobs=args.n_jobs).n_jobs
     GroupSettings(score="resilience", n_perm=DEMO_N_PERM if args.n_perm is None else args.n_perm,
                   seed=args.seed)
-    from .simulate import check_resources  # the cohort's memory and disk, as simulate's
+    from ..simulate.budget import check_resources  # the cohort's memory and disk
 
     check_resources(argparse.Namespace(
         cohort=True, full=args.full, box=False, resolution=None, scheme=None,
