@@ -339,3 +339,14 @@ def test_disk_estimated_before_writing(tmp_path, capsys, monkeypatch, cmd):
     err, new = _run(tmp_path, capsys, argv, 2)
     assert "--n-subjects:" in err and "on disk" in err and "10 GiB free" in err
     assert not new
+
+
+def test_decode_output_inside_data_folder_refused(mni_roi, tmp_path, capsys):
+    """-o inside the data folder wrote the tables beside the databases (exit 0)."""
+    data = tmp_path / "data"
+    (data / "neurosynth").mkdir(parents=True)
+    err, new = _run(tmp_path, capsys, ["decode", "--roi", mni_roi, "--data-dir", data,
+                                       "-o", data / "neurosynth" / "out",
+                                       "--cache-dir", tmp_path / "cache"], 2)
+    assert "inside the data folder" in err
+    assert not new

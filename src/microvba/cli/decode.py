@@ -103,6 +103,21 @@ def _check_options(args: argparse.Namespace) -> None:
                              "voxel.")
 
 
+def _check_not_in_data(args: argparse.Namespace) -> None:
+    """``-o`` may not be the data folder or lie inside it: the decoding tables were written
+    beside the databases (``$MICROVBA_DATA``), the publishers' files that ``microvba data
+    fetch`` verifies, as the BIDS App refuses outputs inside a raw dataset."""
+    from .. import _paths
+
+    data = _paths.data_dir(args.data_dir).expanduser().resolve()
+    out = Path(args.output_dir).expanduser().resolve()
+    if out == data or data in out.parents:
+        raise InputError(f"the output folder is inside the data folder {data} (the "
+                         "Neurosynth/NeuroQuery databases)", file=args.output_dir,
+                         fix="Write the decoding elsewhere, e.g. -o decoding/ in your "
+                             "analysis folder.")
+
+
 def run(args: argparse.Namespace) -> int:
     # (the decode package, with pandas and scipy, is imported before the fork: the child
     # shares it)
@@ -122,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--labels / --roi-threshold select voxels of the --roi image, and "
                          "no --roi was given.", file="command line",
                          fix="Add --roi IMAGE.nii.gz.")
+    _check_not_in_data(args)
     check_output_dir(args.output_dir)
     if args.cache_dir is not None:
         check_output_dir(args.cache_dir, "map cache folder")
