@@ -350,3 +350,23 @@ def test_decode_output_inside_data_folder_refused(mni_roi, tmp_path, capsys):
                                        "--cache-dir", tmp_path / "cache"], 2)
     assert "inside the data folder" in err
     assert not new
+
+
+@pytest.mark.parametrize("toml", ["fwhm = -1\n", "fwhm = nan\n", "alpha = 2\n"])
+def test_config_numbers_of_other_stage_refused(box, tmp_path, capsys, toml):
+    """Integers, floats and NaN written in the file are compared as numbers with the parsed
+    options (so that a value the command line overrode is not blamed on the file)."""
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(toml)
+    err, new = _run(tmp_path, capsys, [box, tmp_path / "out", "participant", "--config", cfg],
+                    2)
+    assert f"key '{toml.split()[0]}'" in err
+    assert not new
+
+
+def test_config_value_overridden_on_command_line_not_blamed_on_file(box, tmp_path, capsys):
+    cfg = tmp_path / "run.toml"
+    cfg.write_text("n_perm = 100\n")
+    _run(tmp_path, capsys, [box, tmp_path / "out", "participant", "--config", cfg,
+                            "--n-perm", "0", "--models", "tensor", "--skip-normalise",
+                            "--participant-label", "01"], 0)

@@ -235,6 +235,22 @@ def build_settings(args: argparse.Namespace) -> None:
                     settings.n_perm, 1.0 / settings.n_perm, settings.alpha)
 
 
+def _same_value(in_file: object, parsed: object) -> bool:
+    """Whether the parsed option still holds the config file's value (numbers compared as
+    numbers, NaN equal to NaN; lists and text as written)."""
+    import math
+
+    def number(v):
+        return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+    a, b = number(in_file), number(parsed)
+    if a is not None and b is not None:
+        return a == b or (math.isnan(a) and math.isnan(b))
+    if isinstance(in_file, list | dict) or isinstance(parsed, list | tuple):
+        return True  # converted (aliases, lists): assume the file's
+    return str(in_file) == str(parsed)
+
+
 def _check_config_keys(args: argparse.Namespace, other_stage) -> None:
     """Check the ``--config`` file's keys that belong to the other stage.
 
@@ -258,7 +274,8 @@ def _check_config_keys(args: argparse.Namespace, other_stage) -> None:
         problems = []
         for p in exc.problems:
             key = str(p.file).lstrip("-").replace("-", "_")
-            if key in keys:
+            if key in keys and _same_value(keys[key], getattr(args, key, None)):
+                # (a value the command line overrode is left to its stage)
                 problems.append(Problem(str(path), f"key '{key}' (used by the {stage} stage): "
                                               f"{p.problem}", p.fix))
         if problems:
