@@ -203,11 +203,9 @@ def _check_signal(data: np.ndarray, mask: np.ndarray, gtab: GradientTable, dwi_p
 
     n_vol = data.shape[-1]
     mean, vmin, vmax = np.full(n_vol, np.nan), np.full(n_vol, np.nan), np.full(n_vol, np.nan)
-    for v in range(n_vol):  # one volume at a time: no full-size temporary
+    for v in range(n_vol):  # one volume at a time (finite: _check_finite ran before)
         vol = data[..., v]
-        finite = vol[np.isfinite(vol)]
-        if finite.size:
-            mean[v], vmin[v], vmax[v] = finite.mean(dtype=np.float64), finite.min(), finite.max()
+        mean[v], vmin[v], vmax[v] = vol.mean(dtype=np.float64), vol.min(), vol.max()
     found = signal_volume_problems(mean, vmin, vmax, np.asarray(gtab.bvals, float),
                                    np.asarray(gtab.b0s_mask, bool), Path(bval_path).name)
     if found:
