@@ -291,7 +291,7 @@ def test_output_inside_bids_outside_derivatives_refused(tmp_path, capsys, where)
 
 SIM_BAD = [
     (["--n-subjects", "100000000"], "[1, 10000]"),  # ran for more than 2 minutes
-    (["--resolution", "nan"], "[0.5, 8] mm"),       # accepted
+    (["--resolution", "nan"], "[1, 8] mm"),         # accepted
     (["--effect-scale", "nan"], "--effect-scale"),  # accepted
     (["--snr", "0"], "(0, 10000]"),                 # accepted
 ]

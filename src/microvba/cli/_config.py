@@ -69,6 +69,16 @@ def apply_config(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
     parser.set_defaults(**values)
 
 
+def config_keys(path: Path) -> dict[str, Any]:
+    """The keys (with ``_``) and raw values of a ``--config`` file that
+    :func:`apply_config` already read (empty when it cannot be read again)."""
+    try:
+        config = tomllib.loads(read_table_text(path, "--config file"))
+    except (InputError, tomllib.TOMLDecodeError, OSError):
+        return {}
+    return {k.replace("-", "_"): v for k, v in config.items()}
+
+
 def _config_value(action: argparse.Action, key: str, value: Any, path: Path) -> Any:
     """Check and convert one TOML value as the command line would convert the option."""
 

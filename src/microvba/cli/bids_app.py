@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .._defaults import TISSUE_D_PAR
 from .._logging import get_logger
-from .._validation import InputError, check_output_dir, check_output_placement
+from .._validation import InputError, Problem, check_output_dir, check_output_placement
 from ..io import derivatives
 from ..io.derivatives import METRICS, PARAM_MODEL, SPACE_MNI
 from ..models import registry
@@ -213,11 +213,13 @@ def build_settings(args: argparse.Namespace) -> None:
                                   scheduler=args.scheduler, cluster=args.cluster)
     executor_settings_from_args(args)  # SLURM resources
     args.n_jobs = execution.n_jobs
-    if args.analysis_level == "participant":
-        participant_settings(args)
-        return
     from ..workflows.group import settings_from_args as group_settings
 
+    if args.analysis_level == "participant":
+        participant_settings(args)
+        if getattr(args, "config", None):  # every key of the file, whatever the stage
+            _check_config_keys(args, group_settings)
+        return
     metrics = args.metrics
     try:
         if metrics is None:  # the default depends on the outputs; check the others now
@@ -225,10 +227,59 @@ def build_settings(args: argparse.Namespace) -> None:
         settings = group_settings(args)
     finally:
         args.metrics = metrics
+    if getattr(args, "config", None):
+        _check_config_keys(args, participant_settings)
     if 1.0 / settings.n_perm > settings.alpha:
         log.warning("--n-perm %d: no FWE p-value can be below 1/%d = %.3g, so nothing can "
                     "reach --alpha %g; pass --n-perm 5000 (as FSL randomise)", settings.n_perm,
                     settings.n_perm, 1.0 / settings.n_perm, settings.alpha)
+
+
+def _same_value(in_file: object, parsed: object) -> bool:
+    """Whether the parsed option still holds the config file's value (numbers compared as
+    numbers, NaN equal to NaN; lists and text as written)."""
+    import math
+
+    def number(v):
+        return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+    a, b = number(in_file), number(parsed)
+    if a is not None and b is not None:
+        return a == b or (math.isnan(a) and math.isnan(b))
+    if isinstance(in_file, list | dict) or isinstance(parsed, list | tuple):
+        return True  # converted (aliases, lists): assume the file's
+    return str(in_file) == str(parsed)
+
+
+def _check_config_keys(args: argparse.Namespace, other_stage) -> None:
+    """Check the ``--config`` file's keys that belong to the other stage.
+
+    One TOML file usually serves both stages; a value only the group stage uses
+    (``n_perm = 0``) was accepted by the participant stage and refused hours later. The
+    other stage's settings are built from the same options (a placeholder score and the
+    default metrics where the group stage needs them), and a refusal of an option the file
+    set is reported as the file's key; options not in the file are left to their stage.
+    """
+    from ._config import config_keys
+
+    path = Path(args.config).expanduser()
+    keys = config_keys(path)
+    probe = argparse.Namespace(**vars(args))
+    probe.score = probe.score or "score"
+    probe.metrics = list(probe.metrics or METRICS)
+    try:
+        other_stage(probe)
+    except InputError as exc:
+        stage = "group" if args.analysis_level == "participant" else "participant"
+        problems = []
+        for p in exc.problems:
+            key = str(p.file).lstrip("-").replace("-", "_")
+            if key in keys and _same_value(keys[key], getattr(args, key, None)):
+                # (a value the command line overrode is left to its stage)
+                problems.append(Problem(str(path), f"key '{key}' (used by the {stage} stage): "
+                                              f"{p.problem}", p.fix))
+        if problems:
+            raise InputError(problems) from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,12 +8,21 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .._validation import InputError, check_output_dir, check_positive_int
+from .._validation import (
+    InputError,
+    check_option_number,
+    check_output_dir,
+    check_positive_int,
+)
 from ..io import derivatives
 from ._types import seed
 
 if TYPE_CHECKING:
     from ..decode.writer import FigureProcess
+
+#: largest --n-null: 100,000 translations of an 8 mm sphere take 19 s and 0.56 GB (2 shared
+#: cores); 1,000,000 ran past 100 s (benchmarks/RESULTS.md, *Adversarial pass (session 7)*)
+MAX_N_NULL = 100_000
 
 HELP = ("Meta-analytic decoding of an ROI (ROI association: log-odds, chi-square/Fisher p, "
         "FDR q, spatial-null p) and/or an unthresholded map (correlation with association "
@@ -50,7 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="feature weight selecting a study (unset: 0.05 for lda50, "
                              "0.001 for terms)")
     parser.add_argument("--n-null", type=int, default=1000,
-                        help="spatial-null resamples for p_null (0 = none)")
+                        help=f"spatial-null resamples for p_null (0 = none; at most "
+                             f"{MAX_N_NULL:,})")
     parser.add_argument("--seed", type=seed, default=0)
     parser.add_argument("--top", type=int, default=15, help="features in the bar chart")
 
@@ -71,6 +81,43 @@ def _show(table, title: str, n: int = 10) -> None:
     print(table[cols].head(n).to_string(index=False))
 
 
+def _check_options(args: argparse.Namespace) -> None:
+    """The numeric options by their command-line names, before any file is read: the
+    null's size bounds its time and memory; a study-selection threshold of 0 selects every
+    study (the sparse selection failed with NotImplementedError) and 1 none (an empty table
+    was written with exit 0); label 0 is the background of a label image."""
+    check_option_number("--n-null", args.n_null, 0, MAX_N_NULL, integer=True,
+                        hint="0 = no spatial null; 1000 gives p_null down to 0.001")
+    check_option_number("--kernel-mm", args.kernel_mm, 0.0, 50.0, unit="mm",
+                        hint="the MKDA sphere radius: 6 as Neurosynth, 10 as NiMARE")
+    if args.threshold is not None:
+        check_option_number("--threshold", args.threshold, 0.0, 1.0, low_open=True,
+                            high_open=True,
+                            hint="the feature weight that selects a study: 0.05 for lda50, "
+                                 "0.001 for terms")
+    if args.labels is not None and 0 in args.labels:
+        raise InputError("--labels 0 selects the background (0 = outside every region) of "
+                         "the --roi image", file="--labels",
+                         fix="Pass the labels of the regions to decode (nonzero values of "
+                             "the image), or leave out --labels to decode every nonzero "
+                             "voxel.")
+
+
+def _check_not_in_data(args: argparse.Namespace) -> None:
+    """``-o`` may not be the data folder or lie inside it: the decoding tables were written
+    beside the databases (``$MICROVBA_DATA``), the publishers' files that ``microvba data
+    fetch`` verifies, as the BIDS App refuses outputs inside a raw dataset."""
+    from .. import _paths
+
+    data = _paths.data_dir(args.data_dir).expanduser().resolve()
+    out = Path(args.output_dir).expanduser().resolve()
+    if out == data or data in out.parents:
+        raise InputError(f"the output folder is inside the data folder {data} (the "
+                         "Neurosynth/NeuroQuery databases)", file=args.output_dir,
+                         fix="Write the decoding elsewhere, e.g. -o decoding/ in your "
+                             "analysis folder.")
+
+
 def run(args: argparse.Namespace) -> int:
     # (the decode package, with pandas and scipy, is imported before the fork: the child
     # shares it)
@@ -80,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("Nothing to decode.", file="command line",
                          fix="Pass --roi MASK.nii.gz and/or --map STAT.nii.gz.")
     check_positive_int("top", args.top)  # before any output: the figures need it
+    _check_options(args)
     if args.labels is not None and args.roi_threshold is not None:
         raise InputError("--labels and --roi-threshold cannot be combined.",
                          file="command line",
@@ -89,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--labels / --roi-threshold select voxels of the --roi image, and "
                          "no --roi was given.", file="command line",
                          fix="Add --roi IMAGE.nii.gz.")
+    _check_not_in_data(args)
     check_output_dir(args.output_dir)
     if args.cache_dir is not None:
         check_output_dir(args.cache_dir, "map cache folder")
@@ -102,7 +151,10 @@ def run(args: argparse.Namespace) -> int:
 def _decode(args: argparse.Namespace, figures: FigureProcess) -> int:
     """:func:`run` once the command line is checked; ``figures`` a
     :class:`~microvba.decode.writer.FigureProcess` that draws the tables' figures."""
+    from .. import _paths
     from .._provenance import make_sidecar, write_json
+    from ..decode.cache_check import repair_cache
+    from ..decode.database import VOCABULARY_DATABASE
     from ..decode.decoder import Decoder
     from ..decode.grid import load_image, mni_brain_grid
     from ..decode.roi_cache import roi_grid_voxels
@@ -115,6 +167,9 @@ def _decode(args: argparse.Namespace, figures: FigureProcess) -> int:
         write_dropped,
     )
 
+    # broken cache files (cut short, corrupt) are removed and rebuilt, never read
+    repair_cache(_paths.cache_dir(args.cache_dir), VOCABULARY_DATABASE[args.vocabulary],
+                 maps=False)  # the grid files read now; the decoder's fit checks the rest
     # fail before loading the database (seconds to minutes)
     roi_vox = None
     if args.roi is not None:  # values (stat map?), emptiness and extent, in one pass
@@ -142,6 +197,13 @@ def _decode(args: argparse.Namespace, figures: FigureProcess) -> int:
                   (derivatives.MAP_DECODING, args.stat_map, args.stat_map, dec.decode_map))
               if image is not None]
     dropped = dec.maps_.dropped
+    if not dec.maps_.features:  # e.g. --threshold 0.9 selects no study of any feature
+        raise InputError(f"no {args.vocabulary} feature has a map with these options (all "
+                         f"{len(dropped)} dropped: "
+                         f"{', '.join(sorted(set(dropped['reason'].astype(str))))})",
+                         file="--threshold" if args.threshold is not None else "--vocabulary",
+                         fix="Use the default --threshold (leave it out) or a value that "
+                             "selects some studies of each feature.")
     outputs = {}
     for kind, _, table in tables:
         outputs[kind] = write_decoding(table, stem, kind, figures=False)["tsv"]

@@ -122,6 +122,12 @@ def _check_options(args: argparse.Namespace) -> None:
     args.n_jobs = ExecutionSettings(n_jobs=args.n_jobs).n_jobs
     GroupSettings(score="resilience", n_perm=DEMO_N_PERM if args.n_perm is None else args.n_perm,
                   seed=args.seed)
+    from ..simulate.budget import check_resources  # the cohort's memory and disk
+
+    check_resources(argparse.Namespace(
+        cohort=True, full=args.full, box=False, resolution=None, scheme=None,
+        n_subjects=args.n_subjects, out=args.out,
+        n_jobs=-1 if args.n_jobs is None else args.n_jobs))
 
 
 def _ensure_data(args: argparse.Namespace) -> None:

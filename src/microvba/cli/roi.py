@@ -54,6 +54,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="TSV to write (default: print to stdout)")
 
 
+def _check_columns(path: Path, score: str, covariates: list[str]) -> None:
+    """Before any map is read: the score must be numeric (a text score such as
+    patient/control ended with "ValueError: could not convert string to float", exit 1),
+    and the participants whose score or covariates are n/a, left out of the correlation,
+    are named in a warning (the printed n was the only sign)."""
+    from .._logging import get_logger
+    from .._validation import InputError
+    from ..io.participants import read_participants
+
+    rows = read_participants(path)
+    if score not in rows.columns:
+        return  # roi_analysis names the missing columns with the alternatives
+    values = rows[score]
+    if values.dtype == object:
+        levels = sorted({str(v) for v in values.dropna()})
+        shown = ", ".join(repr(v) for v in levels[:5]) + (" ..." if len(levels) > 5 else "")
+        fix = (f"Code the groups as numbers (e.g. 0 = {levels[0]}, 1 = {levels[1]}) in a "
+               "new column and pass it to --score" if len(levels) == 2 else
+               "Pass a numeric column to --score")
+        raise InputError(f"the score {score!r} is not numeric (values {shown})", file=path,
+                         fix=fix + ".")
+    used = [c for c in [score, *covariates] if c in rows.columns]
+    missing = rows[used].isna().any(axis=1)
+    if missing.any():
+        ids = rows.loc[missing, "participant_id"].astype(str).tolist() \
+            if "participant_id" in rows else [str(i) for i in rows.index[missing]]
+        get_logger(__name__).warning(
+            "%s: %d participant(s) with n/a in %s are left out of the correlation: %s",
+            path, len(ids), ", ".join(used), ", ".join(ids[:10]) + (" ..." if len(ids) > 10
+                                                                    else ""))
+
+
 def run(args: argparse.Namespace) -> int:
     from .._validation import InputError, check_output_dir
     from ..regions.roi import roi_analysis
@@ -64,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
                              file=args.output,
                              fix=f"Pass a file name, e.g. -o {args.output / 'roi.tsv'}.")
         check_output_dir(args.output.parent)
+    if args.score and args.participants is not None:
+        _check_columns(Path(args.participants), args.score, list(args.covariates))
     result = roi_analysis(args.map, args.atlas, args.region, hemisphere=args.hemisphere,
                           participants=args.participants, score=args.score,
                           covariates=args.covariates, method=args.method,

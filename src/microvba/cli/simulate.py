@@ -72,8 +72,8 @@ def check_options(args: argparse.Namespace) -> None:
     if args.n_subjects is not None:
         check_option_number("--n-subjects", args.n_subjects, low, MAX_SUBJECTS, integer=True,
                             hint="the default is 4, or 64 with --cohort")
-    if args.resolution is not None:
-        check_option_number("--resolution", args.resolution, 0.5, 8.0, unit="mm",
+    if args.resolution is not None:  # the simulator's range (0.5 was refused by it later)
+        check_option_number("--resolution", args.resolution, 1.0, 8.0, unit="mm",
                             hint="the voxel size, e.g. 4")
     if args.snr is not None:
         check_option_number("--snr", args.snr, 0.0, 10000.0, low_open=True,
@@ -90,12 +90,14 @@ def check_options(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..simulate import simulate_cohort, simulate_dataset
+    from ..simulate.budget import check_resources
 
     check_options(args)
     if args.n_jobs != -1:  # -1 = every core; otherwise >= 1, capped to the cores
         from ..workflows.executor import check_n_jobs
 
         args.n_jobs = check_n_jobs(args.n_jobs, args.oversubscribe)
+    check_resources(args)  # with the workers that will run (simulate/budget.py)
     out = Path(args.out)
     if args.cohort:
         if args.box:

@@ -49,13 +49,15 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy import special
 
+from .. import _paths
 from .._fdr import fdr_bh
 from .._logging import get_logger
 from .._validation import InputError, check_choice, check_in_range, check_positive_int
 from ..io import derivatives as D
 from . import _roi_hits
 from . import null as _null
-from .database import load_vocabulary
+from .cache_check import repair_cache
+from .database import VOCABULARY_DATABASE, load_vocabulary
 from .grid import load_image, roi_voxels, to_grid
 from .maps import DEFAULT_THRESHOLD, VOCABULARIES, FeatureMaps, cached_feature_maps, feature_maps
 
@@ -153,10 +155,11 @@ class Decoder:
         if self.n_null != 0:
             check_positive_int("n_null", self.n_null)
         check_in_range("alpha", self.alpha, 0.0, 1.0)
+        repair_cache(_paths.cache_dir(self.cache_dir), VOCABULARY_DATABASE[self.vocabulary])
         fm = cached_feature_maps(self.vocabulary, self.data_dir, kernel_mm=self.kernel_mm,
                                  threshold=self.threshold, cache_dir=self.cache_dir)
         if fm is None:  # first call with these parameters: read the database, build
-            db = load_vocabulary(self.vocabulary, self.data_dir)
+            db = load_vocabulary(self.vocabulary, self.data_dir, cache_dir=self.cache_dir)
             fm = feature_maps(db, self.vocabulary, kernel_mm=self.kernel_mm,
                               threshold=self.threshold, cache_dir=self.cache_dir)
         self.maps_: FeatureMaps = fm

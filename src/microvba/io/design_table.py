@@ -14,6 +14,7 @@ import pandas as pd
 
 from .._resources import MAX_TABLE_BYTES, check_regular_file, decode_text
 from .._validation import InputError
+from .participants import trim_padding
 
 #: columns never used as covariates by default
 ID_COLUMNS = ("participant_id", "session_id", "subject", "sub")
@@ -53,6 +54,9 @@ def read_design_table(path: str | Path) -> pd.DataFrame:
     if "\t" not in lines[0] and ("," in lines[0] or path.suffix.lower() == ".csv"):
         sep = ","  # a CSV design: accepted, the separator is unambiguous
     header = [c.strip() for c in lines[0].split(sep)]
+    if not header[-1] or any(ln.endswith(sep) for ln in lines[1:]):  # spreadsheet padding
+        header, body = trim_padding(header, [ln.split(sep) for ln in lines[1:]])
+        text = "\n".join(sep.join(r) for r in [header, *body]) + "\n"
     dup = sorted({c for c in header if header.count(c) > 1})
     if dup:
         raise InputError(f"duplicate column names {dup}", file=path,

@@ -49,12 +49,22 @@ class NiftiScan:
     raw_min, raw_max
         Smallest and largest finite stored value (None for non-numeric types or when no
         value is finite).
+    volume_sum, volume_count, volume_min, volume_max
+        For a 4-D numeric image: per volume (last axis) the sum (float64), number, minimum
+        and maximum of its finite stored values, gathered in the same pass (NIfTI stores
+        volume :math:`t` as one contiguous run of ``prod(shape[:3])`` items); None otherwise
+        or when the pass did not reach the end of the data. Minimum and maximum are
+        :math:`+\\infty` / :math:`-\\infty` for a volume without a finite value.
     """
 
     problem: str | None = None
     n_nonfinite: int = 0
     raw_min: float | None = None
     raw_max: float | None = None
+    volume_sum: np.ndarray | None = None
+    volume_count: np.ndarray | None = None
+    volume_min: np.ndarray | None = None
+    volume_max: np.ndarray | None = None
 
 
 def _gzip_chunks(path: Path, limit: int) -> Iterator[bytes]:
@@ -144,7 +154,8 @@ def _zlib_text(exc: BaseException) -> str:
     return text
 
 
-def scan_nifti(path: str | Path, img: Any, chunk_bytes: int = CHUNK_BYTES) -> NiftiScan:
+def scan_nifti(path: str | Path, img: Any, chunk_bytes: int = CHUNK_BYTES,
+               per_volume: bool = True) -> NiftiScan:
     """Read ``path`` to its end once; check its gzip CRC and the values of its data block.
 
     Parameters
@@ -155,6 +166,9 @@ def scan_nifti(path: str | Path, img: Any, chunk_bytes: int = CHUNK_BYTES) -> Ni
         The nibabel image of ``path`` (header already read).
     chunk_bytes
         Largest piece of data held at once.
+    per_volume
+        Also gather, for a 4-D image, each volume's sum, count, minimum and maximum
+        (:attr:`NiftiScan.volume_sum`, ...; a few float64 per volume).
     """
     path = Path(path)
     image_file = getattr(img, "file_map", {}).get("image")
@@ -170,6 +184,14 @@ def scan_nifti(path: str | Path, img: Any, chunk_bytes: int = CHUNK_BYTES) -> Ni
     scan = NiftiScan()
     numeric = dtype.kind in "iuf"
     lo, hi = math.inf, -math.inf
+    n_bad = 0
+    per_volume = per_volume and numeric and len(img.shape) == 4
+    if per_volume:
+        n_vol = int(img.shape[3])
+        vol_items = int(np.prod(img.shape[:3], dtype=np.int64))
+        v_sum, v_cnt = np.zeros(n_vol), np.zeros(n_vol, np.int64)
+        v_min, v_max = np.full(n_vol, math.inf), np.full(n_vol, -math.inf)
+        item = 0  # index of the first item of the next block
     try:
         for block in _data_blocks(chunks, offset, n_bytes, dtype.itemsize):
             values = np.frombuffer(block, dtype=dtype)
@@ -177,9 +199,24 @@ def scan_nifti(path: str | Path, img: Any, chunk_bytes: int = CHUNK_BYTES) -> Ni
                 finite = np.isfinite(values)
                 n_bad = values.size - int(np.count_nonzero(finite))
                 scan.n_nonfinite += n_bad
-                if n_bad and numeric:
+                if n_bad and numeric and not per_volume:
                     values = values[finite]
-            if numeric and values.size:
+            if per_volume:  # split at volume boundaries (volume t: one contiguous run)
+                start = 0
+                while start < values.size:
+                    t = (item + start) // vol_items
+                    stop = min(values.size, (t + 1) * vol_items - item)
+                    part = values[start:stop]
+                    if dtype.kind == "f" and n_bad:
+                        part = part[finite[start:stop]]
+                    if part.size:
+                        v_sum[t] += float(np.sum(part, dtype=np.float64))
+                        v_cnt[t] += part.size
+                        v_min[t] = min(v_min[t], float(part.min()))
+                        v_max[t] = max(v_max[t], float(part.max()))
+                    start = stop
+                item += values.size
+            elif numeric and values.size:
                 lo, hi = min(lo, float(values.min())), max(hi, float(values.max()))
         for _ in chunks:  # the rest of the stream (extensions after the data, trailer, CRC)
             pass
@@ -189,9 +226,40 @@ def scan_nifti(path: str | Path, img: Any, chunk_bytes: int = CHUNK_BYTES) -> Ni
         scan.problem = f"truncated image ({exc})"
     except OSError as exc:
         scan.problem = f"unreadable file ({type(exc).__name__}: {exc})"
+    if per_volume:  # the whole image's range from the volumes' (one min/max per value)
+        lo, hi = float(v_min.min(initial=math.inf)), float(v_max.max(initial=-math.inf))
     if numeric and lo <= hi:
         scan.raw_min, scan.raw_max = lo, hi
+    if per_volume and scan.problem is None:
+        scan.volume_sum, scan.volume_count = v_sum, v_cnt
+        scan.volume_min, scan.volume_max = v_min, v_max
     return scan
+
+
+def scaled_volume_stats(img: Any, scan: NiftiScan) -> dict[str, np.ndarray] | None:
+    """Per-volume mean, minimum and maximum of the finite values after NIfTI scaling.
+
+    With :math:`y = a x + c` (``scl_slope`` :math:`a`, ``scl_inter`` :math:`c`), the mean of
+    a volume is :math:`a \\bar x + c` and its extremes are :math:`a` times the raw ones
+    plus :math:`c` (swapped when :math:`a < 0`). None when the scan has no per-volume
+    figures (not 4-D, not numeric, or unreadable).
+    """
+    if scan.volume_sum is None:
+        return None
+    slope = float(getattr(img.dataobj, "slope", 1.0))
+    inter = float(getattr(img.dataobj, "inter", 0.0))
+    if not math.isfinite(slope) or slope == 0:  # nibabel reads slope 0 / NaN as 1 (no scaling)
+        slope, inter = 1.0, 0.0
+    if not math.isfinite(inter):
+        inter = 0.0
+    count = np.maximum(scan.volume_count, 1)
+    mean = slope * scan.volume_sum / count + inter
+    lo, hi = slope * scan.volume_min + inter, slope * scan.volume_max + inter
+    if slope < 0:
+        lo, hi = hi, lo
+    empty = scan.volume_count == 0
+    mean[empty], lo[empty], hi[empty] = np.nan, np.nan, np.nan
+    return {"mean": mean, "min": lo, "max": hi}
 
 
 def scaled_range(img: Any, scan: NiftiScan) -> tuple[float, float] | None:

@@ -14,7 +14,14 @@ import numpy as np
 from .._logging import get_logger
 from .._resources import image_size_problem
 from .._validation import ProblemCollector
-from .nifti import gzip_problem, scaling_problem, scan_nifti, voxel_size_problem
+from .nifti import (
+    NiftiScan,
+    gzip_problem,
+    scaled_volume_stats,
+    scaling_problem,
+    scan_nifti,
+    voxel_size_problem,
+)
 
 log = get_logger(__name__)
 
@@ -146,9 +153,75 @@ def check_image_file(path: str | Path, signal: bool = True, scaling: bool = Fals
     problems.raise_if_any()
 
 
+def signal_volume_problems(mean: np.ndarray, vmin: np.ndarray, vmax: np.ndarray,
+                           bvals: np.ndarray, b0: np.ndarray,
+                           bval_name: str) -> list[tuple[str, str]]:
+    r"""(message, fix) for diffusion volumes no model can use, from per-volume statistics.
+
+    * **Dropped**: every finite value of the volume is 0 (an interrupted or padded series,
+      an unreconstructed volume). Its :math:`\log S` is undefined; the tensor reads it as
+      complete attenuation along its direction.
+    * **Inverted**: a diffusion-weighted volume (``b0`` False) whose mean over the whole
+      image is :math:`\le 0` while the mean of the b=0 volumes is positive (a sign flip in
+      a conversion or an intensity correction). Whole-image means, not a mask: a small mask
+      in CSF may hold no positive value at a high b on real denoised data, but noise around
+      zero outside the brain cancels in the mean while the brain's signal, however
+      attenuated, stays positive in a magnitude series.
+
+    Parameters
+    ----------
+    mean, vmin, vmax
+        Per-volume mean, minimum and maximum of the finite values (NaN: none finite).
+    bvals, b0
+        b-value and b=0 flag of each volume.
+    bval_name
+        Name of the ``.bval`` file, for the fix.
+    """
+    out = []
+    fix = (f"Remove those volumes from the image and their entries from {bval_name} and the "
+           ".bvec (e.g. with fslselectvols or mrconvert -coord 3), or re-export the series.")
+
+    def listed(idx: np.ndarray) -> str:
+        shown = ", ".join(f"{int(v)} (b={bvals[v]:g})" for v in idx[:8])
+        return shown + (f" and {idx.size - 8} more" if idx.size > 8 else "")
+
+    with np.errstate(invalid="ignore"):
+        empty = np.flatnonzero((vmin == 0) & (vmax == 0))
+    if empty.size:
+        out.append((f"{empty.size} volume(s) are zero in every voxel (dropped or empty "
+                    f"volumes): {listed(empty)} (0-based volume indices)", fix))
+    b0_means = mean[b0 & np.isfinite(mean)]
+    if b0_means.size and float(b0_means.mean()) > 0:
+        with np.errstate(invalid="ignore"):
+            inverted = np.flatnonzero(~b0 & (mean <= 0) & ~((vmin == 0) & (vmax == 0)))
+        if inverted.size:
+            out.append((f"{inverted.size} diffusion-weighted volume(s) are inverted (mean "
+                        f"signal <= 0 while the b=0 volumes' mean is "
+                        f"{float(b0_means.mean()):.4g}): {listed(inverted)} (0-based volume "
+                        "indices)",
+                        "Re-export or re-convert the series (a sign flip in a conversion or "
+                        "intensity correction), or " + fix[0].lower() + fix[1:]))
+    return out
+
+
+def check_signal_volumes(path: Path, img: Any, scan: NiftiScan | None, bvals: np.ndarray,
+                         bval_path: Path, problems: ProblemCollector,
+                         b0_threshold: float) -> None:
+    """Report dropped and inverted volumes (:func:`signal_volume_problems`) of a 4-D image
+    from the per-volume figures of its streamed scan (no second pass over the data)."""
+    if scan is None:
+        return
+    stats = scaled_volume_stats(img, scan)
+    if stats is None or stats["mean"].size != bvals.size:
+        return
+    for message, fix in signal_volume_problems(stats["mean"], stats["min"], stats["max"],
+                                               bvals, bvals <= b0_threshold, bval_path.name):
+        problems.add(path, message, fix)
+
+
 def check_image_data(path: Path, img: Any, problems: ProblemCollector,
                      *, chunk_bytes: int = CHUNK_BYTES, signal: bool = True,
-                     scaling: bool = False) -> None:
+                     scaling: bool = False) -> NiftiScan | None:
     """Read ``path`` to its end once (:func:`~microvba.io.nifti.scan_nifti`) and report it.
 
     Reported: a gzip CRC or length mismatch, a truncated stream or data block, NaN or
@@ -158,6 +231,9 @@ def check_image_data(path: Path, img: Any, problems: ProblemCollector,
     ``signal`` (an image of signal intensities, DWI or T1w) reports NaN/inf values and an
     image without any positive voxel; otherwise ``scaling`` reports only a scaling that
     turns positive stored values into none positive (e.g. ``scl_slope = -1``).
+
+    Returns the scan (None when the file is cut short before the scan), whose per-volume
+    figures :func:`check_signal_volumes` reads.
     """
     if path.name.endswith(".nii"):  # uncompressed: the size tells truncation before reading
         offset = getattr(img.dataobj, "offset", None)
@@ -170,13 +246,13 @@ def check_image_data(path: Path, img: Any, problems: ProblemCollector,
                                f"file has {size}",
                          "Copy or re-export the file again; its data ends before the header "
                          "says.")
-            return
+            return None
     scan = scan_nifti(path, img, chunk_bytes)
     if scan.problem is not None:
         problems.add(path, f"truncated or corrupt image data ({scan.problem})",
                      "Copy or re-export the file again (check the copy with gzip -t); its "
                      "data ends before the header says or does not decompress intact.")
-        return
+        return scan
     if scan.n_nonfinite and signal:
         problems.add(path, f"{scan.n_nonfinite} voxel value(s) are NaN or infinite",
                      "Re-export the image, or replace non-finite values (e.g. by 0) before "
@@ -192,5 +268,6 @@ def check_image_data(path: Path, img: Any, problems: ProblemCollector,
                      "Fix the header's scaling (e.g. nibabel: img.header.set_slope_inter(1, 0) "
                      "on the stored data, or fslmaths in.nii.gz -abs out.nii.gz), or "
                      "re-export the image from the scanner data.")
+    return scan
 
 

@@ -69,6 +69,23 @@ def _unquote(cell: str) -> str:
     return cell
 
 
+def trim_padding(header: list[str], rows: list[list[str]]) -> tuple[list[str], list[list[str]]]:
+    """Drop the trailing separators a spreadsheet pads rows with (``score\t\t``).
+
+    Trailing header names that are empty go, when every row is empty there (or shorter);
+    cells after the last named column go from each row when they are empty. A value under
+    an unnamed column is kept (then the row is reported as ragged, or the empty name as a
+    duplicate).
+    """
+    n = len(header)
+    while n > 1 and not header[n - 1].strip() and all(
+            len(r) < n or not r[n - 1].strip() for r in rows):
+        n -= 1
+    trimmed = [r[:n] if len(r) > n and not any(c.strip() for c in r[n:]) else r
+               for r in rows]
+    return header[:n], trimmed
+
+
 def _parse_rows(path: Path, text: str) -> tuple[list[str], list[list[str]]]:
     lines = text.splitlines()
     while lines and not lines[-1].strip():
@@ -77,12 +94,12 @@ def _parse_rows(path: Path, text: str) -> tuple[list[str], list[list[str]]]:
         raise InputError("the table is empty (no header row)", file=path,
                          fix="Write a tab-separated header row starting with participant_id.")
     header = [_unquote(c) for c in lines[0].split("\t")]
+    numbered = [(i, [_unquote(c) for c in line.split("\t")])
+                for i, line in enumerate(lines[1:], start=2) if line.strip()]
+    header, cells_of = trim_padding(header, [c for _, c in numbered])
     problems = ProblemCollector()
     rows: list[list[str]] = []
-    for i, line in enumerate(lines[1:], start=2):
-        if not line.strip():
-            continue
-        cells = [_unquote(c) for c in line.split("\t")]
+    for (i, _), cells in zip(numbered, cells_of, strict=True):
         if len(cells) != len(header):
             problems.add(path, f"line {i} has {len(cells)} tab-separated values but the header "
                                f"has {len(header)} columns",

@@ -32,7 +32,7 @@ from .gradients import (
     read_bvals,
     read_bvecs,
 )
-from .nifti_checks import _describe, _load_header, check_image_data
+from .nifti_checks import _describe, _load_header, check_image_data, check_signal_volumes
 from .participants import column_problems, read_participants
 
 log = get_logger(__name__)
@@ -80,8 +80,13 @@ def check_gradients(subject: Subject | DwiSeries, n_volumes: int | None,
         problems.add(subject.bvec, *found)
 
 
-def _check_dwi_image(series: DwiSeries, problems: ProblemCollector) -> Any:
-    """Check one DWI image; return it (None when unread or not 4-D)."""
+def _check_dwi_image(series: DwiSeries, problems: ProblemCollector,
+                     scans: dict | None = None) -> Any:
+    """Check one DWI image; return it (None when unread or not 4-D).
+
+    ``scans`` receives the streamed scan of the image (per-volume figures for
+    :func:`~microvba.io.nifti_checks.check_signal_volumes`), keyed by the DWI path.
+    """
     img = _load_header(series.dwi, problems)
     if img is None:
         return None
@@ -98,7 +103,9 @@ def _check_dwi_image(series: DwiSeries, problems: ProblemCollector) -> Any:
     if too_big is not None:
         problems.add(series.dwi, *too_big)
         return None
-    check_image_data(series.dwi, img, problems)
+    scan = check_image_data(series.dwi, img, problems)
+    if scans is not None:
+        scans[series.dwi] = scan
     return img
 
 
@@ -132,7 +139,9 @@ def _filter_hint(path: Path) -> str:
 def _check_subject(subject: Subject, problems: ProblemCollector, check_images: bool) -> None:
     found = ProblemCollector()
     combined = subject.combined
-    images = [_check_dwi_image(s, found) if check_images else None for s in subject.series]
+    scans: dict = {}
+    images = [_check_dwi_image(s, found, scans) if check_images else None
+              for s in subject.series]
     if check_images and subject.t1w is not None:
         t1 = _load_header(subject.t1w, found)
         if t1 is not None:
@@ -146,6 +155,14 @@ def _check_subject(subject: Subject, problems: ProblemCollector, check_images: b
     for s, img in zip(subject.series, images, strict=True):
         check_gradients(s, None if img is None else int(img.shape[3]), found,
                         require_b0=not combined)
+        if img is not None and scans.get(s.dwi) is not None:  # dropped / inverted volumes
+            try:
+                bvals = read_bvals(s.bval)
+            except InputError:
+                bvals = None  # reported by check_gradients
+            if bvals is not None and bvals.size == int(img.shape[3]):
+                check_signal_volumes(s.dwi, img, scans[s.dwi], bvals, s.bval, found,
+                                     B0_THRESHOLD)
     if combined:
         if check_images and all(img is not None for img in images):
             _check_grids(subject, images, found)

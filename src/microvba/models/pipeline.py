@@ -186,6 +186,10 @@ def _check_signal(data: np.ndarray, mask: np.ndarray, gtab: GradientTable, dwi_p
       tensor fit, which clips it to a tiny positive signal, reads it as complete attenuation
       along that direction (FA of the crop ``msmt_dwi`` rises from 0.12 to 0.61 with one
       such volume): :class:`InputError`.
+    * A diffusion-weighted volume whose whole-image mean is :math:`\le 0` while the b=0
+      volumes' mean is positive (inverted), likewise
+      (:func:`~microvba.io.nifti_checks.signal_volume_problems`, which the BIDS App's
+      up-front validation applies to the streamed scan of each series).
     * With ``b0`` (models without NODDI, whose fit makes the same check per voxel), a mean
       b=0 signal :math:`\bar S_0 \le 0` in more than
       :data:`MAX_NONPOSITIVE_B0_FRACTION` of the mask voxels (empty or inverted b=0
@@ -193,19 +197,19 @@ def _check_signal(data: np.ndarray, mask: np.ndarray, gtab: GradientTable, dwi_p
       the maps would be meaningless (the tensor would still write them):
       :class:`FitFailedError`, a failed subject (exit 1) as when NODDI fails there.
     """
-    # the whole image, not the mask: a small mask in CSF may hold no positive value at a
-    # high b on real (denoised, eddy-corrected) data; inverted (negative) volumes are left
-    # to the b=0 check below and NODDI's failed-fit check
-    empty = [v for v in range(data.shape[-1]) if not np.any(data[..., v] != 0)]
-    if empty:
-        shown = ", ".join(f"{v} (b={gtab.bvals[v]:g})" for v in empty[:8])
-        more = f" and {len(empty) - 8} more" if len(empty) > 8 else ""
-        raise InputError(f"{len(empty)} volume(s) are zero in every voxel (dropped or "
-                         f"empty volumes): {shown}{more} (0-based volume indices)",
-                         file=dwi_path,
-                         fix="Remove those volumes from the image and their entries from "
-                             f"{Path(bval_path).name} and the .bvec (e.g. with fslselectvols "
-                             "or mrconvert -coord 3), or re-export the series.")
+    # whole-image figures, not the mask's: a small mask in CSF may hold no positive value at
+    # a high b on real (denoised, eddy-corrected) data (see signal_volume_problems)
+    from ..io.nifti_checks import signal_volume_problems
+
+    n_vol = data.shape[-1]
+    mean, vmin, vmax = np.full(n_vol, np.nan), np.full(n_vol, np.nan), np.full(n_vol, np.nan)
+    for v in range(n_vol):  # one volume at a time (finite: _check_finite ran before)
+        vol = data[..., v]
+        mean[v], vmin[v], vmax[v] = vol.mean(dtype=np.float64), vol.min(), vol.max()
+    found = signal_volume_problems(mean, vmin, vmax, np.asarray(gtab.bvals, float),
+                                   np.asarray(gtab.b0s_mask, bool), Path(bval_path).name)
+    if found:
+        raise InputError("; ".join(m for m, _ in found), file=dwi_path, fix=found[-1][1])
     if not b0:
         return
     b0_volumes = np.flatnonzero(gtab.b0s_mask)
@@ -221,6 +225,31 @@ def _check_signal(data: np.ndarray, mask: np.ndarray, gtab: GradientTable, dwi_p
             f"{100 * MAX_NONPOSITIVE_B0_FRACTION:.0f}%): empty or inverted b=0 volumes, or a "
             "negative scaling (scl_slope). No map was written; check the image's b=0 volumes "
             "and scaling, and that the b-values mark the right volumes as b=0.")
+
+
+def _denoised(mppca, data: np.ndarray, mask: np.ndarray, dwi_path: Path) -> np.ndarray:
+    """MP-PCA of ``data`` in ``mask``; InputError naming ``--denoise`` when it gives no
+    usable signal: on a mask of a few voxels (1 or 18 voxels of the ``msmt`` crop) DIPY's
+    ``mppca`` returns NaN there or fails with "SVD did not converge" (exit 1 before), since
+    its noise estimate needs patches of mostly masked voxels."""
+    n = int(mask.sum())
+    problem = None
+    try:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = mppca(data, mask=mask)
+    except np.linalg.LinAlgError as exc:
+        problem = f"failed ({exc})"
+    else:
+        bad = int(np.count_nonzero(~np.isfinite(out[mask]).all(axis=-1)))
+        if bad:
+            problem = f"gave NaN or infinite signal in {bad} of the {n} mask voxels"
+    if problem is not None:
+        raise InputError(f"--denoise: MP-PCA denoising {problem}; the mask has only {n} "
+                         "voxel(s), too few for its patch-wise noise estimate",
+                         file=dwi_path,
+                         fix="Leave out --denoise, or pass a mask that covers the brain "
+                             "(at least a few hundred voxels).")
+    return out
 
 
 def _parameters(models, d_par, d_iso, tissue, dti_bmax, dti_method, denoise, mask_path,
@@ -333,7 +362,7 @@ def fit_image(dwi_path: str | Path, bval_path: str | Path, bvec_path: str | Path
         from .mask import denoise as mppca
 
         t0 = time.perf_counter()
-        data = mppca(data, mask=mask)
+        data = _denoised(mppca, data, mask, dwi_path)
         log.info("%s: MP-PCA denoising in %.1f s", prefix, time.perf_counter() - t0)
     from .mask import mean_b0
 
