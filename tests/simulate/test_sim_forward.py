@@ -126,3 +126,17 @@ def test_planted_tensor_mechanisms():
     np.testing.assert_allclose(ad["ad"] - a0["ad"], 1e-5, rtol=1e-9)
     with pytest.raises(ValueError, match="no tensor mechanism"):
         tensor_effect(mu, "md")
+
+
+def test_signal_independent_of_blas_threads(dsi, rng):
+    """A seeded cohort must not depend on the BLAS thread count of the process simulating it
+    (serial run vs worker processes): OpenBLAS's multi-threaded sgemm rounds differently."""
+    from threadpoolctl import threadpool_limits
+
+    sim = NoddiSimulator(*dsi)
+    args = _voxels(rng, 3000)
+    with threadpool_limits(limits=1, user_api="blas"):
+        one = sim.signal(*args)
+    with threadpool_limits(limits=2, user_api="blas"):
+        two = sim.signal(*args)
+    np.testing.assert_array_equal(one, two)
