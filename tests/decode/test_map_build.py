@@ -156,3 +156,47 @@ def test_to_half_rounds_as_numpy(rng):
     m_ref, n_ref = _kernels.mean_and_centred_norm(maps.astype(np.float16).astype(np.float32))
     np.testing.assert_array_equal(mean, m_ref)
     np.testing.assert_array_equal(norm, n_ref)
+
+
+@pytest.mark.parametrize("fallback", ["none", "no_o_direct", "einval_on_write"])
+def test_direct_writer_writes_the_bytes(rng, tmp_path, monkeypatch, fallback):
+    """The file holds exactly the bytes written, whatever their sizes relative to the
+    alignment and the staging buffer (empty, 1 byte, one block +/- 1, a .npy header then
+    float32 rows, several staging buffers), with O_DIRECT, without it, and when the file
+    system refuses it on the first write (EINVAL, then ordinary writes)."""
+    from microvba.decode import _direct
+
+    if fallback == "no_o_direct":
+        monkeypatch.delattr(_direct.os, "O_DIRECT", raising=False)
+    if fallback == "einval_on_write":
+        if not hasattr(os, "O_DIRECT"):
+            pytest.skip("no O_DIRECT on this platform")
+        real_write, calls = os.write, []
+
+        def refuse_once(fd, data):
+            calls.append(len(data))
+            if len(calls) == 1:
+                raise OSError(22, "Invalid argument")
+            return real_write(fd, data)
+
+        monkeypatch.setattr(_direct.os, "write", refuse_once)
+    rows = rng.standard_normal((7, 3001)).astype(np.float32)
+    cases = {"empty": [], "one": [b"x"],
+             "blocks": [bytes(rng.integers(0, 256, n, dtype=np.uint8)) for n in
+                        (4095, 1, 4096, 4097, 0, 12_289)],
+             "npy": [b"\x93NUMPY" + bytes(122)] + [memoryview(r) for r in rows],
+             "large": [rng.integers(0, 256, 3 * 8192 + 17, dtype=np.uint8)] * 3}
+    direct = {}
+    for name, parts in cases.items():
+        path = tmp_path / f"{name}.bin"
+        with _direct.DirectWriter(path, staging=8192) as fh:
+            for p in parts:
+                fh.write(p)
+        direct[name] = fh.direct
+        expected = b"".join(bytes(memoryview(p).cast("B")) for p in parts)
+        assert path.read_bytes() == expected, name
+    if fallback == "no_o_direct":
+        assert not any(direct.values())
+    if fallback == "einval_on_write":  # the first file written falls back, the next not
+        assert calls[0] % 4096 == 0  # the refused write: one padded block of "one"
+        assert not direct["one"] and direct["large"]

@@ -55,6 +55,7 @@ from .. import _paths
 from .._logging import get_logger
 from .._provenance import atomic_path, file_hash, make_sidecar, params_hash, write_json
 from .._validation import InputError, check_choice, check_in_range, check_positive_int
+from ._direct import DirectWriter
 from .database import VERSIONS, VOCABULARY_DATABASE, Database, database_files, file_stamps
 from .grid import BrainGrid, mni_brain_grid
 
@@ -515,8 +516,8 @@ def _build_cache(counter: _PeakCounter, selection: sp.csc_matrix, features: list
     with contextlib.ExitStack() as stack:
         tmp_a = stack.enter_context(atomic_path(files[0]))
         tmp_u = stack.enter_context(atomic_path(files[1]))
-        fa = stack.enter_context(open(tmp_a, "wb"))
-        fu = stack.enter_context(open(tmp_u, "wb"))
+        fa = stack.enter_context(DirectWriter(tmp_a))
+        fu = stack.enter_context(DirectWriter(tmp_u))
         for fh in (fa, fu):
             np.lib.format.write_array_header_1_0(fh, header)
         mean, norm = _compute_maps(counter, selection, n_vox, fa, fu, dtype)
