@@ -49,14 +49,17 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 
 from .. import _paths
 from .._logging import get_logger
 from .._validation import InputError, check_choice
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = get_logger(__name__)
 
@@ -178,6 +181,8 @@ def tal2mni(xyz: np.ndarray) -> np.ndarray:
 def _read_coordinates(path: Path, metadata: pd.DataFrame) -> tuple[np.ndarray, np.ndarray,
                                                                     np.ndarray]:
     """(kept study ids, xyz, peak_study) for studies with at least one peak."""
+    import pandas as pd
+
     coords = pd.read_table(path, usecols=["id", "x", "y", "z"])
     meta_ids = metadata["id"].to_numpy()
     row = pd.Index(meta_ids).get_indexer(coords["id"].to_numpy())
@@ -202,6 +207,8 @@ def _read_coordinates(path: Path, metadata: pd.DataFrame) -> tuple[np.ndarray, n
 
 
 def _lda_labels(keys_path: Path, features: list[str], n_words: int = 8) -> list[str]:
+    import pandas as pd
+
     keys = pd.read_table(keys_path, header=None)
     words = {int(r[0]): " ".join(str(r[2]).split()[:n_words]) for r in keys.itertuples(index=False)}
     return [words.get(i, f) for i, f in enumerate(features)]
@@ -225,6 +232,8 @@ def _reading(name: str, path: Path) -> Iterator[None]:
     """Turn the errors of a truncated or corrupt database file into an InputError naming it."""
     import zipfile
     import zlib
+
+    import pandas as pd  # pandas is imported only to parse the text files
 
     try:
         yield
@@ -338,6 +347,8 @@ def load_database(name: str, data_dir: str | Path | None = None,
 
 def _parse_database(name: str, paths: dict[str, Path]) -> Database:
     """Parse the publishers' files of database ``name`` (:func:`load_database`)."""
+    import pandas as pd
+
     with _reading(name, paths["metadata"]):
         metadata = pd.read_table(paths["metadata"])
         ids = metadata["id"]

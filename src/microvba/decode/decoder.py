@@ -42,22 +42,23 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import nibabel as nib
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
-from scipy import special
 
 from .._fdr import fdr_bh
 from .._logging import get_logger
 from .._validation import InputError, check_choice, check_in_range, check_positive_int
 from ..io import derivatives as D
 from . import _roi_hits
-from . import null as _null
 from .database import load_vocabulary
 from .grid import load_image, roi_voxels, to_grid
 from .maps import DEFAULT_THRESHOLD, VOCABULARIES, FeatureMaps, cached_feature_maps, feature_maps
+
+if TYPE_CHECKING:  # imported where used: Decoder.fit (a cold map build) needs neither
+    import nibabel as nib
+    import pandas as pd
 
 log = get_logger(__name__)
 
@@ -69,6 +70,8 @@ MAX_OUTSIDE_WARN = 0.05
 def _chi2_or_fisher(a: np.ndarray, b: np.ndarray, c: np.ndarray,
                     d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Two-sided p of each 2 x 2 table: (chi2, p, method)."""
+    from scipy import special
+
     n = a + b + c + d
     r0, r1, c0, c1 = a + b, c + d, a + c, b + d
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -93,6 +96,8 @@ def _null_p(observed: np.ndarray, null: np.ndarray) -> tuple[np.ndarray, np.ndar
     (1 + n_0)` and the same p with a generalised Pareto tail where fewer than 10 null
     values reach the observed one (:func:`microvba.decode.null.tail_p`).
     """
+    from . import null as _null
+
     null = np.where(np.isfinite(null), null, np.nan)
     if null.shape[1] == 0:
         nan = np.full(observed.shape, np.nan)
@@ -304,6 +309,8 @@ class Decoder:
             on the 2 mm grid that fall outside the brain mask and are dropped; a warning is
             logged above 5 %).
         """
+        import pandas as pd
+
         check_choice("sort_by", sort_by, (D.LOG_ODDS, D.Z, D.R))
         fm = self._check_fitted()
         if voxels is None:
@@ -394,6 +401,9 @@ class Decoder:
             feature, label, n_selected, r, p_null, q_null (BH over features), significant;
             sorted by r.
         """
+        import nibabel as nib
+        import pandas as pd
+
         fm = self._check_fitted()
         img = load_image(stat_img, "statistic map")
         x = to_grid(img, fm.grid, "continuous").astype(np.float64)
@@ -419,6 +429,8 @@ class Decoder:
     def _map_null_p(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(p_perm, p_null) of each feature's r against spatially constrained surrogates of
         the map (:func:`microvba.decode.null.surrogate_maps`), on the 1-in-27 lattice."""
+        from . import null as _null
+
         fm = self.maps_
         sub = self._null_sample()
         vol = np.zeros(fm.grid.shape, dtype=np.float32)

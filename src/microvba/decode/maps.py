@@ -39,16 +39,15 @@ with the reason, and a warning is logged for those selecting all or none.
 from __future__ import annotations
 
 import contextlib
+import csv
 import functools
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import nibabel as nib
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 
 from .. import _paths
@@ -58,6 +57,10 @@ from .._validation import InputError, check_choice, check_in_range, check_positi
 from ._direct import DirectWriter
 from .database import VERSIONS, VOCABULARY_DATABASE, Database, database_files, file_stamps
 from .grid import BrainGrid, mni_brain_grid
+
+if TYPE_CHECKING:  # pandas and nibabel are imported where they are used: a cold build
+    import nibabel as nib  # in a fresh process needs neither (about 0.2 s of imports)
+    import pandas as pd
 
 log = get_logger(__name__)
 
@@ -107,7 +110,8 @@ class FeatureMaps:
     selection, weights
         (n_studies, n_features) CSC: binary selection and continuous weights of kept features.
     dropped
-        DataFrame (feature, label, n_selected, reason) of features without a map.
+        DataFrame (feature, label, n_selected, reason) of features without a map (after a
+        build, read from the cache entry's ``dropped.tsv`` on first use).
     grid
         The :class:`~microvba.decode.grid.BrainGrid` of the maps.
     parameters
@@ -122,7 +126,7 @@ class FeatureMaps:
     _activation: sp.csr_matrix | None
     selection: sp.csc_matrix
     weights: sp.csc_matrix
-    dropped: pd.DataFrame
+    _dropped: pd.DataFrame | None  # None: read from ``path`` on first use
     grid: BrainGrid
     parameters: dict[str, Any]
     z_mean: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
@@ -133,6 +137,12 @@ class FeatureMaps:
     @property
     def n_studies(self) -> int:
         return int(self.weights.shape[0])
+
+    @property
+    def dropped(self) -> pd.DataFrame:
+        if self._dropped is None:  # a fresh build: read as a cache hit reads it
+            self._dropped = _read_dropped(self.path)
+        return self._dropped
 
     @property
     def activation(self) -> sp.csr_matrix:
@@ -146,6 +156,8 @@ class FeatureMaps:
 
     @functools.cached_property
     def fdr_z(self) -> pd.DataFrame:
+        import pandas as pd
+
         from ._kernels import fdr_z_thresholds as _fdr_z_thresholds
 
         cols = {}
@@ -178,6 +190,8 @@ class FeatureMaps:
 
     def table(self) -> pd.DataFrame:
         """One row per kept feature: label, selected studies, FDR thresholds."""
+        import pandas as pd
+
         return pd.DataFrame({"feature": self.features, "label": self.labels,
                              "n_selected": self.n_selected,
                              "fdr_z_association": self.fdr_z["association"].to_numpy(),
@@ -190,8 +204,9 @@ def _selection(weights: sp.csc_matrix, threshold: float) -> sp.csc_matrix:
     return sel
 
 
-def _drop_table(db: Database, n_sel: np.ndarray, min_studies: int) -> tuple[np.ndarray,
-                                                                           pd.DataFrame]:
+def _drop_table(db: Database, n_sel: np.ndarray, min_studies: int
+                ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Which features get a map (``keep``) and the columns of the dropped ones."""
     n = db.n_studies
     reason = np.full(n_sel.shape, "", dtype=object)
     reason[n_sel < min_studies] = f"fewer than min_studies={min_studies} selected studies"
@@ -199,17 +214,16 @@ def _drop_table(db: Database, n_sel: np.ndarray, min_studies: int) -> tuple[np.n
     reason[n_sel == 0] = "threshold selects no study"
     reason[n_sel == n] = "threshold selects every study"
     keep = reason == ""
-    dropped = pd.DataFrame({"feature": np.asarray(db.features)[~keep],
-                            "label": np.asarray(db.labels)[~keep],
-                            "n_selected": n_sel[~keep], "reason": reason[~keep]})
-    return keep, dropped  # logged by _load_bundle, once per process
+    dropped = {"feature": np.asarray(db.features)[~keep], "label": np.asarray(db.labels)[~keep],
+               "n_selected": n_sel[~keep], "reason": reason[~keep]}
+    return keep, dropped  # logged once per process (_log_dropped)
 
 
 #: cache entries (or builds) whose dropped features were already logged in this process
 _DROPPED_LOGGED: set[str] = set()
 
 
-def _log_dropped(dropped: pd.DataFrame, vocabulary: str, min_studies: int,
+def _log_dropped(dropped: pd.DataFrame | dict[str, Any], vocabulary: str, min_studies: int,
                  key: str | None = None) -> None:
     """Log the features without a map once per process and ``key`` (a cache entry): a group
     run loads the same maps for every metric and vocabulary, and the list is in the TSV
@@ -220,14 +234,15 @@ def _log_dropped(dropped: pd.DataFrame, vocabulary: str, min_studies: int,
     if not first:
         log.debug("%d %s feature(s) get no map (already reported)", len(dropped), vocabulary)
         return
-    extreme = dropped[dropped["reason"].str.startswith("threshold")]
-    if len(extreme):
+    reasons = [str(r) for r in dropped["reason"]]
+    extreme = [str(f) for f, r in zip(dropped["feature"], reasons, strict=True)
+               if r.startswith("threshold")]
+    if extreme:
         log.warning("%d %s feature(s) get no map because the threshold selects all or no "
-                    "studies: %s", len(extreme), vocabulary,
-                    ", ".join(extreme["feature"].astype(str)[:10]))
-    if len(dropped) > len(extreme):
+                    "studies: %s", len(extreme), vocabulary, ", ".join(extreme[:10]))
+    if len(reasons) > len(extreme):
         log.info("%d %s feature(s) get no map (fewer than %d studies on one side)",
-                 len(dropped) - len(extreme), vocabulary, min_studies)
+                 len(reasons) - len(extreme), vocabulary, min_studies)
 
 
 def study_activation(db: Database, grid: BrainGrid, kernel_mm: float) -> sp.csr_matrix:
@@ -416,10 +431,18 @@ def _bundle_valid(folder: Path, params: dict[str, Any], inputs: dict[str, Path])
                for k, v in inputs.items())
 
 
+def _read_dropped(folder: Path) -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.read_table(folder / "dropped.tsv", keep_default_na=False,
+                         dtype={"feature": str, "label": str})
+
+
 def _load_bundle(folder: Path, params: dict[str, Any], grid: BrainGrid) -> FeatureMaps:
+    import pandas as pd
+
     table = pd.read_table(folder / "features.tsv", keep_default_na=False)
-    dropped = pd.read_table(folder / "dropped.tsv", keep_default_na=False,
-                            dtype={"feature": str, "label": str})
+    dropped = _read_dropped(folder)
     _log_dropped(dropped, params["vocabulary"], params["min_studies"], key=str(folder))
     weights = sp.load_npz(folder / "weights.npz").tocsc()
     selection = _selection(weights, params["threshold"])
@@ -429,7 +452,7 @@ def _load_bundle(folder: Path, params: dict[str, Any], grid: BrainGrid) -> Featu
                        z_association=np.load(folder / "z_association.npy", mmap_mode="r"),
                        z_uniformity=np.load(folder / "z_uniformity.npy", mmap_mode="r"),
                        _activation=None, selection=selection, weights=weights,
-                       dropped=dropped, grid=grid, parameters=params,
+                       _dropped=dropped, grid=grid, parameters=params,
                        z_mean=table["z_mean"].to_numpy(float),
                        z_norm=table["z_norm"].to_numpy(float), path=folder,
                        peaks=np.load(folder / "peaks.npy"))
@@ -495,20 +518,32 @@ def feature_maps(db: Database, vocabulary: str = "lda50", kernel_mm: float = 6.0
     features = [f for f, k in zip(db.features, keep, strict=True) if k]
     labels = [lab for lab, k in zip(db.labels, keep, strict=True) if k]
     files = [folder / f for f in _BUNDLE]
-    _build_cache(counter, selection, features, labels, files[:3], grid)
+    n_selected = np.diff(selection.indptr)
+    mean, norm = _build_cache(counter, selection, features, labels, files[:3], grid)
     with atomic_path(files[3]) as tmp, open(tmp, "wb") as fh:
         sp.save_npz(fh, sp.csc_matrix(weights), compressed=False)
     with atomic_path(files[4]) as tmp:
-        dropped.to_csv(tmp, sep="\t", index=False)
+        _write_tsv(tmp, dropped)
     with atomic_path(files[5]) as tmp, open(tmp, "wb") as fh:
         np.save(fh, peaks)
-    write_json(folder / "maps.json", make_sidecar(params, db.files, n_dropped=len(dropped),
+    n_dropped = len(dropped["feature"])
+    write_json(folder / "maps.json", make_sidecar(params, db.files, n_dropped=n_dropped,
                                                   InputStamps=file_stamps(db.files)))
-    return _load_bundle(folder, params, grid)
+    _log_dropped(dropped, vocabulary, min_studies, key=str(folder))
+    # what _load_bundle would read back: the same values (the tests compare them)
+    return FeatureMaps(features=features, labels=labels, n_selected=n_selected,
+                       z_association=np.load(files[0], mmap_mode="r"),
+                       z_uniformity=np.load(files[1], mmap_mode="r"), _activation=None,
+                       selection=selection, weights=weights, _dropped=None, grid=grid,
+                       parameters=params, z_mean=mean, z_norm=norm, path=folder,
+                       peaks=peaks)
 
 
 def _build_cache(counter: _PeakCounter, selection: sp.csc_matrix, features: list[str],
-                 labels: list[str], files: list[Path], grid: BrainGrid) -> None:
+                 labels: list[str], files: list[Path], grid: BrainGrid
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Write the two z map files and ``features.tsv``; return each association map's mean
+    and centred norm (as stored in ``features.tsv``)."""
     n_feat, n_vox = selection.shape[1], grid.n_voxels
     dtype = np.float16 if n_feat * n_vox * 4 > _FLOAT16_ABOVE else np.float32
     header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
@@ -521,9 +556,34 @@ def _build_cache(counter: _PeakCounter, selection: sp.csc_matrix, features: list
         for fh in (fa, fu):
             np.lib.format.write_array_header_1_0(fh, header)
         mean, norm = _compute_maps(counter, selection, n_vox, fa, fu, dtype)
-    table = pd.DataFrame({"feature": features, "label": labels,
-                          "n_selected": np.diff(selection.indptr),
-                          "z_mean": mean, "z_norm": norm})
+    table = {"feature": features, "label": labels, "n_selected": np.diff(selection.indptr),
+             "z_mean": mean, "z_norm": norm}
     with atomic_path(files[2]) as tmp:
-        table.to_csv(tmp, sep="\t", index=False)
+        _write_tsv(tmp, table)
+    return mean, norm
+
+
+def _tsv_field(value: Any) -> Any:
+    """A cell as ``DataFrame.to_csv`` writes it: floats by their shortest repr (as
+    numpy's ``str``), NaN as an empty field, integers and strings as they are."""
+    if isinstance(value, float | np.floating):
+        value = float(value)
+        return repr(value) if value == value else ""
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def _write_tsv(path: Path, columns: dict[str, Any]) -> None:
+    """Write ``columns`` (name -> sequence, equal lengths) as ``pd.DataFrame(columns)
+    .to_csv(path, sep="\t", index=False)`` does, byte for byte (the csv module with
+    pandas' dialect: minimal quoting, ``"\n"`` line ends), without importing pandas."""
+    names = list(columns)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh, delimiter="\t", lineterminator="\n", quotechar='"',
+                            quoting=csv.QUOTE_MINIMAL, doublequote=True)
+        writer.writerow(names)
+        cols = [columns[n].tolist() if isinstance(columns[n], np.ndarray) else columns[n]
+                for n in names]
+        writer.writerows([_tsv_field(v) for v in row] for row in zip(*cols, strict=True))
 
