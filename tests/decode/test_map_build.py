@@ -200,3 +200,46 @@ def test_direct_writer_writes_the_bytes(rng, tmp_path, monkeypatch, fallback):
     if fallback == "einval_on_write":  # the first file written falls back, the next not
         assert calls[0] % 4096 == 0  # the refused write: one padded block of "one"
         assert not direct["one"] and direct["large"]
+
+
+def test_chi2_stats_and_study_lists(rng):
+    """The association rows' mean / centred norm computed inside ``chi2_z_maps`` are the
+    bits :func:`mean_and_centred_norm` gives for the stored rows; ``_study_lists`` is the
+    CSR scipy builds from the same boolean array."""
+    from microvba.decode import _kernels
+    from microvba.decode.maps import _study_lists
+
+    n_studies, n_vox = 900, 5000
+    n_active = rng.integers(0, 300, n_vox)
+    n_sel = np.array([40, 450, 899, 1])
+    counts = np.minimum(rng.integers(0, 60, (4, n_vox)), n_active).astype(np.uint16)
+    counts[2] = n_active  # every active study selected
+    za, zu = np.empty((4, n_vox), np.float32), np.empty((4, n_vox), np.float32)
+    mean, norm = np.full(4, np.nan), np.full(4, np.nan)
+    _kernels.chi2_z_maps(counts, n_active, n_sel, n_studies, za, zu, mean, norm, True)
+    m_ref, n_ref = _kernels.mean_and_centred_norm(za)
+    np.testing.assert_array_equal(mean, m_ref)
+    np.testing.assert_array_equal(norm, n_ref)
+    assert np.abs(za).max() > 1 and (norm > 0).all()
+    dense = rng.uniform(size=(300, 7)) < [0, 0.05, 0.3, 0.5, 0.7, 0.95, 1.0]
+    dense[:3] = False
+    ours, ref = _study_lists(dense), sp.csr_matrix(dense)
+    np.testing.assert_array_equal(ours.indptr, ref.indptr)
+    np.testing.assert_array_equal(ours.indices, ref.indices)
+
+
+def test_peak_voxels_in_blocks(rng):
+    """The map build's peak voxels, computed in blocks, equal the whole-array expression
+    they replace (ties rounded half to even, peaks far outside the grid)."""
+    from microvba.decode.maps import _peak_voxels
+
+    grid = mni_brain_grid(2.0)
+    xyz = np.concatenate([rng.uniform(-300, 300, (70_001, 3)),
+                          rng.integers(-50, 50, (5000, 3)) + 0.5])
+    study = np.sort(rng.integers(0, 20_000, xyz.shape[0]))
+    expected = np.column_stack([grid.mm_to_ijk(xyz), study]).astype(np.int32)
+    for block in (1, 7, 1 << 15, 1 << 20):
+        np.testing.assert_array_equal(_peak_voxels(grid, xyz[:3000] if block == 1 else xyz,
+                                                   study[:3000] if block == 1 else study,
+                                                   block=block),
+                                      expected[:3000] if block == 1 else expected)

@@ -45,7 +45,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -78,6 +78,10 @@ _CHUNK_BYTES = 384 * 2**20
 #: a parallel kernel costs a few ms of thread wake-ups on a busy machine (0.25 ms per
 #: feature with 32-feature chunks, 1.6 ms with 4)
 _BUILD_CHUNK_BYTES = 32 * 2**20
+#: the same for float32 maps (the 50 LDA topics, 2 features per 4 MB chunk): a cold build
+#: of so few maps pays more for the buffers' fresh pages (3-6 ms per MB on the development
+#: VM, whose host backs guest memory lazily) than for a dozen more kernel calls
+_BUILD_CHUNK_BYTES_SMALL = 4 * 2**20
 #: features counted in one pass over the voxels (uint16 counts): one pass costs about the
 #: same for 50 features as for 500, so the passes are few and large
 _COUNT_CHUNK_BYTES = 256 * 2**20
@@ -302,17 +306,33 @@ class _PeakCounter:
 
     def __call__(self, lists: sp.csr_matrix, counts: np.ndarray, n_active: np.ndarray) -> None:
         """Fill ``counts`` (n_features, n_voxels) with :math:`L^\\top A` for the binary
-        study x feature matrix ``lists`` and ``n_active`` with the column counts of A."""
+        study x feature matrix ``lists`` (CSR: anything with ``indptr`` over studies and
+        ``indices``, e.g. :func:`_study_lists`) and ``n_active`` with the column counts
+        of A."""
         from . import _kernels  # numba: only when maps are built
 
-        per_peak = lists[self.studies]  # each peak's study's features, in peak order
-        idx = per_peak.indices
-        if counts.shape[0] <= np.iinfo(np.int16).max:
-            idx = idx.astype(np.int16)
+        idx = np.asarray(lists.indices)
+        idx = idx.astype(np.int16 if counts.shape[0] <= np.iinfo(np.int16).max else np.int32)
         _kernels.feature_active_counts(
             self.rows, self.disc, self.pad, self.padded, self.flat_to_masked, self.shape,
-            self.vox_ptr, self.studies, per_peak.indptr.astype(np.int64), idx,
+            self.vox_ptr, self.studies, np.asarray(lists.indptr, np.int64), idx,
             np.zeros(self.n_studies, self.mult_dtype), counts, n_active, self.n_chunks)
+
+
+class _StudyLists(NamedTuple):
+    """A binary study x feature matrix as CSR arrays (what :class:`_PeakCounter` reads)."""
+
+    indptr: np.ndarray
+    indices: np.ndarray
+
+
+def _study_lists(dense: np.ndarray) -> _StudyLists:
+    """CSR of a dense boolean study x feature array (row-major: each study's features in
+    ascending order, as ``scipy.sparse.csr_matrix(dense)``)."""
+    rows, cols = np.nonzero(dense)
+    indptr = np.zeros(dense.shape[0] + 1, np.int64)
+    np.cumsum(np.bincount(rows, minlength=dense.shape[0]), out=indptr[1:])
+    return _StudyLists(indptr, cols)
 
 
 def _compute_maps(counter: _PeakCounter, selection: sp.csc_matrix, n_vox: int, out_assoc,
@@ -341,6 +361,8 @@ def _compute_maps(counter: _PeakCounter, selection: sp.csc_matrix, n_vox: int, o
     mean = np.empty(n_feat)
     norm = np.empty(n_feat)
     half = np.dtype(dtype) != np.float32
+    if not half:  # the 50 LDA maps: small buffers (fresh memory costs more than calls)
+        chunk = max(1, min(chunk, _BUILD_CHUNK_BYTES_SMALL // (8 * n_vox)))
     counts_buf = np.empty((per_count, n_vox), count_dtype)
     n_active = np.empty(n_vox, np.int64)
     za_buf = np.empty((chunk, n_vox), np.float32)
@@ -353,7 +375,7 @@ def _compute_maps(counter: _PeakCounter, selection: sp.csc_matrix, n_vox: int, o
         dense = selection[:, c_lo:c_hi].toarray()
         dense[:, flip] = ~dense[:, flip]
         counts = counts_buf[:c_hi - c_lo]
-        counter(sp.csr_matrix(dense), counts, n_active)
+        counter(_study_lists(dense), counts, n_active)
         del dense
         for f in np.flatnonzero(flip):
             counts[f] = n_active - counts[f]
@@ -362,7 +384,7 @@ def _compute_maps(counter: _PeakCounter, selection: sp.csc_matrix, n_vox: int, o
             k = hi - lo
             za, zu = za_buf[:k], zu_buf[:k]
             _kernels.chi2_z_maps(counts[lo - c_lo:hi - c_lo], n_active, n_sel[lo:hi],
-                                 n_studies, za, zu)
+                                 n_studies, za, zu, mean[lo:hi], norm[lo:hi], not half)
             if half:  # float16 bits as astype(np.float16) rounds them, stats of those
                 _kernels.to_half(za, stored[:k], mean[lo:hi], norm[lo:hi], True)
                 out_assoc.write(memoryview(stored[:k]))
@@ -371,7 +393,6 @@ def _compute_maps(counter: _PeakCounter, selection: sp.csc_matrix, n_vox: int, o
             else:
                 out_assoc.write(memoryview(za))
                 out_unif.write(memoryview(zu))
-                mean[lo:hi], norm[lo:hi] = _kernels.mean_and_centred_norm(za)
             log.debug("maps %d-%d of %d done", lo, hi, n_feat)
     return mean, norm
 
@@ -508,7 +529,7 @@ def feature_maps(db: Database, vocabulary: str = "lda50", kernel_mm: float = 6.0
                                 resolution, min_studies, grid, cache_dir)
     if _bundle_valid(folder, params, db.files):
         return _load_bundle(folder, params, grid)
-    peaks = np.column_stack([grid.mm_to_ijk(db.xyz), db.peak_study]).astype(np.int32)
+    peaks = _peak_voxels(grid, db.xyz, db.peak_study)
     counter = _PeakCounter(peaks, db.n_studies, grid, float(kernel_mm))
     weights = sp.csc_matrix(db.weights)
     n_sel = np.diff(_selection(weights, threshold).indptr)
@@ -537,6 +558,22 @@ def feature_maps(db: Database, vocabulary: str = "lda50", kernel_mm: float = 6.0
                        selection=selection, weights=weights, _dropped=None, grid=grid,
                        parameters=params, z_mean=mean, z_norm=norm, path=folder,
                        peaks=peaks)
+
+
+def _peak_voxels(grid: BrainGrid, xyz: np.ndarray, peak_study: np.ndarray,
+                 block: int = 1 << 15) -> np.ndarray:
+    """(n_peaks, 4) int32: the grid voxel of every peak (:meth:`BrainGrid.mm_to_ijk`) and
+    its study row, ``np.column_stack([grid.mm_to_ijk(xyz), peak_study]).astype(np.int32)``
+    computed in blocks: the same operations on 768 kB pieces instead of four 12 MB float64
+    and int64 temporaries, whose fresh pages cost more than the arithmetic on a VM."""
+    xyz = np.asarray(xyz).reshape(-1, 3)
+    out = np.empty((xyz.shape[0], 4), np.int32)
+    out[:, 3] = np.asarray(peak_study, dtype=np.int64)  # -> int32 as astype casts
+    buf = np.empty((min(block, xyz.shape[0]), 3))
+    for lo in range(0, xyz.shape[0], block):
+        hi = min(xyz.shape[0], lo + block)
+        out[lo:hi, :3] = grid.mm_to_ijk(xyz[lo:hi], out=buf[:hi - lo])
+    return out
 
 
 def _build_cache(counter: _PeakCounter, selection: sp.csc_matrix, features: list[str],
