@@ -54,6 +54,7 @@ from .. import _paths
 from .._logging import get_logger
 from .._provenance import atomic_path, file_hash, make_sidecar, params_hash, write_json
 from .._validation import InputError, check_choice, check_in_range, check_positive_int
+from ._child import ChildCall
 from ._direct import DirectWriter
 from .database import VERSIONS, VOCABULARY_DATABASE, Database, database_files, file_stamps
 from .grid import BrainGrid, mni_brain_grid
@@ -540,13 +541,16 @@ def feature_maps(db: Database, vocabulary: str = "lda50", kernel_mm: float = 6.0
     labels = [lab for lab, k in zip(db.labels, keep, strict=True) if k]
     files = [folder / f for f in _BUNDLE]
     n_selected = np.diff(selection.indptr)
-    mean, norm = _build_cache(counter, selection, features, labels, files[:3], grid)
+    # the maps: in a child process where possible (microvba/decode/_child.py), while this
+    # one writes the other files
+    maps = ChildCall(_build_cache, counter, selection, features, labels, files[:3], grid)
     with atomic_path(files[3]) as tmp, open(tmp, "wb") as fh:
         sp.save_npz(fh, sp.csc_matrix(weights), compressed=False)
     with atomic_path(files[4]) as tmp:
         _write_tsv(tmp, dropped)
     with atomic_path(files[5]) as tmp, open(tmp, "wb") as fh:
         np.save(fh, peaks)
+    mean, norm = maps.result()
     n_dropped = len(dropped["feature"])
     write_json(folder / "maps.json", make_sidecar(params, db.files, n_dropped=n_dropped,
                                                   InputStamps=file_stamps(db.files)))
