@@ -243,3 +243,23 @@ def test_peak_voxels_in_blocks(rng):
                                                    study[:3000] if block == 1 else study,
                                                    block=block),
                                       expected[:3000] if block == 1 else expected)
+
+
+def test_unique_peak_index_both_routes(rng):
+    """``peak_voxel_index(unique=True)``: peaks in study order (the sort-free route) and
+    shuffled (the pair sort) give the index ``np.unique`` of (voxel, study) pairs gives."""
+    from microvba.decode._roi_hits import peak_voxel_index
+
+    shape, pad = (9, 11, 8), 2
+    study = np.sort(rng.integers(0, 40, 3000))
+    ijk = rng.integers(-4, 13, (3000, 3))
+    ijk[::3] = ijk[1::3][: len(ijk[::3])]  # repeated voxels of a study
+    padded = np.asarray(shape) + 2 * pad
+    inside = np.all((ijk + pad >= 0) & (ijk + pad < padded), axis=1)
+    key = np.ravel_multi_index((ijk[inside] + pad).T, tuple(padded))
+    pairs = np.unique(np.column_stack([key, study[inside]]), axis=0)
+    ref_ptr = np.r_[0, np.cumsum(np.bincount(pairs[:, 0], minlength=int(np.prod(padded))))]
+    for perm in (np.arange(3000), rng.permutation(3000)):
+        ptr, studies = peak_voxel_index(ijk[perm], study[perm], shape, pad, unique=True)
+        np.testing.assert_array_equal(ptr, ref_ptr)
+        np.testing.assert_array_equal(studies, pairs[:, 1])
