@@ -54,7 +54,13 @@ from ..io import derivatives as D
 from . import _roi_hits
 from .database import load_vocabulary
 from .grid import load_image, roi_voxels, to_grid
-from .maps import DEFAULT_THRESHOLD, VOCABULARIES, FeatureMaps, cached_feature_maps, feature_maps
+from .maps import (
+    DEFAULT_THRESHOLD,
+    VOCABULARIES,
+    FeatureMaps,
+    begin_feature_maps,
+    cached_feature_maps,
+)
 
 if TYPE_CHECKING:  # imported where used: Decoder.fit (a cold map build) needs neither
     import nibabel as nib
@@ -160,10 +166,19 @@ class Decoder:
         check_in_range("alpha", self.alpha, 0.0, 1.0)
         fm = cached_feature_maps(self.vocabulary, self.data_dir, kernel_mm=self.kernel_mm,
                                  threshold=self.threshold, cache_dir=self.cache_dir)
-        if fm is None:  # first call with these parameters: read the database, build
+        if fm is None:  # first call with these parameters: read the database, build (the
+            # maps may be computed in a child process while the ROI index is made here)
             db = load_vocabulary(self.vocabulary, self.data_dir)
-            fm = feature_maps(db, self.vocabulary, kernel_mm=self.kernel_mm,
-                              threshold=self.threshold, cache_dir=self.cache_dir)
+            fm = begin_feature_maps(db, self.vocabulary, kernel_mm=self.kernel_mm,
+                                    threshold=self.threshold, cache_dir=self.cache_dir)
+        try:
+            self._prepare(fm)
+        finally:
+            fm.complete()
+        return self
+
+    def _prepare(self, fm: FeatureMaps) -> None:
+        """The decoder's index of the maps' peaks and weights (no z map needed)."""
         self.maps_: FeatureMaps = fm
         self.database_ = f"{fm.parameters['database']} v{fm.parameters['version']}"
         self.threshold_ = DEFAULT_THRESHOLD[self.vocabulary] if self.threshold is None \
@@ -182,7 +197,6 @@ class Decoder:
         sq = np.asarray(w.multiply(w).sum(axis=0)).ravel()
         self._w_norm = np.sqrt(np.maximum(sq - w.shape[0] * mean ** 2, 0.0))
         self._vox_ijk = np.argwhere(fm.grid.mask)
-        return self
 
     def _check_fitted(self) -> FeatureMaps:
         if not hasattr(self, "maps_"):

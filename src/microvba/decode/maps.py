@@ -138,6 +138,15 @@ class FeatureMaps:
     z_norm: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
     path: Path | None = None
     peaks: np.ndarray = field(repr=False, default_factory=lambda: np.zeros((0, 4), np.int32))
+    #: set by :func:`begin_feature_maps` until the z maps are written (:meth:`complete`)
+    _pending: Any = field(repr=False, default=None)
+
+    def complete(self) -> FeatureMaps:
+        """Wait for maps still being computed (:func:`begin_feature_maps`); ``self``."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending(self)
+        return self
 
     @property
     def n_studies(self) -> int:
@@ -524,6 +533,19 @@ def feature_maps(db: Database, vocabulary: str = "lda50", kernel_mm: float = 6.0
         the peaks (grid voxel and study), the kept weights and the dropped features, so
         :func:`cached_feature_maps` serves a warm call without reading the database.
     """
+    return begin_feature_maps(db, vocabulary, kernel_mm, threshold, resolution, min_studies,
+                              cache_dir).complete()
+
+
+def begin_feature_maps(db: Database, vocabulary: str = "lda50", kernel_mm: float = 6.0,
+                       threshold: float | None = None, resolution: float = 2.0,
+                       min_studies: int = 50, cache_dir: str | Path | None = None
+                       ) -> FeatureMaps:
+    """:func:`feature_maps`, returned while the maps may still be computed (in a child
+    process, :mod:`microvba.decode._child`): everything but the z maps and their
+    statistics is set; :meth:`FeatureMaps.complete` waits for them and finishes the cache
+    entry (its sidecar last). :class:`~microvba.decode.decoder.Decoder` prepares its ROI
+    index meanwhile."""
     threshold = _check_args(db, vocabulary, kernel_mm, threshold, resolution, min_studies)
     grid = mni_brain_grid(resolution, cache_dir)
     params, folder = _cache_key(db.name, db.version, vocabulary, kernel_mm, threshold,
@@ -550,18 +572,23 @@ def feature_maps(db: Database, vocabulary: str = "lda50", kernel_mm: float = 6.0
         _write_tsv(tmp, dropped)
     with atomic_path(files[5]) as tmp, open(tmp, "wb") as fh:
         np.save(fh, peaks)
-    mean, norm = maps.result()
-    n_dropped = len(dropped["feature"])
-    write_json(folder / "maps.json", make_sidecar(params, db.files, n_dropped=n_dropped,
-                                                  InputStamps=file_stamps(db.files)))
-    _log_dropped(dropped, vocabulary, min_studies, key=str(folder))
+    sidecar = make_sidecar(params, db.files, n_dropped=len(dropped["feature"]),
+                           InputStamps=file_stamps(db.files))
+
+    def finish(fm: FeatureMaps) -> None:
+        fm.z_mean, fm.z_norm = maps.result()
+        write_json(folder / "maps.json", sidecar)  # the entry is complete: valid from now
+        _log_dropped(dropped, vocabulary, min_studies, key=str(folder))
+        fm.z_association = np.load(files[0], mmap_mode="r")
+        fm.z_uniformity = np.load(files[1], mmap_mode="r")
+
     # what _load_bundle would read back: the same values (the tests compare them)
     return FeatureMaps(features=features, labels=labels, n_selected=n_selected,
-                       z_association=np.load(files[0], mmap_mode="r"),
-                       z_uniformity=np.load(files[1], mmap_mode="r"), _activation=None,
-                       selection=selection, weights=weights, _dropped=None, grid=grid,
-                       parameters=params, z_mean=mean, z_norm=norm, path=folder,
-                       peaks=peaks)
+                       z_association=np.zeros((0, grid.n_voxels), np.float32),
+                       z_uniformity=np.zeros((0, grid.n_voxels), np.float32),
+                       _activation=None, selection=selection, weights=weights,
+                       _dropped=None, grid=grid, parameters=params, path=folder,
+                       peaks=peaks, _pending=finish)
 
 
 def _peak_voxels(grid: BrainGrid, xyz: np.ndarray, peak_study: np.ndarray,
