@@ -29,7 +29,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
-import scipy.sparse as sp
+
+from ._lazy import lazy_module
+
+sp = lazy_module("scipy.sparse")  # imported on first use: the map build needs none
 
 
 def sphere_offsets(radius_mm: float, voxel_mm: float) -> np.ndarray:

@@ -45,13 +45,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import scipy.sparse as sp
 
 from .._fdr import fdr_bh
 from .._logging import get_logger
 from .._validation import InputError, check_choice, check_in_range, check_positive_int
 from ..io import derivatives as D
 from . import _roi_hits
+from ._lazy import lazy_module
 from .database import load_vocabulary
 from .grid import load_image, roi_voxels, to_grid
 from .maps import (
@@ -61,6 +61,8 @@ from .maps import (
     begin_feature_maps,
     cached_feature_maps,
 )
+
+sp = lazy_module("scipy.sparse")  # imported on first use
 
 if TYPE_CHECKING:  # imported where used: Decoder.fit (a cold map build) needs neither
     import nibabel as nib

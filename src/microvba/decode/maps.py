@@ -24,6 +24,21 @@ enters or leaves the sphere, so one pass over the peaks gives the counts of many
 (:attr:`FeatureMaps.activation` still builds :math:`A` on request; the tests check the
 counts against it).
 
+Cold build
+----------
+A build in a fresh process (``Decoder("lda50").fit()`` on an empty cache entry) is mostly
+fixed costs, so it is arranged around them: the caller imports neither pandas, nibabel nor
+scipy before the work starts (``features.tsv``/``dropped.tsv`` are written by a csv writer
+that matches ``DataFrame.to_csv`` byte for byte; the selection is computed on the weights'
+CSC arrays); the counts, z maps and their files are made in a forked child process
+(:mod:`microvba.decode._child`: numba is imported there, with the garbage collector off,
+and its ~80,000 objects never reach the caller), while the caller imports scipy, writes
+the entry's other files and prepares the decoder's index; the z maps are written around
+the page cache (:mod:`microvba.decode._direct`); and the large temporaries are avoided
+(peak voxels in blocks, study-level feature lists, 4 MB z buffers), as fresh memory costs
+3-6 ms per MB on a virtual machine whose host backs it lazily. The maps are the same bytes
+as an in-process build (``tests/decode/test_build_child.py``).
+
 Default thresholds
 ------------------
 ``lda50``: 0.05. At Neurosynth's tf-idf threshold of 0.001 three LDA-50 topics select every
@@ -48,7 +63,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
-import scipy.sparse as sp
 
 from .. import _paths
 from .._logging import get_logger
@@ -56,8 +70,12 @@ from .._provenance import atomic_path, file_hash, make_sidecar, params_hash, wri
 from .._validation import InputError, check_choice, check_in_range, check_positive_int
 from ._child import ChildCall
 from ._direct import DirectWriter
+from ._lazy import lazy_module
 from .database import VERSIONS, VOCABULARY_DATABASE, Database, database_files, file_stamps
 from .grid import BrainGrid, mni_brain_grid
+
+#: scipy.sparse, imported on first use: after the map build's child process has started
+sp = lazy_module("scipy.sparse")
 
 if TYPE_CHECKING:  # pandas and nibabel are imported where they are used: a cold build
     import nibabel as nib  # in a fresh process needs neither (about 0.2 s of imports)
@@ -345,7 +363,7 @@ def _study_lists(dense: np.ndarray) -> _StudyLists:
     return _StudyLists(indptr, cols)
 
 
-def _compute_maps(counter: _PeakCounter, selection: sp.csc_matrix, n_vox: int, out_assoc,
+def _compute_maps(counter: _PeakCounter, selection: _Selection, n_vox: int, out_assoc,
                   out_unif, dtype) -> tuple[np.ndarray, np.ndarray]:
     """Stream the maps, chunk of features by chunk, as ``dtype`` bytes to the binary files
     ``out_assoc``/``out_unif``; return the mean and centred norm of each association map
@@ -362,7 +380,7 @@ def _compute_maps(counter: _PeakCounter, selection: sp.csc_matrix, n_vox: int, o
     from . import _kernels  # numba: only when maps are built
 
     n_studies = counter.n_studies
-    n_feat = selection.shape[1]
+    n_feat = selection.n_features
     n_sel = np.diff(selection.indptr).astype(np.int64)
     count_dtype = np.uint16 if n_studies <= np.iinfo(np.uint16).max else np.int32
     per_count = max(1, min(n_feat, _COUNT_CHUNK_BYTES
@@ -382,7 +400,7 @@ def _compute_maps(counter: _PeakCounter, selection: sp.csc_matrix, n_vox: int, o
     for c_lo in range(0, n_feat, per_count):
         c_hi = min(n_feat, c_lo + per_count)
         flip = n_sel[c_lo:c_hi] > n_studies // 2
-        dense = selection[:, c_lo:c_hi].toarray()
+        dense = selection.dense(c_lo, c_hi)
         dense[:, flip] = ~dense[:, flip]
         counts = counts_buf[:c_hi - c_lo]
         counter(_study_lists(dense), counts, n_active)
@@ -554,18 +572,16 @@ def begin_feature_maps(db: Database, vocabulary: str = "lda50", kernel_mm: float
         return _load_bundle(folder, params, grid)
     peaks = _peak_voxels(grid, db.xyz, db.peak_study)
     counter = _PeakCounter(peaks, db.n_studies, grid, float(kernel_mm))
-    weights = sp.csc_matrix(db.weights)
-    n_sel = np.diff(_selection(weights, threshold).indptr)
-    keep, dropped = _drop_table(db, n_sel, min_studies)
-    weights = weights[:, np.flatnonzero(keep)]
-    selection = _selection(weights, threshold)
+    keep, dropped, sel = _kept_selection(db, threshold, min_studies)
     features = [f for f, k in zip(db.features, keep, strict=True) if k]
     labels = [lab for lab, k in zip(db.labels, keep, strict=True) if k]
     files = [folder / f for f in _BUNDLE]
-    n_selected = np.diff(selection.indptr)
     # the maps: in a child process where possible (microvba/decode/_child.py), while this
-    # one writes the other files
-    maps = ChildCall(_build_cache, counter, selection, features, labels, files[:3], grid)
+    # one imports scipy.sparse and writes the other files
+    maps = ChildCall(_build_cache, counter, sel, features, labels, files[:3], grid)
+    weights = sp.csc_matrix(db.weights)[:, np.flatnonzero(keep)]
+    selection = _selection(weights, threshold)
+    n_selected = np.diff(selection.indptr)
     with atomic_path(files[3]) as tmp, open(tmp, "wb") as fh:
         sp.save_npz(fh, sp.csc_matrix(weights), compressed=False)
     with atomic_path(files[4]) as tmp:
@@ -591,6 +607,50 @@ def begin_feature_maps(db: Database, vocabulary: str = "lda50", kernel_mm: float
                        peaks=peaks, _pending=finish)
 
 
+class _Selection(NamedTuple):
+    """The binary study x feature selection of the kept features as CSC arrays (what the
+    map build reads: no scipy needed)."""
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    n_studies: int
+
+    @property
+    def n_features(self) -> int:
+        return self.indptr.size - 1
+
+    def dense(self, lo: int, hi: int) -> np.ndarray:
+        """(n_studies, hi - lo) bool: the columns ``lo:hi`` (``selection[:, lo:hi]
+        .toarray()``)."""
+        a, b = self.indptr[lo], self.indptr[hi]
+        out = np.zeros((self.n_studies, hi - lo), bool)
+        out[self.indices[a:b], np.repeat(np.arange(hi - lo), np.diff(self.indptr[lo:hi + 1]))] \
+            = True
+        return out
+
+
+def _kept_selection(db: Database, threshold: float, min_studies: int
+                    ) -> tuple[np.ndarray, dict[str, np.ndarray], _Selection]:
+    """``keep`` (features with a map), the dropped features' columns and the kept
+    features' selection (weight >= ``threshold``), as :func:`_selection` on
+    ``db.weights`` gives them, computed on the CSC arrays without scipy."""
+    w = db.csc_arrays()
+    if threshold <= 0:  # implicit zeros select too: scipy's comparison
+        full = _selection(sp.csc_matrix(db.weights), threshold)
+        keep, dropped = _drop_table(db, np.diff(full.indptr), min_studies)
+        s = _selection(sp.csc_matrix(db.weights)[:, np.flatnonzero(keep)], threshold)
+        return keep, dropped, _Selection(s.indptr.astype(np.int64), s.indices, w.shape[0])
+    col = np.repeat(np.arange(w.shape[1]), np.diff(w.indptr))
+    chosen = np.asarray(w.data) >= threshold  # only stored weights can reach it
+    keep, dropped = _drop_table(db, np.bincount(col[chosen], minlength=w.shape[1]),
+                                min_studies)
+    kept = chosen & keep[col]
+    new_col = np.cumsum(keep) - 1
+    ptr = np.zeros(int(keep.sum()) + 1, np.int64)
+    np.cumsum(np.bincount(new_col[col[kept]], minlength=ptr.size - 1), out=ptr[1:])
+    return keep, dropped, _Selection(ptr, np.asarray(w.indices)[kept], w.shape[0])
+
+
 def _peak_voxels(grid: BrainGrid, xyz: np.ndarray, peak_study: np.ndarray,
                  block: int = 1 << 15) -> np.ndarray:
     """(n_peaks, 4) int32: the grid voxel of every peak (:meth:`BrainGrid.mm_to_ijk`) and
@@ -607,12 +667,12 @@ def _peak_voxels(grid: BrainGrid, xyz: np.ndarray, peak_study: np.ndarray,
     return out
 
 
-def _build_cache(counter: _PeakCounter, selection: sp.csc_matrix, features: list[str],
+def _build_cache(counter: _PeakCounter, selection: _Selection, features: list[str],
                  labels: list[str], files: list[Path], grid: BrainGrid
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Write the two z map files and ``features.tsv``; return each association map's mean
     and centred norm (as stored in ``features.tsv``)."""
-    n_feat, n_vox = selection.shape[1], grid.n_voxels
+    n_feat, n_vox = selection.n_features, grid.n_voxels
     dtype = np.float16 if n_feat * n_vox * 4 > _FLOAT16_ABOVE else np.float32
     header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
               "shape": (n_feat, n_vox)}
