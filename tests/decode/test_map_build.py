@@ -263,3 +263,18 @@ def test_unique_peak_index_both_routes(rng):
         ptr, studies = peak_voxel_index(ijk[perm], study[perm], shape, pad, unique=True)
         np.testing.assert_array_equal(ptr, ref_ptr)
         np.testing.assert_array_equal(studies, pairs[:, 1])
+
+
+def test_damaged_parsed_copy_is_parsed_again(shared_data, tmp_path):
+    """A parsed copy whose weight arrays are inconsistent (scipy would refuse them when the
+    matrix is made, now lazily) is not used: the database is parsed again."""
+    ref = dbm.load_database("neurosynth", shared_data, cache_dir=tmp_path)
+    path = dbm.parsed_cache_path("neurosynth", ref.files, tmp_path)
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["w_indptr"] = arrays["w_indptr"][:-1]  # one column short
+    with open(path, "wb") as fh:
+        np.savez(fh, **arrays)
+    assert dbm._load_parsed("neurosynth", path, ref.files) is None
+    again = dbm.load_database("neurosynth", shared_data, cache_dir=tmp_path)
+    _same(ref, again)

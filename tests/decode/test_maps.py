@@ -196,3 +196,29 @@ def test_tsv_writer_equals_pandas(rng, tmp_path):
     _write_tsv(tmp_path / "x.tsv", many)
     pd.DataFrame(many).to_csv(tmp_path / "x-pandas.tsv", sep="\t", index=False)
     assert (tmp_path / "x.tsv").read_bytes() == (tmp_path / "x-pandas.tsv").read_bytes()
+
+
+@pytest.mark.parametrize("threshold", [0.05, 0.3, 0.9])
+def test_kept_selection_equals_scipy(rng, threshold):
+    """The build's selection, computed on the CSC arrays in numpy (scipy is imported only
+    after the child process starts), equals ``_selection`` on the scipy matrix: kept
+    features, dropped table, selected studies (features selecting none, all, few)."""
+    from microvba.decode.maps import _drop_table, _kept_selection, _selection
+
+    db = _toy_database(rng, n_studies=120, n_features=6)
+    w = db.weights.toarray()
+    w[:, 1] = 0.0
+    w[:, 2] = 0.95
+    w[rng.uniform(size=w.shape) < 0.3] = 0.0
+    db.weights = sp.csc_matrix(w)
+    keep, dropped, sel = _kept_selection(db, threshold, 5)
+    full = _selection(sp.csc_matrix(db.weights), threshold)
+    ref_keep, ref_dropped = _drop_table(db, np.diff(full.indptr), 5)
+    np.testing.assert_array_equal(keep, ref_keep)
+    for k in ref_dropped:
+        np.testing.assert_array_equal(dropped[k], ref_dropped[k])
+    ref = _selection(sp.csc_matrix(db.weights)[:, np.flatnonzero(keep)], threshold)
+    assert 0 < keep.sum() < 6
+    np.testing.assert_array_equal(np.diff(sel.indptr), np.diff(ref.indptr))
+    np.testing.assert_array_equal(sel.dense(0, sel.n_features), ref.toarray())
+    np.testing.assert_array_equal(sel.dense(1, sel.n_features), ref.toarray()[:, 1:])
