@@ -27,6 +27,10 @@ Every figure is printed with ``os.getloadavg()`` (the machine is shared).
 5. ``--against REV``: the warm command line of git revision ``REV`` (its ``src`` exported
    to a temporary folder) and of this tree, alternating in fresh processes ``--runs``
    times each, tables compared byte for byte.
+6. ``--cold-against REV`` (issue 16, fourth pass): the cold LDA-50 build of ``REV`` and of
+   this tree, alternating in fresh processes ``--runs`` times each (MNI grid and parsed
+   database copy cached, as in item 2), wall and CPU (user, sys; the build's child
+   processes included); every file of the cache entries compared byte for byte.
 """
 
 from __future__ import annotations
@@ -224,6 +228,51 @@ def _against(rev: str, env: dict, runs: int, tmp: Path) -> None:
     print(f"  tables byte-identical: {a.read_bytes() == b.read_bytes()}")
 
 
+def _cold_against(rev: str, env: dict, runs: int, tmp: Path) -> None:
+    """Item 6 of the module docstring."""
+    old = tmp / f"rev-{rev}"
+    old.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "src"], check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
+    trees = {rev: old / "src", "this tree": ROOT / "src"}
+    seed = tmp / "seed"  # the MNI grid and the parsed database copy
+    subprocess.run(_build_cmd("lda50"), env=dict(env, MICROVBA_CACHE=str(seed)), check=True)
+    res: dict[str, list[tuple[float, float, float]]] = {k: [] for k in trees}
+    entries: dict[str, Path] = {}
+    for name, src in trees.items():  # compile each tree's numba kernels once
+        subprocess.run(_build_cmd("lda50"), check=True, env=dict(
+            env, PYTHONPATH=str(src), MICROVBA_CACHE=str(tmp / f"warm-{len(entries)}")))
+        entries[name] = tmp / f"warm-{len(entries)}"
+    for i in range(runs):
+        for name, src in trees.items():
+            folder = tmp / f"cold-{name.replace(' ', '-')}-{i}"
+            shutil.copytree(seed / "databases", folder / "databases")
+            for g in seed.glob("mni152-brain-mask_*.npz"):
+                shutil.copy(g, folder / g.name)
+            r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            t0 = time.perf_counter()
+            subprocess.run(_build_cmd("lda50"), check=True,
+                           env=dict(env, PYTHONPATH=str(src), MICROVBA_CACHE=str(folder)))
+            wall = time.perf_counter() - t0
+            r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            res[name].append((wall, r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime))
+    for name, vals in res.items():
+        w, u, s = ([v[k] for v in vals] for k in range(3))
+        cpu = statistics.median(a + b for a, b in zip(u, s, strict=True))
+        print(f"cold LDA-50 build (grid and parsed copy cached), {name}: wall median "
+              f"{statistics.median(w):.2f} s (min {min(w):.2f}); user {statistics.median(u):.2f}"
+              f" s, sys {statistics.median(s):.2f} s (CPU {cpu:.2f} s); alternating, {runs} "
+              f"each; {_load()}")
+    (a, wa), (b, wb) = ((n, [v[0] for v in res[n]]) for n in trees)
+    print(f"  ratio {a} / {b}: {statistics.median(wa) / statistics.median(wb):.2f}x wall")
+    dirs = [next(entries[n].glob("neurosynth-*")) for n in trees]
+    same = all((dirs[0] / f.name).read_bytes() == f.read_bytes()
+               for f in dirs[1].iterdir() if f.name != "maps.json")
+    print(f"  cache entries byte-identical (maps.json aside): {same}; names equal: "
+          f"{dirs[0].name == dirs[1].name}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=5)
@@ -233,10 +282,16 @@ def main() -> int:
                     help="only the warm CLI's parts (item 4), then exit")
     ap.add_argument("--against", metavar="REV", default=None,
                     help="only the warm CLI of git revision REV vs this tree (item 5)")
+    ap.add_argument("--cold-against", metavar="REV", default=None,
+                    help="only the cold LDA-50 build of git revision REV vs this tree "
+                         "(item 6)")
     args = ap.parse_args()
     env = dict(os.environ, MICROVBA_PROGRESS="0")
     with tempfile.TemporaryDirectory(prefix="bench-decode-") as tmp:
         tmp = Path(tmp)
+        if args.cold_against:
+            _cold_against(args.cold_against, env, args.runs, tmp)
+            return 0
         if args.components or args.against:
             env_warm = dict(env, MICROVBA_CACHE=str(tmp / "warm"))
             cmd = CLI + ["decode", "--roi", str(ATLAS), "--labels", "185", "186",

@@ -156,3 +156,125 @@ def test_to_half_rounds_as_numpy(rng):
     m_ref, n_ref = _kernels.mean_and_centred_norm(maps.astype(np.float16).astype(np.float32))
     np.testing.assert_array_equal(mean, m_ref)
     np.testing.assert_array_equal(norm, n_ref)
+
+
+@pytest.mark.parametrize("fallback", ["none", "no_o_direct", "einval_on_write"])
+def test_direct_writer_writes_the_bytes(rng, tmp_path, monkeypatch, fallback):
+    """The file holds exactly the bytes written, whatever their sizes relative to the
+    alignment and the staging buffer (empty, 1 byte, one block +/- 1, a .npy header then
+    float32 rows, several staging buffers), with O_DIRECT, without it, and when the file
+    system refuses it on the first write (EINVAL, then ordinary writes)."""
+    from microvba.decode import _direct
+
+    if fallback == "no_o_direct":
+        monkeypatch.delattr(_direct.os, "O_DIRECT", raising=False)
+    if fallback == "einval_on_write":
+        if not hasattr(os, "O_DIRECT"):
+            pytest.skip("no O_DIRECT on this platform")
+        real_write, calls = os.write, []
+
+        def refuse_once(fd, data):
+            calls.append(len(data))
+            if len(calls) == 1:
+                raise OSError(22, "Invalid argument")
+            return real_write(fd, data)
+
+        monkeypatch.setattr(_direct.os, "write", refuse_once)
+    rows = rng.standard_normal((7, 3001)).astype(np.float32)
+    cases = {"empty": [], "one": [b"x"],
+             "blocks": [bytes(rng.integers(0, 256, n, dtype=np.uint8)) for n in
+                        (4095, 1, 4096, 4097, 0, 12_289)],
+             "npy": [b"\x93NUMPY" + bytes(122)] + [memoryview(r) for r in rows],
+             "large": [rng.integers(0, 256, 3 * 8192 + 17, dtype=np.uint8)] * 3}
+    direct = {}
+    for name, parts in cases.items():
+        path = tmp_path / f"{name}.bin"
+        with _direct.DirectWriter(path, staging=8192) as fh:
+            for p in parts:
+                fh.write(p)
+        direct[name] = fh.direct
+        expected = b"".join(bytes(memoryview(p).cast("B")) for p in parts)
+        assert path.read_bytes() == expected, name
+    if fallback == "no_o_direct":
+        assert not any(direct.values())
+    if fallback == "einval_on_write":  # the first file written falls back, the next not
+        assert calls[0] % 4096 == 0  # the refused write: one padded block of "one"
+        assert not direct["one"] and direct["large"]
+
+
+def test_chi2_stats_and_study_lists(rng):
+    """The association rows' mean / centred norm computed inside ``chi2_z_maps`` are the
+    bits :func:`mean_and_centred_norm` gives for the stored rows; ``_study_lists`` is the
+    CSR scipy builds from the same boolean array."""
+    from microvba.decode import _kernels
+    from microvba.decode.maps import _study_lists
+
+    n_studies, n_vox = 900, 5000
+    n_active = rng.integers(0, 300, n_vox)
+    n_sel = np.array([40, 450, 899, 1])
+    counts = np.minimum(rng.integers(0, 60, (4, n_vox)), n_active).astype(np.uint16)
+    counts[2] = n_active  # every active study selected
+    za, zu = np.empty((4, n_vox), np.float32), np.empty((4, n_vox), np.float32)
+    mean, norm = np.full(4, np.nan), np.full(4, np.nan)
+    _kernels.chi2_z_maps(counts, n_active, n_sel, n_studies, za, zu, mean, norm, True)
+    m_ref, n_ref = _kernels.mean_and_centred_norm(za)
+    np.testing.assert_array_equal(mean, m_ref)
+    np.testing.assert_array_equal(norm, n_ref)
+    assert np.abs(za).max() > 1 and (norm > 0).all()
+    dense = rng.uniform(size=(300, 7)) < [0, 0.05, 0.3, 0.5, 0.7, 0.95, 1.0]
+    dense[:3] = False
+    ours, ref = _study_lists(dense), sp.csr_matrix(dense)
+    np.testing.assert_array_equal(ours.indptr, ref.indptr)
+    np.testing.assert_array_equal(ours.indices, ref.indices)
+
+
+def test_peak_voxels_in_blocks(rng):
+    """The map build's peak voxels, computed in blocks, equal the whole-array expression
+    they replace (ties rounded half to even, peaks far outside the grid)."""
+    from microvba.decode.maps import _peak_voxels
+
+    grid = mni_brain_grid(2.0)
+    xyz = np.concatenate([rng.uniform(-300, 300, (70_001, 3)),
+                          rng.integers(-50, 50, (5000, 3)) + 0.5])
+    study = np.sort(rng.integers(0, 20_000, xyz.shape[0]))
+    expected = np.column_stack([grid.mm_to_ijk(xyz), study]).astype(np.int32)
+    for block in (1, 7, 1 << 15, 1 << 20):
+        np.testing.assert_array_equal(_peak_voxels(grid, xyz[:3000] if block == 1 else xyz,
+                                                   study[:3000] if block == 1 else study,
+                                                   block=block),
+                                      expected[:3000] if block == 1 else expected)
+
+
+def test_unique_peak_index_both_routes(rng):
+    """``peak_voxel_index(unique=True)``: peaks in study order (the sort-free route) and
+    shuffled (the pair sort) give the index ``np.unique`` of (voxel, study) pairs gives."""
+    from microvba.decode._roi_hits import peak_voxel_index
+
+    shape, pad = (9, 11, 8), 2
+    study = np.sort(rng.integers(0, 40, 3000))
+    ijk = rng.integers(-4, 13, (3000, 3))
+    ijk[::3] = ijk[1::3][: len(ijk[::3])]  # repeated voxels of a study
+    padded = np.asarray(shape) + 2 * pad
+    inside = np.all((ijk + pad >= 0) & (ijk + pad < padded), axis=1)
+    key = np.ravel_multi_index((ijk[inside] + pad).T, tuple(padded))
+    pairs = np.unique(np.column_stack([key, study[inside]]), axis=0)
+    ref_ptr = np.r_[0, np.cumsum(np.bincount(pairs[:, 0], minlength=int(np.prod(padded))))]
+    for perm in (np.arange(3000), rng.permutation(3000)):
+        ptr, studies = peak_voxel_index(ijk[perm], study[perm], shape, pad, unique=True)
+        np.testing.assert_array_equal(ptr, ref_ptr)
+        np.testing.assert_array_equal(studies, pairs[:, 1])
+
+
+def test_damaged_parsed_copy_is_parsed_again(shared_data, tmp_path):
+    """A parsed copy whose weight arrays are inconsistent (scipy would refuse them when the
+    matrix is made, now lazily) is not used: the database is parsed again."""
+    ref = dbm.load_database("neurosynth", shared_data, cache_dir=tmp_path)
+    path = dbm.parsed_cache_path("neurosynth", ref.files, tmp_path)
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["w_indptr"] = arrays["w_indptr"][:-1]  # one column short
+    with open(path, "wb") as fh:
+        np.savez(fh, **arrays)
+    assert dbm._load_parsed("neurosynth", path, ref.files) is None
+    again = dbm.load_database("neurosynth", shared_data, cache_dir=tmp_path)
+    _same(ref, again)

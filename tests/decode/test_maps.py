@@ -139,3 +139,86 @@ def test_all_neuroquery_term_maps(shared_data, tmp_path):
     table = dec.decode_roi(atlas_roi(atlas, [211, 212, 213, 214]))
     top = " ".join(table["feature"][:10])
     assert "amygdala" in top and "fear" in " ".join(table["feature"][:30])
+
+
+def test_built_maps_equal_the_cache_entry(rng, tmp_path):
+    """The FeatureMaps a build returns (from memory) equal those a later call loads from the
+    cache entry: every attribute, the dropped table's dtypes included."""
+    import pandas as pd
+
+    db = _toy_database(rng, n_features=6)
+    w = db.weights.toarray()
+    w[:, 4] = 0.0  # selects no study
+    w[:, 5] = np.where(np.arange(db.n_studies) < 3, 0.9, 0.1)  # fewer than min_studies
+    db.weights = sp.csc_matrix(w)
+    db.features, db.labels = [f"f{i}" for i in range(6)], [f"label\t{i}" for i in range(6)]
+    built = feature_maps(db, "lda50", threshold=0.5, min_studies=5, cache_dir=tmp_path)
+    loaded = feature_maps(db, "lda50", threshold=0.5, min_studies=5, cache_dir=tmp_path)
+    assert built.path == loaded.path
+    assert (built.features, built.labels) == (loaded.features, loaded.labels)
+    assert len(built.features) == 4 and len(built.dropped) == 2
+    for name in ("n_selected", "z_association", "z_uniformity", "z_mean", "z_norm", "peaks"):
+        a, b = np.asarray(getattr(built, name)), np.asarray(getattr(loaded, name))
+        assert a.dtype == b.dtype, name
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    for name in ("weights", "selection"):
+        a, b = getattr(built, name), getattr(loaded, name)
+        assert a.shape == b.shape and a.dtype == b.dtype and (a != b).nnz == 0, name
+    pd.testing.assert_frame_equal(built.dropped, loaded.dropped)
+    assert set(built.dropped["reason"]) == {"threshold selects no study",
+                                            "fewer than min_studies=5 selected studies"}
+    assert built.parameters == loaded.parameters
+
+
+def test_tsv_writer_equals_pandas(rng, tmp_path):
+    """features.tsv / dropped.tsv are written without pandas, byte for byte as
+    ``DataFrame.to_csv(sep="\\t", index=False)``: floats of every magnitude (repr switches
+    to exponents), NaN, signed zeros, integers, strings that need quoting."""
+    import pandas as pd
+
+    from microvba.decode.maps import _write_tsv
+
+    x = rng.standard_normal(300) * 10.0 ** rng.integers(-320, 300, 300)
+    x[:12] = [0.0, -0.0, np.nan, 1e-5, 1e-4, 1e15, 1e16, 123456789.0, 0.1 + 0.2, -1 / 3,
+              5e-324, 1.7976931348623157e308]
+    text = ["a", "", "tab\there", 'quote"d', "new\nline", "ünïcode", "x y", "'single'",
+            "carriage\rreturn", " lead", "trail ", "comma,"]
+    n = len(text)
+    cols = {"feature": np.asarray(text), "label": list(reversed(text)),
+            "n_selected": rng.integers(-5, 10**12, n), "z_mean": x[:n],
+            "z_norm": x[n:2 * n].astype(np.float64), "reason": np.asarray(text, dtype=object)}
+    for name, c in (("full", cols), ("empty", {k: v[:0] for k, v in cols.items()})):
+        ours, ref = tmp_path / f"{name}.tsv", tmp_path / f"{name}-pandas.tsv"
+        _write_tsv(ours, c)
+        pd.DataFrame(c).to_csv(ref, sep="\t", index=False)
+        assert ours.read_bytes() == ref.read_bytes(), name
+    many = {"v": x}
+    _write_tsv(tmp_path / "x.tsv", many)
+    pd.DataFrame(many).to_csv(tmp_path / "x-pandas.tsv", sep="\t", index=False)
+    assert (tmp_path / "x.tsv").read_bytes() == (tmp_path / "x-pandas.tsv").read_bytes()
+
+
+@pytest.mark.parametrize("threshold", [0.05, 0.3, 0.9])
+def test_kept_selection_equals_scipy(rng, threshold):
+    """The build's selection, computed on the CSC arrays in numpy (scipy is imported only
+    after the child process starts), equals ``_selection`` on the scipy matrix: kept
+    features, dropped table, selected studies (features selecting none, all, few)."""
+    from microvba.decode.maps import _drop_table, _kept_selection, _selection
+
+    db = _toy_database(rng, n_studies=120, n_features=6)
+    w = db.weights.toarray()
+    w[:, 1] = 0.0
+    w[:, 2] = 0.95
+    w[rng.uniform(size=w.shape) < 0.3] = 0.0
+    db.weights = sp.csc_matrix(w)
+    keep, dropped, sel = _kept_selection(db, threshold, 5)
+    full = _selection(sp.csc_matrix(db.weights), threshold)
+    ref_keep, ref_dropped = _drop_table(db, np.diff(full.indptr), 5)
+    np.testing.assert_array_equal(keep, ref_keep)
+    for k in ref_dropped:
+        np.testing.assert_array_equal(dropped[k], ref_dropped[k])
+    ref = _selection(sp.csc_matrix(db.weights)[:, np.flatnonzero(keep)], threshold)
+    assert 0 < keep.sum() < 6
+    np.testing.assert_array_equal(np.diff(sel.indptr), np.diff(ref.indptr))
+    np.testing.assert_array_equal(sel.dense(0, sel.n_features), ref.toarray())
+    np.testing.assert_array_equal(sel.dense(1, sel.n_features), ref.toarray()[:, 1:])

@@ -11,12 +11,25 @@ Public API
   writer of tables and figures (also used by ``microvba decode``).
 """
 
-from .database import Database, load_database, load_vocabulary, resolve_data_dir
-from .decoder import Decoder
-from .figures import bar_chart, polar_plot
-from .maps import DEFAULT_THRESHOLD, FeatureMaps, feature_maps, resolve_cache_dir
-from .regions import Cluster, Region, merge_clusters
-from .stage import decode_clusters, decode_regions
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+#: public name -> submodule that defines it; imported on first use (PEP 562), so that
+#: ``from microvba.decode import Decoder`` does not import pandas, matplotlib's helpers and
+#: the group stage along with the decoder (a cold map build in a fresh process pays for
+#: every import)
+_EXPORTS = {
+    "Database": "database", "load_database": "database", "load_vocabulary": "database",
+    "resolve_data_dir": "database",
+    "Decoder": "decoder",
+    "bar_chart": "figures", "polar_plot": "figures",
+    "DEFAULT_THRESHOLD": "maps", "FeatureMaps": "maps", "feature_maps": "maps",
+    "resolve_cache_dir": "maps",
+    "Cluster": "regions", "Region": "regions", "merge_clusters": "regions",
+    "decode_clusters": "stage", "decode_regions": "stage",
+}
 
 __all__ = [
     "DEFAULT_THRESHOLD",
@@ -36,3 +49,25 @@ __all__ = [
     "resolve_cache_dir",
     "resolve_data_dir",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:
+    from .database import Database, load_database, load_vocabulary, resolve_data_dir
+    from .decoder import Decoder
+    from .figures import bar_chart, polar_plot
+    from .maps import DEFAULT_THRESHOLD, FeatureMaps, feature_maps, resolve_cache_dir
+    from .regions import Cluster, Region, merge_clusters
+    from .stage import decode_clusters, decode_regions

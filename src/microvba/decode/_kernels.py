@@ -73,8 +73,9 @@ def sphere_incidence(ijk, peak_ptr, offsets, shape, flat_to_masked, n_voxels, n_
 @numba.njit(cache=True, nogil=True, inline="always")
 def _window_update(col, lo, hi, step, vox_ptr, studies, feat_ptr, feat_idx, mult, acc):
     """Add (``step`` = 1) or remove (-1) the peaks of padded voxels ``col + lo..hi`` (one
-    z column) from the window; a study's features change only when its multiplicity
-    crosses zero. Returns the change in the number of active studies."""
+    z column) from the window; a study's features (``feat_idx[feat_ptr[s]:feat_ptr[s+1]]``)
+    change only when its multiplicity crosses zero. Returns the change in the number of
+    active studies."""
     dn = 0
     for z in range(lo, hi + 1):
         flat = col + z
@@ -84,7 +85,7 @@ def _window_update(col, lo, hi, step, vox_ptr, studies, feat_ptr, feat_idx, mult
             mult[s] = before + step
             if (before == 0 and step > 0) or (before == 1 and step < 0):
                 dn += step
-                for r in range(feat_ptr[q], feat_ptr[q + 1]):
+                for r in range(feat_ptr[s], feat_ptr[s + 1]):
                     acc[feat_idx[r]] += step
     return dn
 
@@ -103,9 +104,10 @@ def feature_active_counts(rows, disc, pad, padded_shape, flat_to_masked, grid_sh
     peaks at ``k - h`` and adds those at ``k + 1 + h`` in every column, and a per-study
     multiplicity (peaks of the study inside the sphere) tells when a study enters
     (0 -> 1) or leaves (1 -> 0) the active set; only then are its features
-    (``feat_idx[feat_ptr[q]:feat_ptr[q+1]]`` of peak ``q`` of study ``studies[q]``, over
-    the voxel -> peaks index ``vox_ptr`` of the grid padded by ``pad``) added to or
-    removed from the running per-feature counts. At each in-mask voxel (``flat_to_masked``
+    (``feat_idx[feat_ptr[s]:feat_ptr[s+1]]`` of study ``s = studies[q]`` of peak ``q``,
+    over the voxel -> peaks index ``vox_ptr`` of the grid padded by ``pad``: a study x
+    feature CSR list of ~100 kB, cache-resident) added to or removed from the running
+    per-feature counts. At each in-mask voxel (``flat_to_masked``
     >= 0) the counts are :math:`(L^\\top A)_{\\cdot v}` exactly, with the binary study x
     feature list matrix :math:`L`, and ``n_active[v]`` the number of active studies. Rows
     are independent: threads share only the read-only inputs. ``mult_like`` (zeros, one
@@ -151,10 +153,14 @@ def feature_active_counts(rows, disc, pad, padded_shape, flat_to_masked, grid_sh
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def chi2_z_maps(n_sel_active, n_active, n_selected, n_studies, z_assoc, z_unif):
+def chi2_z_maps(n_sel_active, n_active, n_selected, n_studies, z_assoc, z_unif, mean, norm,
+                stats):
     """Association and uniformity z maps from counts (closed-form chi-square, MKDA),
     written to ``z_assoc`` and ``z_unif`` (float32, the shape of ``n_sel_active``; buffers
-    reused from chunk to chunk, as fresh large arrays cost page faults).
+    reused from chunk to chunk, as fresh large arrays cost page faults); with ``stats``,
+    also ``mean``/``norm`` of each stored association row as
+    :func:`mean_and_centred_norm` computes them (the same float64 sums in the same order,
+    so the same bits), without a second compiled kernel to load.
 
     For feature :math:`F` with :math:`n_1` selected and :math:`n_2 = n - n_1` other studies,
     and at each voxel :math:`a` selected and :math:`b` other studies active:
@@ -176,11 +182,11 @@ def chi2_z_maps(n_sel_active, n_active, n_selected, n_studies, z_assoc, z_unif):
     for f in numba.prange(n_features):
         n1 = float(n_selected[f])
         n2 = n - n1
-        mean = 0.0
+        a_bar = 0.0
         for v in range(n_voxels):
-            mean += n_sel_active[f, v]
-        mean /= n_voxels
-        den_u = mean * (n1 - mean)
+            a_bar += n_sel_active[f, v]
+        a_bar /= n_voxels
+        den_u = a_bar * (n1 - a_bar)
         for v in range(n_voxels):
             a = float(n_sel_active[f, v])
             b = float(n_active[v]) - a
@@ -194,11 +200,22 @@ def chi2_z_maps(n_sel_active, n_active, n_selected, n_studies, z_assoc, z_unif):
             else:
                 z_assoc[f, v] = 0.0
             if den_u > 0.0:
-                d = a - mean
+                d = a - a_bar
                 z = math.sqrt(d * d * n1 / den_u)
                 z_unif[f, v] = z if d > 0 else (-z if d < 0 else 0.0)
             else:
                 z_unif[f, v] = 0.0
+        if stats:
+            s = 0.0
+            for v in range(n_voxels):
+                s += float(z_assoc[f, v])
+            m = s / n_voxels
+            ss = 0.0
+            for v in range(n_voxels):
+                d = float(z_assoc[f, v]) - m
+                ss += d * d
+            mean[f] = m
+            norm[f] = math.sqrt(ss)
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)

@@ -29,7 +29,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
-import scipy.sparse as sp
+
+from ._lazy import lazy_module
+
+sp = lazy_module("scipy.sparse")  # imported on first use: the map build needs none
 
 
 def sphere_offsets(radius_mm: float, voxel_mm: float) -> np.ndarray:
@@ -64,7 +67,15 @@ def peak_voxel_index(ijk: np.ndarray, peak_study: np.ndarray, shape, pad: int,
         keep &= (ijk[:, axis] >= 0) & (ijk[:, axis] < padded[axis])
     key = np.ravel_multi_index(ijk[keep].T, tuple(padded))
     peak_study = np.asarray(peak_study)
-    if unique:  # (voxel, study) pairs, sorted and each once: np.unique by a radix sort
+    if unique and np.all(peak_study[1:] >= peak_study[:-1]):
+        # peaks in study order (a Database's): a stable sort by voxel leaves each voxel's
+        # studies ascending, so the (voxel, study) pairs are sorted without sorting them
+        order = _stable_order(key)
+        key, studies = key[order], peak_study[keep].astype(np.int32)[order]
+        if key.size:
+            first = np.r_[True, (key[1:] != key[:-1]) | (studies[1:] != studies[:-1])]
+            key, studies = key[first], studies[first]
+    elif unique:  # (voxel, study) pairs, sorted and each once: np.unique by a radix sort
         n = max(int(peak_study.max(initial=-1)) + 1, 1)
         pair = key * n + peak_study[keep].astype(np.int64)
         pair = pair[_stable_order(pair)]

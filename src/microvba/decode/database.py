@@ -49,14 +49,19 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
-import pandas as pd
-import scipy.sparse as sp
 
 from .. import _paths
 from .._logging import get_logger
 from .._validation import InputError, check_choice
+from ._lazy import lazy_module
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+sp = lazy_module("scipy.sparse")  # imported on first use
 
 log = get_logger(__name__)
 
@@ -141,6 +146,44 @@ class Database:
                 f"{self.n_studies} studies, {self.xyz.shape[0]} peaks, "
                 f"{self.n_features} features)")
 
+    def csc_arrays(self) -> CSCArrays:
+        """``weights`` as CSC arrays, without importing scipy when they were loaded from
+        the parsed copy and ``weights`` was not used yet."""
+        w = self.__dict__["_weights"]
+        if isinstance(w, CSCArrays):
+            return w
+        w = sp.csc_matrix(w)
+        return CSCArrays(w.data, w.indices, w.indptr, tuple(w.shape))
+
+
+class CSCArrays(NamedTuple):
+    """A CSC matrix as its arrays (``scipy.sparse.csc_matrix((data, indices, indptr),
+    shape)``)."""
+
+    data: np.ndarray
+    indices: np.ndarray
+    indptr: np.ndarray
+    shape: tuple[int, int]
+
+
+def _get_weights(db: Database) -> sp.csc_matrix:
+    w = db.__dict__["_weights"]
+    if isinstance(w, CSCArrays):  # from the parsed copy: the scipy matrix on first use
+        w = sp.csc_matrix((w.data, w.indices, w.indptr), shape=w.shape)
+        db.__dict__["_weights"] = w
+    return w
+
+
+def _set_weights(db: Database, value) -> None:
+    db.__dict__["_weights"] = value
+
+
+# a property over the dataclass field (set by the generated __init__): the parsed copy's
+# arrays become a scipy matrix only when used, so a cold map build need not import scipy
+# before it starts its child process (microvba/decode/_child.py)
+Database.weights = property(_get_weights, _set_weights,
+                            doc="(n_studies, n_features) CSC matrix of feature weights.")
+
 
 #: the data folder (:func:`microvba._paths.data_dir`: ``data_dir``, else ``$MICROVBA_DATA``,
 #: else ``~/.cache/microvba``)
@@ -178,6 +221,8 @@ def tal2mni(xyz: np.ndarray) -> np.ndarray:
 def _read_coordinates(path: Path, metadata: pd.DataFrame) -> tuple[np.ndarray, np.ndarray,
                                                                     np.ndarray]:
     """(kept study ids, xyz, peak_study) for studies with at least one peak."""
+    import pandas as pd
+
     coords = pd.read_table(path, usecols=["id", "x", "y", "z"])
     meta_ids = metadata["id"].to_numpy()
     row = pd.Index(meta_ids).get_indexer(coords["id"].to_numpy())
@@ -202,6 +247,8 @@ def _read_coordinates(path: Path, metadata: pd.DataFrame) -> tuple[np.ndarray, n
 
 
 def _lda_labels(keys_path: Path, features: list[str], n_words: int = 8) -> list[str]:
+    import pandas as pd
+
     keys = pd.read_table(keys_path, header=None)
     words = {int(r[0]): " ".join(str(r[2]).split()[:n_words]) for r in keys.itertuples(index=False)}
     return [words.get(i, f) for i, f in enumerate(features)]
@@ -225,6 +272,8 @@ def _reading(name: str, path: Path) -> Iterator[None]:
     """Turn the errors of a truncated or corrupt database file into an InputError naming it."""
     import zipfile
     import zlib
+
+    import pandas as pd  # pandas is imported only to parse the text files
 
     try:
         yield
@@ -273,8 +322,7 @@ def _load_parsed(name: str, path: Path, paths: dict[str, Path]) -> Database | No
     try:
         with np.load(path, allow_pickle=False) as z:
             a = {k: z[k] for k in _PARSED_ARRAYS}
-        weights = sp.csc_matrix((a["w_data"], a["w_indices"], a["w_indptr"]),
-                                shape=tuple(int(x) for x in a["w_shape"]))
+        weights = _checked_csc(a["w_data"], a["w_indices"], a["w_indptr"], a["w_shape"])
         return Database(name=name, version=VERSIONS[name], vocabulary=str(a["vocabulary"]),
                         study_ids=a["study_ids"], xyz=a["xyz"], peak_study=a["peak_study"],
                         weights=weights, features=a["features"].tolist(),
@@ -284,12 +332,27 @@ def _load_parsed(name: str, path: Path, paths: dict[str, Path]) -> Database | No
         return None
 
 
+def _checked_csc(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray,
+                 shape: np.ndarray) -> CSCArrays:
+    """The parsed copy's weights, checked as ``scipy.sparse.csc_matrix`` checks them when
+    built (ValueError for a damaged copy, which is then parsed again)."""
+    shape = tuple(int(x) for x in shape)
+    ok = (len(shape) == 2 and indptr.ndim == indices.ndim == data.ndim == 1
+          and indptr.size == shape[1] + 1 and indices.size == data.size
+          and indptr.size > 0 and indptr[0] == 0 and indptr[-1] == indices.size
+          and bool(np.all(np.diff(indptr) >= 0))
+          and (indices.size == 0 or (indices.min() >= 0 and indices.max() < shape[0])))
+    if not ok:
+        raise ValueError("inconsistent CSC arrays of the weights")
+    return CSCArrays(data, indices, indptr, shape)
+
+
 def _save_parsed(db: Database, path: Path) -> None:
     """Write the parsed copy atomically; a cache folder that cannot be written only costs
     the next load a parse."""
     from .._provenance import atomic_path
 
-    w = sp.csc_matrix(db.weights)
+    w = db.csc_arrays()
     arrays = {"study_ids": db.study_ids, "xyz": db.xyz, "peak_study": db.peak_study,
               "w_data": w.data, "w_indices": w.indices, "w_indptr": w.indptr,
               "w_shape": np.asarray(w.shape, np.int64),
@@ -338,6 +401,8 @@ def load_database(name: str, data_dir: str | Path | None = None,
 
 def _parse_database(name: str, paths: dict[str, Path]) -> Database:
     """Parse the publishers' files of database ``name`` (:func:`load_database`)."""
+    import pandas as pd
+
     with _reading(name, paths["metadata"]):
         metadata = pd.read_table(paths["metadata"])
         ids = metadata["id"]

@@ -42,12 +42,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import nibabel as nib
 import numpy as np
-import pandas as pd
-import scipy.sparse as sp
-from scipy import special
 
 from .. import _paths
 from .._fdr import fdr_bh
@@ -55,11 +52,23 @@ from .._logging import get_logger
 from .._validation import InputError, check_choice, check_in_range, check_positive_int
 from ..io import derivatives as D
 from . import _roi_hits
-from . import null as _null
+from ._lazy import lazy_module
 from .cache_check import repair_cache
 from .database import VOCABULARY_DATABASE, load_vocabulary
 from .grid import load_image, roi_voxels, to_grid
-from .maps import DEFAULT_THRESHOLD, VOCABULARIES, FeatureMaps, cached_feature_maps, feature_maps
+from .maps import (
+    DEFAULT_THRESHOLD,
+    VOCABULARIES,
+    FeatureMaps,
+    begin_feature_maps,
+    cached_feature_maps,
+)
+
+sp = lazy_module("scipy.sparse")  # imported on first use
+
+if TYPE_CHECKING:  # imported where used: Decoder.fit (a cold map build) needs neither
+    import nibabel as nib
+    import pandas as pd
 
 log = get_logger(__name__)
 
@@ -71,6 +80,8 @@ MAX_OUTSIDE_WARN = 0.05
 def _chi2_or_fisher(a: np.ndarray, b: np.ndarray, c: np.ndarray,
                     d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Two-sided p of each 2 x 2 table: (chi2, p, method)."""
+    from scipy import special
+
     n = a + b + c + d
     r0, r1, c0, c1 = a + b, c + d, a + c, b + d
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -95,6 +106,8 @@ def _null_p(observed: np.ndarray, null: np.ndarray) -> tuple[np.ndarray, np.ndar
     (1 + n_0)` and the same p with a generalised Pareto tail where fewer than 10 null
     values reach the observed one (:func:`microvba.decode.null.tail_p`).
     """
+    from . import null as _null
+
     null = np.where(np.isfinite(null), null, np.nan)
     if null.shape[1] == 0:
         nan = np.full(observed.shape, np.nan)
@@ -158,10 +171,19 @@ class Decoder:
         repair_cache(_paths.cache_dir(self.cache_dir), VOCABULARY_DATABASE[self.vocabulary])
         fm = cached_feature_maps(self.vocabulary, self.data_dir, kernel_mm=self.kernel_mm,
                                  threshold=self.threshold, cache_dir=self.cache_dir)
-        if fm is None:  # first call with these parameters: read the database, build
+        if fm is None:  # first call with these parameters: read the database, build (the
+            # maps may be computed in a child process while the ROI index is made here)
             db = load_vocabulary(self.vocabulary, self.data_dir, cache_dir=self.cache_dir)
-            fm = feature_maps(db, self.vocabulary, kernel_mm=self.kernel_mm,
-                              threshold=self.threshold, cache_dir=self.cache_dir)
+            fm = begin_feature_maps(db, self.vocabulary, kernel_mm=self.kernel_mm,
+                                    threshold=self.threshold, cache_dir=self.cache_dir)
+        try:
+            self._prepare(fm)
+        finally:
+            fm.complete()
+        return self
+
+    def _prepare(self, fm: FeatureMaps) -> None:
+        """The decoder's index of the maps' peaks and weights (no z map needed)."""
         self.maps_: FeatureMaps = fm
         self.database_ = f"{fm.parameters['database']} v{fm.parameters['version']}"
         self.threshold_ = DEFAULT_THRESHOLD[self.vocabulary] if self.threshold is None \
@@ -180,7 +202,6 @@ class Decoder:
         sq = np.asarray(w.multiply(w).sum(axis=0)).ravel()
         self._w_norm = np.sqrt(np.maximum(sq - w.shape[0] * mean ** 2, 0.0))
         self._vox_ijk = np.argwhere(fm.grid.mask)
-        return self
 
     def _check_fitted(self) -> FeatureMaps:
         if not hasattr(self, "maps_"):
@@ -307,6 +328,8 @@ class Decoder:
             on the 2 mm grid that fall outside the brain mask and are dropped; a warning is
             logged above 5 %).
         """
+        import pandas as pd
+
         check_choice("sort_by", sort_by, (D.LOG_ODDS, D.Z, D.R))
         fm = self._check_fitted()
         if voxels is None:
@@ -397,6 +420,9 @@ class Decoder:
             feature, label, n_selected, r, p_null, q_null (BH over features), significant;
             sorted by r.
         """
+        import nibabel as nib
+        import pandas as pd
+
         fm = self._check_fitted()
         img = load_image(stat_img, "statistic map")
         x = to_grid(img, fm.grid, "continuous").astype(np.float64)
@@ -422,6 +448,8 @@ class Decoder:
     def _map_null_p(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(p_perm, p_null) of each feature's r against spatially constrained surrogates of
         the map (:func:`microvba.decode.null.surrogate_maps`), on the 1-in-27 lattice."""
+        from . import null as _null
+
         fm = self.maps_
         sub = self._null_sample()
         vol = np.zeros(fm.grid.shape, dtype=np.float32)

@@ -12,13 +12,17 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import nibabel as nib
 import numpy as np
 
 from .. import _paths
 from .._logging import get_logger
 from .._validation import InputError
+
+if TYPE_CHECKING:
+    import nibabel as nib
+
 
 log = get_logger(__name__)
 
@@ -52,26 +56,34 @@ class BrainGrid:
         return float(abs(self.affine[0, 0]))
 
     def mask_img(self) -> nib.Nifti1Image:
+        import nibabel as nib
+
         return nib.Nifti1Image(self.mask.astype(np.uint8), self.affine)
 
     def unmask(self, values: np.ndarray) -> nib.Nifti1Image:
         """Image of in-mask ``values`` (zero outside the brain)."""
+        import nibabel as nib
+
         vol = np.zeros(self.shape, dtype=np.float32)
         vol[self.mask] = np.asarray(values, dtype=np.float32)
         return nib.Nifti1Image(vol, self.affine)
 
-    def mm_to_ijk(self, xyz: np.ndarray) -> np.ndarray:
-        """Nearest voxel of MNI coordinates (round half to even, as NiMARE's ``mm2vox``)."""
+    def mm_to_ijk(self, xyz: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Nearest voxel of MNI coordinates (round half to even, as NiMARE's ``mm2vox``).
+
+        ``out``: an (n, 3) float64 scratch array for the voxel coordinates (no temporaries
+        on axis-aligned grids)."""
         inv = np.linalg.inv(self.affine)
         xyz = np.asarray(xyz, float).reshape(-1, 3)
         if np.count_nonzero(inv[:3, :3] - np.diag(np.diag(inv[:3, :3]))) == 0:
             # axis-aligned grid (the MNI grids): one scale and shift per axis, the same
             # values as the matrix product (its other terms are exact zeros) without a
             # BLAS call on (n, 3) arrays, which costs ~0.3 s for the 500,000 peaks
-            ijk = xyz * np.diag(inv)[:3] + inv[:3, 3]
+            ijk = np.multiply(xyz, np.diag(inv)[:3], out=out)
+            ijk += inv[:3, 3]
         else:
             ijk = xyz @ inv[:3, :3].T + inv[:3, 3]
-        return np.round(ijk).astype(np.int64)
+        return np.round(ijk, out=ijk).astype(np.int64)
 
 
 def mni_brain_grid(resolution: float = 2.0, cache_dir: str | Path | None = None) -> BrainGrid:
@@ -129,6 +141,8 @@ def _mni_brain_grid(resolution: float, cache_root: str) -> BrainGrid:
 
 def load_image(img: str | Path | nib.Nifti1Image, what: str) -> nib.spatialimages.SpatialImage:
     """Load ``img`` as a 3-D image or raise InputError naming the file."""
+    import nibabel as nib
+
     if isinstance(img, nib.spatialimages.SpatialImage):
         out = img
         name = f"<{what} image>"
@@ -152,6 +166,8 @@ def load_image(img: str | Path | nib.Nifti1Image, what: str) -> nib.spatialimage
 
 def fov_coverage(img: nib.spatialimages.SpatialImage, grid: BrainGrid) -> float:
     """Fraction of the grid's brain voxels that fall inside ``img``'s field of view."""
+    import nibabel as nib
+
     ijk = np.argwhere(grid.mask)[::7]  # a sample is enough
     src = nib.affines.apply_affine(np.linalg.inv(img.affine) @ grid.affine, ijk)
     shape = np.asarray(img.shape[:3])
@@ -168,6 +184,8 @@ def to_grid(img: nib.spatialimages.SpatialImage, grid: BrainGrid,
 def to_grid_volume(img: nib.spatialimages.SpatialImage, grid: BrainGrid,
                    interpolation: str) -> np.ndarray:
     """Resample ``img`` onto ``grid``: the whole volume, inside and outside the brain."""
+    import nibabel as nib
+
     raw = np.asarray(img.dataobj)
     data = np.asarray(raw, dtype=np.float32)
     if np.issubdtype(raw.dtype, np.floating):  # integers (masks, labels) have no NaN
@@ -212,6 +230,8 @@ MAX_ROI_FRACTION = 0.5
 
 
 def _image_name(img: object, what: str) -> str:
+    import nibabel as nib
+
     return str(img) if not isinstance(img, nib.spatialimages.SpatialImage) else f"<{what} image>"
 
 
@@ -304,6 +324,8 @@ def select_roi(mask_img: str | Path | nib.Nifti1Image, labels: list[int] | None 
 
     Raises InputError (naming the file) when the selection is empty.
     """
+    import nibabel as nib
+
     img = load_image(mask_img, "ROI")
     if labels is None and threshold is None:
         return img
@@ -383,6 +405,8 @@ def roi_voxels(mask_img: str | Path | nib.Nifti1Image, grid: BrainGrid,
 
 def atlas_roi(atlas_img: str | Path, labels: list[int] | tuple[int, ...]) -> nib.Nifti1Image:
     """Binary ROI image of the union of ``labels`` in a label atlas (NaN background ok)."""
+    import nibabel as nib
+
     img = load_image(atlas_img, "atlas")
     data = np.nan_to_num(np.asarray(img.dataobj, dtype=np.float32), nan=0.0)
     roi = np.isin(np.rint(data).astype(np.int64), np.asarray(labels, dtype=np.int64))
