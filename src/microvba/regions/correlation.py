@@ -314,11 +314,12 @@ class _FoldMaps:
             bs = bs - d * s
             w = Gi @ bs
             # (B - d z')' w = B'w - z (d'w); the score-free sxx is cached per fold
-            sxy = ys - z * s - (B.T @ w - z * (d @ w))
+            sxy = ys - np.einsum("i,ij->j", w, B)  # einsum: no BLAS threads for a matvec
+            sxy -= z * (s - d @ w)
             sxx = self._sxx_fold(held_out, Gi)
             syy = ss - s * s - bs @ w
         with np.errstate(invalid="ignore", divide="ignore"):
-            r = sxy / np.sqrt(np.maximum(sxx, 0) * max(syy, 0))
+            r = sxy / (np.sqrt(np.maximum(sxx, 0)) * np.sqrt(max(syy, 0)))
         return np.where(np.isfinite(r), r, 0.0)
 
     def _sxx_fold(self, i: int, Gi: np.ndarray) -> np.ndarray:
@@ -369,6 +370,7 @@ class _Components:
                  connectivity: int) -> None:
         self.mask, self.sign, self.dof = mask, sign, dof
         self.t_crit = stats.t.isf(p_threshold, dof)
+        self.r_crit = self.t_crit / np.sqrt(dof + self.t_crit ** 2)
         self.neighbours = _forward_neighbours(mask, connectivity)
 
     def ranked(self, r: np.ndarray) -> np.ndarray:
@@ -376,12 +378,13 @@ class _Components:
         from scipy.sparse import coo_matrix
         from scipy.sparse.csgraph import connected_components
 
-        t = self.sign * r * np.sqrt(self.dof / np.maximum(1.0 - r * r, 1e-12))
-        on = t > self.t_crit
+        on = self.sign * r > self.r_crit  # t > t_crit, t = r sqrt(dof / (1 - r^2))
         idx = np.flatnonzero(on)
         out = np.zeros(r.shape, dtype=np.int64)
         if idx.size == 0:
             return out
+        ri = self.sign * r[idx]
+        t = ri * np.sqrt(self.dof / np.maximum(1.0 - ri * ri, 1e-12))
         nb = self.neighbours[idx]
         ok = nb >= 0
         ok[ok] = on[nb[ok]]
@@ -391,7 +394,7 @@ class _Components:
         b = pos[nb[ok]]
         graph = coo_matrix((np.ones(a.size, np.int8), (a, b)), shape=(idx.size, idx.size))
         n, lab = connected_components(graph, directed=False)
-        mass = np.bincount(lab, weights=t[idx], minlength=n)
+        mass = np.bincount(lab, weights=t, minlength=n)
         rank = np.empty(n, dtype=np.int64)
         rank[np.argsort(-mass, kind="stable")] = np.arange(1, n + 1)
         out[idx] = rank[lab]
