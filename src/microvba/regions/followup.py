@@ -78,7 +78,7 @@ log = get_logger(__name__)
 
 SIGN_TAG = derivatives.SIGN_TAG
 #: permutations of the whole leave-one-out behind ``loso_p`` and ``loso_ci_*`` (0: analytic)
-LOSO_N_PERM = 200
+LOSO_N_PERM = 199
 
 
 @dataclass
