@@ -51,6 +51,13 @@ cluster, the rank rule picks other clusters in some folds, and the LOSO r honest
 toward 0 (read it with ``mean_fold_overlap``). Clusters from a TFCE map of smoothed data, followed
 up on the unsmoothed metric, give noisier fold clusters, so the LOSO r is conservative there.
 
+The p-value and CI of the LOSO r (:func:`loso_inference`): the held-out pairs are not
+independent (each fold's cluster is chosen by the other held-out subjects), so the t-test p
+and Fisher CI that assume they are reject a true null in ~45 % of null cohorts (n = 64).
+With ``n_perm`` the whole leave-one-out is redone on Freedman-Lane permuted scores; the
+permutation p holds its level and the CI's half-width is the larger of Fisher's and the null
+replicates' (``benchmarks/RESULTS.md``, *LOSO calibration (session 7)*).
+
 References
 ----------
 Esterman M, Tamber-Rosenau BJ, Chiu YC, Yantis S. Avoiding non-independence in fMRI data
@@ -60,6 +67,10 @@ neuroscience: the dangers of double dipping. Nat Neurosci. 2009;12:535-540.
 Vul E, Harris C, Winkielman P, Pashler H. Puzzlingly high correlations in fMRI studies of
 emotion, personality, and social cognition. Perspect Psychol Sci. 2009;4:274-290.
 Benjamini Y, Hochberg Y. Controlling the false discovery rate. J R Stat Soc B. 1995;57:289-300.
+Freedman D, Lane D. A nonstochastic interpretation of reported significance levels. J Bus Econ
+Stat. 1983;1:292-298.
+Winkler AM, Ridgway GR, Webster MA, Smith SM, Nichols TE. Permutation inference for the general
+linear model. NeuroImage. 2014;92:381-397.
 """
 
 from __future__ import annotations
