@@ -55,8 +55,9 @@ The p-value and CI of the LOSO r (:func:`loso_inference`): the held-out pairs ar
 independent (each fold's cluster is chosen by the other held-out subjects), so the t-test p
 and Fisher CI that assume they are reject a true null in ~45 % of null cohorts (n = 64).
 With ``n_perm`` the whole leave-one-out is redone on Freedman-Lane permuted scores; the
-permutation p holds its level and the CI's half-width is the larger of Fisher's and the null
-replicates' (``benchmarks/RESULTS.md``, *LOSO calibration (session 7)*).
+permutation p holds its level; the CI is Fisher's where that test rejects and is widened to
+the null replicates' spread where it does not (``benchmarks/RESULTS.md``, *LOSO calibration
+(session 7)*).
 
 References
 ----------
