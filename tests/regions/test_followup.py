@@ -45,7 +45,7 @@ def result(stage_inputs, bn_atlas, tmp_path_factory):
     stat, corrp, metric_imgs, participants = stage_inputs
     out = tmp_path_factory.mktemp("regions")
     res = follow_up(stat, corrp, metric_imgs, participants, "resilience", ["age", "sex"],
-                    "ad", "+", out, atlases=[bn_atlas], n_boot=200)
+                    "ad", "+", out, atlases=[bn_atlas], n_boot=200, loso_n_perm=19)
     return res, out
 
 
@@ -78,6 +78,12 @@ def test_means_and_correlations(result, stage_inputs):
     assert first["p"] == pytest.approx(ref["p"], abs=1e-12)
     assert (c["r"] > 0.4).all() and (c["q_fdr"] >= c["p"]).all()
     assert c["loso_r"].notna().all() and (c["loso_r"] > 0.2).all()
+    # permutation p of 19 null replicates: a multiple of 1/20; the CI at least Fisher's
+    assert np.allclose(c["loso_p"] * 20, np.round(c["loso_p"] * 20)) and (c["loso_p"] > 0).all()
+    fisher_half = np.tanh(np.arctanh(c["loso_r"]) + 1.959964 / np.sqrt(c["loso_n"] - c["k"] - 3))
+    assert (c["loso_ci_high"] >= fisher_half - 1e-9).all()
+    assert res.parameters["loso_n_perm"] == 19
+    assert "permutation" in res.parameters["loso_inference"]
     assert (c["loso_ci_low"] < c["loso_r"]).all() and (c["boot_ci_low"] < c["r"]).all()
     assert c["loso_mean_overlap"].mean() > 0.3 and (c["loso_rank"] >= 1).all()
 
@@ -140,10 +146,11 @@ def test_negative_sign_with_negated_contrast(stage_inputs, bn_atlas, tmp_path):
     flipped = participants.assign(resilience=-participants["resilience"])
     res = follow_up(stat, corrp, metric_imgs, flipped, "resilience", ["age"], "odi", "-",
                     tmp_path, atlases=[bn_atlas], n_boot=0, figures=False,
-                    methods=("spearman",))
+                    methods=("spearman",), loso_n_perm=0)
     c = res.correlations
     assert len(c) == 5 and (c["method"] == "spearman").all()
     assert (c["r"] < -0.4).all() and (c["loso_r"] < -0.2).all()
+    assert (c["loso_p"] < 0.05).all()  # loso_n_perm=0: the t-test p, continuous
     assert (res.clusters["tail"] == 1).all() and res.tag == "odi_neg"
     paths = res.save()
     assert paths["clusters"].name == "odi_neg_clusters.tsv"

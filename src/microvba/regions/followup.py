@@ -28,11 +28,14 @@ Columns of ``<tag>_correlations.tsv`` (one row per cluster and method): ``cluste
 ``method``, ``n``, ``k`` (covariate columns after dummy coding), ``r``, ``ci_low``/``ci_high``
 (Fisher z, SE ``1/sqrt(n - k - 3)``), ``p``, ``q_fdr`` (Benjamini-Hochberg across this map's
 clusters, per method), ``boot_ci_low``/``boot_ci_high`` (percentile bootstrap), ``loso_r``,
-``loso_ci_low``/``loso_ci_high``, ``loso_p``, ``loso_n``, ``loso_rank`` (mass rank of the
+``loso_ci_low``/``loso_ci_high``, ``loso_p`` (with ``loso_n_perm`` > 0, the default: the
+permutation p and permutation-calibrated Fisher CI of
+:func:`~microvba.regions.correlation.loso_inference`, the whole leave-one-out redone on
+Freedman-Lane permuted scores; with 0 the t-test p and Fisher CI, anti-conservative where the
+fold clusters wander), ``loso_n``, ``loso_rank`` (mass rank of the
 cluster's component in the full-sample partial-r map; 0 = none, LOSO not estimable),
-``loso_mean_overlap`` (mean fraction of the cluster inside the fold clusters: low values mean
-the fold clusters wander and the LOSO CI is too narrow) and ``r_interpretation`` (the in-sample
-r is descriptive).
+``loso_mean_overlap`` (mean fraction of the cluster inside the fold clusters: how stable the
+fold clusters are) and ``r_interpretation`` (the in-sample r is descriptive).
 """
 
 from __future__ import annotations
@@ -65,8 +68,8 @@ from .correlation import (
     cluster_means,
     fdr_bh,
     loso_cluster_means,
+    loso_inference,
     partial_corr,
-    partial_corr_or_nan,
     residualise,
     subject_matrix,
 )
@@ -74,6 +77,8 @@ from .correlation import (
 log = get_logger(__name__)
 
 SIGN_TAG = derivatives.SIGN_TAG
+#: permutations of the whole leave-one-out behind ``loso_p`` and ``loso_ci_*`` (0: analytic)
+LOSO_N_PERM = 199
 
 
 @dataclass
@@ -224,7 +229,7 @@ def _smoothed_matrix(metric_imgs, mask: np.ndarray, affine: np.ndarray, fwhm_mm:
 
 
 def _loso(metric_imgs, stat_img, label_img, table, rows: np.ndarray, score, cov, sign: int,
-          fwhm_mm: float):
+          fwhm_mm: float, n_perm: int = 0, seed: int = 0):
     """Held-out cluster means (n_complete, n_clusters), or None when not computable."""
     stat = np.asarray(stat_img.dataobj, dtype=float)
     labels = np.asarray(label_img.dataobj)
@@ -243,7 +248,7 @@ def _loso(metric_imgs, stat_img, label_img, table, rows: np.ndarray, score, cov,
              if fwhm_mm > 0 else None)
     mask_img = nib.Nifti1Image(mask.astype(np.uint8), stat_img.affine)
     return loso_cluster_means(Y, score, cov, mask_img=mask_img, clusters=clusters, sign=sign,
-                              Y_select=Y_sel)
+                              Y_select=Y_sel, n_perm=n_perm, seed=seed)
 
 
 def _correlations(means: pd.DataFrame, table: pd.DataFrame, participants: pd.DataFrame,
@@ -263,8 +268,11 @@ def _correlations(means: pd.DataFrame, table: pd.DataFrame, participants: pd.Dat
                                participants[score].to_numpy(float), cov, method, 0.95,
                                n_boot, seed)
             if held_out is not None:
-                lo = partial_corr_or_nan(held_out["values"][:, j], held_out["score"],
-                                         held_out["cov"], method, 0.95, 0, seed)
+                perm = held_out.get("perm_values")
+                lo = loso_inference(held_out["values"][:, j], held_out["score"],
+                                    held_out["cov"], method, 0.95,
+                                    None if perm is None else perm[:, :, j],
+                                    held_out.get("perm_scores"), 0, seed)
                 overlap = held_out["overlap"][:, j]
                 loso = (*(lo[k] for k in derivatives.LOSO_OF_PARTIAL.values()),
                         held_out["ranks"][j],
@@ -293,7 +301,8 @@ def follow_up(stat_img: nib.spatialimages.SpatialImage,
               alpha: float = 0.05, methods: Sequence[str] = METHODS, n_boot: int = 2000,
               seed: int = 0, connectivity: int = 26, min_distance_mm: float = 8.0,
               loso: bool = True, loso_fwhm_mm: float = 6.0, figures: bool = True,
-              missing_atlas: str = "warn", threshold: float | None = None) -> RegionsResult:
+              missing_atlas: str = "warn", threshold: float | None = None,
+              loso_n_perm: int = LOSO_N_PERM) -> RegionsResult:
     """Regional follow-up of one metric and one sign (see the module docstring).
 
     Parameters
@@ -321,6 +330,12 @@ def follow_up(stat_img: nib.spatialimages.SpatialImage,
         Compute the leave-one-subject-out r; its fold clusters are defined on the metric
         smoothed with this FWHM (pass the statistics stage's FWHM; 0 = unsmoothed), the
         held-out means are taken from the unsmoothed metric, like the in-sample means.
+    loso_n_perm
+        Permutations of the whole leave-one-out for ``loso_p`` and ``loso_ci_*``
+        (:func:`~microvba.regions.correlation.loso_inference`; seeded by ``seed``); 0 gives
+        the t-test p and Fisher CI, which do not hold their level on null data
+        (``benchmarks/RESULTS.md``, *LOSO calibration*). About 0.2-0.4 s per permutation at
+        64 subjects x 140k voxels.
     """
     check_choice("missing_atlas", missing_atlas, ["warn", "error"])
     for m in methods:
@@ -346,10 +361,12 @@ def follow_up(stat_img: nib.spatialimages.SpatialImage,
         cov_rows = cov_df.iloc[rows] if cov_df is not None else None
         s = participants[score].to_numpy(float)[rows]
         out = _loso(metric_imgs_unsmoothed, stat_img, label_img, table, rows, s, cov_rows,
-                    1 if sign == "+" else -1, loso_fwhm_mm)
+                    1 if sign == "+" else -1, loso_fwhm_mm, loso_n_perm, seed)
         if out is not None:
             held = {"values": out["held_out"], "score": s, "cov": cov_rows,
-                    "overlap": out["fold_overlap"], "ranks": out["ranks"]}
+                    "overlap": out["fold_overlap"], "ranks": out["ranks"],
+                    "perm_values": out.get("perm_held_out"),
+                    "perm_scores": out.get("perm_scores")}
     corrs = _correlations(means, table, participants, score, covariates, held, methods,
                           n_boot, seed)
     figs = {}
@@ -367,10 +384,16 @@ def follow_up(stat_img: nib.spatialimages.SpatialImage,
     params = {"metric": metric, "sign": sign, "score": score, "covariates": covariates,
               "alpha": alpha, "threshold": threshold, "connectivity": connectivity,
               "min_distance_mm": min_distance_mm, "methods": list(methods), "n_boot": n_boot,
-              "seed": seed, "loso": loso, "loso_fwhm_mm": loso_fwhm_mm, "atlases": [a.name for a in atlas_objs],
+              "seed": seed, "loso": loso, "loso_fwhm_mm": loso_fwhm_mm,
+              "loso_n_perm": loso_n_perm, "atlases": [a.name for a in atlas_objs],
               "n_subjects": len(participants), "out_dir": str(out_dir) if out_dir else None,
               derivatives.R_INTERPRETATION: IN_SAMPLE_NOTE,
               "loso_method": "Esterman et al. 2010: each subject's cluster is the component of "
                              "the same mass rank in the voxel-wise partial-r map (one-sided "
-                             "p < 0.01, 26-connected) of the other subjects"}
+                             "p < 0.01, 26-connected) of the other subjects",
+              "loso_inference": (f"permutation p and permutation-calibrated Fisher CI, "
+                                 f"{loso_n_perm} Freedman-Lane permutations of the whole "
+                                 "leave-one-out" if loso and loso_n_perm else
+                                 "t-test p and Fisher CI (anti-conservative where the fold "
+                                 "clusters wander)")}
     return RegionsResult(metric, sign, table, long, means, corrs, label_img, figs, params)

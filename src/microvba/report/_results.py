@@ -254,7 +254,8 @@ def correlations_section(inputs: ReportInputs, numbering: Numbering) -> str:
                    "for the covariates. The in-sample r is <b>descriptive</b>: the cluster was "
                    "selected with the same data, so it is inflated. The leave-one-subject-out "
                    "(LOSO) r, with the cluster redefined without each subject, is the "
-                   "non-circular estimate.")
+                   "non-circular estimate; its CI (and <code>loso_p</code>) come, by default, from "
+                   "permutations of the whole leave-one-out.")
         parts.append(table_html(corr, cols, caption, numbering, caption_is_html=True))
     scatter = [p for m in list(inputs.metrics) + sorted(set(inputs.scatter) - set(inputs.metrics))
                for p in inputs.scatter.get(m, [])]
