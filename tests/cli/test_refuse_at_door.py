@@ -54,6 +54,8 @@ GROUP_BAD = [
     (["--fwhm", "-3"], "--fwhm", "[0, 50] mm"),
     (["--fwhm", "nan"], "--fwhm", "[0, 50] mm"),
     (["--fwhm", "1e6"], "--fwhm", "[0, 50] mm"),
+    (["--loso-n-perm", "-1"], "--loso-n-perm", "[0, 100000]"),
+    (["--loso-n-perm", "1000000"], "--loso-n-perm", "[0, 100000]"),
     (["--gm-threshold", "2"], "--gm-threshold", "(0, 1)"),
     (["--gm-threshold", "-1"], "--gm-threshold", "(0, 1)"),
     (["--alpha", "2"], "--alpha", "(0, 1)"),

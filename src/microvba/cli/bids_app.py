@@ -167,6 +167,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="template GM probability defining the analysis mask, in (0, 1)")
     grp.add_argument("--alpha", type=float, default=gdef["alpha"],
                      help="FWE level for clusters, in (0, 1)")
+    grp.add_argument("--loso-n-perm", type=int, default=gdef["loso_n_perm"],
+                     help="permutations of the whole leave-one-subject-out behind each "
+                          "cluster's loso_p and LOSO CI (0 to 100000; 0 = analytic, not "
+                          "calibrated for a cluster chosen on the same data)")
     grp.add_argument("--correct-across", type=_family, nargs="?", const="all", default="all",
                      metavar="{all,metrics,signs,none}",
                      help="family over which the family-wise error is controlled, balanced by "

@@ -76,6 +76,9 @@ class GroupSettings:
     #: NPC combining functions across metrics ("fisher", "tippett"); empty: no NPC
     npc: tuple[str, ...] = ()
     exclude_outliers: bool = True
+    #: permutations of the whole leave-one-subject-out for the LOSO r's p and CI
+    #: (:func:`microvba.regions.correlation.loso_r`); 0 = the analytic (uncalibrated) ones
+    loso_n_perm: int = 199
     decode: bool = True
     vocabularies: tuple[str, ...] = ("lda50", "terms")
     data_dir: str | None = None
@@ -115,6 +118,9 @@ def check_group_settings(s: GroupSettings) -> None:
     n_perm = check_option_number("--n-perm", s.n_perm, 2, None, integer=True,
                                  hint="5000 as FSL randomise; the smallest p is 1/n_perm")
     check_option_number("--fwhm", s.fwhm, 0.0, 50.0, unit="mm", hint="0 = no smoothing")
+    check_option_number("--loso-n-perm", s.loso_n_perm, 0, 100000, integer=True,
+                        hint="199 (default); 0 = the analytic p, which is anti-conservative "
+                             "for a cluster chosen on the same data")
     check_option_number("--gm-threshold", s.gm_threshold, 0.0, 1.0, low_open=True,
                         high_open=True, hint="a template gray-matter probability, e.g. 0.3")
     if s.isovf_max is not None:
@@ -437,7 +443,8 @@ def _follow_up(metric, saved, paths, affine, participants, settings, mdir, out_d
         res = follow_up(stat, corrp, raw_img, participants, settings.score,
                         list(settings.covariates), metric, sign, mdir, atlases=atlases,
                         data_dir=settings.data_dir, alpha=settings.alpha,
-                        loso_fwhm_mm=settings.fwhm, seed=settings.seed)
+                        loso_fwhm_mm=settings.fwhm, seed=settings.seed,
+                        loso_n_perm=settings.loso_n_perm)
         res.save(mdir)
         if len(res.clusters):
             tags = {derivatives.METRIC: metric, derivatives.SIGN: sign}
@@ -472,7 +479,7 @@ def settings_from_args(args: argparse.Namespace) -> GroupSettings:
         n_perm=args.n_perm, seed=args.seed, fwhm=args.fwhm, gm_threshold=args.gm_threshold,
         resolution=args.resolution, alpha=args.alpha, correct_across=args.correct_across,
         npc=tuple(getattr(args, "npc", None) or ()),
-        decode=not args.no_decode,
+        loso_n_perm=args.loso_n_perm, decode=not args.no_decode,
         data_dir=str(args.data_dir) if args.data_dir else None)
 
 
