@@ -36,15 +36,6 @@ def _run(tmp_path, capsys, argv, code):
 
 # --- fit: signal no model can use ---------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def msmt(shared_data):
-    d = shared_data / "dwi"
-    img = nib.load(str(d / "msmt_dwi.nii.gz"))
-    return {"img": img, "data": img.get_fdata(dtype=np.float32),
-            "bval": d / "msmt_dwi.bval", "bvec": d / "msmt_dwi.bvec",
-            "mask": d / "msmt_mask.nii.gz"}
-
-
 def _fit(msmt, dwi, out, model="tensor"):
     return ["fit", dwi, "--bval", msmt["bval"], "--bvec", msmt["bvec"], "--mask",
             msmt["mask"], "-o", out, "--model", model]

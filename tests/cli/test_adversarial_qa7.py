@@ -11,37 +11,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from test_adversarial_qa import _fit, _run  # the session-6 pass's helpers
 
 from microvba.cli import main
-
-
-def _tree(root: Path) -> set[str]:
-    return {str(p.relative_to(root)) for p in root.rglob("*")}
-
-
-def _run(tmp_path, capsys, argv, code):
-    before = _tree(tmp_path)
-    got = main([str(a) for a in argv])
-    err = capsys.readouterr().err
-    assert got == code, err
-    assert "Traceback" not in err
-    return err, _tree(tmp_path) - before
-
-
-@pytest.fixture(scope="module")
-def msmt(shared_data):
-    d = shared_data / "dwi"
-    img = nib.load(str(d / "msmt_dwi.nii.gz"))
-    return {"img": img, "data": img.get_fdata(dtype=np.float32),
-            "bvals": np.loadtxt(d / "msmt_dwi.bval"),
-            "bval": d / "msmt_dwi.bval", "bvec": d / "msmt_dwi.bvec",
-            "mask": d / "msmt_mask.nii.gz"}
-
-
-def _fit(msmt, dwi, out, model="tensor"):
-    return ["fit", dwi, "--bval", msmt["bval"], "--bvec", msmt["bvec"], "--mask",
-            msmt["mask"], "-o", out, "--model", model]
-
 
 # --- leftovers 1-2: dropped and inverted volumes, in fit and at the BIDS door -------------
 

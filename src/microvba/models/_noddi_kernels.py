@@ -517,16 +517,7 @@ def _levenberg_marquardt(theta, mu, bvecs, q, table, ub, eiso, yn, sw, tau_nodes
     h, chol = mats[0], mats[1]
     g, step, trial, lo, hi, e1, e2 = (vecs[0], vecs[2], vecs[3], vecs[4], vecs[5], vecs[6],
                                       vecs[7])
-    # tangent-plane basis of mu: e1 from the axis least aligned with mu, e2 = mu x e1
-    ax = 0 if abs(mu[0]) < 0.9 else 1
-    for t in range(3):
-        e1[t] = (1.0 if t == ax else 0.0) - mu[ax] * mu[t]
-    ne = np.sqrt(e1[0] ** 2 + e1[1] ** 2 + e1[2] ** 2)
-    for t in range(3):
-        e1[t] /= ne
-    e2[0] = mu[1] * e1[2] - mu[2] * e1[1]
-    e2[1] = mu[2] * e1[0] - mu[0] * e1[2]
-    e2[2] = mu[0] * e1[1] - mu[1] * e1[0]
+    _tangent_basis(mu, e1, e2)
     lo[0], lo[1], lo[2], lo[3], lo[4], lo[5], lo[6] = 0.0, 0.0, 0.0, 0.0, -0.5, -0.5, 0.0
     hi[0], hi[1], hi[2], hi[3], hi[4], hi[5], hi[6] = (tau_nodes.size - 1.0, 1.0, 1e6, 1e6,
                                                        0.5, 0.5, 1.0)
@@ -628,7 +619,8 @@ def truncated_normal_mean(m, sd, lo, hi):
 @njit(cache=True, nogil=True, fastmath=True)
 def _tangent_basis(mu, e1, e2):
     """Orthonormal basis (e1, e2) of the plane normal to the unit vector mu (e1 from the
-    axis least aligned with mu, e2 = mu x e1), as in :func:`_levenberg_marquardt`."""
+    axis least aligned with mu, e2 = mu x e1): the direction's two tangent parameters in
+    :func:`_levenberg_marquardt` and the posterior means at the bounds."""
     ax = 0 if abs(mu[0]) < 0.9 else 1
     for t in range(3):
         e1[t] = (1.0 if t == ax else 0.0) - mu[ax] * mu[t]
