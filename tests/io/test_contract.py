@@ -162,7 +162,7 @@ def test_analysis_keys():
     assert sorted(record) == [
         "SoftwareVersions", "alpha", "cluster_threshold", "correct_across", "covariates",
         "data_dir", "decode", "design_columns", "exclude_outliers", "excluded_outliers",
-        "extra", "family_method", "family_statistics", "fwhm", "gm_threshold", "isovf_max",
+        "extra", "family_method", "family_statistics", "fwhm", "gm_threshold", "isovf_max", "loso_n_perm",
         "metrics", "n_perm", "npc", "resolution", "score", "seed", "space", "subjects",
         "summary", "tfce_E", "tfce_H", "tfce_connectivity", "vocabularies"]
     with pytest.raises(ValueError, match="shadow"):

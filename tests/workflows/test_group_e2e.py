@@ -60,7 +60,7 @@ def test_simulate_participant_group(tmp_path, shared_data, monkeypatch, capsys):
     assert sorted(analysis) == sorted(
         ["SoftwareVersions", "alpha", "cluster_threshold", "correct_across", "covariates",
          "data_dir", "decode", "design_columns", "exclude_outliers", "excluded_outliers",
-         "extra", "family_method", "family_statistics", "fwhm", "gm_threshold", "isovf_max", "metrics", "n_perm",
+         "extra", "family_method", "family_statistics", "fwhm", "gm_threshold", "isovf_max", "loso_n_perm", "metrics", "n_perm",
          "npc", "resolution", "score", "seed", "space", "subjects", "summary", "tfce_E",
          "tfce_H", "tfce_connectivity", "vocabularies"])
     # TFCE and voxel t of every map in one family; clusters from their union map
