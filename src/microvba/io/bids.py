@@ -93,6 +93,7 @@ from .validation import (  # noqa: F401 - re-exported: microvba.io.bids is the p
     _filter_hint,
     check_dataset_description,
     check_gradients,
+    check_one_session_per_subject,
     validate_dataset,
 )
 
@@ -108,6 +109,7 @@ __all__ = [
     "check_gradients",
     "check_image_data",
     "check_image_file",
+    "check_one_session_per_subject",
     "discover",
     "entities",
     "format_dwi_filter",

@@ -253,6 +253,33 @@ def _check_participants(root: Path, subjects: list[Subject], all_labels: list[st
     return df.loc[[s.label for s in subjects]]
 
 
+def check_one_session_per_subject(root: str | Path, subjects: Sequence[Subject]) -> None:
+    """InputError when a subject enters with more than one session.
+
+    The group stage correlates one image per subject with a per-subject score: two sessions
+    of one subject would enter the GLM as two independent subjects with the same score
+    (pseudo-replication), doubling the apparent sample and inflating every statistic.
+    """
+    sessions: dict[str, list[str]] = {}
+    for s in subjects:
+        sessions.setdefault(s.label, []).append(s.session or "")
+    repeated = {lab: ses for lab, ses in sessions.items() if len(ses) > 1}
+    if not repeated:
+        return
+    shown = "; ".join(f"sub-{lab}: {', '.join('ses-' + x for x in ses)}"
+                      for lab, ses in list(repeated.items())[:5])
+    more = f" and {len(repeated) - 5} more" if len(repeated) > 5 else ""
+    common = sorted(set.intersection(*(set(v) for v in repeated.values())))
+    example = common[0] if common else "LABEL"
+    raise InputError(
+        f"{len(repeated)} subject(s) have several sessions ({shown}{more}); the group "
+        "stage tests one image per subject against the score, and each session would "
+        "enter as another subject with the same score (pseudo-replication: the sample "
+        "looks twice as large and every p-value is too small)", file=root,
+        fix=f"Pick one session per subject with --session-label (e.g. --session-label "
+            f"{example}) and run the group stage once per session.")
+
+
 def check_dataset_description(root: Path, problems: ProblemCollector) -> None:
     """Check ``dataset_description.json`` as the BIDS validator does.
 
