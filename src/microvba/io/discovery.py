@@ -284,6 +284,65 @@ def _has_diffusion_weighting(dwi: Path) -> bool:
         return True  # unreadable: keep it, validation reports the file
 
 
+#: entities of derived files (BIDS derivatives): two series differing in one are two versions
+#: of one acquisition (raw and preprocessed, two resamplings), never parts of one scheme
+_DERIVED_ENTITIES = ("desc", "space", "res", "den")
+
+
+def _duplicate_copies(where: Path, dwis: list[Path], problems: ProblemCollector) -> bool:
+    """Problem when one series is there twice, as ``.nii`` and ``.nii.gz`` (a ``gunzip -k``
+    left behind): it would be combined with itself, doubling every volume."""
+    stems: dict[str, list[Path]] = {}
+    for d in dwis:
+        stems.setdefault(_nifti_stem(d), []).append(d)
+    twice = [v for v in stems.values() if len(v) > 1]
+    for copies in twice:
+        problems.add(where, "the same series is there twice: "
+                            + " and ".join(d.name for d in copies),
+                     f"Keep one file (e.g. delete {copies[0].name}); both would be combined "
+                     "into one scheme, every volume twice.")
+    return bool(twice)
+
+
+def _magnitude_only(where: Path, dwis: list[Path], excluded: list[Path],
+                    problems: ProblemCollector) -> list[Path]:
+    """The magnitude series; phase/real/imaginary parts (``part-phase``...) are left out
+    with a warning, as no model fits them (a problem when nothing else is left)."""
+    other = [d for d in dwis if entities(d).get("part", "mag") != "mag"]
+    if not other:
+        return dwis
+    kept = [d for d in dwis if d not in other]
+    if not kept:
+        problems.add(where, "only non-magnitude DWI series (" + ", ".join(
+            d.name for d in other) + "); the models fit magnitude images",
+                     "Add the magnitude series (part-mag) or reconstruct magnitude images "
+                     "from the complex data.")
+        return []
+    log.warning("%s: ignoring the non-magnitude series %s (phase, real or imaginary parts)",
+                where, ", ".join(d.name for d in other))
+    excluded += other
+    return kept
+
+
+def _mixed_versions(where: Path, dwis: list[Path], problems: ProblemCollector) -> bool:
+    """Problem when the series to combine differ in a derived-file entity (desc-, space-...):
+    raw beside preprocessed data, or two resamplings of one scan."""
+    if len(dwis) < 2:
+        return False
+    ents = [entities(d) for d in dwis]
+    differ = [k for k in _DERIVED_ENTITIES if len({e.get(k) for e in ents}) > 1]
+    if not differ:
+        return False
+    example = next((f"{k}-{e[k]}" for e in ents for k in differ if k in e), "desc-preproc")
+    problems.add(where, f"the DWI series differ in {', '.join(k + '-' for k in differ)} ("
+                        + ", ".join(d.name for d in dwis) + "): versions of one "
+                        "acquisition (e.g. raw and preprocessed), which would be combined "
+                        "into one scheme, every volume twice",
+                 f"Keep one version with --dwi-filter (e.g. --dwi-filter {example}), or "
+                 "move derived files to derivatives/.")
+    return True
+
+
 def _subject_in(sub_dir: Path, ses_dir: Path, session: str | None,
                 problems: ProblemCollector,
                 dwi_filter: dict[str, tuple[str, ...]] | None = None) -> Subject | None:
@@ -302,6 +361,8 @@ def _subject_in(sub_dir: Path, ses_dir: Path, session: str | None,
         problems.add(where, "no DWI image (*_dwi.nii or *_dwi.nii.gz) found",
                      f"Add the subject's DWI series here, or leave {leave_out}.")
         return None
+    if _duplicate_copies(where, dwis, problems):
+        return None
     excluded: list[Path] = []
     if dwi_filter:
         kept = [d for d in dwis if matches_dwi_filter(d, dwi_filter)]
@@ -315,6 +376,9 @@ def _subject_in(sub_dir: Path, ses_dir: Path, session: str | None,
             return None
         excluded += [d for d in dwis if d not in kept]
         dwis = kept
+    dwis = _magnitude_only(where, dwis, excluded, problems)
+    if not dwis or _mixed_versions(where, dwis, problems):
+        return None
     if len(dwis) > 1:
         weighted = [d for d in dwis if _has_diffusion_weighting(d)]
         if weighted and len(weighted) < len(dwis):
@@ -396,6 +460,13 @@ def _discover(bids_dir: str | Path, participant_label: Sequence[str] | str | Non
             s = _subject_in(sub_dir, sub_dir, None, problems, dwi_filter)
             subjects += [s] if s else []
             continue
+        stray = _niftis(sub_dir / "dwi", "_dwi")
+        if stray:  # BIDS: with sessions every file is in one; these would be skipped
+            problems.add(sub_dir / "dwi", "DWI series outside the session folders ("
+                         + ", ".join(d.name for d in stray) + ") beside "
+                         + ", ".join(d.name for d in ses_dirs) + "; they would not be read",
+                         f"Move them into a session folder ({sub_dir.name}/ses-<label>/dwi, "
+                         "with ses-<label> in the file names) or delete them.")
         for ses_dir in ses_dirs:
             ses = ses_dir.name[4:]
             seen_sessions.add(ses)

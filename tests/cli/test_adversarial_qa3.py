@@ -1,0 +1,119 @@
+"""Session 8 adversarial pass: a new user's real data from other scanners and schemes.
+Each test failed before its fix (see benchmarks/RESULTS.md, *Adversarial pass (session 8)*).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from test_adversarial_qa import _fit, _run  # the session-6 pass's helpers
+from test_malformed import factory  # tests/io/bids_factory.py, loaded by file path
+
+
+def _fa(out: Path) -> np.ndarray:
+    return nib.load(str(next(out.glob("*param-fa_dwimap.nii.gz")))).get_fdata()
+
+
+# --- fit: signal stored in other units ----------------------------------------------------
+
+@pytest.mark.parametrize("scale", [1e-6, 1e-30])
+def test_tensor_fa_does_not_depend_on_the_signal_units(msmt, tmp_path, capsys, scale):
+    """Signal in small units (Philips floating-point values, S/S0, a 1e-6 rescaling) went
+    through DIPY's absolute floor of 1e-4 for non-positive signal: FA changed by up to 0.37
+    in 107 of 2,215 mask voxels at 1e-6 and in every voxel at 1e-30, exit 0."""
+    _run(tmp_path, capsys, _fit(msmt, msmt["img"].get_filename(), tmp_path / "ref"), 0)
+    dwi = tmp_path / "scaled_dwi.nii.gz"
+    nib.save(nib.Nifti1Image(msmt["data"] * np.float32(scale), msmt["img"].affine), str(dwi))
+    _run(tmp_path, capsys, _fit(msmt, dwi, tmp_path / "out"), 0)
+    mask = nib.load(str(msmt["mask"])).get_fdata() > 0
+    # float32 rounding of the rescaled signal only
+    np.testing.assert_allclose(_fa(tmp_path / "out")[mask], _fa(tmp_path / "ref")[mask],
+                               atol=1e-5)
+
+
+# --- BIDS App: layouts of other sites -------------------------------------------------------
+
+def test_group_refuses_several_sessions_per_subject(tmp_path, capsys):
+    """Two sessions per subject entered the group GLM as two subjects with the same score
+    (12 rows for 6 subjects: pseudo-replication), silently. Now refused before any work,
+    with --session-label as the fix; one session selected passes this check."""
+    bids = factory.make_bids(tmp_path, n_subjects=6, sessions=["pre", "post"])
+    out = tmp_path / "out"
+    argv = [bids, out, "group", "--score", "score", "--no-decode", "--n-jobs", "1"]
+    err, new = _run(tmp_path, capsys, argv, 2)
+    assert "6 subject(s) have several sessions" in err and "sub-01: ses-post, ses-pre" in err
+    assert "pseudo-replication" in err and "--session-label post" in err
+    assert not new
+    # with one session the group stage goes on (and stops at the missing participant maps)
+    err, new = _run(tmp_path, capsys, argv + ["--session-label", "pre"], 2)
+    assert "several sessions" not in err and "sub-01_ses-pre" in err and not new
+
+
+def _participant(bids: Path, out: Path) -> list:
+    return [bids, out, "participant", "--models", "tensor", "--skip-normalise", "--n-jobs", "1"]
+
+
+def test_series_stored_twice_as_nii_and_niigz_refused(tmp_path, capsys):
+    """``gunzip -k`` leaves sub-01_dwi.nii beside sub-01_dwi.nii.gz: both were combined into
+    one 28-volume scheme (every volume twice, so repeated-direction noise estimates see zero
+    differences). Now refused at the door, naming both files."""
+    bids = factory.make_bids(tmp_path, n_subjects=2)
+    d = bids / "sub-01" / "dwi"
+    nib.save(nib.load(str(d / "sub-01_dwi.nii.gz")), str(d / "sub-01_dwi.nii"))
+    err, new = _run(tmp_path, capsys, _participant(bids, tmp_path / "out"), 2)
+    assert "the same series is there twice: sub-01_dwi.nii and sub-01_dwi.nii.gz" in err
+    assert not new
+
+
+def test_raw_and_preprocessed_series_not_combined(tmp_path, capsys):
+    """A preprocessed copy (``desc-preproc``) beside the raw series was combined with it into
+    one scheme. Now refused, with the --dwi-filter that keeps one version; the filter runs."""
+    bids = factory.make_bids(tmp_path, n_subjects=2)
+    d = bids / "sub-01" / "dwi"
+    for ext in (".nii.gz", ".bval", ".bvec"):
+        (d / f"sub-01_desc-preproc_dwi{ext}").write_bytes((d / f"sub-01_dwi{ext}").read_bytes())
+    err, new = _run(tmp_path, capsys, _participant(bids, tmp_path / "out"), 2)
+    assert "differ in desc-" in err and "--dwi-filter desc-preproc" in err and not new
+    from microvba.io.bids import discover
+
+    (s1,) = discover(bids, dwi_filter="desc-preproc", participant_label=["01"])
+    assert [x.dwi.name for x in s1.series] == ["sub-01_desc-preproc_dwi.nii.gz"]
+
+
+def test_phase_part_left_out_of_the_scheme(tmp_path, capsys, caplog):
+    """A complex-valued acquisition stored as part-mag and part-phase series: the phase
+    images were combined with the magnitude as more diffusion volumes. Now the phase series
+    is left out with a warning, and a folder of phase images only is refused."""
+    from microvba.io.bids import discover
+
+    bids = factory.make_bids(tmp_path, n_subjects=1)
+    d = bids / "sub-01" / "dwi"
+    for ext in (".nii.gz", ".bval", ".bvec"):
+        src = d / f"sub-01_dwi{ext}"
+        (d / f"sub-01_part-mag_dwi{ext}").write_bytes(src.read_bytes())
+        (d / f"sub-01_part-phase_dwi{ext}").write_bytes(src.read_bytes())
+        src.unlink()
+    (subject,) = discover(bids)
+    assert [s.dwi.name for s in subject.series] == ["sub-01_part-mag_dwi.nii.gz"]
+    assert [p.name for p in subject.excluded] == ["sub-01_part-phase_dwi.nii.gz"]
+    assert "non-magnitude series sub-01_part-phase_dwi.nii.gz" in caplog.text
+    for ext in (".nii.gz", ".bval", ".bvec"):
+        (d / f"sub-01_part-mag_dwi{ext}").unlink()
+    err, new = _run(tmp_path, capsys, _participant(bids, tmp_path / "out"), 2)
+    assert "only non-magnitude DWI series (sub-01_part-phase_dwi.nii.gz)" in err and not new
+
+
+def test_session_less_dwi_beside_sessions_refused(tmp_path, capsys):
+    """sub-01/dwi/ beside sub-01/ses-1/dwi/ was skipped without a word (only the session was
+    processed). Now refused, naming the files left outside the sessions."""
+    bids = factory.make_bids(tmp_path, n_subjects=2, sessions=["1"])
+    ses, flat = bids / "sub-01" / "ses-1" / "dwi", bids / "sub-01" / "dwi"
+    flat.mkdir()
+    for f in ses.iterdir():
+        (flat / f.name.replace("_ses-1", "")).write_bytes(f.read_bytes())
+    err, new = _run(tmp_path, capsys, _participant(bids, tmp_path / "out"), 2)
+    assert "DWI series outside the session folders (sub-01_dwi.nii.gz) beside ses-1" in err
+    assert not new
