@@ -9,8 +9,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from test_adversarial_qa import _fit, _run  # the session-6 pass's helpers
+import test_adversarial_qa as qa6
+from test_adversarial_qa import _fit, _randomise, _run  # the session-6 pass's helpers
 from test_malformed import factory  # tests/io/bids_factory.py, loaded by file path
+
+rdata = qa6.rdata  # the session-6 pass's randomise stack (a fixture)
 
 
 def _fa(out: Path) -> np.ndarray:
@@ -118,3 +121,25 @@ def test_session_less_dwi_beside_sessions_refused(tmp_path, capsys):
     err, new = _run(tmp_path, capsys, _participant(bids, tmp_path / "out"), 2)
     assert "DWI series outside the session folders (sub-01_dwi.nii.gz) beside ses-1" in err
     assert not new
+
+
+# --- designs: values a spreadsheet writes for "missing" -------------------------------------
+
+def test_missing_data_code_in_the_score_refused(rdata, tmp_path, capsys):
+    """-999 (SPSS's missing code) among scores of about -2 to 2 was fitted as a real score
+    and dominated the regression, exit 0. Now refused naming the row; 999 in a covariate
+    likewise; a genuine wide range (values up to 5,000) keeps a 999."""
+    root, maps, design = rdata
+    ids = [f"sub-{i:02d}" for i in range(1, 13)]
+    d = design(ids)
+    lines = d.read_text().splitlines()
+    lines[3] = "sub-03\t-999"
+    d.write_text("\n".join(lines) + "\n")
+    err, new = _run(tmp_path, capsys, _randomise(root, maps, d), 2)
+    assert "column 'score' holds -999 (rows sub-03)" in err and "n/a" in err and not new
+    import pandas as pd
+
+    from microvba.stats.design import missing_code_rows
+
+    assert missing_code_rows(pd.Series([20.0, 35, 999, 41], index=list("abcd"))) == ["c"]
+    assert missing_code_rows(pd.Series([120.0, 5000, 999, 2400], index=list("abcd"))) == []
