@@ -143,3 +143,27 @@ def test_missing_data_code_in_the_score_refused(rdata, tmp_path, capsys):
 
     assert missing_code_rows(pd.Series([20.0, 35, 999, 41], index=list("abcd"))) == ["c"]
     assert missing_code_rows(pd.Series([120.0, 5000, 999, 2400], index=list("abcd"))) == []
+
+
+# --- path options ---------------------------------------------------------------------------
+
+def test_empty_output_path_refused(msmt, tmp_path, capsys, monkeypatch):
+    """``-o "$OUT"`` with OUT unset wrote every map into the current folder, exit 0."""
+    monkeypatch.chdir(tmp_path)
+    argv = _fit(msmt, msmt["img"].get_filename(), "")
+    with pytest.raises(SystemExit) as exc:
+        from microvba.cli import main
+
+        main([str(a) for a in argv])
+    assert exc.value.code == 2
+    assert "an empty path (an unset shell variable?)" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_output_folder_that_cannot_be_created_refused_before_fitting(msmt, tmp_path, capsys):
+    """An output folder on a file system that refuses it (here /proc; a read-only mount, or
+    root on a root-squashed share, likewise) passed the permission check and failed after
+    the fit (exit 1, OS error). Now refused at the door."""
+    err, new = _run(tmp_path, capsys, _fit(msmt, msmt["img"].get_filename(), "/proc/xyz"), 2)
+    assert "the output folder cannot be created in /proc" in err and "INFO" not in err
