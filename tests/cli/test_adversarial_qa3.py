@@ -167,3 +167,16 @@ def test_output_folder_that_cannot_be_created_refused_before_fitting(msmt, tmp_p
     the fit (exit 1, OS error). Now refused at the door."""
     err, new = _run(tmp_path, capsys, _fit(msmt, msmt["img"].get_filename(), "/proc/xyz"), 2)
     assert "the output folder cannot be created in /proc" in err and "INFO" not in err
+
+
+def test_single_shell_dataset_with_default_models_refused_at_the_door(tmp_path, capsys):
+    """A clinical single-shell dataset (b=1000) run with the default models (tensor, noddi):
+    every subject failed in its worker (exit 1, the output folder and logs written). Now
+    the scheme check at the door names the subject's gradient file and --models tensor."""
+    bids = factory.make_bids(tmp_path, n_subjects=2,
+                             bval="0 5 " + " ".join(["1000"] * 12) + "\n")
+    out = tmp_path / "out"
+    err, new = _run(tmp_path, capsys, [bids, out, "participant", "--skip-normalise",
+                                       "--n-jobs", "1"], 2)
+    assert "sub-01_dwi.bvec: NODDI needs q-space sampled along the radius" in err
+    assert "--models tensor" in err and "sub-02" not in err and not out.exists()

@@ -322,26 +322,29 @@ def executor_from_args(args: argparse.Namespace):
 
 
 def check_schemes(dataset, models) -> None:
-    """Before any work: every subject's scheme must suit the requested q-space models
-    (GQI and MAP-MRI need a DSI grid or several shells); one InputError lists them all."""
+    """Before any work: every subject's scheme must suit the requested models (NODDI, GQI
+    and MAP-MRI need a DSI grid or several shells: a single-shell clinical dataset run with
+    the default models used to fail every subject after the workers started); one
+    InputError lists them all."""
     from .._validation import InputError, ProblemCollector
     from ..io.gradients import read_bvals, read_bvecs
     from ..models.gradients import GradientTable
     from ..models.mapmri import check_multishell
     from ..models.registry import get
 
-    needy = [get(m).label for m in models if m in ("gqi", "mapmri")]
+    needy = [m for m in models if m in ("noddi", "gqi", "mapmri")]
     if not needy:
         return
+    keep = ",".join(m for m in models if m not in needy) or "tensor"
     problems = ProblemCollector()
     for subject in dataset.subjects:
         try:
             gtab = GradientTable(np.concatenate([read_bvals(s.bval) for s in subject.series]),
                                  np.concatenate([read_bvecs(s.bvec) for s in subject.series]),
                                  source=str(subject.series[0].bvec))
-            check_multishell(gtab, " and ".join(needy),
-                             "Leave gqi and mapmri out of --models for this dataset, or "
-                             "acquire a DSI grid or several shells.")
+            check_multishell(gtab, " and ".join(get(m).label for m in needy),
+                             f"Leave {' and '.join(needy)} out of --models for this dataset "
+                             f"(--models {keep}), or acquire a DSI grid or several shells.")
         except InputError as exc:
             problems.extend(exc)
     problems.raise_if_any()
