@@ -180,3 +180,18 @@ def test_single_shell_dataset_with_default_models_refused_at_the_door(tmp_path, 
                                        "--n-jobs", "1"], 2)
     assert "sub-01_dwi.bvec: NODDI needs q-space sampled along the radius" in err
     assert "--models tensor" in err and "sub-02" not in err and not out.exists()
+
+
+def test_failure_of_combined_series_names_the_users_files(tmp_path, capsys):
+    """A subject whose two runs are combined failed with a message naming our temporary
+    work file (``out/sub-01/dwi/.tmp-<pid>@<host>@sub-01_desc-combined_dwi.nii``), which no
+    longer exists when the user reads it. Now the message names the subject's series."""
+    bids = factory.make_bids(tmp_path, n_subjects=1)  # 4 x 4 x 3: the automatic mask fails
+    d = bids / "sub-01" / "dwi"
+    for ext in (".nii.gz", ".bval", ".bvec"):
+        (d / f"sub-01_run-2_dwi{ext}").write_bytes((d / f"sub-01_dwi{ext}").read_bytes())
+    err, _ = _run(tmp_path, capsys, [bids, tmp_path / "out", "participant", "--models",
+                                     "tensor", "--skip-normalise", "--n-jobs", "1"], 1)
+    assert f"sub-01 (series {d / 'sub-01_dwi.nii.gz'}, {d / 'sub-01_run-2_dwi.nii.gz'}, " \
+           "combined): the automatic brain mask" in err
+    assert ".tmp-" not in err

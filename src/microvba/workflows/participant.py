@@ -36,7 +36,7 @@ from .._provenance import (
     write_json,
     write_text,
 )
-from .._validation import InputError, check_option_choice, check_option_number
+from .._validation import InputError, Problem, check_option_choice, check_option_number
 from ..io import derivatives
 from ..io.derivatives import image_like, subject_dir, write_dataset_description
 from .executor import SlurmOptions, TaskResult, make_executor, summarise_failures
@@ -158,6 +158,15 @@ def _combine_series(subject) -> tuple:
     return image_like(data, ref_img), np.concatenate(bvals), np.concatenate(bvecs, axis=0), record
 
 
+def _user_names(text: str, work: tuple[Path, ...], subject) -> str:
+    """``text`` with the combined work files' paths replaced by the series they hold."""
+    series = (f"{subject.prefix} (series {', '.join(str(s.dwi) for s in subject.series)}, "
+              "combined)")
+    for path in work:
+        text = text.replace(str(path), series)
+    return text
+
+
 @contextlib.contextmanager
 def combined_inputs(subject, out_dir: Path) -> Iterator[tuple[Path, Path, Path]]:
     """The DWI, bval and bvec paths to fit: the subject's own files for a single series, or
@@ -189,7 +198,11 @@ def combined_inputs(subject, out_dir: Path) -> Iterator[tuple[Path, Path, Path]]
         write_text(paths[1], " ".join(f"{b:g}" for b in bvals) + "\n")
         write_text(paths[2], "\n".join(" ".join(f"{v:.10g}" for v in row)
                                        for row in bvecs.T) + "\n")
-        yield paths
+        try:
+            yield paths
+        except InputError as exc:  # name the user's series, not our work file
+            raise InputError([Problem(*(_user_names(t, paths, subject) for t in (
+                p.file, p.problem)), p.fix) for p in exc.problems]) from exc
     finally:
         for path in paths:
             path.unlink(missing_ok=True)
