@@ -195,3 +195,23 @@ def test_failure_of_combined_series_names_the_users_files(tmp_path, capsys):
     assert f"sub-01 (series {d / 'sub-01_dwi.nii.gz'}, {d / 'sub-01_run-2_dwi.nii.gz'}, " \
            "combined): the automatic brain mask" in err
     assert ".tmp-" not in err
+
+
+def test_three_by_three_bvec_table_is_read_as_fsl_with_a_warning(tmp_path, caplog):
+    """With 3 volumes a one-row-per-volume .bvec and FSL's 3-row layout look alike; the file
+    was transposed (or not) without a word. The FSL reading is kept and now said."""
+    from microvba.io.gradients import read_bvecs
+
+    rows = np.array([[0.0, 0.6, 0.8], [0.8, 0.0, 0.6], [0.6, 0.8, 0.0]])
+    p = tmp_path / "three.bvec"
+    np.savetxt(p, rows, fmt="%g")
+    np.testing.assert_array_equal(read_bvecs(p), rows.T)
+    assert "3 x 3 b-vector table is ambiguous" in caplog.text
+
+
+def test_nifti_pair_gets_a_bids_prefix(msmt, tmp_path, capsys):
+    """A NIfTI pair (dwi.img + dwi.hdr) was fitted into maps named
+    ``pair_dwi.img_space-orig_...``: a dot inside a BIDS entity."""
+    nib.save(nib.Nifti1Pair(msmt["data"], msmt["img"].affine), str(tmp_path / "pair_dwi.img"))
+    _run(tmp_path, capsys, _fit(msmt, tmp_path / "pair_dwi.img", tmp_path / "out"), 0)
+    assert (tmp_path / "out" / "pair_space-orig_model-tensor_param-fa_dwimap.nii.gz").is_file()

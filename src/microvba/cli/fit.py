@@ -74,7 +74,7 @@ def add_noddi_options(parser) -> None:
 def prefix_from_dwi(path: Path) -> str:
     """``sub-01_dwi.nii.gz`` -> ``sub-01_space-orig``."""
     name = path.name
-    for ext in (".nii.gz", ".nii"):
+    for ext in (".nii.gz", ".nii", ".img", ".hdr"):  # .img/.hdr: a NIfTI/Analyze pair
         if name.endswith(ext):
             name = name[: -len(ext)]
             break
