@@ -4,6 +4,7 @@ Each test failed before its fix (see benchmarks/RESULTS.md, *Adversarial pass (s
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -215,3 +216,15 @@ def test_nifti_pair_gets_a_bids_prefix(msmt, tmp_path, capsys):
     nib.save(nib.Nifti1Pair(msmt["data"], msmt["img"].affine), str(tmp_path / "pair_dwi.img"))
     _run(tmp_path, capsys, _fit(msmt, tmp_path / "pair_dwi.img", tmp_path / "out"), 0)
     assert (tmp_path / "out" / "pair_space-orig_model-tensor_param-fa_dwimap.nii.gz").is_file()
+
+
+def test_subjects_without_the_selected_session_are_named(tmp_path, caplog):
+    """--session-label pre on a cohort where sub-02 has only ses-post: sub-02 left the
+    analysis without a word (only the subject count in an INFO line showed it)."""
+    from microvba.io.bids import discover
+
+    bids = factory.make_bids(tmp_path, n_subjects=3, sessions=["pre", "post"])
+    shutil.rmtree(bids / "sub-02" / "ses-pre")
+    subjects = discover(bids, session_label=["pre"])
+    assert [s.label for s in subjects] == ["01", "03"]
+    assert "no session pre for sub-02: left out" in caplog.text

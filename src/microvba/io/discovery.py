@@ -475,6 +475,12 @@ def _discover(bids_dir: str | Path, participant_label: Sequence[str] | str | Non
             s = _subject_in(sub_dir, ses_dir, ses, problems, dwi_filter)
             subjects += [s] if s else []
     if sessions is not None:
+        left = [p.name for p in sub_dirs if not any((p / f"ses-{x}").is_dir()
+                                                    for x in sessions)]
+        if left:  # they have sessions, none of those asked for: say who is left out
+            log.warning("no session %s for %s: left out", ", ".join(sessions),
+                        ", ".join(left[:20]) + (f" and {len(left) - 20} more"
+                                                if len(left) > 20 else ""))
         absent = [s for s in sessions if s not in seen_sessions]
         if absent:
             problems.add(root, f"session label(s) {absent} not found "

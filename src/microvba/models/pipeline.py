@@ -436,7 +436,10 @@ def _auto_mask(data: np.ndarray, gtab: GradientTable, dwi_path: Path) -> np.ndar
     if not mask.any():
         raise InputError("the automatic brain mask (median_otsu on the mean b0) is empty",
                          file=dwi_path,
-                         fix="Check that the b=0 volumes hold signal, or pass --mask.")
+                         fix="Check that the b=0 volumes hold signal (a series divided by "
+                             "its b=0, constant 1 there, leaves nothing to threshold) and "
+                             "cover more than a few voxels, or give a brain mask (microvba fit "
+                             "--mask).")
     return mask
 
 
