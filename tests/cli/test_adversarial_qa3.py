@@ -228,3 +228,17 @@ def test_subjects_without_the_selected_session_are_named(tmp_path, caplog):
     subjects = discover(bids, session_label=["pre"])
     assert [s.label for s in subjects] == ["01", "03"]
     assert "no session pre for sub-02: left out" in caplog.text
+
+
+def test_score_kept_in_phenotype_folder_is_pointed_to(tmp_path, capsys):
+    """BIDS keeps questionnaires in phenotype/*.tsv; --score cdrisc_total was refused as
+    'no column' listing participants.tsv's columns only. Now the phenotype file holding it
+    is named, with the fix (copy the column into participants.tsv)."""
+    bids = factory.make_bids(tmp_path, n_subjects=3)
+    (bids / "phenotype").mkdir()
+    (bids / "phenotype" / "cdrisc.tsv").write_text(
+        "participant_id\tcdrisc_total\nsub-01\t60\nsub-02\t71\nsub-03\t55\n")
+    err, new = _run(tmp_path, capsys, [bids, tmp_path / "out", "group", "--score",
+                                       "cdrisc_total", "--no-decode"], 2)
+    assert "no column 'cdrisc_total'" in err and "cdrisc.tsv in phenotype/" in err
+    assert "Copy that column into participants.tsv" in err and not new
