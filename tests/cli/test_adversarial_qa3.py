@@ -242,3 +242,27 @@ def test_score_kept_in_phenotype_folder_is_pointed_to(tmp_path, capsys):
                                        "cdrisc_total", "--no-decode"], 2)
     assert "no column 'cdrisc_total'" in err and "cdrisc.tsv in phenotype/" in err
     assert "Copy that column into participants.tsv" in err and not new
+
+
+def test_missing_or_conflicting_orientation_is_reported(msmt, tmp_path, capsys, caplog):
+    """A header without orientation (qform and sform codes 0), or whose qform and sform
+    disagree (a tool rewrote only one), was used without a word; ITK-based tools read the
+    qform, nibabel and FSL the sform. Both are now warned about, naming the file."""
+    img = nib.Nifti1Image(msmt["data"], msmt["img"].affine)
+    img.set_sform(None, code=0)
+    img.set_qform(None, code=0)
+    nib.save(img, str(tmp_path / "bare_dwi.nii.gz"))
+    moved = nib.Nifti1Image(msmt["data"], msmt["img"].affine)
+    q = msmt["img"].affine.copy()
+    q[:3, 3] += 5.0
+    moved.set_qform(q, code=1)
+    nib.save(moved, str(tmp_path / "moved_dwi.nii.gz"))
+    argv = _fit(msmt, tmp_path / "bare_dwi.nii.gz", tmp_path / "bare")
+    argv.remove("--mask"), argv.remove(msmt["mask"])
+    _run(tmp_path, capsys, argv, 0)
+    assert "bare_dwi.nii.gz: no orientation in the header" in caplog.text
+    _run(tmp_path, capsys, _fit(msmt, tmp_path / "moved_dwi.nii.gz", tmp_path / "moved"), 0)
+    assert "moved_dwi.nii.gz: the qform and sform differ (by up to 8.7 mm" in caplog.text
+    caplog.clear()
+    _run(tmp_path, capsys, _fit(msmt, msmt["img"].get_filename(), tmp_path / "ok"), 0)
+    assert "qform" not in caplog.text
