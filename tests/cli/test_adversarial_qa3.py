@@ -266,3 +266,14 @@ def test_missing_or_conflicting_orientation_is_reported(msmt, tmp_path, capsys, 
     caplog.clear()
     _run(tmp_path, capsys, _fit(msmt, msmt["img"].get_filename(), tmp_path / "ok"), 0)
     assert "qform" not in caplog.text
+
+
+def test_folder_given_for_an_image_is_called_a_folder(msmt, tmp_path, capsys):
+    """``fit DIR`` and ``roi --map DIR`` said 'file not found' for a folder that exists."""
+    folder = tmp_path / "maps"
+    folder.mkdir()
+    err, new = _run(tmp_path, capsys, _fit(msmt, folder, tmp_path / "out"), 2)
+    assert "maps: a folder, not the DWI file" in err and not new
+    err, new = _run(tmp_path, capsys, ["roi", "--map", folder, "--atlas", "brainnetome",
+                                       "--region", "A23c"], 2)
+    assert "maps: a folder, not a map" in err and "sub-*_fa.nii.gz" in err and not new

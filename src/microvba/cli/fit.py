@@ -95,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
     for label, p in (("DWI", args.dwi), ("b-value", args.bval), ("b-vector", args.bvec),
                      ("mask", args.mask)):
         if p is not None and not Path(p).is_file():
-            raise InputError(f"{label} file not found", file=p,
+            raise InputError(f"a folder, not the {label} file" if Path(p).is_dir() else
+                             f"{label} file not found", file=p,
                              fix="Check the path (relative paths start in the current folder).")
     from ..io.bids import check_image_file
 
