@@ -14,6 +14,8 @@ import test_adversarial_qa as qa6
 from test_adversarial_qa import _fit, _randomise, _run  # the session-6 pass's helpers
 from test_malformed import factory  # tests/io/bids_factory.py, loaded by file path
 
+from microvba.cli import main
+
 rdata = qa6.rdata  # the session-6 pass's randomise stack (a fixture)
 
 
@@ -153,8 +155,6 @@ def test_empty_output_path_refused(msmt, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     argv = _fit(msmt, msmt["img"].get_filename(), "")
     with pytest.raises(SystemExit) as exc:
-        from microvba.cli import main
-
         main([str(a) for a in argv])
     assert exc.value.code == 2
     assert "an empty path (an unset shell variable?)" in capsys.readouterr().err
@@ -277,3 +277,17 @@ def test_folder_given_for_an_image_is_called_a_folder(msmt, tmp_path, capsys):
     err, new = _run(tmp_path, capsys, ["roi", "--map", folder, "--atlas", "brainnetome",
                                        "--region", "A23c"], 2)
     assert "maps: a folder, not a map" in err and "sub-*_fa.nii.gz" in err and not new
+
+
+def test_required_options_can_come_from_the_config_file(msmt, tmp_path, capsys):
+    """README: 'Every option can also be given in a TOML file'; fit's --bval, --bvec and -o
+    written there were refused ('the following arguments are required'), exit 2."""
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(f'bval = "{msmt["bval"]}"\nbvec = "{msmt["bvec"]}"\nmask = "{msmt["mask"]}"\n'
+                   f'output = "{tmp_path / "out"}"\nmodel = "tensor"\n')
+    _run(tmp_path, capsys, ["fit", msmt["img"].get_filename(), "--config", cfg], 0)
+    assert (tmp_path / "out" / "msmt_space-orig_model-tensor_param-fa_dwimap.nii.gz").is_file()
+    with pytest.raises(SystemExit):  # still required when neither gives it
+        cfg.write_text('model = "tensor"\n')
+        main(["fit", msmt["img"].get_filename(), "--config", str(cfg)])
+    assert "the following arguments are required: --bval, --bvec" in capsys.readouterr().err

@@ -68,6 +68,9 @@ def apply_config(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
             problems.extend(exc)
     problems.raise_if_any()
     parser.set_defaults(**values)
+    for key in values:  # a required option (fit's --bval, -o) may come from the file too
+        if actions[key].option_strings:
+            actions[key].required = False
 
 
 def config_keys(path: Path) -> dict[str, Any]:
