@@ -291,3 +291,28 @@ def test_required_options_can_come_from_the_config_file(msmt, tmp_path, capsys):
         cfg.write_text('model = "tensor"\n')
         main(["fit", msmt["img"].get_filename(), "--config", str(cfg)])
     assert "the following arguments are required: --bval, --bvec" in capsys.readouterr().err
+
+
+def test_nan_background_with_the_automatic_mask(msmt, tmp_path, capsys, caplog):
+    """A series whose background a masking tool wrote as NaN, fitted without --mask: the
+    automatic mask's dilation reached 7 background voxels and the fit was refused ('7
+    voxel(s) inside the brain mask hold NaN'). Voxels NaN in every volume are now left out
+    of the automatic mask with a warning; a NaN in some volumes of a voxel is still refused."""
+    brain = nib.load(str(msmt["mask"])).get_fdata() > 0
+    data = msmt["data"].copy()
+    data[~brain] = np.nan
+    dwi = tmp_path / "nanbg_dwi.nii.gz"
+    nib.save(nib.Nifti1Image(data, msmt["img"].affine), str(dwi))
+    argv = _fit(msmt, dwi, tmp_path / "out")
+    i = argv.index("--mask")
+    del argv[i:i + 2]
+    _run(tmp_path, capsys, argv, 0)
+    assert "of the automatic brain mask are NaN or infinite in every volume" in caplog.text
+    fitted = nib.load(str(next((tmp_path / "out").glob("*desc-brain_mask.nii.gz")))).get_fdata()
+    assert fitted.any() and not (fitted.astype(bool) & ~brain).any()
+    ijk = tuple(np.argwhere(fitted > 0)[0])
+    data[ijk + (7,)] = np.nan  # one volume of a brain voxel: corrupt, not background
+    nib.save(nib.Nifti1Image(data, msmt["img"].affine), str(dwi))
+    argv[argv.index("-o") + 1] = tmp_path / "out2"
+    err, _ = _run(tmp_path, capsys, argv, 2)
+    assert "inside the brain mask hold NaN or infinite values" in err
