@@ -20,13 +20,20 @@ from .gradients import (
     B0_THRESHOLD,
     read_bvals,
 )
+from .series_names import (  # noqa: F401 - _NIFTI_EXT, _nifti_stem re-exported (io.bids)
+    _NIFTI_EXT,
+    _duplicate_copies,
+    _magnitude_only,
+    _mixed_versions,
+    _nifti_stem,
+    entities,
+)
 
 log = get_logger(__name__)
 
 #: largest difference (mm) between the affines of DWI series combined into one scheme
 GRID_ATOL = 1e-3
 
-_NIFTI_EXT = (".nii.gz", ".nii")
 _LABEL = re.compile(r"^[A-Za-z0-9]+$")
 # BIDS 1.9 entity order (file names list entities in this order)
 _ENTITY_ORDER = ("sub", "ses", "sample", "task", "tracksys", "acq", "nuc", "voi", "ce", "trc",
@@ -122,20 +129,6 @@ def _strip(prefix: str, labels: Iterable[str] | str | None) -> list[str] | None:
     # "01,02" or "01 02" in one argument (or a TOML list of numbers) -> ["01", "02"]
     split = [t for lab in labels for t in re.split(r"[\s,]+", str(lab).strip()) if t]
     return [lab[len(prefix):] if lab.startswith(prefix) else lab for lab in split]
-
-
-def _nifti_stem(path: Path) -> str:
-    name = path.name
-    for ext in _NIFTI_EXT:
-        if name.endswith(ext):
-            return name[: -len(ext)]
-    return name
-
-
-def entities(path: str | Path) -> dict[str, str]:
-    """The ``key-value`` entities of a BIDS file name (the suffix, e.g. ``_dwi``, excluded)."""
-    parts = _nifti_stem(Path(path)).split("_")[:-1]
-    return dict(p.split("-", 1) for p in parts if "-" in p)
 
 
 def _natural(value: str) -> tuple:
@@ -284,65 +277,6 @@ def _has_diffusion_weighting(dwi: Path) -> bool:
         return True  # unreadable: keep it, validation reports the file
 
 
-#: entities of derived files (BIDS derivatives): two series differing in one are two versions
-#: of one acquisition (raw and preprocessed, two resamplings), never parts of one scheme
-_DERIVED_ENTITIES = ("desc", "space", "res", "den")
-
-
-def _duplicate_copies(where: Path, dwis: list[Path], problems: ProblemCollector) -> bool:
-    """Problem when one series is there twice, as ``.nii`` and ``.nii.gz`` (a ``gunzip -k``
-    left behind): it would be combined with itself, doubling every volume."""
-    stems: dict[str, list[Path]] = {}
-    for d in dwis:
-        stems.setdefault(_nifti_stem(d), []).append(d)
-    twice = [v for v in stems.values() if len(v) > 1]
-    for copies in twice:
-        problems.add(where, "the same series is there twice: "
-                            + " and ".join(d.name for d in copies),
-                     f"Keep one file (e.g. delete {copies[0].name}); both would be combined "
-                     "into one scheme, every volume twice.")
-    return bool(twice)
-
-
-def _magnitude_only(where: Path, dwis: list[Path], excluded: list[Path],
-                    problems: ProblemCollector) -> list[Path]:
-    """The magnitude series; phase/real/imaginary parts (``part-phase``...) are left out
-    with a warning, as no model fits them (a problem when nothing else is left)."""
-    other = [d for d in dwis if entities(d).get("part", "mag") != "mag"]
-    if not other:
-        return dwis
-    kept = [d for d in dwis if d not in other]
-    if not kept:
-        problems.add(where, "only non-magnitude DWI series (" + ", ".join(
-            d.name for d in other) + "); the models fit magnitude images",
-                     "Add the magnitude series (part-mag) or reconstruct magnitude images "
-                     "from the complex data.")
-        return []
-    log.warning("%s: ignoring the non-magnitude series %s (phase, real or imaginary parts)",
-                where, ", ".join(d.name for d in other))
-    excluded += other
-    return kept
-
-
-def _mixed_versions(where: Path, dwis: list[Path], problems: ProblemCollector) -> bool:
-    """Problem when the series to combine differ in a derived-file entity (desc-, space-...):
-    raw beside preprocessed data, or two resamplings of one scan."""
-    if len(dwis) < 2:
-        return False
-    ents = [entities(d) for d in dwis]
-    differ = [k for k in _DERIVED_ENTITIES if len({e.get(k) for e in ents}) > 1]
-    if not differ:
-        return False
-    example = next((f"{k}-{e[k]}" for e in ents for k in differ if k in e), "desc-preproc")
-    problems.add(where, f"the DWI series differ in {', '.join(k + '-' for k in differ)} ("
-                        + ", ".join(d.name for d in dwis) + "): versions of one "
-                        "acquisition (e.g. raw and preprocessed), which would be combined "
-                        "into one scheme, every volume twice",
-                 f"Keep one version with --dwi-filter (e.g. --dwi-filter {example}), or "
-                 "move derived files to derivatives/.")
-    return True
-
-
 def _subject_in(sub_dir: Path, ses_dir: Path, session: str | None,
                 problems: ProblemCollector,
                 dwi_filter: dict[str, tuple[str, ...]] | None = None) -> Subject | None:
@@ -475,8 +409,9 @@ def _discover(bids_dir: str | Path, participant_label: Sequence[str] | str | Non
             s = _subject_in(sub_dir, ses_dir, ses, problems, dwi_filter)
             subjects += [s] if s else []
     if sessions is not None:
-        left = [p.name for p in sub_dirs if not any((p / f"ses-{x}").is_dir()
-                                                    for x in sessions)]
+        left = [p.name for p in sub_dirs if any(q.is_dir() and q.name.startswith("ses-")
+                                                for q in p.iterdir())
+                and not any((p / f"ses-{x}").is_dir() for x in sessions)]
         if left:  # they have sessions, none of those asked for: say who is left out
             log.warning("no session %s for %s: left out", ", ".join(sessions),
                         ", ".join(left[:20]) + (f" and {len(left) - 20} more"
