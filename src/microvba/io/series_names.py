@@ -79,7 +79,8 @@ def _mixed_versions(where: Path, dwis: list[Path], problems: ProblemCollector) -
     differ = [k for k in _DERIVED_ENTITIES if len({e.get(k) for e in ents}) > 1]
     if not differ:
         return False
-    example = next((f"{k}-{e[k]}" for e in ents for k in differ if k in e), "desc-preproc")
+    # some series has each differing entity: the first one found is the example
+    example = next(f"{k}-{e[k]}" for e in ents for k in differ if k in e)
     problems.add(where, f"the DWI series differ in {', '.join(k + '-' for k in differ)} ("
                         + ", ".join(d.name for d in dwis) + "): versions of one "
                         "acquisition (e.g. raw and preprocessed), which would be combined "
