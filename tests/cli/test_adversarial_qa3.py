@@ -145,6 +145,13 @@ def test_missing_data_code_in_the_score_refused(rdata, tmp_path, capsys):
     from microvba.stats.design import missing_code_rows
 
     assert missing_code_rows(pd.Series([20.0, 35, 999, 41], index=list("abcd"))) == ["c"]
+    part = tmp_path / "participants.tsv"  # roi reads participants.tsv itself
+    part.write_text("participant_id\tscore\tage\n" + "".join(
+        f"sub-{i:02d}\t{50 + i}\t{9999 if i == 4 else 30 + i}\n" for i in range(1, 13)))
+    err, new = _run(tmp_path, capsys, ["roi", "--map", *maps, "--atlas", "brainnetome",
+                                       "--region", "A23c", "--participants", part,
+                                       "--score", "score", "--covariates", "age"], 2)
+    assert "column 'age' holds 9999 for sub-04" in err and not new
     assert missing_code_rows(pd.Series([120.0, 5000, 999, 2400], index=list("abcd"))) == []
 
 

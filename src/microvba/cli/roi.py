@@ -76,6 +76,16 @@ def _check_columns(path: Path, score: str, covariates: list[str]) -> None:
         raise InputError(f"the score {score!r} is not numeric (values {shown})", file=path,
                          fix=fix + ".")
     used = [c for c in [score, *covariates] if c in rows.columns]
+    from ..stats.design import missing_code_rows
+
+    for col in used:  # -999 from a spreadsheet would enter the correlation as a value
+        coded = missing_code_rows(rows[col].dropna()) if rows[col].dtype.kind == "f" else []
+        if coded:
+            raise InputError(f"column {col!r} holds {rows.loc[coded[0], col]:g} for "
+                             f"{', '.join('sub-' + c for c in coded[:10])}, far outside its "
+                             "other values: a missing-data code?", file=path,
+                             fix="Write n/a for a missing value (BIDS; those participants are "
+                                 "left out), or correct the value.")
     missing = rows[used].isna().any(axis=1)
     if missing.any():
         ids = rows.loc[missing, "participant_id"].astype(str).tolist() \
