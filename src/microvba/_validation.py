@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,6 +146,11 @@ def check_output_dir(path: str | Path, what: str = "output folder") -> Path:
         raise InputError(f"the {what} cannot be written: no write permission in {parent}",
                          file=path, fix="Pass a folder you can write to, or fix the "
                                         "permissions.")
+    try:  # what access() cannot tell: a read-only mount, /proc, root without the right
+        os.rmdir(tempfile.mkdtemp(prefix=".microvba-probe-", dir=parent))
+    except OSError as exc:
+        raise InputError(f"the {what} cannot be created in {parent} ({exc.strerror})",
+                         file=path, fix="Pass a folder on a writable file system.") from exc
     return path
 
 

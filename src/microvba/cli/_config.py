@@ -16,6 +16,7 @@ from typing import Any
 from .._provenance import write_text
 from .._resources import read_table_text
 from .._validation import InputError, Problem, ProblemCollector
+from ._types import path_arg
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -67,6 +68,9 @@ def apply_config(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
             problems.extend(exc)
     problems.raise_if_any()
     parser.set_defaults(**values)
+    for key in values:  # a required option (fit's --bval, -o) may come from the file too
+        if actions[key].option_strings:
+            actions[key].required = False
 
 
 def config_keys(path: Path) -> dict[str, Any]:
@@ -93,7 +97,7 @@ def _config_value(action: argparse.Action, key: str, value: Any, path: Path) -> 
     if many:
         items = value if isinstance(value, list) else [value]
         out = [_config_item(action, key, v, path) for v in items]
-    elif isinstance(value, list) and action.type not in (None, str, int, float, Path):
+    elif isinstance(value, list) and action.type not in (None, str, int, float, Path, path_arg):
         out = value  # an option parsed into a list (e.g. --models a,b) given as a TOML list
         if not all(isinstance(v, str) for v in out):
             raise bad("must be a list of strings", f'Write {key} = ["a", "b"].')
@@ -118,8 +122,8 @@ def _config_item(action: argparse.Action, key: str, value: Any, path: Path) -> A
     if isinstance(value, str):
         if kind is None:
             return value
-        if kind is Path:  # no shell expands "~" in a TOML file: a folder named "~" otherwise
-            return Path(value).expanduser()
+        if kind in (Path, path_arg):  # no shell expands "~" in a TOML file (a folder "~")
+            kind = lambda v: path_arg(v).expanduser()  # noqa: E731
         try:
             return kind(value)
         except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:

@@ -4,6 +4,7 @@ written the way another tool would write it (exit code 2, as every argparse erro
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 #: other tools' names for the models (DIPY/FSL say "dti")
 MODEL_ALIASES = {"dti": "tensor"}
@@ -37,3 +38,12 @@ def seed(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text} is negative; pass an integer >= 0")
     return value
+
+
+def path_arg(text: str) -> Path:
+    """A file or folder path; an empty one (``-o "$OUT"`` with ``OUT`` unset) is refused,
+    since it would mean the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "an empty path (an unset shell variable?); pass a file or folder name")
+    return Path(text)

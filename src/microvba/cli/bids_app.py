@@ -12,7 +12,7 @@ from ..io import derivatives
 from ..io.derivatives import METRICS, PARAM_MODEL, SPACE_MNI
 from ..models import registry
 from ._config import write_effective_config
-from ._types import diffusivity, parse_models, seed
+from ._types import diffusivity, parse_models, path_arg, seed
 from .fit import add_noddi_options
 
 log = get_logger(__name__)
@@ -105,8 +105,8 @@ def _defaults() -> tuple[dict, dict, dict]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     pdef, gdef, xdef = _defaults()
-    parser.add_argument("bids_dir", type=Path, help="the BIDS dataset (read only)")
-    parser.add_argument("output_dir", type=Path, help="the derivatives folder to write")
+    parser.add_argument("bids_dir", type=path_arg, help="the BIDS dataset (read only)")
+    parser.add_argument("output_dir", type=path_arg, help="the derivatives folder to write")
     parser.add_argument("analysis_level", choices=["participant", "group"],
                         help="participant: per-subject fitting and normalisation; "
                              "group: voxel-based statistics, clusters, decoding, report")
@@ -182,7 +182,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="also run a non-parametric combination across metrics (Winkler et "
                           "al. 2016) with these combining functions: one corrected map of "
                           "where microstructure as a whole tracks the score (group/npc/)")
-    grp.add_argument("--data-dir", type=Path, default=None,
+    grp.add_argument("--data-dir", type=path_arg, default=None,
                      help="folder with the Neurosynth/NeuroQuery databases "
                           "(default $MICROVBA_DATA, else ~/.cache/microvba)")
     grp.add_argument("--no-decode", action="store_true", help="skip meta-analytic decoding")

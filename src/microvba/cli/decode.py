@@ -15,7 +15,7 @@ from .._validation import (
     check_positive_int,
 )
 from ..io import derivatives
-from ._types import seed
+from ._types import path_arg, seed
 
 if TYPE_CHECKING:
     from ..decode.writer import FigureProcess
@@ -30,7 +30,7 @@ HELP = ("Meta-analytic decoding of an ROI (ROI association: log-odds, chi-square
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--roi", type=Path, default=None,
+    parser.add_argument("--roi", type=path_arg, default=None,
                         help="binary ROI mask in MNI space (nonzero = inside)")
     parser.add_argument("--labels", type=int, nargs="+", default=None, metavar="L",
                         help="decode the union of these labels of the --roi image (a label "
@@ -39,11 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--roi-threshold", type=float, default=None, metavar="P",
                         help="decode the voxels of the --roi image >= P (a probability "
                              "map, e.g. 50 for an integer-percent map, 0.5 for 0-1)")
-    parser.add_argument("--map", type=Path, default=None, dest="stat_map",
+    parser.add_argument("--map", type=path_arg, default=None, dest="stat_map",
                         help="unthresholded statistic map in MNI space")
     parser.add_argument("--vocabulary", choices=["lda50", "terms"], default="lda50",
                         help="lda50: Neurosynth v0.7 topics; terms: NeuroQuery v1 terms")
-    parser.add_argument("-o", "--output-dir", type=Path, required=True,
+    parser.add_argument("-o", "--output-dir", type=path_arg, required=True,
                         help="folder for the TSV tables and figures")
     parser.add_argument("--prefix", default=None,
                         help="output file prefix (unset: the ROI or map file name)")

@@ -9,7 +9,7 @@ from pathlib import Path
 from .._defaults import N_PERM
 from .._logging import get_logger
 from ..io import derivatives
-from ._types import parse_models
+from ._types import parse_models, path_arg
 
 HELP = ("Simulate a DSI cohort with the study's five findings planted, run the participant and "
         "group stages, and write an HTML report with a planted-vs-found table.")
@@ -24,7 +24,7 @@ DEMO_N_PERM = N_PERM  # the default of every group analysis
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, default=Path("demo_output"),
+    parser.add_argument("--out", type=path_arg, default=Path("demo_output"),
                         help="folder for the simulated BIDS dataset and the derivatives")
     parser.add_argument("--full", action="store_true",
                         help="2 mm whole-brain cohort (slow); default is a coarse, fast grid")
@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              "n = 64 its r = 0.27 effects cannot survive whole-brain FWE). 1 plants the "
              "study's r exactly")
     parser.add_argument("--n-jobs", type=int, default=None, help="local worker processes")
-    parser.add_argument("--data-dir", type=Path, default=None,
+    parser.add_argument("--data-dir", type=path_arg, default=None,
                         help="databases for decoding (default $MICROVBA_DATA)")
     parser.add_argument("--base-url", default=None,
                         help="mirror for the data files missing on first use (as 'microvba "

@@ -11,7 +11,7 @@ from .._validation import InputError, check_output_dir
 from ..io import derivatives
 from ..models import registry
 from ..workflows.participant import ParticipantSettings
-from ._types import diffusivity, parse_models
+from ._types import diffusivity, parse_models, path_arg
 
 #: defaults declared once, in the settings dataclass the participant stage uses too
 _PDEF = {f.name: f.default for f in fields(ParticipantSettings)}
@@ -22,12 +22,12 @@ HELP = ("Fit the diffusion tensor and/or NODDI to one DWI series and write BIDS-
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("dwi", type=Path, help="4-D DWI series (.nii or .nii.gz)")
-    parser.add_argument("--bval", type=Path, required=True, help="FSL .bval file")
-    parser.add_argument("--bvec", type=Path, required=True, help="FSL .bvec file")
-    parser.add_argument("--mask", type=Path, default=None,
+    parser.add_argument("dwi", type=path_arg, help="4-D DWI series (.nii or .nii.gz)")
+    parser.add_argument("--bval", type=path_arg, required=True, help="FSL .bval file")
+    parser.add_argument("--bvec", type=path_arg, required=True, help="FSL .bvec file")
+    parser.add_argument("--mask", type=path_arg, default=None,
                         help="brain mask (default: median_otsu on the mean b0)")
-    parser.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    parser.add_argument("-o", "--output", type=path_arg, required=True, help="output folder")
     parser.add_argument("--model", "--models", dest="model", type=parse_models,
                         default=list(_PDEF["models"]),
                         help="comma-separated models: " + ", ".join(registry.REGISTRY)
@@ -74,7 +74,7 @@ def add_noddi_options(parser) -> None:
 def prefix_from_dwi(path: Path) -> str:
     """``sub-01_dwi.nii.gz`` -> ``sub-01_space-orig``."""
     name = path.name
-    for ext in (".nii.gz", ".nii"):
+    for ext in (".nii.gz", ".nii", ".img", ".hdr"):  # .img/.hdr: a NIfTI/Analyze pair
         if name.endswith(ext):
             name = name[: -len(ext)]
             break
@@ -95,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
     for label, p in (("DWI", args.dwi), ("b-value", args.bval), ("b-vector", args.bvec),
                      ("mask", args.mask)):
         if p is not None and not Path(p).is_file():
-            raise InputError(f"{label} file not found", file=p,
+            raise InputError(f"a folder, not the {label} file" if Path(p).is_dir() else
+                             f"{label} file not found", file=p,
                              fix="Check the path (relative paths start in the current folder).")
     from ..io.bids import check_image_file
 

@@ -57,7 +57,7 @@ from ..stats.randomise import (
 )
 from ..stats.tfce import CONNECTIVITY_RANK
 from ..workflows.executor import check_n_jobs
-from ._types import seed
+from ._types import path_arg, seed
 
 HELP = "Voxel-wise permutation inference (Freedman-Lane, exact TFCE, cluster and voxel FWE)."
 
@@ -118,22 +118,22 @@ _DEFAULTS = {f.name: f.default for f in fields(RandomiseOptions)}
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     io = parser.add_argument_group("input and output")
-    io.add_argument("-i", "--input", required=True, type=Path, nargs="+", metavar="IMG",
+    io.add_argument("-i", "--input", required=True, type=path_arg, nargs="+", metavar="IMG",
                     help="one 4-D NIfTI (one volume per subject), or one 3-D map per subject "
                          "in the order of the design rows (names with sub-<label> are checked "
                          "against its participant_id column)")
-    io.add_argument("-m", "--mask", required=True, type=Path, help="3-D analysis mask")
-    io.add_argument("-d", "--design", required=True, type=Path, metavar="TSV|MAT",
+    io.add_argument("-m", "--mask", required=True, type=path_arg, help="3-D analysis mask")
+    io.add_argument("-d", "--design", required=True, type=path_arg, metavar="TSV|MAT",
                     help="design table (TSV, or CSV): a header row naming the columns, then "
                          "one row per volume (an intercept is added); or an FSL design.mat "
                          "(VEST, with -t design.con), used as given like FSL randomise: no "
                          "intercept is added, so include a column of 1s (needed when the "
                          "regressors are demeaned)")
-    io.add_argument("-t", "--tcon", type=Path, default=None, metavar="CON",
+    io.add_argument("-t", "--tcon", type=path_arg, default=None, metavar="CON",
                     help="FSL t contrasts (design.con) for a design.mat; each contrast k is "
                          "tested in its own direction and written as "
                          f"{derivatives.randomise_map_name('OUT_PREFIX', derivatives.tstat_key('<k>'))}...")
-    io.add_argument("-e", "--exchangeability-blocks", type=Path, default=None,
+    io.add_argument("-e", "--exchangeability-blocks", type=path_arg, default=None,
                     metavar="GRP", help="FSL design.grp of a design.mat: permute only within "
                                         "blocks of equal label")
     io.add_argument("-o", "--output", required=True, metavar="OUT_PREFIX",

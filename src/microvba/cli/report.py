@@ -6,13 +6,14 @@ import argparse
 from pathlib import Path
 
 from ..io import derivatives
+from ._types import path_arg
 
 HELP = (f"Rebuild OUTPUT_DIR/{derivatives.GROUP_DIR}/{derivatives.REPORT_HTML} from the "
         "outputs of the group stage.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("output_dir", type=Path, help="the derivatives folder of a group run")
+    parser.add_argument("output_dir", type=path_arg, help="the derivatives folder of a group run")
     parser.add_argument("--title", default="microvba report")
 
 

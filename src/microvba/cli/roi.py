@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from ..io import derivatives
-from ._types import seed
+from ._types import path_arg, seed
 
 HELP = "Mean of a named atlas region in each map (a priori ROI), with a partial correlation."
 
@@ -30,7 +30,7 @@ def _csv(text: str) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--map", nargs="+", required=True, type=Path, metavar="MAP",
+    parser.add_argument("--map", nargs="+", required=True, type=path_arg, metavar="MAP",
                         help="NIfTI maps in MNI space (3-D, or 4-D with one volume per subject)")
     parser.add_argument("--atlas", default="brainnetome",
                         choices=["brainnetome", "harvard_oxford", "aal"])
@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "with or without _L/_R")
     parser.add_argument("--hemisphere", choices=["L", "R"], default=None,
                         help="restrict to one hemisphere (None: both)")
-    parser.add_argument("--participants", type=Path, default=None,
+    parser.add_argument("--participants", type=path_arg, default=None,
                         help="participants.tsv (needed with --score)")
     parser.add_argument("--score", default=None, help="participants.tsv column to correlate")
     parser.add_argument("--covariates", type=_csv, default=[],
@@ -47,10 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", choices=["pearson", "spearman"], default="pearson")
     parser.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples")
     parser.add_argument("--seed", type=seed, default=0)
-    parser.add_argument("--data-dir", type=Path, default=None,
+    parser.add_argument("--data-dir", type=path_arg, default=None,
                         help="folder holding atlases/brainnetome "
                              "(default $MICROVBA_DATA, else ~/.cache/microvba)")
-    parser.add_argument("-o", "--output", type=Path, default=None,
+    parser.add_argument("-o", "--output", type=path_arg, default=None,
                         help="TSV to write (default: print to stdout)")
 
 
@@ -76,6 +76,16 @@ def _check_columns(path: Path, score: str, covariates: list[str]) -> None:
         raise InputError(f"the score {score!r} is not numeric (values {shown})", file=path,
                          fix=fix + ".")
     used = [c for c in [score, *covariates] if c in rows.columns]
+    from ..stats.design import missing_code_rows
+
+    for col in used:  # -999 from a spreadsheet would enter the correlation as a value
+        coded = missing_code_rows(rows[col].dropna()) if rows[col].dtype.kind == "f" else []
+        if coded:
+            raise InputError(f"column {col!r} holds {rows.loc[coded[0], col]:g} for "
+                             f"{', '.join('sub-' + c for c in coded[:10])}, far outside its "
+                             "other values: a missing-data code?", file=path,
+                             fix="Write n/a for a missing value (BIDS; those participants are "
+                                 "left out), or correct the value.")
     missing = rows[used].isna().any(axis=1)
     if missing.any():
         ids = rows.loc[missing, "participant_id"].astype(str).tolist() \

@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 
 from .._logging import get_logger
-from ._types import seed
+from ._types import path_arg, seed
 
 HELP = ("Write a simulated BIDS diffusion dataset: a small whole-brain one for trying the "
         "pipeline, or (--cohort) the demo cohort with the study's five findings planted.")
@@ -22,7 +22,7 @@ log = get_logger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("out", type=Path, help="folder of the BIDS dataset to write")
+    parser.add_argument("out", type=path_arg, help="folder of the BIDS dataset to write")
     parser.add_argument("--cohort", action="store_true",
                         help="the demo cohort (ICBM152 anatomy, random warps, planted effects)")
     parser.add_argument("--n-subjects", type=int, default=None,
@@ -51,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "cores are reduced to them unless --oversubscribe)")
     parser.add_argument("--oversubscribe", action="store_true",
                         help="start --n-jobs workers even when that is more than the cores")
-    parser.add_argument("--data-dir", type=Path, default=None,
+    parser.add_argument("--data-dir", type=path_arg, default=None,
                         help="--cohort: folder with atlases/brainnetome "
                              "(default $MICROVBA_DATA, else ~/.cache/microvba)")
 

@@ -11,9 +11,11 @@ Layout read (BIDS 1.9)::
 read and raises one :class:`~microvba._validation.InputError` listing every problem, so a
 malformed dataset never costs a half-written output folder.
 
-The code lives in three modules, re-exported here: :mod:`microvba.io.discovery` (subjects,
-sessions, series, ``--dwi-filter``), :mod:`microvba.io.validation` (the whole-dataset check)
-and :mod:`microvba.io.nifti_checks` (one streamed pass over a NIfTI file).
+The code lives in four modules, re-exported here: :mod:`microvba.io.discovery` (subjects,
+sessions, series, ``--dwi-filter``), :mod:`microvba.io.series_names` (entities of a series'
+name; series never combined: one file twice, raw beside derived, phase parts),
+:mod:`microvba.io.validation` (the whole-dataset check) and :mod:`microvba.io.nifti_checks`
+(one streamed pass over a NIfTI file).
 
 Checks and tolerances
 ---------------------
@@ -32,7 +34,10 @@ Checks and tolerances
   (reverse phase-encoding scans for distortion correction) are left out when a
   diffusion-weighted series is present, and ``dwi_filter`` (``--dwi-filter``) keeps a subset.
   Combined series must share the voxel grid: same 3-D shape and affines equal within
-  :data:`GRID_ATOL` mm; the b=0 volume may then be in any of them;
+  :data:`GRID_ATOL` mm; the b=0 volume may then be in any of them. Never combined (refused):
+  one series as ``.nii`` and ``.nii.gz``, series differing in ``desc-``/``space-``/``res-``/
+  ``den-`` (raw beside derived), DWI outside the session folders of a subject with sessions;
+  ``part-phase``/``real``/``imag`` series are left out with a warning;
 - ``participants.tsv`` (see :mod:`microvba.io.participants`): one row per subject with images
   and no row without images; the score column holds numbers and the covariate columns numbers
   or text labels (categorical), with no missing value for a selected subject.
@@ -93,6 +98,7 @@ from .validation import (  # noqa: F401 - re-exported: microvba.io.bids is the p
     _filter_hint,
     check_dataset_description,
     check_gradients,
+    check_one_session_per_subject,
     validate_dataset,
 )
 
@@ -108,6 +114,7 @@ __all__ = [
     "check_gradients",
     "check_image_data",
     "check_image_file",
+    "check_one_session_per_subject",
     "discover",
     "entities",
     "format_dwi_filter",

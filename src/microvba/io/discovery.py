@@ -20,13 +20,20 @@ from .gradients import (
     B0_THRESHOLD,
     read_bvals,
 )
+from .series_names import (  # noqa: F401 - _NIFTI_EXT, _nifti_stem re-exported (io.bids)
+    _NIFTI_EXT,
+    _duplicate_copies,
+    _magnitude_only,
+    _mixed_versions,
+    _nifti_stem,
+    entities,
+)
 
 log = get_logger(__name__)
 
 #: largest difference (mm) between the affines of DWI series combined into one scheme
 GRID_ATOL = 1e-3
 
-_NIFTI_EXT = (".nii.gz", ".nii")
 _LABEL = re.compile(r"^[A-Za-z0-9]+$")
 # BIDS 1.9 entity order (file names list entities in this order)
 _ENTITY_ORDER = ("sub", "ses", "sample", "task", "tracksys", "acq", "nuc", "voi", "ce", "trc",
@@ -122,20 +129,6 @@ def _strip(prefix: str, labels: Iterable[str] | str | None) -> list[str] | None:
     # "01,02" or "01 02" in one argument (or a TOML list of numbers) -> ["01", "02"]
     split = [t for lab in labels for t in re.split(r"[\s,]+", str(lab).strip()) if t]
     return [lab[len(prefix):] if lab.startswith(prefix) else lab for lab in split]
-
-
-def _nifti_stem(path: Path) -> str:
-    name = path.name
-    for ext in _NIFTI_EXT:
-        if name.endswith(ext):
-            return name[: -len(ext)]
-    return name
-
-
-def entities(path: str | Path) -> dict[str, str]:
-    """The ``key-value`` entities of a BIDS file name (the suffix, e.g. ``_dwi``, excluded)."""
-    parts = _nifti_stem(Path(path)).split("_")[:-1]
-    return dict(p.split("-", 1) for p in parts if "-" in p)
 
 
 def _natural(value: str) -> tuple:
@@ -302,6 +295,8 @@ def _subject_in(sub_dir: Path, ses_dir: Path, session: str | None,
         problems.add(where, "no DWI image (*_dwi.nii or *_dwi.nii.gz) found",
                      f"Add the subject's DWI series here, or leave {leave_out}.")
         return None
+    if _duplicate_copies(where, dwis, problems):
+        return None
     excluded: list[Path] = []
     if dwi_filter:
         kept = [d for d in dwis if matches_dwi_filter(d, dwi_filter)]
@@ -315,6 +310,9 @@ def _subject_in(sub_dir: Path, ses_dir: Path, session: str | None,
             return None
         excluded += [d for d in dwis if d not in kept]
         dwis = kept
+    dwis = _magnitude_only(where, dwis, excluded, problems)
+    if not dwis or _mixed_versions(where, dwis, problems):
+        return None
     if len(dwis) > 1:
         weighted = [d for d in dwis if _has_diffusion_weighting(d)]
         if weighted and len(weighted) < len(dwis):
@@ -396,6 +394,13 @@ def _discover(bids_dir: str | Path, participant_label: Sequence[str] | str | Non
             s = _subject_in(sub_dir, sub_dir, None, problems, dwi_filter)
             subjects += [s] if s else []
             continue
+        stray = _niftis(sub_dir / "dwi", "_dwi")
+        if stray:  # BIDS: with sessions every file is in one; these would be skipped
+            problems.add(sub_dir / "dwi", "DWI series outside the session folders ("
+                         + ", ".join(d.name for d in stray) + ") beside "
+                         + ", ".join(d.name for d in ses_dirs) + "; they would not be read",
+                         f"Move them into a session folder ({sub_dir.name}/ses-<label>/dwi, "
+                         "with ses-<label> in the file names) or delete them.")
         for ses_dir in ses_dirs:
             ses = ses_dir.name[4:]
             seen_sessions.add(ses)
@@ -404,6 +409,13 @@ def _discover(bids_dir: str | Path, participant_label: Sequence[str] | str | Non
             s = _subject_in(sub_dir, ses_dir, ses, problems, dwi_filter)
             subjects += [s] if s else []
     if sessions is not None:
+        left = [p.name for p in sub_dirs if any(q.is_dir() and q.name.startswith("ses-")
+                                                for q in p.iterdir())
+                and not any((p / f"ses-{x}").is_dir() for x in sessions)]
+        if left:  # they have sessions, none of those asked for: say who is left out
+            log.warning("no session %s for %s: left out", ", ".join(sessions),
+                        ", ".join(left[:20]) + (f" and {len(left) - 20} more"
+                                                if len(left) > 20 else ""))
         absent = [s for s in sessions if s not in seen_sessions]
         if absent:
             problems.add(root, f"session label(s) {absent} not found "

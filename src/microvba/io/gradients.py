@@ -16,8 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .._logging import get_logger
 from .._resources import MAX_TABLE_BYTES, check_regular_file, decode_text
 from .._validation import InputError
+
+log = get_logger(__name__)
 
 #: b-values at or below this (s/mm^2) count as b=0 volumes (DIPY's default ``b0_threshold``)
 B0_THRESHOLD = 50.0
@@ -94,6 +97,10 @@ def read_bvecs(path: str | Path) -> np.ndarray:
     except ValueError as exc:
         raise InputError("b-vectors are not all numbers", file=path,
                          fix="Write three rows of numbers (x, y, z).") from exc
+    if arr.shape == (3, 3) and not np.allclose(arr, arr.T):
+        # 3 volumes: FSL's rows-of-x,y,z and one-row-per-volume read differently
+        log.warning("%s: a 3 x 3 b-vector table is ambiguous; it is read in the FSL layout "
+                    "(rows x, y, z; one column per volume)", path)
     if arr.shape[0] == 3:
         arr = arr.T
     elif arr.shape[1] != 3:

@@ -99,7 +99,40 @@ def _load_header(path: Path, problems: ProblemCollector) -> Any:
                      "the image with dcm2niix, or set them with nibabel "
                      "(img.header.set_zooms, img.set_qform / img.set_sform).")
         return None
+    _warn_orientation(path, img)
     return img
+
+
+#: largest distance (mm) between the qform and sform mappings of a corner voxel before the
+#: difference is reported
+QFORM_SFORM_ATOL = 1.0
+
+
+def _warn_orientation(path: Path, img: Any) -> None:
+    """Warn when the header's orientation is missing (qform and sform codes 0: the voxel
+    axes are then taken as RAS, which normalisation to MNI may not recover) or when the
+    qform and sform disagree: the sform is used (as nibabel and FSL do) while ITK-based tools
+    (ANTs, ITK-SNAP) read the qform, so their view of the image differs from ours."""
+    header = img.header
+    if not hasattr(header, "get_qform"):
+        return
+    qform, qcode = header.get_qform(coded=True)
+    sform, scode = header.get_sform(coded=True)
+    if not qcode and not scode:
+        log.warning("%s: no orientation in the header (qform and sform codes 0); the voxel "
+                    "axes are taken as RAS. Re-export the image with its orientation (e.g. "
+                    "dcm2niix) if the maps or the normalisation look flipped", path)
+    elif qcode and scode:
+        shape = np.asarray(img.shape[:3], float) - 1
+        corners = np.array([[i, j, k, 1.0] for i in (0, shape[0]) for j in (0, shape[1])
+                            for k in (0, shape[2])]).T
+        gap = float(np.linalg.norm(((qform - sform) @ corners)[:3], axis=0).max())
+        if gap > QFORM_SFORM_ATOL:
+            log.warning("%s: the qform and sform differ (by up to %.1f mm at a corner); the "
+                        "sform is used, as FSL and nibabel do, while ITK-based tools (ANTs, "
+                        "ITK-SNAP) read the qform. Make them agree (e.g. fslorient "
+                        "-copysform2qform) if another tool shows the image elsewhere",
+                        path, gap)
 
 
 def _blocks(shape: tuple[int, ...], chunk_bytes: int) -> Iterator[tuple]:

@@ -14,7 +14,7 @@ import pandas as pd
 
 from .._logging import get_logger, progress
 from .._resources import image_size_problem
-from .._validation import InputError, ProblemCollector, check_positive_int
+from .._validation import InputError, Problem, ProblemCollector, check_positive_int
 from .discovery import (
     GRID_ATOL,
     Dataset,
@@ -246,11 +246,59 @@ def _check_participants(root: Path, subjects: list[Subject], all_labels: list[st
                            "covariate)",
                      "Use each column once; the score cannot also be a covariate.")
     for col in dict.fromkeys(requested):
-        problems.problems.extend(column_problems(df, col, present, path,
-                                                 numeric=(col == score)).problems)
+        found = column_problems(df, col, present, path, numeric=(col == score))
+        if col not in df.columns and (where := _phenotype_file(root, col)) is not None:
+            found.problems[:] = [Problem(p.file, f"{p.problem}; {where.name} in phenotype/ "
+                                         f"has a '{col}' column", "Copy that column into "
+                                         "participants.tsv (matched by participant_id): "
+                                         "microvba reads the score and covariates there.")
+                                 for p in found.problems]
+        problems.problems.extend(found.problems)
     if no_row:
         return empty
     return df.loc[[s.label for s in subjects]]
+
+
+def check_one_session_per_subject(root: str | Path, subjects: Sequence[Subject]) -> None:
+    """InputError when a subject enters with more than one session.
+
+    The group stage correlates one image per subject with a per-subject score: two sessions
+    of one subject would enter the GLM as two independent subjects with the same score
+    (pseudo-replication), doubling the apparent sample and inflating every statistic.
+    """
+    sessions: dict[str, list[str]] = {}
+    for s in subjects:
+        sessions.setdefault(s.label, []).append(s.session or "")
+    repeated = {lab: ses for lab, ses in sessions.items() if len(ses) > 1}
+    if not repeated:
+        return
+    shown = "; ".join(f"sub-{lab}: {', '.join('ses-' + x for x in ses)}"
+                      for lab, ses in list(repeated.items())[:5])
+    more = f" and {len(repeated) - 5} more" if len(repeated) > 5 else ""
+    common = sorted(set.intersection(*(set(v) for v in repeated.values())))
+    example = common[0] if common else "LABEL"
+    raise InputError(
+        f"{len(repeated)} subject(s) have several sessions ({shown}{more}); the group "
+        "stage tests one image per subject against the score, and each session would "
+        "enter as another subject with the same score (pseudo-replication: the sample "
+        "looks twice as large and every p-value is too small)", file=root,
+        fix=f"Pick one session per subject with --session-label (e.g. --session-label "
+            f"{example}) and run the group stage once per session.")
+
+
+def _phenotype_file(root: Path, column: str) -> Path | None:
+    """The BIDS ``phenotype/*.tsv`` whose header names ``column`` (questionnaire scores
+    such as a CD-RISC total live there), or None."""
+    folder = root / "phenotype"
+    for tsv in sorted(folder.glob("*.tsv")) if folder.is_dir() else []:
+        try:
+            with tsv.open(encoding="utf-8-sig", errors="replace") as fh:
+                header = fh.readline(65536)
+        except OSError:
+            continue
+        if column in (c.strip() for c in header.rstrip("\r\n").split("\t")):
+            return tsv
+    return None
 
 
 def check_dataset_description(root: Path, problems: ProblemCollector) -> None:

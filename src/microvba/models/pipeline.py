@@ -144,18 +144,28 @@ def _load_mask(mask_path: Path, dwi_img) -> np.ndarray:
     return mask
 
 
-def _nonfinite_voxels(data: np.ndarray) -> np.ndarray:
-    """3-D boolean map of the voxels with a NaN or infinite value in any volume."""
+def _nonfinite_voxels(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """3-D boolean maps of the voxels with a NaN or infinite value in any volume, and in
+    every volume (background written as NaN by a masking tool)."""
     bad = np.zeros(data.shape[:3], bool)
+    empty = np.ones(data.shape[:3], bool)
     for v in range(data.shape[3]):  # one volume at a time: no full-size temporary
-        bad |= ~np.isfinite(data[..., v])
-    return bad
+        finite = np.isfinite(data[..., v])
+        bad |= ~finite
+        empty &= ~finite
+    return bad, empty
 
 
 def _check_finite(data: np.ndarray, mask: np.ndarray, dwi_path: Path, given: bool) -> None:
     """InputError when a voxel of the mask holds NaN or infinite values; those outside the
     mask are set to 0 in ``data`` (so that denoising patches never spread them inside)."""
-    bad = _nonfinite_voxels(data)
+    bad, empty = _nonfinite_voxels(data)
+    if not given and (empty & mask).any():
+        # the automatic mask's dilation reaches a background stored as NaN: not brain
+        log.warning("%s: %d voxel(s) of the automatic brain mask are NaN or infinite in "
+                    "every volume (background); left out of the mask", dwi_path,
+                    int((empty & mask).sum()))
+        mask &= ~empty
     inside = bad & mask
     if inside.any():
         first = tuple(int(i) for i in np.argwhere(inside)[0])
@@ -436,7 +446,10 @@ def _auto_mask(data: np.ndarray, gtab: GradientTable, dwi_path: Path) -> np.ndar
     if not mask.any():
         raise InputError("the automatic brain mask (median_otsu on the mean b0) is empty",
                          file=dwi_path,
-                         fix="Check that the b=0 volumes hold signal, or pass --mask.")
+                         fix="Check that the b=0 volumes hold signal (a series divided by "
+                             "its b=0, constant 1 there, leaves nothing to threshold) and "
+                             "cover more than a few voxels, or give a brain mask (microvba fit "
+                             "--mask).")
     return mask
 
 

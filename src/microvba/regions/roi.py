@@ -136,7 +136,9 @@ def region_means(paths: Sequence[Path], atlas: Atlas, region: str, hemisphere: s
     problems = ProblemCollector()
     for p in paths:
         if not p.is_file():
-            problems.add(p, "map not found", "Check the path of --map.")
+            problems.add(p, "a folder, not a map" if p.is_dir() else "map not found",
+                         "Check the path of --map (a shell pattern such as "
+                         "'DIR/sub-*_fa.nii.gz' lists the maps of a folder).")
     problems.raise_if_any()
     atlas.find(region, hemisphere)  # unknown region: InputError with close matches
     rows = []

@@ -79,6 +79,23 @@ def _is_numeric(column: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
 
 
+#: values spreadsheets and SPSS write for a missing value; refused when far outside the rest
+MISSING_CODES = (-9999.0, -999.0, -99.0, 999.0, 9999.0)
+
+
+def missing_code_rows(values: pd.Series) -> list[str]:
+    """Rows whose value is a usual missing-data code (:data:`MISSING_CODES`) lying more than
+    5 ranges of the other values from their median: such a value would be fitted as a real
+    one and dominate the regression (``-999`` among resilience scores of 50-70)."""
+    x = values.to_numpy(dtype=np.float64)
+    coded = np.isin(x, MISSING_CODES)
+    if not coded.any() or coded.all():
+        return []
+    others = x[~coded]
+    far = np.abs(x - np.median(others)) > 5 * max(float(np.ptp(others)), 1e-12)
+    return [str(r) for r in np.asarray(values.index)[coded & far]]
+
+
 def make_design(participants: pd.DataFrame, score: str, covariates: Sequence[str] = (),
                 *, source: str = "participants.tsv") -> Design:
     """Build the design ``[intercept, score, covariates...]`` from a participants table.
@@ -115,6 +132,15 @@ def make_design(participants: pd.DataFrame, score: str, covariates: Sequence[str
             problems.add(source, f"column {col!r} has {int(missing.sum())} missing value(s) "
                          f"(rows {', '.join(rows)})",
                          "Fill in the values or exclude those subjects.")
+    problems.raise_if_any()
+    for col in [score, *covariates]:
+        if _is_numeric(participants[col]) and (rows := missing_code_rows(participants[col])):
+            codes = sorted({f"{v:g}" for v in participants.loc[rows, col]})
+            problems.add(source, f"column {col!r} holds {', '.join(codes)} (rows "
+                         f"{', '.join(rows[:10])}), far outside its other values: a "
+                         "missing-data code? It would enter the fit as a real value",
+                         "Write n/a for a missing value (BIDS) and leave those subjects out, "
+                         "or correct the value.")
     problems.raise_if_any()
     if not _is_numeric(participants[score]):
         problems.add(source, f"the score {score!r} is not numeric",

@@ -35,7 +35,7 @@ from .._validation import (
     check_option_number,
 )
 from ..io import derivatives
-from ..io.bids import validate_dataset
+from ..io.bids import check_one_session_per_subject, validate_dataset
 from ..models import registry as _registry
 from .participant import executor_from_args
 
@@ -291,6 +291,7 @@ def run_group(bids_dir: Path, out_dir: Path, settings: GroupSettings, *,
         dataset = validate_dataset(bids_dir, subjects=participant_label,
                                    session_label=session_label, score=settings.score,
                                    covariates=list(settings.covariates), check_images=False)
+    check_one_session_per_subject(bids_dir, dataset.subjects)
     paths = _mni_paths(out_dir, dataset.subjects, settings.metrics)
     group_dir = derivatives.group_dir(out_dir)
 
@@ -492,6 +493,7 @@ def run_group_cli(args: argparse.Namespace) -> int:
                                session_label=args.session_label, score=settings.score,
                                covariates=list(settings.covariates), check_images=False,
                                dwi_filter=getattr(args, "dwi_filter", None))
+    check_one_session_per_subject(args.bids_dir, dataset.subjects)
     _mni_paths(Path(args.output_dir), dataset.subjects, settings.metrics)
     with executor_from_args(args) as executor:
         run_group(args.bids_dir, args.output_dir, settings, executor=executor,

@@ -36,7 +36,7 @@ from .._provenance import (
     write_json,
     write_text,
 )
-from .._validation import InputError, check_option_choice, check_option_number
+from .._validation import InputError, Problem, check_option_choice, check_option_number
 from ..io import derivatives
 from ..io.derivatives import image_like, subject_dir, write_dataset_description
 from .executor import SlurmOptions, TaskResult, make_executor, summarise_failures
@@ -158,6 +158,15 @@ def _combine_series(subject) -> tuple:
     return image_like(data, ref_img), np.concatenate(bvals), np.concatenate(bvecs, axis=0), record
 
 
+def _user_names(text: str, work: tuple[Path, ...], subject) -> str:
+    """``text`` with the combined work files' paths replaced by the series they hold."""
+    series = (f"{subject.prefix} (series {', '.join(str(s.dwi) for s in subject.series)}, "
+              "combined)")
+    for path in work:
+        text = text.replace(str(path), series)
+    return text
+
+
 @contextlib.contextmanager
 def combined_inputs(subject, out_dir: Path) -> Iterator[tuple[Path, Path, Path]]:
     """The DWI, bval and bvec paths to fit: the subject's own files for a single series, or
@@ -189,7 +198,11 @@ def combined_inputs(subject, out_dir: Path) -> Iterator[tuple[Path, Path, Path]]
         write_text(paths[1], " ".join(f"{b:g}" for b in bvals) + "\n")
         write_text(paths[2], "\n".join(" ".join(f"{v:.10g}" for v in row)
                                        for row in bvecs.T) + "\n")
-        yield paths
+        try:
+            yield paths
+        except InputError as exc:  # name the user's series, not our work file
+            raise InputError([Problem(*(_user_names(t, paths, subject) for t in (
+                p.file, p.problem)), p.fix) for p in exc.problems]) from exc
     finally:
         for path in paths:
             path.unlink(missing_ok=True)
@@ -322,26 +335,29 @@ def executor_from_args(args: argparse.Namespace):
 
 
 def check_schemes(dataset, models) -> None:
-    """Before any work: every subject's scheme must suit the requested q-space models
-    (GQI and MAP-MRI need a DSI grid or several shells); one InputError lists them all."""
+    """Before any work: every subject's scheme must suit the requested models (NODDI, GQI
+    and MAP-MRI need a DSI grid or several shells: a single-shell clinical dataset run with
+    the default models used to fail every subject after the workers started); one
+    InputError lists them all."""
     from .._validation import InputError, ProblemCollector
     from ..io.gradients import read_bvals, read_bvecs
     from ..models.gradients import GradientTable
     from ..models.mapmri import check_multishell
     from ..models.registry import get
 
-    needy = [get(m).label for m in models if m in ("gqi", "mapmri")]
+    needy = [m for m in models if m in ("noddi", "gqi", "mapmri")]
     if not needy:
         return
+    keep = ",".join(m for m in models if m not in needy) or "tensor"
     problems = ProblemCollector()
     for subject in dataset.subjects:
         try:
             gtab = GradientTable(np.concatenate([read_bvals(s.bval) for s in subject.series]),
                                  np.concatenate([read_bvecs(s.bvec) for s in subject.series]),
                                  source=str(subject.series[0].bvec))
-            check_multishell(gtab, " and ".join(needy),
-                             "Leave gqi and mapmri out of --models for this dataset, or "
-                             "acquire a DSI grid or several shells.")
+            check_multishell(gtab, " and ".join(get(m).label for m in needy),
+                             f"Leave {' and '.join(needy)} out of --models for this dataset "
+                             f"(--models {keep}), or acquire a DSI grid or several shells.")
         except InputError as exc:
             problems.extend(exc)
     problems.raise_if_any()
