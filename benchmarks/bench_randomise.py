@@ -13,7 +13,7 @@ alpha = 0.05, then the power with a planted effect.
 Usage::
 
     .venv/bin/python benchmarks/bench_randomise.py [--quick] [--n-perm 5000] [--skip-full]
-    .venv/bin/python benchmarks/bench_randomise.py --fwe [--experiments 500] [--fwe-perm 500]
+    .venv/bin/python benchmarks/bench_randomise.py --fwe [--experiments 500] [--fwe-perm 500] [--no-power]
 """
 
 from __future__ import annotations
@@ -136,6 +136,10 @@ def fwe(args: argparse.Namespace) -> None:
     print(f"FWE check: {args.experiments} null experiments, {n} subjects, {int(mask.sum())} "
           f"voxels (FWHM 3 voxels), {args.fwe_perm} permutations each, cluster threshold 3.1")
     hits = {f"{s}_{k}": 0 for s in STATS for k in (1, 2)}
+    # uncorrected voxel p (one pre-chosen voxel, and the mean share of voxels) and FDR q
+    # (any voxel): the complete null, so FDR control = P(any q <= 0.05) <= 0.05
+    centre = int(np.argmin(np.linalg.norm(coords - np.array(mask.shape) / 2, axis=1)))
+    unc_voxel, unc_share, fdr_any = [], [], []
     t0 = time.perf_counter()
     for i in range(args.experiments):
         Y = smooth_cohort(mask, n, rng, fwhm_vox=3.0)
@@ -145,6 +149,11 @@ def fwe(args: argparse.Namespace) -> None:
         for s in STATS:
             for k in (1, 2):
                 hits[f"{s}_{k}"] += bool((res.maps[f"{s}_corrp_tstat{k}"] > 0.95).any())
+        for k in (1, 2):  # the maps hold 1 - p and 1 - q
+            p_unc = 1.0 - res.maps[f"vox_p_tstat{k}"]
+            unc_voxel.append(p_unc[centre] <= 0.05)
+            unc_share.append(np.mean(p_unc <= 0.05))
+            fdr_any.append(bool((1.0 - res.maps[f"vox_fdrp_tstat{k}"] <= 0.05).any()))
         if (i + 1) % 50 == 0:
             print(f"  {i + 1} experiments, {time.perf_counter() - t0:.0f} s: "
                   + ", ".join(f"{k} {v / (i + 1):.3f}" for k, v in hits.items()))
@@ -154,6 +163,11 @@ def fwe(args: argparse.Namespace) -> None:
     for s in STATS:
         r1, r2 = hits[f"{s}_1"] / m, hits[f"{s}_2"] / m
         print(f"  {s:9s} tstat1 {r1:.3f}  tstat2 {r2:.3f}  both {(r1 + r2) / 2:.3f}")
+    print(f"uncorrected voxel p <= 0.05 (both directions pooled, {2 * m} tests): centre voxel "
+          f"{np.mean(unc_voxel):.3f}, mean share of voxels {np.mean(unc_share):.4f}; "
+          f"voxel FDR: any q <= 0.05 {np.mean(fdr_any):.3f}")
+    if args.no_power:
+        return
     n_power = max(args.experiments // 5, 20)
     power = dict.fromkeys(STATS, 0)
     for i in range(n_power):
@@ -180,6 +194,7 @@ def main() -> None:
     parser.add_argument("--experiments", type=int, default=500)
     parser.add_argument("--fwe-perm", type=int, default=500)
     parser.add_argument("--fwe-seed", type=int, default=12345, help="seed of the null data")
+    parser.add_argument("--no-power", action="store_true", help="--fwe: skip the power part")
     args = parser.parse_args()
     os.environ.setdefault("MICROVBA_PROGRESS", "0")
     fwe(args) if args.fwe else speed(args)
