@@ -14,6 +14,7 @@ Usage::
 
     .venv/bin/python benchmarks/bench_randomise.py [--quick] [--n-perm 5000] [--skip-full]
     .venv/bin/python benchmarks/bench_randomise.py --fwe [--experiments 500] [--fwe-perm 500] [--no-power]
+        [--fwe-design score|one-sample|blocks]
 """
 
 from __future__ import annotations
@@ -121,6 +122,20 @@ def speed(args: argparse.Namespace) -> None:
               f"{np.quantile(res.null_max['tfce_tstat1'], 0.95):.0f}")
 
 
+def null_design(kind: str, n: int, rng: np.random.Generator):
+    """(X, contrast, exchangeability blocks) of a null experiment: ``score`` (score + age +
+    sex, Freedman-Lane), ``one-sample`` (intercept only: sign flipping) or ``blocks`` (the
+    score design plus 3 site dummies, 4 sites of n/4 subjects as exchangeability blocks)."""
+    if kind == "one-sample":
+        return np.ones((n, 1)), np.array([1.0]), None
+    X = design(n, rng)
+    if kind == "score":
+        return X, np.array([0, 1.0, 0, 0]), None
+    site = np.repeat(np.arange(4), n // 4)
+    dummies = (site[:, None] == np.arange(1, 4)).astype(float)
+    return np.column_stack([X, dummies]), np.array([0, 1.0, 0, 0, 0, 0, 0]), site
+
+
 def _reduced_mask() -> np.ndarray:
     mask = np.zeros((22, 22, 18), bool)
     mask[1:-1, 1:-1, 1:-1] = True
@@ -141,19 +156,22 @@ def fwe(args: argparse.Namespace) -> None:
     centre = int(np.argmin(np.linalg.norm(coords - np.array(mask.shape) / 2, axis=1)))
     unc_voxel, unc_share, fdr_any = [], [], []
     t0 = time.perf_counter()
+    print(f"design: {args.fwe_design}")
     for i in range(args.experiments):
         Y = smooth_cohort(mask, n, rng, fwhm_vox=3.0)
-        X = design(n, rng)
-        res = randomise(Y, X, np.array([0, 1.0, 0, 0]), mask, n_perm=args.fwe_perm, seed=i,
-                        batch_size=args.fwe_perm // 2, n_jobs=2)
+        X, c, blocks = null_design(args.fwe_design, n, rng)
+        if blocks is not None:  # sites differ in mean and in noise level
+            Y = Y * np.array([1.0, 1.5, 2.0, 3.0], np.float32)[blocks, None] + blocks[:, None]
+        res = randomise(Y, X, c, mask, n_perm=args.fwe_perm, seed=i,
+                        batch_size=args.fwe_perm // 2, n_jobs=2, exchangeability_blocks=blocks)
         for s in STATS:
             for k in (1, 2):
                 hits[f"{s}_{k}"] += bool((res.maps[f"{s}_corrp_tstat{k}"] > 0.95).any())
         for k in (1, 2):  # the maps hold 1 - p and 1 - q
-            p_unc = 1.0 - res.maps[f"vox_p_tstat{k}"]
-            unc_voxel.append(p_unc[centre] <= 0.05)
-            unc_share.append(np.mean(p_unc <= 0.05))
-            fdr_any.append(bool((1.0 - res.maps[f"vox_fdrp_tstat{k}"] <= 0.05).any()))
+            p_unc = 1.0 - res.maps[f"vox_p_tstat{k}"]  # p <= 0.05, up to rounding of 1 - p
+            unc_voxel.append(p_unc[centre] <= 0.05 + 1e-9)
+            unc_share.append(np.mean(p_unc <= 0.05 + 1e-9))
+            fdr_any.append(bool((1.0 - res.maps[f"vox_fdrp_tstat{k}"] <= 0.05 + 1e-9).any()))
         if (i + 1) % 50 == 0:
             print(f"  {i + 1} experiments, {time.perf_counter() - t0:.0f} s: "
                   + ", ".join(f"{k} {v / (i + 1):.3f}" for k, v in hits.items()))
@@ -166,7 +184,7 @@ def fwe(args: argparse.Namespace) -> None:
     print(f"uncorrected voxel p <= 0.05 (both directions pooled, {2 * m} tests): centre voxel "
           f"{np.mean(unc_voxel):.3f}, mean share of voxels {np.mean(unc_share):.4f}; "
           f"voxel FDR: any q <= 0.05 {np.mean(fdr_any):.3f}")
-    if args.no_power:
+    if args.no_power or args.fwe_design != "score":
         return
     n_power = max(args.experiments // 5, 20)
     power = dict.fromkeys(STATS, 0)
@@ -195,6 +213,8 @@ def main() -> None:
     parser.add_argument("--fwe-perm", type=int, default=500)
     parser.add_argument("--fwe-seed", type=int, default=12345, help="seed of the null data")
     parser.add_argument("--no-power", action="store_true", help="--fwe: skip the power part")
+    parser.add_argument("--fwe-design", choices=["score", "one-sample", "blocks"],
+                        default="score", help="--fwe: the null design (see null_design)")
     args = parser.parse_args()
     os.environ.setdefault("MICROVBA_PROGRESS", "0")
     fwe(args) if args.fwe else speed(args)
