@@ -7,11 +7,12 @@
    (partial r = 0: false-positive rate of ``p <= alpha``, coverage of 0) and with a planted
    partial r (coverage), Gaussian and heavy-tailed (t with 4 df) errors, Pearson and
    Spearman (Spearman: false-positive rate only, its population value is not the planted r).
-2. ``decode`` ROI association: the 2 x 2 ``p`` (chi-square, Fisher's exact test for small
-   expected counts; :func:`microvba.decode.decoder._chi2_or_fisher`) and its
-   Benjamini-Hochberg ``q`` on tables whose study labels are independent of the hits, with
-   the Neurosynth v0.7 sizes (14,371 studies; features selecting 50-3,000 studies; hit rates
-   0.5-30 %).
+2. ``decode`` ROI association: the 2 x 2 ``p`` (:func:`microvba.decode.decoder.
+   _chi2_or_fisher`: Fisher's exact test; the chi-square rule of earlier releases beside it)
+   on tables whose feature is unrelated to the ROI, with the Neurosynth v0.7 sizes (14,371
+   studies; features selecting 50-3,000 studies; hit rates 0.5-30 %): exact null rates by
+   enumerating the hypergeometric distribution, then the Benjamini-Hochberg ``q`` over 50
+   simulated features.
 
 Usage::
 
@@ -78,34 +79,63 @@ def partial(reps: int, boot_reps: int, seed: int) -> None:
                       flush=True)
 
 
+def _chi2_rule(a, b, c, d):
+    """The p of the previous releases: Pearson chi-square, Fisher's exact test where an
+    expected count is below 5 (kept here as the reference of the audit)."""
+    from scipy import special, stats
+
+    n = a + b + c + d
+    r0, r1, c0, c1 = a + b, c + d, a + c, b + d
+    with np.errstate(divide="ignore", invalid="ignore"):
+        chi2 = np.nan_to_num(n * (a * d - b * c) ** 2 / (r0 * r1 * c0 * c1))
+        small = np.minimum.reduce([r0 * c0, r0 * c1, r1 * c0, r1 * c1]) / n < 5
+    p = special.erfc(np.sqrt(chi2 / 2.0))
+    for i in np.flatnonzero(small):
+        p[i] = stats.fisher_exact([[a[i], b[i]], [c[i], d[i]]]).pvalue
+    return p
+
+
+ALPHAS = (0.05, 0.01, 1e-3, 1e-4, 2.5e-5)
+
+
 def association(reps: int, seed: int) -> None:
-    """Independent hits and feature labels over 14,371 studies."""
-    rng = np.random.default_rng(seed)
+    """Exact null rates (hypergeometric enumeration), then BH q over 50 simulated features."""
+    from scipy import stats
+
     n_studies = 14371
-    print(f"\nROI association p (chi-square / Fisher exact) and BH q over 50 features: {reps} "
-          f"null ROIs x 50 features per cell, {n_studies} studies")
-    print("| hit rate | studies per feature | p <= 0.05 | p <= 0.01 | share Fisher | "
-          "any q <= 0.05 (of 50) |")
-    print("|---|---|---|---|---|---|")
+    print(f"\nROI association p, exact null rejection rate / alpha (a feature unrelated to the "
+          f"ROI: its hits among its selected studies are hypergeometric; {n_studies} studies; "
+          f"alpha = {', '.join(f'{a:g}' for a in ALPHAS)}; 2.5e-5 = 0.05 / 2,003 terms)")
+    print("| hit rate | studies per feature | expected hits | chi-square rule (before) | "
+          "Fisher exact (now) |")
+    print("|---|---|---|---|---|")
+    for hit in (0.005, 0.01, 0.03, 0.1, 0.3):
+        total = round(hit * n_studies)
+        for n1 in (50, 100, 300, 1000, 3000):
+            a = np.arange(max(0, n1 - (n_studies - total)), min(n1, total) + 1)
+            pmf = stats.hypergeom.pmf(a, n_studies, total, n1)
+            tables = (a, n1 - a, total - a, n_studies - n1 - total + a)
+            cells = []
+            for p in (_chi2_rule(*(t.astype(float) for t in tables)),
+                      _chi2_or_fisher(*tables)[1]):
+                cells.append(" ".join(f"{pmf[p <= al].sum() / al:.2f}" for al in ALPHAS))
+            print(f"| {hit} | {n1} | {n1 * total / n_studies:.1f} | {cells[0]} | {cells[1]} |",
+                  flush=True)
+    rng = np.random.default_rng(seed)
+    print(f"\nBH q over 50 features (each selecting 50-3,000 studies at random), {reps} null "
+          "ROIs per hit rate: rate of ROIs with any q <= 0.05")
+    print("| hit rate | any q <= 0.05 |")
+    print("|---|---|")
     for hit in (0.005, 0.03, 0.3):
-        for n1 in (50, 300, 3000):
-            ps, fisher, anyq = [], [], []
-            for _ in range(reps):
-                hits = rng.random(n_studies) < hit
-                total = hits.sum()
-                # 50 features, each selecting n1 studies at random: hits among them are
-                # hypergeometric given the ROI's total, exactly as under independence
-                a = rng.hypergeometric(total, n_studies - total, n1, size=50).astype(float)
-                b = n1 - a
-                c = total - a
-                d = (n_studies - n1) - c
-                _, p, method = _chi2_or_fisher(a, b, c, d)
-                ps.append(p)
-                fisher.append(np.mean(method == "fisher"))
-                anyq.append((fdr_bh(p) <= 0.05).any())
-            ps = np.concatenate(ps)
-            print(f"| {hit} | {n1} | {np.mean(ps <= 0.05):.4f} | {np.mean(ps <= 0.01):.4f} | "
-                  f"{np.mean(fisher):.2f} | {np.mean(anyq):.3f} |", flush=True)
+        anyq = []
+        for _ in range(reps):
+            hits = rng.random(n_studies) < hit
+            total = int(hits.sum())
+            n1 = rng.integers(50, 3001, size=50)
+            a = rng.hypergeometric(total, n_studies - total, n1)
+            _, p, _ = _chi2_or_fisher(a, n1 - a, total - a, n_studies - n1 - total + a)
+            anyq.append((fdr_bh(p) <= 0.05).any())
+        print(f"| {hit} | {np.mean(anyq):.3f} |", flush=True)
 
 
 def main() -> None:
