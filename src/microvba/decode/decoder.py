@@ -77,36 +77,48 @@ _MIN_INSIDE = 0.8
 MAX_OUTSIDE_WARN = 0.05
 
 
-def _fisher_exact(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray) -> np.ndarray:
+def _fisher_exact(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray,
+                  chunk: int = 256) -> np.ndarray:
     """Two-sided Fisher exact p of each 2 x 2 table [[a, b], [c, d]], vectorised.
 
-    With margins fixed, ``a`` is hypergeometric; the two-sided p is the probability of the
-    tables no more likely than the observed one (relative tolerance 1e-7), as
-    :func:`scipy.stats.fisher_exact` (equal to it to 1e-9, tested). The pmf is unimodal, so
-    the far tail's boundary is found by a vectorised bisection over the support (about 13
-    steps), not by one scipy call per table (0.8 ms each: 1.5 s for 2,003 terms).
+    With the margins fixed, ``a`` is hypergeometric; the two-sided p is the probability of
+    the tables no more likely than the observed one (relative tolerance 1e-7), as
+    :func:`scipy.stats.fisher_exact` (equal to it to 1e-9, tested). The pmf is summed over
+    the mode +- (distance of ``a`` + 12 SD + 10) -- beyond it the terms are below 1e-30 of
+    the p -- from one log-gamma value per table and the ratio recurrence
+    :math:`\\frac{P(x+1)}{P(x)} = \\frac{(K-x)(n-x)}{(x+1)(M-K-n+x+1)}`; scipy.special only
+    (scipy.stats costs 0.35 s to import on the warm command line; one scipy call per table
+    0.8 ms: 1.5 s for 2,003 terms).
     """
-    from scipy import stats
+    from scipy.special import gammaln
 
-    a, b, c, d = (np.asarray(v, dtype=np.int64) for v in (a, b, c, d))
+    a, b, c, d = (np.atleast_1d(np.asarray(v, dtype=np.int64)) for v in (a, b, c, d))
     M, K, n = a + b + c + d, a + c, a + b  # studies, hits, selected studies
-    hyp = stats.hypergeom
     lo, hi = np.maximum(0, n - (M - K)), np.minimum(n, K)
     mode = np.clip((n + 1) * (K + 1) // (M + 2), lo, hi)
-    bound = hyp.logpmf(a, M, K, n) + np.log1p(1e-7)  # pmf(x) <= pmf(a) (1 + 1e-7)
-    upper = a >= mode  # observed in the upper branch: search the lower one, and vice versa
-    # bisection for the branch's last (lower) / first (upper) value at or under the bound
-    left = np.where(upper, lo - 1, mode)  # invariant: values beyond left are above bound
-    right = np.where(upper, mode, hi + 1)
-    while np.any(right - left > 1):
-        mid = (left + right) // 2
-        below = hyp.logpmf(mid, M, K, n) <= bound
-        go_right = np.where(upper, below, ~below)
-        left, right = np.where(go_right, mid, left), np.where(go_right, right, mid)
-    # upper: P(X <= left) + P(X >= a); lower: P(X <= a) + P(X >= right) (one cdf and one
-    # sf call: scipy's hypergeometric tails cost ~40 us per table, the pmf ~0.3 us)
-    p = (hyp.cdf(np.where(upper, left, a), M, K, n)
-         + hyp.sf(np.where(upper, a, right) - 1, M, K, n))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = np.where(M > 0, K / np.maximum(M, 1), 0.0)
+        sd = np.sqrt(n * frac * (1 - frac) * (M - n) / np.maximum(M - 1, 1))
+    w = np.abs(a - mode) + np.ceil(12 * sd).astype(np.int64) + 10
+    first, last = np.maximum(lo, mode - w), np.minimum(hi, mode + w)
+    p = np.empty(a.shape)
+    for s in range(0, a.size, chunk):
+        sl = slice(s, s + chunk)
+        x0, M_, K_, n_ = first[sl, None], M[sl, None], K[sl, None], n[sl, None]
+        x = x0 + np.arange(int((last[sl] - first[sl]).max()) + 1)
+        inside = x <= last[sl, None]
+        xs = np.where(inside, x, x0)
+        with np.errstate(divide="ignore", invalid="ignore"):  # past the support: masked
+            step = (np.log((K_ - xs) * (n_ - xs)) - np.log((xs + 1) * (M_ - K_ - n_ + xs + 1)))
+        step = np.where(inside, step, 0.0)
+        logpmf = (gammaln(K_ + 1) - gammaln(x0 + 1) - gammaln(K_ - x0 + 1)
+                  + gammaln(M_ - K_ + 1) - gammaln(n_ - x0 + 1) - gammaln(M_ - K_ - n_ + x0 + 1)
+                  - gammaln(M_ + 1) + gammaln(n_ + 1) + gammaln(M_ - n_ + 1))
+        logpmf = logpmf + np.concatenate([np.zeros_like(step[:, :1]),
+                                          np.cumsum(step[:, :-1], axis=1)], axis=1)
+        observed = np.take_along_axis(logpmf, (a[sl] - first[sl])[:, None], axis=1)
+        keep = inside & (logpmf <= observed + np.log1p(1e-7))
+        p[sl] = np.where(keep, np.exp(logpmf), 0.0).sum(axis=1)
     return np.minimum(p, 1.0)
 
 
