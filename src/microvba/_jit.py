@@ -79,7 +79,7 @@ def load_cached_callees(kernel) -> None:
 
     Costs ~0.5 s once per process for the NODDI kernels (35 cached overloads), nothing later;
     without a cache (or with an empty one) it does nothing."""
-    if id(kernel) in _DONE:
+    if id(kernel) in _DONE or not hasattr(kernel, "py_func"):  # done, or NUMBA_DISABLE_JIT
         return
     with _LOCK:
         if id(kernel) in _DONE:
