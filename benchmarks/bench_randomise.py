@@ -13,7 +13,8 @@ alpha = 0.05, then the power with a planted effect.
 Usage::
 
     .venv/bin/python benchmarks/bench_randomise.py [--quick] [--n-perm 5000] [--skip-full]
-    .venv/bin/python benchmarks/bench_randomise.py --fwe [--experiments 500] [--fwe-perm 500]
+    .venv/bin/python benchmarks/bench_randomise.py --fwe [--experiments 500] [--fwe-perm 500] [--no-power]
+        [--fwe-design score|one-sample|blocks|corrcon]
 """
 
 from __future__ import annotations
@@ -121,6 +122,20 @@ def speed(args: argparse.Namespace) -> None:
               f"{np.quantile(res.null_max['tfce_tstat1'], 0.95):.0f}")
 
 
+def null_design(kind: str, n: int, rng: np.random.Generator):
+    """(X, contrast, exchangeability blocks) of a null experiment: ``score`` (score + age +
+    sex, Freedman-Lane), ``one-sample`` (intercept only: sign flipping) or ``blocks`` (the
+    score design plus 3 site dummies, 4 sites of n/4 subjects as exchangeability blocks)."""
+    if kind == "one-sample":
+        return np.ones((n, 1)), np.array([1.0]), None
+    X = design(n, rng)
+    if kind == "score":
+        return X, np.array([0, 1.0, 0, 0]), None
+    site = np.repeat(np.arange(4), n // 4)
+    dummies = (site[:, None] == np.arange(1, 4)).astype(float)
+    return np.column_stack([X, dummies]), np.array([0, 1.0, 0, 0, 0, 0, 0]), site
+
+
 def _reduced_mask() -> np.ndarray:
     mask = np.zeros((22, 22, 18), bool)
     mask[1:-1, 1:-1, 1:-1] = True
@@ -136,15 +151,27 @@ def fwe(args: argparse.Namespace) -> None:
     print(f"FWE check: {args.experiments} null experiments, {n} subjects, {int(mask.sum())} "
           f"voxels (FWHM 3 voxels), {args.fwe_perm} permutations each, cluster threshold 3.1")
     hits = {f"{s}_{k}": 0 for s in STATS for k in (1, 2)}
+    # uncorrected voxel p (one pre-chosen voxel, and the mean share of voxels) and FDR q
+    # (any voxel): the complete null, so FDR control = P(any q <= 0.05) <= 0.05
+    centre = int(np.argmin(np.linalg.norm(coords - np.array(mask.shape) / 2, axis=1)))
+    unc_voxel, unc_share, fdr_any = [], [], []
     t0 = time.perf_counter()
+    print(f"design: {args.fwe_design}")
     for i in range(args.experiments):
         Y = smooth_cohort(mask, n, rng, fwhm_vox=3.0)
-        X = design(n, rng)
-        res = randomise(Y, X, np.array([0, 1.0, 0, 0]), mask, n_perm=args.fwe_perm, seed=i,
-                        batch_size=args.fwe_perm // 2, n_jobs=2)
+        X, c, blocks = null_design(args.fwe_design, n, rng)
+        if blocks is not None:  # sites differ in mean and in noise level
+            Y = Y * np.array([1.0, 1.5, 2.0, 3.0], np.float32)[blocks, None] + blocks[:, None]
+        res = randomise(Y, X, c, mask, n_perm=args.fwe_perm, seed=i,
+                        batch_size=args.fwe_perm // 2, n_jobs=2, exchangeability_blocks=blocks)
         for s in STATS:
             for k in (1, 2):
                 hits[f"{s}_{k}"] += bool((res.maps[f"{s}_corrp_tstat{k}"] > 0.95).any())
+        for k in (1, 2):  # the maps hold 1 - p and 1 - q
+            p_unc = 1.0 - res.maps[f"vox_p_tstat{k}"]  # p <= 0.05, up to rounding of 1 - p
+            unc_voxel.append(p_unc[centre] <= 0.05 + 1e-9)
+            unc_share.append(np.mean(p_unc <= 0.05 + 1e-9))
+            fdr_any.append(bool((1.0 - res.maps[f"vox_fdrp_tstat{k}"] <= 0.05 + 1e-9).any()))
         if (i + 1) % 50 == 0:
             print(f"  {i + 1} experiments, {time.perf_counter() - t0:.0f} s: "
                   + ", ".join(f"{k} {v / (i + 1):.3f}" for k, v in hits.items()))
@@ -154,6 +181,11 @@ def fwe(args: argparse.Namespace) -> None:
     for s in STATS:
         r1, r2 = hits[f"{s}_1"] / m, hits[f"{s}_2"] / m
         print(f"  {s:9s} tstat1 {r1:.3f}  tstat2 {r2:.3f}  both {(r1 + r2) / 2:.3f}")
+    print(f"uncorrected voxel p <= 0.05 (both directions pooled, {2 * m} tests): centre voxel "
+          f"{np.mean(unc_voxel):.3f}, mean share of voxels {np.mean(unc_share):.4f}; "
+          f"voxel FDR: any q <= 0.05 {np.mean(fdr_any):.3f}")
+    if args.no_power or args.fwe_design != "score":
+        return
     n_power = max(args.experiments // 5, 20)
     power = dict.fromkeys(STATS, 0)
     for i in range(n_power):
@@ -171,6 +203,36 @@ def fwe(args: argparse.Namespace) -> None:
         print(f"  {s:9s} {power[s] / n_power:.2f}")
 
 
+def fwe_corrcon(args: argparse.Namespace) -> None:
+    """Family-wise rate of ``--corrcon`` (``*_famcorrp`` maps, FWE over the contrasts) on
+    null data: three contrasts of the score design (score +, score -, age +), each tested
+    in its own direction as FSL randomise does with a design.con."""
+    from microvba.stats.family import Correction, Family
+    from microvba.stats.randomise import Contrast, randomise_contrasts
+
+    mask = _reduced_mask()
+    n = 64
+    rng = np.random.default_rng(args.fwe_seed)
+    cons = [Contrast(1, "score+", np.array([0, 1.0, 0, 0])),
+            Contrast(2, "score-", np.array([0, -1.0, 0, 0])),
+            Contrast(3, "age+", np.array([0, 0, 1.0, 0]))]
+    hits = dict.fromkeys(STATS, 0)
+    for i in range(args.experiments):
+        Y = smooth_cohort(mask, n, rng, fwhm_vox=3.0)
+        X = design(n, rng)
+        X[:, 2] = (X[:, 2] - X[:, 2].mean()) / X[:, 2].std()  # age: demeaned, as in a .mat
+        res = randomise_contrasts(Y, X, cons, mask, correction=Correction(across=Family.ALL),
+                                  n_perm=args.fwe_perm, seed=i, n_jobs=2)
+        for s in STATS:
+            hits[s] += any(bool((res.maps[f"{s}_famcorrp_tstat{k}"] > 0.95).any())
+                           for k in (1, 2, 3))
+    m = args.experiments
+    print(f"--corrcon: {m} null experiments, 3 contrasts, {args.fwe_perm} permutations; "
+          f"rate of any famcorrp p < 0.05 over the 3 contrasts (half-width "
+          f"{1.96 * np.sqrt(0.05 * 0.95 / m):.3f}): "
+          + ", ".join(f"{s} {hits[s] / m:.3f}" for s in STATS))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer permutations, no full run")
@@ -180,9 +242,15 @@ def main() -> None:
     parser.add_argument("--experiments", type=int, default=500)
     parser.add_argument("--fwe-perm", type=int, default=500)
     parser.add_argument("--fwe-seed", type=int, default=12345, help="seed of the null data")
+    parser.add_argument("--no-power", action="store_true", help="--fwe: skip the power part")
+    parser.add_argument("--fwe-design", choices=["score", "one-sample", "blocks", "corrcon"],
+                        default="score", help="--fwe: the null design (see null_design)")
     args = parser.parse_args()
     os.environ.setdefault("MICROVBA_PROGRESS", "0")
-    fwe(args) if args.fwe else speed(args)
+    if args.fwe and args.fwe_design == "corrcon":
+        fwe_corrcon(args)
+    else:
+        fwe(args) if args.fwe else speed(args)
 
 
 if __name__ == "__main__":

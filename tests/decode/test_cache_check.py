@@ -4,6 +4,8 @@ and rebuilt: the decoding is the same as from the intact cache (it ended with Ba
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 from pathlib import Path
 
@@ -12,8 +14,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from microvba._validation import InputError
 from microvba.cli import main
-from microvba.decode.cache_check import npy_problem, npz_problem, repair_cache
+from microvba.decode import cache_check
+from microvba.decode.cache_check import (
+    CHECKSUMS_KEY,
+    content_problem,
+    file_checksums,
+    npy_problem,
+    npz_problem,
+    repair_cache,
+)
 
 
 def _cut(path: Path, frac: float = 0.5) -> None:
@@ -79,6 +90,9 @@ BREAK = {
     "maps empty": lambda c: (_entry(c) / "z_uniformity.npy").write_bytes(b""),
     "weights cut short": lambda c: _cut(_entry(c) / "weights.npz"),
     "weights corrupt": lambda c: _flip(_entry(c) / "weights.npz"),
+    # same length: only the content checksums of maps.json see these
+    "maps bytes flipped": lambda c: _flip(_entry(c) / "z_association.npy"),
+    "peaks bytes flipped": lambda c: _flip(_entry(c) / "peaks.npy", 0.3),
     "feature table": lambda c: (_entry(c) / "features.tsv").write_text("x\n"),
     "brain mask cut short": lambda c: _cut(next(c.glob("mni152-*.npz"))),
     "roi voxels corrupt": lambda c: [_flip(p, 0.5) for p in c.glob("roi/*.npz")],
@@ -112,3 +126,70 @@ def test_parsed_database_copy_in_cache_dir_and_rebuilt(roi, intact, shared_data,
     assert "broken decoding cache file" in caplog.text and "CRC-32" in caplog.text
     cols = [c for c in intact.columns if "null" not in c]
     pd.testing.assert_frame_equal(got[cols], intact[cols])
+
+
+def _fake_entry(root: Path) -> Path:
+    """A map entry of two arrays whose maps.json records their checksums."""
+    entry = root / "neurosynth-v7_vocab-lda50_kernel-6mm_x"
+    entry.mkdir(parents=True)
+    np.save(entry / "z_association.npy", np.linspace(0, 1, 5000, dtype=np.float32))
+    np.save(entry / "peaks.npy", np.arange(300))
+    (entry / "maps.json").write_text(json.dumps(
+        {CHECKSUMS_KEY: file_checksums(entry, ["z_association.npy", "peaks.npy"])}))
+    return entry
+
+
+def _flip_one(path: Path, keep_mtime: bool) -> None:
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[-7] ^= 0x01  # one bit of one value: same size, a valid .npy
+    path.write_bytes(bytes(data))
+    if keep_mtime:
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    else:
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+
+
+def test_flipped_bit_found_and_entry_invalidated(tmp_path, caplog):
+    entry = _fake_entry(tmp_path)
+    assert content_problem(entry) is None
+    _flip_one(entry / "peaks.npy", keep_mtime=True)
+    assert npy_problem(entry / "peaks.npy") is None  # the size check alone cannot see it
+    path, why = content_problem(entry)
+    assert path.name == "peaks.npy" and "corrupt bytes" in why
+    assert repair_cache(tmp_path, "neurosynth") == [entry / "peaks.npy"]
+    assert not (entry / "maps.json").exists()  # the entry is rebuilt on the next call
+    assert "peaks.npy: broken decoding cache file (content checksum" in caplog.text
+
+
+def test_large_entry_verified_on_first_use_and_when_changed(tmp_path, monkeypatch):
+    """Above VERIFY_EVERY_CALL an entry is summed on first use, then again only when a
+    file's size or mtime changed, and always with verify="all" (microvba data check)."""
+    monkeypatch.setattr(cache_check, "VERIFY_EVERY_CALL", 0)
+    entry = _fake_entry(tmp_path)
+    _flip_one(entry / "z_association.npy", keep_mtime=False)  # before the first use
+    assert content_problem(entry)[0].name == "z_association.npy"
+
+    entry = _fake_entry(tmp_path / "b")
+    assert content_problem(entry) is None  # first use: read, then remembered
+    assert (entry / cache_check.VERIFIED_NAME).exists()
+    _flip_one(entry / "z_association.npy", keep_mtime=True)
+    assert content_problem(entry) is None  # unchanged stamps: not read again (bit rot)
+    assert content_problem(entry, verify="all")[0].name == "z_association.npy"
+    _flip_one(entry / "peaks.npy", keep_mtime=False)  # an edited or copied file
+    assert content_problem(entry)[0].name == "z_association.npy"  # all files read again
+    with pytest.raises(InputError, match="verify"):
+        repair_cache(tmp_path, "neurosynth", verify="sometimes")
+
+
+def test_data_check_verifies_everything(tmp_path, monkeypatch, capsys):
+    """``microvba data check`` sums every entry, however large, and says what it removed."""
+    monkeypatch.setattr(cache_check, "VERIFY_EVERY_CALL", 0)
+    entry = _fake_entry(tmp_path)
+    assert content_problem(entry) is None  # verified once: a warm call would not read it
+    _flip_one(entry / "z_association.npy", keep_mtime=True)
+    assert main(["data", "check", "--cache-dir", str(tmp_path)]) == 1
+    assert "1 broken file(s) removed" in capsys.readouterr().out
+    assert not (entry / "maps.json").exists()
+    assert main(["data", "check", "--cache-dir", str(tmp_path)]) == 0
+    assert "every file intact" in capsys.readouterr().out

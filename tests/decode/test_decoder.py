@@ -44,8 +44,9 @@ def test_roi_statistics_are_those_of_the_2x2_table(lda_decoder, rois):
     a = round(row["p_roi_given_feature"] * n1)
     c = round(row["p_roi_given_other"] * (n - n1))
     cells = np.array([[a, n1 - a], [c, n - n1 - c]])
-    assert row["p"] == pytest.approx(stats.chi2_contingency(cells, correction=False)[1],
-                                     rel=1e-6)
+    assert row["p"] == pytest.approx(stats.fisher_exact(cells).pvalue, rel=1e-6)
+    assert row["z"] ** 2 == pytest.approx(stats.chi2_contingency(cells, correction=False)[0],
+                                          rel=1e-6)
     expected = np.log((a + .5) * (cells[1, 1] + .5) / ((n1 - a + .5) * (c + .5)))
     assert row["log_odds"] == pytest.approx(expected)
     np.testing.assert_allclose(table["q"], fdr_bh(table["p"].to_numpy()))

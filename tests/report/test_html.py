@@ -93,6 +93,9 @@ def test_report_tables(built_report, report_out):
     # correlations: in-sample r labelled descriptive, LOSO r beside it
     corr = html.split('<section id="correlations">')[1].split("</section>")[0]
     assert "In-sample r [95% CI] (descriptive)" in corr and "LOSO r [95% CI]" in corr
+    # in-sample p/q are circular: labelled descriptive, never flagged; the LOSO p is the test
+    assert "In-sample p (descriptive)" in corr and "LOSO p" in corr
+    assert ">q (FDR)</th>" not in corr and ">In-sample q (FDR)</th>" in corr
     assert "0.48 [0.23, 0.73]" in corr  # LOSO r of the A23c cluster
     # FWE p of each cluster, read from its label image and the TFCE corrp map (0.99)
     assert clusters.count('<td class="num">0.010</td>') == len(PLANTED)

@@ -17,23 +17,46 @@ Checks, cheap against a warm decoding call (which reads these files anyway):
 * ``features.tsv``, ``dropped.tsv`` of a map entry: a header row with the columns decoding
   reads.
 
+* content: a map entry's ``maps.json`` records the CRC-32 of each of its files
+  (:data:`CHECKSUMS_KEY`, written by :mod:`microvba.decode.maps` when the entry is
+  complete), which catches flipped bytes that keep a file's size. The files are read and
+  summed on **every call** when they total at most :data:`VERIFY_EVERY_CALL` bytes (an
+  LDA-50 entry: 111 MB, 0.06 s); a larger entry (2,003 NeuroQuery term maps: 1.9 GB,
+  which a warm ``--roi`` call does not otherwise read) is summed on its **first use** after
+  it was written and again whenever a file's size or modification time differs from those
+  of its last verification (``verified.json``; a copied, restored or edited file), and in
+  full by ``microvba data check`` (:func:`repair_cache` with ``verify="all"``). Figures:
+  benchmarks/RESULTS.md, "Decode cache integrity (session 8)".
+
 A broken file inside a map entry (``<database>-v*_vocab-*`` folder) invalidates the whole
 entry (its ``maps.json`` is removed, so the entry is rebuilt and overwritten atomically).
-Flipped bytes inside an ``.npy`` keep its size and are not detected here (that needs content
-hashes recorded when the entry is written, in :mod:`microvba.decode.maps`).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 from .._logging import get_logger
-from .._validation import InputError
+from .._validation import InputError, check_choice
 
 log = get_logger(__name__)
+
+#: ``maps.json`` key: file name -> ``crc32:<8 hex digits>`` of every file of the entry
+CHECKSUMS_KEY = "FileChecksums"
+#: entries whose files total at most this many bytes are verified on every call (CRC-32 runs
+#: with the file reads: 111 MB of an LDA-50 entry 0.06 s, 1.9 GB of term maps 0.42 s)
+VERIFY_EVERY_CALL = 256 * 2**20
+#: per entry: the size and modification time of each file at its last full verification
+VERIFIED_NAME = "verified.json"
+#: ``verify`` modes of :func:`repair_cache`
+VERIFY_MODES = ("auto", "all")
+_CHUNK = 16 * 2**20
 
 #: columns a map entry's tables must have
 _TABLE_COLUMNS = {"features.tsv": ("feature", "label", "z_mean", "z_norm"),
@@ -93,7 +116,64 @@ def file_problem(path: Path) -> str | None:
     return None
 
 
-def repair_cache(root: Path, database: str, maps: bool = True) -> list[Path]:
+def file_crc32(path: Path) -> str:
+    """``crc32:<8 hex digits>`` of a file's bytes (read in 16 MiB chunks)."""
+    crc = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            crc = zlib.crc32(chunk, crc)
+    return f"crc32:{crc:08x}"
+
+
+def file_checksums(folder: Path, names) -> dict[str, str]:
+    """:func:`file_crc32` of each file ``names`` of ``folder`` (for ``maps.json``)."""
+    return {name: file_crc32(Path(folder) / name) for name in names}
+
+
+def _stamps(folder: Path, names) -> dict[str, list[int]]:
+    out = {}
+    for name in names:
+        st = os.stat(folder / name)
+        out[name] = [st.st_size, st.st_mtime_ns]
+    return out
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def content_problem(entry: Path, verify: str = "auto") -> tuple[Path, str] | None:
+    """The first file of a map entry whose CRC-32 differs from the one its ``maps.json``
+    records, with what is wrong, or None (see the module docstring for when the files are
+    read: ``verify="all"`` always)."""
+    checksums = _read_json(entry / "maps.json").get(CHECKSUMS_KEY)
+    if not isinstance(checksums, dict) or not checksums:
+        return None  # an entry without checksums is stale and rebuilt (decode/maps.py)
+    try:
+        stamps = _stamps(entry, checksums)
+    except OSError as exc:
+        return entry / "maps.json", f"a file it records is missing ({exc})"
+    if verify != "all" and sum(s for s, _ in stamps.values()) > VERIFY_EVERY_CALL:
+        if _read_json(entry / VERIFIED_NAME) == stamps:
+            return None  # verified before and unchanged since: not read again
+    for name, expected in checksums.items():
+        got = file_crc32(entry / name)
+        if got != expected:
+            return entry / name, (f"content checksum {got} differs from the {expected} "
+                                  "recorded when it was written (corrupt bytes)")
+    try:  # remembered so that a large entry is not read again while unchanged
+        (entry / VERIFIED_NAME).write_text(json.dumps(stamps))
+    except OSError:
+        pass  # a read-only cache: verified again next time
+    return None
+
+
+def repair_cache(root: Path, database: str, maps: bool = True,
+                 verify: str = "auto") -> list[Path]:
     """Remove the broken files of ``root`` that decoding with ``database`` reads.
 
     Checked: the map entries of ``database`` (``<database>-v*`` folders), its parsed copy
@@ -103,6 +183,8 @@ def repair_cache(root: Path, database: str, maps: bool = True) -> list[Path]:
 
     ``maps=False`` checks only the small grid files (brain mask, ROI voxels), which the
     command line reads before the decoder is fitted (the fit checks everything).
+    ``verify``: ``"auto"`` sums the contents of a map entry as the module docstring says;
+    ``"all"`` sums every entry (``microvba data check``).
 
     Returns
     -------
@@ -114,6 +196,7 @@ def repair_cache(root: Path, database: str, maps: bool = True) -> list[Path]:
     InputError
         When a broken file cannot be removed (a read-only cache), naming it and the fix.
     """
+    check_choice("verify", verify, VERIFY_MODES)
     root = Path(root)
     if not root.is_dir():
         return []
@@ -138,6 +221,11 @@ def repair_cache(root: Path, database: str, maps: bool = True) -> list[Path]:
                 broken.append(path)
                 _remove(sidecar, path, found)
                 break
+        else:
+            found = content_problem(entry, verify)
+            if found is not None:
+                broken.append(found[0])
+                _remove(sidecar, *found)
     return broken
 
 

@@ -11,8 +11,8 @@ ROI association (Neurosynth's "ROI decoding", Yarkoni et al. 2011)
                                        {(b + \\tfrac12)(c + \\tfrac12)}
 
     (Haldane-Anscombe correction), :math:`P(\\mathrm{hit} \\mid F) = a / n_1` against
-    :math:`P(\\mathrm{hit} \\mid \\lnot F) = c / n_2`, the Pearson chi-square p (Fisher's
-    exact test when an expected cell count is below 5), and Benjamini-Hochberg q across
+    :math:`P(\\mathrm{hit} \\mid \\lnot F) = c / n_2`, the two-sided Fisher exact p (``z`` is the
+    signed square root of the Pearson chi-square), and Benjamini-Hochberg q across
     features. ``r`` is NiMARE's ``ROIAssociationDecoder`` statistic: the Pearson correlation
     across studies of the fraction of ROI voxels inside a study's spheres with the feature
     weight.
@@ -77,26 +77,65 @@ _MIN_INSIDE = 0.8
 MAX_OUTSIDE_WARN = 0.05
 
 
+def _fisher_exact(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray,
+                  chunk: int = 256) -> np.ndarray:
+    """Two-sided Fisher exact p of each 2 x 2 table [[a, b], [c, d]], vectorised.
+
+    With the margins fixed, ``a`` is hypergeometric; the two-sided p is the probability of
+    the tables no more likely than the observed one (relative tolerance 1e-7), as
+    :func:`scipy.stats.fisher_exact` (equal to it to 1e-9, tested). The pmf is summed over
+    the mode +- (distance of ``a`` + 12 SD + 10) -- beyond it the terms are below 1e-30 of
+    the p -- from one log-gamma value per table and the ratio recurrence
+    :math:`\\frac{P(x+1)}{P(x)} = \\frac{(K-x)(n-x)}{(x+1)(M-K-n+x+1)}`; scipy.special only
+    (scipy.stats costs 0.35 s to import on the warm command line; one scipy call per table
+    0.8 ms: 1.5 s for 2,003 terms).
+    """
+    from scipy.special import gammaln
+
+    a, b, c, d = (np.atleast_1d(np.asarray(v, dtype=np.int64)) for v in (a, b, c, d))
+    M, K, n = a + b + c + d, a + c, a + b  # studies, hits, selected studies
+    lo, hi = np.maximum(0, n - (M - K)), np.minimum(n, K)
+    mode = np.clip((n + 1) * (K + 1) // (M + 2), lo, hi)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = np.where(M > 0, K / np.maximum(M, 1), 0.0)
+        sd = np.sqrt(n * frac * (1 - frac) * (M - n) / np.maximum(M - 1, 1))
+    w = np.abs(a - mode) + np.ceil(12 * sd).astype(np.int64) + 10
+    first, last = np.maximum(lo, mode - w), np.minimum(hi, mode + w)
+    p = np.empty(a.shape)
+    for s in range(0, a.size, chunk):
+        sl = slice(s, s + chunk)
+        x0, M_, K_, n_ = first[sl, None], M[sl, None], K[sl, None], n[sl, None]
+        x = x0 + np.arange(int((last[sl] - first[sl]).max()) + 1)
+        inside = x <= last[sl, None]
+        xs = np.where(inside, x, x0)
+        with np.errstate(divide="ignore", invalid="ignore"):  # past the support: masked
+            step = (np.log((K_ - xs) * (n_ - xs)) - np.log((xs + 1) * (M_ - K_ - n_ + xs + 1)))
+        step = np.where(inside, step, 0.0)
+        logpmf = (gammaln(K_ + 1) - gammaln(x0 + 1) - gammaln(K_ - x0 + 1)
+                  + gammaln(M_ - K_ + 1) - gammaln(n_ - x0 + 1) - gammaln(M_ - K_ - n_ + x0 + 1)
+                  - gammaln(M_ + 1) + gammaln(n_ + 1) + gammaln(M_ - n_ + 1))
+        logpmf = logpmf + np.concatenate([np.zeros_like(step[:, :1]),
+                                          np.cumsum(step[:, :-1], axis=1)], axis=1)
+        observed = np.take_along_axis(logpmf, (a[sl] - first[sl])[:, None], axis=1)
+        keep = inside & (logpmf <= observed + np.log1p(1e-7))
+        p[sl] = np.where(keep, np.exp(logpmf), 0.0).sum(axis=1)
+    return np.minimum(p, 1.0)
+
+
 def _chi2_or_fisher(a: np.ndarray, b: np.ndarray, c: np.ndarray,
                     d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Two-sided p of each 2 x 2 table: (chi2, p, method)."""
-    from scipy import special
-
+    """Pearson chi-square of each 2 x 2 table (for ``z``) and its two-sided Fisher exact p:
+    (chi2, p, method). The chi-square p (with Fisher's test only below an expected count of
+    5) rejected up to 4-6 times too often at the Benjamini-Hochberg thresholds of 50 topics
+    or 2,003 terms (1e-4, 2.5e-5) with expected counts of 5-90 (exact null rates,
+    benchmarks/bench_calibration.py); Fisher's test holds every level."""
     n = a + b + c + d
     r0, r1, c0, c1 = a + b, c + d, a + c, b + d
     with np.errstate(divide="ignore", invalid="ignore"):
         chi2 = n * (a * d - b * c) ** 2 / (r0 * r1 * c0 * c1)
     chi2 = np.where(np.isfinite(chi2), chi2, 0.0)
-    p = special.erfc(np.sqrt(chi2 / 2.0))  # chi-square survival, 1 df
-    with np.errstate(divide="ignore", invalid="ignore"):
-        expected_min = np.minimum.reduce([r0 * c0, r0 * c1, r1 * c0, r1 * c1]) / n
-    small = expected_min < 5
-    method = np.where(small, "fisher", "chi2").astype(object)
-    if small.any():
-        from scipy import stats
-    for i in np.flatnonzero(small):
-        p[i] = stats.fisher_exact([[a[i], b[i]], [c[i], d[i]]]).pvalue
-    return chi2, p, method
+    p = _fisher_exact(a, b, c, d)
+    return chi2, p, np.full(np.shape(p), "fisher", dtype=object)
 
 
 def _null_p(observed: np.ndarray, null: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

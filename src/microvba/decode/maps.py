@@ -71,6 +71,7 @@ from .._validation import InputError, check_choice, check_in_range, check_positi
 from ._child import ChildCall
 from ._direct import DirectWriter
 from ._lazy import lazy_module
+from .cache_check import CHECKSUMS_KEY, file_checksums
 from .database import VERSIONS, VOCABULARY_DATABASE, Database, database_files, file_stamps
 from .grid import BrainGrid, mni_brain_grid
 
@@ -469,8 +470,8 @@ def _bundle_valid(folder: Path, params: dict[str, Any], inputs: dict[str, Path])
         recorded = json.loads(sidecar.read_text())
     except (OSError, json.JSONDecodeError):
         return False
-    if recorded.get("ParametersHash") != params_hash(params):
-        return False
+    if recorded.get("ParametersHash") != params_hash(params) or CHECKSUMS_KEY not in recorded:
+        return False  # an entry written without content checksums is rebuilt once
     stamps = recorded.get("InputStamps", {})
     hashes = recorded.get("InputHashes", {})
     if set(hashes) != set(inputs):
@@ -593,6 +594,8 @@ def begin_feature_maps(db: Database, vocabulary: str = "lda50", kernel_mm: float
 
     def finish(fm: FeatureMaps) -> None:
         fm.z_mean, fm.z_norm = maps.result()
+        # content checksums, verified before the entry is read (decode/cache_check.py)
+        sidecar[CHECKSUMS_KEY] = file_checksums(folder, _BUNDLE)
         write_json(folder / "maps.json", sidecar)  # the entry is complete: valid from now
         _log_dropped(dropped, vocabulary, min_studies, key=str(folder))
         fm.z_association = np.load(files[0], mmap_mode="r")

@@ -57,6 +57,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from .._jit import load_cached_callees
 from .noise import _XI, _XI_DU, _XI_U0, pair_variance_row
 
 # output columns
@@ -1025,6 +1026,7 @@ def fit_voxels(data, groups, count, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso,
     fuse = pairs is not None and len(pairs) > 0
     pa, pb = _pair_columns(pairs if fuse else None)
     var = np.full(nv, np.nan)
+    load_cached_callees(_fit_rows)  # fresh and cached processes: bit-identical fits
     _fit_rows(data, np.arange(nv), *args, False,
               bool(tie), sigma2, posterior, bool(bound_mean), tau_grid_kappa, out, phi, pa,
               pb, fuse, var)
@@ -1052,6 +1054,7 @@ def free_floor(data, args, tie, tau_grid_kappa):
     out = np.empty((nv, N_OUT))
     phi = np.empty(nv)
     pa, pb = _pair_columns(None)
+    load_cached_callees(_fit_rows)
     _fit_rows(_kernel_input(data), np.arange(nv), *args, True,
               bool(tie), np.zeros(nv), False, False, tau_grid_kappa, out, phi, pa, pb,
               False, np.empty(0))
