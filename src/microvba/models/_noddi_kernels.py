@@ -690,9 +690,12 @@ def _bound_posterior_mean(theta, mu, bvecs, q, table, ub, eiso, yn, sw, tau_node
         var = phi * col[a]
         if a == 2:
             var += phi / n_b0
+        for a2 in range(N_BOUNDED):  # the 3x3 covariance, where the solves never write
+            chol[a, 4 + a2] = phi * col[a2] + (phi / n_b0 if a == 2 and a2 == 2 else 0.0)
         sd = np.sqrt(var)
         x = theta[a]
         centre = x + step[a] if (x <= lo[a] or x >= hi[a]) else x
+        h[5, a] = centre  # for the grid, in a row of h the 5-parameter solves leave
         e = truncated_normal_mean(centre, sd, lo[a], hi[a])
         if a == 0:
             k_new = e
@@ -701,7 +704,176 @@ def _bound_posterior_mean(theta, mu, bvecs, q, table, ub, eiso, yn, sw, tau_node
         else:
             s_new = e
     theta[0], theta[1], theta[2], theta[3] = k_new, f_new, s_new, 1.0 - s_new
+    # the exact posterior means on the Laplace box; the Laplace means above stay where the
+    # quadrature finds no weight
+    _grid_posterior_mean(theta, mu, bvecs, q, table, ub, eiso, yn, sw, tau_nodes, n_b0, lw,
+                         ibuf, idx, mats, vecs)
 
+
+#: probabilists' Gauss-Hermite nodes and weights (3 nodes) for the S0 scale
+_GH_X = np.array([-np.sqrt(3.0), 0.0, np.sqrt(3.0)])
+_GH_W = np.array([1.0 / 6.0, 2.0 / 3.0, 1.0 / 6.0])
+#: log of the quadrature weight over the normal density the nodes were placed by
+_GH_LW = np.log(_GH_W) + 0.5 * _GH_X ** 2
+GRID_N = 9
+GRID_HALF = 4.0
+GRID_PASSES = 2
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _chol3(c00, c10, c11, c20, c21, c22, out):
+    """Lower Cholesky factor of a 3x3 covariance into out[:6] (l00, l10, l11, l20, l21,
+    l22); False where it is not positive definite."""
+    if not (c00 > 0.0):
+        return False
+    l00 = np.sqrt(c00)
+    l10 = c10 / l00
+    l20 = c20 / l00
+    d11 = c11 - l10 * l10
+    if not (d11 > 0.0):
+        return False
+    l11 = np.sqrt(d11)
+    l21 = (c21 - l20 * l10) / l11
+    d22 = c22 - l20 * l20 - l21 * l21
+    if not (d22 > 0.0):
+        return False
+    out[0], out[1], out[2], out[3], out[4], out[5] = l00, l10, l11, l20, l21, np.sqrt(d22)
+    return True
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _grid_moments(cen, ll_, phi, n_b0, mu, bvecs, q, table, ub, eiso, yn, sw,
+                  tau_nodes, lo, hi, lw, ibuf, idx, mom):
+    """Posterior mean and covariance of (k, f, s) by a midpoint rule on nodes x = cen + L z,
+    z in [-GRID_HALF, GRID_HALF]^3 (GRID_N per axis), likelihood of the floor model, uniform
+    prior on the ranges, S0 scale integrated by Gauss-Hermite; into mom[:9] (3 means, 6
+    covariances c00 c10 c11 c20 c21 c22); False where no node has weight."""
+    n = q.size
+    n_c = table.shape[2] - 1
+    nc = np.float64(n_c)
+    n_k = tau_nodes.size
+    n_nodes = GRID_N
+    l00, l10, l11, l20, l21, l22 = ll_[0], ll_[1], ll_[2], ll_[3], ll_[4], ll_[5]
+    sd_t = np.sqrt(phi / n_b0)
+    e_ic, aniso, arg, ex, c2, fcw, m_row, cnt = (lw[0], lw[1], lw[2], lw[3], lw[4], lw[5],
+                                                 lw[6], lw[7])
+    bx, by, bz = bvecs[0], bvecs[1], bvecs[2]
+    for i in range(n):
+        c = min(abs(mu[0] * bx[i] + mu[1] * by[i] + mu[2] * bz[i]), 1.0)
+        x = min(c * nc, nc - 1e-9)
+        lo_c = np.floor(x)
+        fcw[i] = x - lo_c
+        idx[i] = ub[i] + np.int64(lo_c)
+        c2[i] = c * c
+        cnt[i] = sw[i] * sw[i]
+    sd = np.sqrt(phi)
+    inv = 1.0 / (1.5 * phi)
+    lmax = -np.inf
+    for t in range(9):
+        mom[t] = 0.0
+    wsum = 0.0
+    span = GRID_HALF
+    for i0 in range(n_nodes):
+        z0 = -span + (i0 + 0.5) * 2.0 * span / n_nodes
+        kr = cen[0] + l00 * z0
+        if kr < lo[0] or kr > hi[0]:
+            continue
+        k0 = min(int(kr), n_k - 2)
+        fk = kr - k0
+        tau = tau_nodes[k0] + fk * (tau_nodes[k0 + 1] - tau_nodes[k0])
+        alpha = 0.5 * (1.0 + tau)
+        gamma = -0.5 * (3.0 * tau - 1.0)
+        t0 = table[k0].reshape(-1)
+        t1 = table[k0 + 1].reshape(-1)
+        for i in range(n):
+            j = idx[i]
+            fc = fcw[i]
+            a0 = np.float64(t0[j]) + fc * (np.float64(t0[j + 1]) - np.float64(t0[j]))
+            a1 = np.float64(t1[j]) + fc * (np.float64(t1[j + 1]) - np.float64(t1[j]))
+            e_ic[i] = a0 + fk * (a1 - a0)
+        for i1 in range(n_nodes):
+            z1 = -span + (i1 + 0.5) * 2.0 * span / n_nodes
+            f = cen[1] + l10 * z0 + l11 * z1
+            if f < lo[1] or f > hi[1]:
+                continue
+            for i in range(n):
+                arg[i] = -q[i] + q[i] * f * (alpha + gamma * c2[i])
+            _vexp(arg, ex, ibuf)
+            for i in range(n):
+                aniso[i] = f * e_ic[i] + (1.0 - f) * ex[i]
+            for i2 in range(n_nodes):
+                z2 = -span + (i2 + 0.5) * 2.0 * span / n_nodes
+                sv = cen[2] + l20 * z0 + l21 * z1 + l22 * z2
+                if sv < lo[2] or sv > hi[2]:
+                    continue
+                for it in range(_GH_X.size):
+                    t = 1.0 + sd_t * _GH_X[it]
+                    lw_t = _GH_LW[it]
+                    for i in range(n):
+                        m = t * (sv * aniso[i] + (1.0 - sv) * eiso[i])
+                        m_row[i] = m
+                        arg[i] = -m * m * inv
+                    _vexp(arg, ex, ibuf)
+                    r = 0.0
+                    for i in range(n):
+                        m = m_row[i]
+                        d = yn[i] - (np.sqrt(m * m + phi) + _RICE_A * ex[i] * sd)
+                        r += cnt[i] * d * d
+                    lg = -r / (2.0 * phi) + lw_t
+                    if lg > lmax:
+                        sc = np.exp(lmax - lg) if wsum > 0.0 else 0.0
+                        wsum *= sc
+                        for u in range(9):
+                            mom[u] *= sc
+                        lmax = lg
+                    wt = np.exp(lg - lmax)
+                    wsum += wt
+                    mom[0] += wt * kr
+                    mom[1] += wt * f
+                    mom[2] += wt * sv
+                    mom[3] += wt * kr * kr
+                    mom[4] += wt * f * kr
+                    mom[5] += wt * f * f
+                    mom[6] += wt * sv * kr
+                    mom[7] += wt * sv * f
+                    mom[8] += wt * sv * sv
+    if not (wsum > 0.0):
+        return False
+    for u in range(9):
+        mom[u] /= wsum
+    mom[3] -= mom[0] * mom[0]
+    mom[4] -= mom[1] * mom[0]
+    mom[5] -= mom[1] * mom[1]
+    mom[6] -= mom[2] * mom[0]
+    mom[7] -= mom[2] * mom[1]
+    mom[8] -= mom[2] * mom[2]
+    return True
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _grid_posterior_mean(theta, mu, bvecs, q, table, ub, eiso, yn, sw, tau_nodes, n_b0,
+                         lw, ibuf, idx, mats, vecs):
+    h, chol = mats[0], mats[1]
+    lo, hi = vecs[4], vecs[5]
+    phi = theta[6]
+    cen = vecs[1]
+    lf = vecs[2]
+    mom = h[3:5].reshape(-1)  # rows 3-4 of h (14 values): free after the Laplace step
+    # first pass: an axis-aligned box of +-GRID_HALF Laplace sd (the range where that is
+    # wider), inside the range
+    for a in range(N_BOUNDED):
+        w = min(2.0 * GRID_HALF * np.sqrt(max(chol[a, 4 + a], 0.0)), hi[a] - lo[a])
+        cen[a] = min(max(h[5, a], lo[a] + 0.5 * w), hi[a] - 0.5 * w)
+        lf[a] = w / (2.0 * GRID_HALF)
+    lf[0], lf[1], lf[2], lf[3], lf[4], lf[5] = lf[0], 0.0, lf[1], 0.0, 0.0, lf[2]
+    for _ in range(GRID_PASSES):
+        if not _grid_moments(cen, lf, phi, n_b0, mu, bvecs, q, table, ub, eiso, yn,
+                             sw, tau_nodes, lo, hi, lw, ibuf, idx, mom):
+            return
+        cen[0], cen[1], cen[2] = mom[0], mom[1], mom[2]
+        if not _chol3(mom[3], mom[4], mom[5], mom[6], mom[7], mom[8], lf):
+            break
+    theta[0], theta[1], theta[2], theta[3] = cen[0], cen[1], cen[2], 1.0 - cen[2]
 
 
 @njit(cache=True, nogil=True, fastmath=True)
