@@ -912,7 +912,7 @@ def _fit_voxel(y, within, count, sw, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso
                table, k_nodes,
                tau_nodes, k_fine, n_j, coarse, coarse_j, n_sub_iter, n_iter, fit_dir, lm_rtol,
                fit_floor, tie, floor_abs2, posterior, bound_mean, tau_grid_kappa, out, ws, wss,
-               cbin, ibuf, res, prof, phi_out, mats, vecs, act, idx):
+               cbin, ibuf, res, prof, phi_out, mats, vecs, act, idx, gated):
     n = y.size
     s0 = 0.0
     c0 = 0.0
@@ -1004,11 +1004,11 @@ def _fit_voxel(y, within, count, sw, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso
         r = _levenberg_marquardt(theta, mu, bvecs, q, table, ub, eiso, yn, sw, tau_nodes,
                                  n_full, fit_dir, fit_floor, lw, ibuf, idx, mats, vecs, act,
                                  rtol_full, tie)
-        if bound_mean and tie and not fit_floor and phi0 * LOW_SNR * LOW_SNR > 1.0:
-            # low SNR, S0 fixed: posterior means of the bounded parameters instead of the
-            # clipped least-squares point (the same gate as the extra iterations)
-            _bound_posterior_mean(theta, mu, bvecs, q, table, ub, eiso, yn, sw, tau_nodes,
-                                  fit_dir, c0, lw, ibuf, idx, mats, vecs, act)
+        # low SNR, S0 fixed (the same gate as the extra iterations): the posterior means
+        # of the bounded parameters replace the clipped least-squares point in a second
+        # pass over these voxels (:func:`_posterior_rows`), outside this function, so that
+        # the fit of every other voxel compiles and runs as it did without them
+        gated[0] = bound_mean and tie and not fit_floor and phi0 * LOW_SNR * LOW_SNR > 1.0
     kr, f, s, w = theta[0], theta[1], theta[2], theta[3]
     phi_out[0] = theta[6] * s0 * s0
     if fit_floor and n_iter > 0:
@@ -1149,6 +1149,7 @@ def _fit_rows(data, rows, groups, count, b0_idx, pinv, xmat_t, xprod, bvecs, q, 
     n_k = tau_nodes.size
     block = 64
     n_blocks = (nv + block - 1) // block
+    gate = np.zeros(nv, np.bool_)
     for bi in prange(n_blocks):
         ws = np.empty((4 + _LM_ROWS, n))
         wss = np.empty((9, ns))
@@ -1199,7 +1200,74 @@ def _fit_rows(data, rows, groups, count, b0_idx, pinv, xmat_t, xprod, bvecs, q, 
                        k_nodes, tau_nodes, k_fine, n_j, coarse, coarse_j, n_sub_iter, n_iter,
                        fit_dir, lm_rtol, fit_floor, tie, s2, posterior, bound_mean,
                        tau_grid_kappa, out[t], ws, wss, cbin, ibuf, res, prof, phi[t:t + 1], mats, vecs, act,
-                       idx)
+                       idx, gate[t:t + 1])
+    if bound_mean:
+        _posterior_rows(data, rows, gate, groups, count, b0_idx, bvecs, q, eiso, ub, table,
+                        tau_nodes, fit_dir, phi, tau_grid_kappa, out)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _posterior_rows(data, rows, gate, groups, count, b0_idx, bvecs, q, eiso, ub, table,
+                    tau_nodes, fit_dir, floor2, tau_grid_kappa, out):
+    """Second pass over the gated rows (``gate``): the least-squares fit in out[t] (S0
+    fixed, squared floor floor2[t] in signal units, as the fit returned it) is taken back to theta = (tau node index, ICVF, s = 1 - ISOVF,
+    1 - s, 0, 0, phi) at its direction, and ICVF, ISOVF, tau and kappa are replaced by
+    the posterior means of :func:`_bound_posterior_mean`."""
+    members, starts, first, second, big = groups
+    n = count.size
+    sw = np.sqrt(count)
+    n_k = tau_nodes.size
+    idx_g = np.flatnonzero(gate)
+    block = 16
+    n_blocks = (idx_g.size + block - 1) // block
+    c0 = 0.0
+    for i in b0_idx:
+        c0 += count[i]
+    for bi in prange(n_blocks):
+        lw = np.empty((_LM_ROWS, n))
+        yn = np.empty(n)
+        ibuf = np.empty(n, np.int64)
+        idx = np.empty(n, np.int64)
+        mats = np.empty((2, N_THETA, N_THETA))
+        vecs = np.empty((_N_VECS, N_THETA))
+        act = np.empty(N_THETA, np.int64)
+        mu = np.empty(3)
+        for u in range(bi * block, min((bi + 1) * block, idx_g.size)):
+            t = idx_g[u]
+            v = rows[t]
+            for i in range(n):
+                acc = 0.0
+                for m in range(starts[i], starts[i + 1]):
+                    acc += np.float64(data[v, members[m]])
+                yn[i] = acc / count[i]
+            s0 = 0.0
+            for i in b0_idx:
+                s0 += count[i] * yn[i]
+            s0 /= c0
+            for i in range(n):
+                yn[i] /= s0
+            mats[:] = 0.0
+            vecs[:] = 0.0
+            act[:] = 0
+            theta = vecs[8]
+            tau = out[t, OUT_TAU]
+            k0 = min(max(np.searchsorted(tau_nodes, tau, side="right") - 1, 0), n_k - 2)
+            theta[0] = k0 + (tau - tau_nodes[k0]) / (tau_nodes[k0 + 1] - tau_nodes[k0])
+            theta[1] = out[t, OUT_ICVF]
+            theta[2] = 1.0 - out[t, OUT_ISOVF]
+            theta[3] = out[t, OUT_ISOVF]
+            theta[6] = floor2[t] / (s0 * s0)
+            for d in range(3):
+                mu[d] = out[t, OUT_DIR + d]
+            _bound_posterior_mean(theta, mu, bvecs, q, table, ub, eiso, yn, sw, tau_nodes,
+                                  fit_dir, c0, lw, ibuf, idx, mats, vecs, act)
+            kr = min(max(theta[0], 0.0), n_k - 1.0)
+            k0 = min(int(kr), n_k - 2)
+            tau = tau_nodes[k0] + (kr - k0) * (tau_nodes[k0 + 1] - tau_nodes[k0])
+            out[t, OUT_ICVF] = theta[1]
+            out[t, OUT_ISOVF] = 1.0 - theta[2]
+            out[t, OUT_TAU] = tau
+            out[t, OUT_KAPPA] = np.interp(tau, tau_grid_kappa[0], tau_grid_kappa[1])
 
 
 def fit_voxels(data, groups, count, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso, ub, sub,
