@@ -263,9 +263,6 @@ def test_low_snr_gray_matter_odi_ranking(dsi515):
         return np.mean(np.abs(a - b))
 
     odi_new, odi_old = kappa_to_odi(new[:, 2]), kappa_to_odi(old[:, 2])
-    print(r(odi_new, odi), r(odi_old, odi), r(new[:, 0], icvf), r(old[:, 0], icvf),
-          r(new[:, 1], iso), r(old[:, 1], iso), mae(odi_new, odi), mae(odi_old, odi),
-          mae(new[:, 1], iso), mae(old[:, 1], iso), mae(new[:, 0], icvf), mae(old[:, 0], icvf))
     assert r(odi_new, odi) > r(odi_old, odi) + 0.08
     assert r(new[:, 0], icvf) > r(old[:, 0], icvf)
     # the posterior mean minimises the squared error: the MAE of ODI and ISOVF falls (that
