@@ -912,7 +912,7 @@ def _fit_voxel(y, within, count, sw, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso
                table, k_nodes,
                tau_nodes, k_fine, n_j, coarse, coarse_j, n_sub_iter, n_iter, fit_dir, lm_rtol,
                fit_floor, tie, floor_abs2, posterior, bound_mean, tau_grid_kappa, out, ws, wss,
-               cbin, ibuf, res, prof, phi_out, mats, vecs, act, idx, gated):
+               cbin, ibuf, res, prof, phi_out, mats, vecs, act, idx):
     n = y.size
     s0 = 0.0
     c0 = 0.0
@@ -1006,9 +1006,8 @@ def _fit_voxel(y, within, count, sw, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso
                                  rtol_full, tie)
         # low SNR, S0 fixed (the same gate as the extra iterations): the posterior means
         # of the bounded parameters replace the clipped least-squares point in a second
-        # pass over these voxels (:func:`_posterior_rows`), outside this function, so that
-        # the fit of every other voxel compiles and runs as it did without them
-        gated[0] = bound_mean and tie and not fit_floor and phi0 * LOW_SNR * LOW_SNR > 1.0
+        # pass (:func:`_posterior_rows`), outside the per-voxel fit, so that the fit of
+        # every other voxel compiles and runs as it did without them
     kr, f, s, w = theta[0], theta[1], theta[2], theta[3]
     phi_out[0] = theta[6] * s0 * s0
     if fit_floor and n_iter > 0:
@@ -1149,7 +1148,6 @@ def _fit_rows(data, rows, groups, count, b0_idx, pinv, xmat_t, xprod, bvecs, q, 
     n_k = tau_nodes.size
     block = 64
     n_blocks = (nv + block - 1) // block
-    gate = np.zeros(nv, np.bool_)
     for bi in prange(n_blocks):
         ws = np.empty((4 + _LM_ROWS, n))
         wss = np.empty((9, ns))
@@ -1200,29 +1198,41 @@ def _fit_rows(data, rows, groups, count, b0_idx, pinv, xmat_t, xprod, bvecs, q, 
                        k_nodes, tau_nodes, k_fine, n_j, coarse, coarse_j, n_sub_iter, n_iter,
                        fit_dir, lm_rtol, fit_floor, tie, s2, posterior, bound_mean,
                        tau_grid_kappa, out[t], ws, wss, cbin, ibuf, res, prof, phi[t:t + 1], mats, vecs, act,
-                       idx, gate[t:t + 1])
-    if bound_mean:
-        _posterior_rows(data, rows, gate, groups, count, b0_idx, bvecs, q, eiso, ub, table,
-                        tau_nodes, fit_dir, phi, tau_grid_kappa, out)
+                       idx)
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _posterior_rows(data, rows, gate, groups, count, b0_idx, bvecs, q, eiso, ub, table,
-                    tau_nodes, fit_dir, floor2, tau_grid_kappa, out):
-    """Second pass over the gated rows (``gate``): the least-squares fit in out[t] (S0
-    fixed, squared floor floor2[t] in signal units, as the fit returned it) is taken back to theta = (tau node index, ICVF, s = 1 - ISOVF,
-    1 - s, 0, 0, phi) at its direction, and ICVF, ISOVF, tau and kappa are replaced by
-    the posterior means of :func:`_bound_posterior_mean`."""
+def _posterior_rows(data, groups, count, b0_idx, bvecs, q, eiso, ub, table, tau_nodes,
+                    fit_dir, n_iter, sigma2, tau_grid_kappa, out):
+    """Second pass of a fit with S0 fixed and the floor sigma2[t] (signal units squared,
+    as the fit used it): in the rows the fit's gate selects (a fitted voxel, n_iter > 0,
+    sigma2 / S0^2 > 1 / LOW_SNR^2, S0 the mean b0), the least-squares fit in out[t] is
+    taken back to theta = (tau node index, ICVF, s = 1 - ISOVF, 1 - s, 0, 0, phi) at its
+    direction, and ICVF, ISOVF, tau and kappa are replaced by the posterior means of
+    :func:`_bound_posterior_mean`. Other rows are left untouched."""
     members, starts, first, second, big = groups
+    nv = data.shape[0]
     n = count.size
     sw = np.sqrt(count)
     n_k = tau_nodes.size
-    idx_g = np.flatnonzero(gate)
-    block = 16
-    n_blocks = (idx_g.size + block - 1) // block
     c0 = 0.0
     for i in b0_idx:
         c0 += count[i]
+    # the gate, from the b0 groups only (the fit's own S0 and floor)
+    gate = np.zeros(nv, np.bool_)
+    for t in prange(nv):
+        s0 = 0.0
+        for i in b0_idx:
+            acc = 0.0
+            for m in range(starts[i], starts[i + 1]):
+                acc += np.float64(data[t, members[m]])
+            s0 += count[i] * (acc / count[i])
+        s0 /= c0
+        gate[t] = (n_iter > 0 and np.isfinite(out[t, OUT_ICVF]) and s0 > 0.0
+                   and sigma2[t] / (s0 * s0) * LOW_SNR * LOW_SNR > 1.0)
+    idx_g = np.flatnonzero(gate)
+    block = 16
+    n_blocks = (idx_g.size + block - 1) // block
     for bi in prange(n_blocks):
         lw = np.empty((_LM_ROWS, n))
         yn = np.empty(n)
@@ -1234,7 +1244,7 @@ def _posterior_rows(data, rows, gate, groups, count, b0_idx, bvecs, q, eiso, ub,
         mu = np.empty(3)
         for u in range(bi * block, min((bi + 1) * block, idx_g.size)):
             t = idx_g[u]
-            v = rows[t]
+            v = t
             for i in range(n):
                 acc = 0.0
                 for m in range(starts[i], starts[i + 1]):
@@ -1256,7 +1266,7 @@ def _posterior_rows(data, rows, gate, groups, count, b0_idx, bvecs, q, eiso, ub,
             theta[1] = out[t, OUT_ICVF]
             theta[2] = 1.0 - out[t, OUT_ISOVF]
             theta[3] = out[t, OUT_ISOVF]
-            theta[6] = floor2[t] / (s0 * s0)
+            theta[6] = sigma2[t] / (s0 * s0)
             for d in range(3):
                 mu[d] = out[t, OUT_DIR + d]
             _bound_posterior_mean(theta, mu, bvecs, q, table, ub, eiso, yn, sw, tau_nodes,
@@ -1299,6 +1309,11 @@ def fit_voxels(data, groups, count, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso,
     _fit_rows(data, np.arange(nv), *args, False,
               bool(tie), sigma2, posterior, bool(bound_mean), tau_grid_kappa, out, phi, pa,
               pb, fuse, var)
+    if bound_mean and tie:
+        # the floor each row was fitted with: its own pairs estimate where fused
+        used = np.where(np.isfinite(var) & (var > 0), var, 0.0) if fuse else sigma2
+        _posterior_rows(data, groups, count, b0_idx, bvecs, q, eiso, ub, table, tau_nodes,
+                        fit_dir, n_iter, used, tau_grid_kappa, out)
     return (out, var) if pairs is not None else out
 
 
