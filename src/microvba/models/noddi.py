@@ -286,8 +286,9 @@ class NoddiModel:
        means of the Laplace marginals
        (:func:`~microvba.models._noddi_kernels.truncated_normal_mean`) are kept where the
        quadrature finds no weight. Only ICVF, ODI and ISOVF change; the direction, S0 and
-       NRMSE are the least-squares fit's. Cost: ~2,200 model evaluations per gated voxel
-       (~0.9 ms at one thread, ~18x the fit; none above the gate). On the simulated
+       NRMSE are the least-squares fit's. Cost: ~4,400 likelihood evaluations per gated
+       voxel (~0.9 ms at one thread, ~18x the fit; none above the gate, but a voxel's
+       noisy single b0 can put it over: 0.085 % of SNR-30 DSI-515 voxels). On the simulated
        DSI-515 cells of RESULTS.md (issue #13, point 4) it raised GM ODI r at SNR 10 by
        0.06-0.11 over the Laplace marginals it replaces, ICVF r by 0.01-0.03, and lowered
        ODI and ISOVF MAE; ISOVF r moved by -0.002 to +0.02.
