@@ -21,6 +21,8 @@ References
 Zhang H et al. (2012) NeuroImage 61:1000-1016.
 Guerrero JM et al. (2019) Optimizing the intrinsic parallel diffusivity in NODDI: an extensive
 empirical evaluation. PLoS ONE 14:e0217118.
+Liu Q, Pierce DA (1994) A note on Gauss-Hermite quadrature. Biometrika 81:624-629.
+MacKay DJC (2003) Information Theory, Inference, and Learning Algorithms, ch. 27.
 """
 
 from __future__ import annotations
@@ -229,11 +231,12 @@ class NoddiModel:
     bound_mean
         In low-SNR voxels with a noise floor (:math:`\sigma_v/S_0 >
         1/`:data:`~microvba.models._noddi_kernels.LOW_SNR`) and S0 fixed, report the
-        posterior mean of each bounded parameter (ICVF, ISOVF, the tau node behind ODI)
-        under a uniform prior on its range instead of the least-squares point clipped at
-        the bound (see the notes, step 4). Default on; ``False`` keeps the clipped
-        least-squares estimate everywhere. It changes nothing where there is no floor
-        (clinical schemes with ``noise="auto"``, ``compat="toolbox"``) or SNR > LOW_SNR.
+        posterior means of ICVF, ODI and ISOVF under a uniform prior on their ranges
+        (numerical integration of the floor likelihood, the S0 scale integrated out)
+        instead of the least-squares point clipped at the bounds (see the notes, step 4).
+        Default on; ``False`` keeps the clipped least-squares estimate everywhere. It
+        changes nothing where there is no floor (clinical schemes with ``noise="auto"``,
+        ``compat="toolbox"``) or SNR > LOW_SNR.
 
     Notes
     -----
@@ -268,20 +271,27 @@ class NoddiModel:
     4. **posterior means at the bounds** (``bound_mean``, low-SNR voxels with a floor
        only): least squares piles noisy voxels on a bound (on DSI-515 at SNR 20 the
        fitted ISOVF is exactly 0 in 15 % of voxels, 28 % at SNR 10), which throws away
-       their ranking. With a Laplace approximation of the likelihood (MacKay 2003, ch. 27)
-       around the unconstrained optimum of each bounded parameter, centre :math:`\mu`
-       (the Gauss-Newton step the bound cut off; the fitted value inside the range) and
-       marginal sd :math:`s = \sqrt{\phi\,(J^\top J)^{-1}_{ii}}`, the posterior mean
-       under a uniform prior on :math:`[l, h]` is the truncated-normal mean
-       :math:`\mu + s\,(\varphi(a) - \varphi(b))/(\Phi(b) - \Phi(a))`,
-       :math:`a = (l-\mu)/s`, :math:`b = (h-\mu)/s`: monotone in :math:`\mu` and equal to
-       it where :math:`s` is small beside the distance to the bounds
-       (:func:`~microvba.models._noddi_kernels.truncated_normal_mean`). Only ICVF, ODI
-       and ISOVF change; the direction, S0 and NRMSE are the least-squares fit's. Cost:
-       one Jacobian and four 7x7 solves per gated voxel (+9-14 % CPU in SNR 10-20
-       voxels, none above the gate). On the simulated DSI-515 cells of RESULTS.md
-       (issue #13, point 4) it raised ISOVF r at SNR 10 by 0.04-0.07 and GM ODI r by
-       0.04-0.07, and lowered every ISOVF MAE.
+       their ranking. ICVF, ODI (through the tau node index, nodes uniform in ODI) and
+       ISOVF are replaced by their joint posterior means under a uniform prior on their
+       ranges and the fit's own floor likelihood
+       :math:`\exp(-\sum_i c_i (y_i - M_i(\theta))^2 / 2\phi)`, integrated numerically
+       (:func:`~microvba.models._noddi_kernels._grid_posterior_mean`): a midpoint rule of
+       9^3 nodes, first on an axis-aligned box of +-4 Laplace sd around the least-squares
+       point (MacKay 2003, ch. 27: centre = the point, or the Gauss-Newton step a bound
+       cut off; sd from :math:`\phi (J^\top J)^{-1}`), then on nodes along the principal
+       axes of the first pass's posterior covariance (adaptive quadrature, as adaptive
+       Gauss-Hermite: Liu & Pierce 1994). S0 is fixed at the b0, whose own noise
+       (variance :math:`\phi/n_{b0}` relative) scales every normalised measurement: that
+       scale is integrated out by 3-node Gauss-Hermite quadrature. The truncated-normal
+       means of the Laplace marginals
+       (:func:`~microvba.models._noddi_kernels.truncated_normal_mean`) are kept where the
+       quadrature finds no weight. Only ICVF, ODI and ISOVF change; the direction, S0 and
+       NRMSE are the least-squares fit's. Cost: ~4,400 likelihood evaluations per gated
+       voxel (~0.9 ms at one thread, ~18x the fit; none above the gate, but a voxel's
+       noisy single b0 can put it over: 0.085 % of SNR-30 DSI-515 voxels). On the simulated
+       DSI-515 cells of RESULTS.md (issue #13, point 4) it raised GM ODI r at SNR 10 by
+       0.06-0.11 over the Laplace marginals it replaces, ICVF r by 0.01-0.03, and lowered
+       ODI and ISOVF MAE; ISOVF r moved by -0.002 to +0.02.
 
     Failed voxels (non-finite data, mean b0 <= 0, all zero) are NaN in the maps and 3 in
     :attr:`NoddiFit.status`.
@@ -416,9 +426,9 @@ class NoddiModel:
                 "compat": self.compat or "none",
                 "bounded_estimates": (
                     f"posterior mean at bounds, low-SNR voxels (sigma/S0 > 1/{LOW_SNR:g}, "
-                    "floor on, S0 fixed): uniform prior on the range, Laplace "
-                    "approximation" if self.bound_mean else "least squares clipped at the "
-                    "bounds"),
+                    "floor on, S0 fixed): uniform prior on the ranges, the floor "
+                    "likelihood integrated on an adaptive grid, S0 scale integrated out"
+                    if self.bound_mean else "least squares clipped at the bounds"),
                 "algorithm": "microvba variable projection (exact Watson kernels)"}
 
     def _kernel_args(self) -> tuple:
