@@ -1314,6 +1314,7 @@ def fit_voxels(data, groups, count, b0_idx, pinv, xmat_t, xprod, bvecs, q, eiso,
     if bound_mean and tie:
         # the floor each row was fitted with: its own pairs estimate where fused
         used = np.where(np.isfinite(var) & (var > 0), var, 0.0) if fuse else sigma2
+        load_cached_callees(_posterior_rows)
         _posterior_rows(data, groups, count, b0_idx, bvecs, q, eiso, ub, table, tau_nodes,
                         fit_dir, n_iter, used, tau_grid_kappa, out)
     return (out, var) if pairs is not None else out
