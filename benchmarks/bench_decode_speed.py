@@ -198,14 +198,19 @@ def _components(env: dict, runs: int, tmp: Path) -> None:
           f"children {statistics.median(kids):.2f} s; {_load()}")
 
 
-def _against(rev: str, env: dict, runs: int, tmp: Path) -> None:
-    """Item 5 of the module docstring."""
+def _trees(rev: str, tmp: Path) -> dict[str, Path]:
+    """``src`` of git revision ``rev`` (extracted under ``tmp``) and of this tree."""
     old = tmp / f"rev-{rev}"
     old.mkdir()
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "src"], check=True,
                              capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
-    trees = {rev: old / "src", "this tree": ROOT / "src"}
+    return {rev: old / "src", "this tree": ROOT / "src"}
+
+
+def _against(rev: str, env: dict, runs: int, tmp: Path) -> None:
+    """Item 5 of the module docstring."""
+    trees = _trees(rev, tmp)
     res: dict[str, list[tuple[float, float]]] = {k: [] for k in trees}
     for src in trees.values():  # each tree's own caches built (its map cache key may differ)
         _timed(CLI + ["decode", "--roi", str(ATLAS), "--labels", "185", "186", "-o",
@@ -230,12 +235,7 @@ def _against(rev: str, env: dict, runs: int, tmp: Path) -> None:
 
 def _cold_against(rev: str, env: dict, runs: int, tmp: Path) -> None:
     """Item 6 of the module docstring."""
-    old = tmp / f"rev-{rev}"
-    old.mkdir()
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "src"], check=True,
-                             capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
-    trees = {rev: old / "src", "this tree": ROOT / "src"}
+    trees = _trees(rev, tmp)
     seed = tmp / "seed"  # the MNI grid and the parsed database copy
     subprocess.run(_build_cmd("lda50"), env=dict(env, MICROVBA_CACHE=str(seed)), check=True)
     res: dict[str, list[tuple[float, float, float]]] = {k: [] for k in trees}
