@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from microvba.decode.decoder import _chi2_or_fisher, _fisher_exact
+from microvba.decode.decoder import _chi2_and_fisher, _fisher_exact
 
 N_STUDIES = 14371  # Neurosynth v0.7
 
@@ -38,6 +38,6 @@ def test_null_rejection_rate_at_most_alpha(hit_rate, n_selected):
     lo, hi = max(0, n_selected - (N_STUDIES - hits)), min(n_selected, hits)
     a = np.arange(lo, hi + 1)
     pmf = stats.hypergeom.pmf(a, N_STUDIES, hits, n_selected)
-    _, p, _ = _chi2_or_fisher(a, n_selected - a, hits - a, N_STUDIES - n_selected - hits + a)
+    _, p, _ = _chi2_and_fisher(a, n_selected - a, hits - a, N_STUDIES - n_selected - hits + a)
     for alpha in (0.05, 0.01, 1e-3, 1e-4, 2.5e-5):
         assert pmf[p <= alpha].sum() <= alpha * (1 + 1e-9), alpha

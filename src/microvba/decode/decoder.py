@@ -122,7 +122,7 @@ def _fisher_exact(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray,
     return np.minimum(p, 1.0)
 
 
-def _chi2_or_fisher(a: np.ndarray, b: np.ndarray, c: np.ndarray,
+def _chi2_and_fisher(a: np.ndarray, b: np.ndarray, c: np.ndarray,
                     d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pearson chi-square of each 2 x 2 table (for ``z``) and its two-sided Fisher exact p:
     (chi2, p, method). The chi-square p (with Fisher's test only below an expected count of
@@ -399,7 +399,7 @@ class Decoder:
         lor_all = _log_odds(a_all, n1 - a_all, c_all, n2 - c_all)
         a, c = a_all[:, 0], c_all[:, 0]
         b, d = self._n_sel - a, (fm.n_studies - self._n_sel) - c
-        chi2, p, method = _chi2_or_fisher(a, b, c, d)
+        chi2, p, method = _chi2_and_fisher(a, b, c, d)
         lor = lor_all[:, 0]
         null = lor_all[:, 1:]
         p_perm, p_null = _null_p(lor, null)

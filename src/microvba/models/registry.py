@@ -68,6 +68,8 @@ class ModelSpec:
     fitter
         ``"module:Class"`` implementing :class:`Fitter`, or None (fitted by its own branch
         of the pipeline).
+    multishell
+        Needs a DSI grid or several shells (checked for every subject before any work).
     """
 
     name: str
@@ -80,6 +82,7 @@ class ModelSpec:
     description: str = ""
     options: tuple[ModelOption, ...] = ()
     fitter: str | None = None
+    multishell: bool = False
 
     @property
     def maps(self) -> tuple[str, ...]:
@@ -172,7 +175,7 @@ REGISTRY: dict[str, ModelSpec] = {
         extras=("kappa", "nrmse", "direction", "sigma", "status"),
         desc_maps={"icvf_modulated": "modulated", "odi_modulated": "modulated"},
         metric_names={"icvf": "ICVF", "odi": "ODI", "isovf": "ISOVF"},
-        description="NODDI metrics",
+        description="NODDI metrics", multishell=True,
         citations={"Zhang et al., 2012": (
             "Zhang H, Schneider T, Wheeler-Kingshott CA, Alexander DC. NODDI: practical in "
             "vivo neurite orientation dispersion and density imaging of the human brain. "
@@ -192,7 +195,7 @@ REGISTRY: dict[str, ModelSpec] = {
         options=(ModelOption("sampling_length", 1.25,
                              "GQI diffusion sampling length (DSI Studio's default 1.25)",
                              _positive_float),),
-        fitter="microvba.models.gqi:GqiFitter"),
+        fitter="microvba.models.gqi:GqiFitter", multishell=True),
     "mapmri": ModelSpec(
         name="mapmri", label="MAP-MRI", metrics=("rtop", "rtap", "rtpp", "msd", "ng"),
         extras=("lambda",),
@@ -216,7 +219,7 @@ REGISTRY: dict[str, ModelSpec] = {
             ModelOption("bval_threshold", 2000.0, "MAP-MRI scale tensor fitted on volumes "
                         "with b < this (s/mm^2)", _positive_float),
         ),
-        fitter="microvba.models.mapmri:MapmriFitter"),
+        fitter="microvba.models.mapmri:MapmriFitter", multishell=True),
 }
 #: the study's models, fitted when none are named
 DEFAULT_MODELS: tuple[str, ...] = ("tensor", "noddi")

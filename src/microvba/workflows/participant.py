@@ -345,7 +345,7 @@ def check_schemes(dataset, models) -> None:
     from ..models.mapmri import check_multishell
     from ..models.registry import get
 
-    needy = [m for m in models if m in ("noddi", "gqi", "mapmri")]
+    needy = [m for m in models if get(m).multishell]
     if not needy:
         return
     keep = ",".join(m for m in models if m not in needy) or "tensor"
